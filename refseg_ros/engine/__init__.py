@@ -1,0 +1,14 @@
+"""Streaming SAM2 engine: tensors only, no ROS."""
+
+from .config import EngineConfig
+from .engine import SegmentationEngine
+from .errors import (CheckpointError, EngineError, InvalidFrameError, InvalidPromptError,
+                     UnknownStreamError, UnknownTargetError)
+from .types import (BoxPrompt, MaskPrompt, PointsPrompt, Prompt, StepResult, TargetResult,
+                    TargetState)
+
+__all__ = [
+    "BoxPrompt", "CheckpointError", "EngineConfig", "EngineError", "InvalidFrameError",
+    "InvalidPromptError", "MaskPrompt", "PointsPrompt", "Prompt", "SegmentationEngine",
+    "StepResult", "TargetResult", "TargetState", "UnknownStreamError", "UnknownTargetError",
+]

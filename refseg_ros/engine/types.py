@@ -65,3 +65,4 @@ class StepResult:
     stamp: float
     targets: list[TargetResult]
     step_seconds: float = 0.0
+    events: list[str] = field(default_factory=list)  # human-readable state changes

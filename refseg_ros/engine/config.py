@@ -1,0 +1,27 @@
+"""Engine settings: which model, where it runs, and how memory is kept."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+
+@dataclass
+class EngineConfig:
+    """Everything needed to build an engine; plain values so YAML and CLI map onto it."""
+
+    model: str = "sam2.1_hiera_t"  # a name from engine.model.MODEL_CONFIGS
+    checkpoint: Optional[str] = None  # official {"model": state_dict} file; None = random init
+    image_size: Optional[int] = None  # None keeps the config's size (1024)
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16
+    compile: bool = False  # torch.compile the heavy modules (CUDA only)
+    seed: int = 0  # seeds the random initialisation when no checkpoint is given
+    # Memory policy. SAM2 writes every frame into memory; with keep_memory_when_absent the
+    # frames on which a target is judged absent are not written, so an occluder cannot
+    # push out the memories of the object.
+    keep_memory_when_absent: bool = True
+    max_obj_ptrs: int = 16  # object pointers visible to memory attention (SAM2: 16)
+    max_cond_frames: int = -1  # pinned conditioning entries attended (-1: all, as SAM2)
+    occlusion_patience: int = 15  # absent frames before an occluded target counts as lost
+    batch_targets: bool = True  # batch targets whose memory layouts match

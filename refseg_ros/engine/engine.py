@@ -1,0 +1,346 @@
+"""The streaming engine: frames in one at a time, every target's mask out.
+
+One model serves several streams (cameras). Each frame is encoded once and shared by all
+targets of its stream; targets whose memory layouts match are tracked as one batch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import heads
+from .config import EngineConfig
+from .errors import InvalidFrameError, UnknownStreamError, UnknownTargetError
+from .features import FrameFeatures, encode_image
+from .frames import FramePreprocessor, check_frame
+from .memory import MemoryEntry, MemorySelection, TargetMemory
+from .model import build_model, resolve_device
+from .prompts import PromptInputs, check_prompt, to_model_inputs
+from .types import Prompt, StepResult, TargetResult, TargetState
+
+
+@dataclass
+class Target:
+    """A tracked object: its memory and per-target hooks for the adapters."""
+
+    target_id: int
+    label: str
+    memory: TargetMemory
+    pending: Optional[Prompt] = None  # a prompt waiting for the stream's next frame
+    state: TargetState = TargetState.ACQUIRING
+    absent_frames: int = 0
+    extra_tokens: Optional[torch.Tensor] = None  # appended to the decoder's sparse prompt
+    memory_reweight: Optional[heads.MemoryWeighting] = None
+
+
+@dataclass
+class Stream:
+    """One camera: its frame counter, the last frame's features and its targets."""
+
+    stream_id: str
+    next_index: int = 0
+    last_features: Optional[FrameFeatures] = None
+    last_size: Optional[tuple[int, int]] = None  # (H, W)
+    targets: dict[int, Target] = field(default_factory=dict)
+
+
+class SegmentationEngine:
+    """Streaming SAM2 with bounded per-target memory. Thread-safe; no ROS inside."""
+
+    def __init__(self, model: torch.nn.Module, config: EngineConfig, random_weights: bool):
+        self.model = model
+        self.config = config
+        self.random_weights = random_weights
+        self.device = next(model.parameters()).device
+        self.image_size = int(model.image_size)
+        self.preprocess = FramePreprocessor(self.image_size, self.device)
+        self._streams: dict[str, Stream] = {}
+        self._next_target_id = 1
+        self._lock = threading.RLock()
+        self._autocast_dtype = _autocast_dtype(config.precision, self.device)
+        if config.compile and self.device.type == "cuda":
+            _compile_modules(model)
+
+    @classmethod
+    def from_config(cls, config: EngineConfig) -> "SegmentationEngine":
+        device = resolve_device(config.device)
+        model = build_model(config.model, config.checkpoint, config.image_size, device, config.seed)
+        model.max_obj_ptrs_in_encoder = config.max_obj_ptrs
+        return cls(model, config, random_weights=config.checkpoint is None)
+
+    # ----------------------------------------------------------------- streams & targets
+    def add_stream(self, stream_id: str) -> None:
+        with self._lock:
+            self._streams.setdefault(stream_id, Stream(stream_id))
+
+    def remove_stream(self, stream_id: str) -> None:
+        with self._lock:
+            self._stream(stream_id)
+            del self._streams[stream_id]
+
+    def streams(self) -> list[str]:
+        with self._lock:
+            return list(self._streams)
+
+    def targets(self, stream_id: str) -> list[tuple[int, str, TargetState]]:
+        with self._lock:
+            return [(t.target_id, t.label, t.state) for t in self._stream(stream_id).targets.values()]
+
+    def add_target(
+        self,
+        stream_id: str,
+        prompt: Prompt,
+        *,
+        label: str = "",
+        target_id: Optional[int] = None,
+        image: Optional[np.ndarray] = None,
+    ) -> int:
+        """Start tracking an object given by `prompt`.
+
+        With `image`, the prompt lies on that image (teach by example) and becomes the
+        target's conditioning memory now. Without it, the prompt lies on the stream's
+        next frame, where it is applied before tracking. Returns the target id.
+        """
+        with self._lock:
+            stream = self._stream(stream_id)
+            if target_id is not None and target_id in stream.targets:
+                raise UnknownTargetError(f"target {target_id} already exists on stream {stream_id!r}")
+            if image is not None:
+                check_frame(image)
+                check_prompt(prompt, image.shape[0], image.shape[1])
+            elif stream.last_size is not None:
+                check_prompt(prompt, *stream.last_size)
+            tid = target_id if target_id is not None else self._next_target_id
+            self._next_target_id = max(self._next_target_id, tid + 1)
+            target = Target(tid, label, self._new_memory())
+            if image is None:
+                target.pending = prompt
+            else:
+                with self._compute():
+                    features = encode_image(self.model, self.preprocess(image))
+                    self._apply_prompt(target, features, prompt, image.shape[:2], stream.next_index - 1)
+            stream.targets[tid] = target
+            return tid
+
+    def remove_target(self, stream_id: str, target_id: int) -> None:
+        with self._lock:
+            stream = self._stream(stream_id)
+            if target_id not in stream.targets:
+                raise UnknownTargetError(f"no target {target_id} on stream {stream_id!r}")
+            del stream.targets[target_id]
+
+    def reset(self, stream_id: Optional[str] = None) -> None:
+        """Forget the targets of one stream (or of all); streams stay."""
+        with self._lock:
+            streams = [self._stream(stream_id)] if stream_id is not None else self._streams.values()
+            for stream in streams:
+                stream.targets.clear()
+
+    # --------------------------------------------------------------------------- step
+    def step(self, stream_id: str, frame: np.ndarray, stamp: float = 0.0) -> StepResult:
+        """Segment every target of `stream_id` on `frame` (H x W x 3 uint8 RGB)."""
+        with self._lock:
+            stream = self._stream(stream_id)
+            check_frame(frame)
+            start = time.perf_counter()
+            index = stream.next_index
+            height, width = frame.shape[:2]
+            events: list[str] = []
+            with self._compute():
+                features = encode_image(self.model, self.preprocess(frame))
+                low_res: dict[int, torch.Tensor] = {}
+                scores: dict[int, torch.Tensor] = {}
+                for target in list(stream.targets.values()):
+                    if target.pending is None:
+                        continue
+                    prompt, target.pending = target.pending, None
+                    try:
+                        decoded = self._apply_prompt(target, features, prompt, (height, width), index)
+                    except InvalidFrameError:
+                        raise
+                    except ValueError as exc:  # the frame turned out not to fit the prompt
+                        del stream.targets[target.target_id]
+                        events.append(f"target {target.target_id} rejected: {exc}")
+                        continue
+                    low_res[target.target_id] = decoded.low_res_masks
+                    scores[target.target_id] = decoded.object_score_logits
+                tracked = [t for t in stream.targets.values()
+                           if t.target_id not in low_res and t.memory.conditioning]
+                for group, selections in self._layout_groups(tracked, index):
+                    decoded = self._track_group(group, selections, features, index)
+                    for i, target in enumerate(group):
+                        low_res[target.target_id] = decoded.low_res_masks[i:i + 1]
+                        scores[target.target_id] = decoded.object_score_logits[i:i + 1]
+                results = self._results(stream, low_res, scores, (height, width), events)
+            stream.last_features = features
+            stream.last_size = (height, width)
+            stream.next_index += 1
+            return StepResult(stream_id, index, stamp, results, time.perf_counter() - start, events)
+
+    # ------------------------------------------------------------------------ internals
+    def _stream(self, stream_id: str) -> Stream:
+        try:
+            return self._streams[stream_id]
+        except KeyError:
+            known = ", ".join(map(repr, self._streams)) or "none"
+            raise UnknownStreamError(f"unknown stream {stream_id!r} (known: {known})") from None
+
+    def _new_memory(self) -> TargetMemory:
+        return TargetMemory(self.model.num_maskmem, self.config.max_obj_ptrs, self.config.max_cond_frames)
+
+    @contextlib.contextmanager
+    def _compute(self) -> Iterator[None]:
+        with torch.inference_mode():
+            if self._autocast_dtype is None:
+                yield
+            else:
+                with torch.autocast(self.device.type, dtype=self._autocast_dtype):
+                    yield
+
+    def _apply_prompt(self, target: Target, features: FrameFeatures, prompt: Prompt,
+                      size: tuple[int, int], index: int) -> heads.Decoded:
+        """Decode a prompt without memory and pin the result as conditioning memory."""
+        inputs = to_model_inputs(prompt, size[0], size[1], self.image_size, self.device)
+        decoded = self._decode_prompt(target, features, inputs)
+        # SAM2 encodes a prompt frame's memory from its low-resolution output.
+        high = F.interpolate(decoded.low_res_masks, size=(self.image_size,) * 2,
+                             mode="bilinear", align_corners=False)
+        feats, pos = heads.encode_memory(self.model, features, high, decoded.object_score_logits,
+                                         from_prompt=True, reweight=target.memory_reweight)
+        target.memory.pin(MemoryEntry(index, decoded.obj_ptr, feats, pos,
+                                      float(decoded.object_score_logits)))
+        return decoded
+
+    def _decode_prompt(self, target: Target, features: FrameFeatures, inputs: PromptInputs) -> heads.Decoded:
+        model = self.model
+        if inputs.mask is not None and model.use_mask_input_as_output_without_sam:
+            return heads.mask_as_output(model, features, inputs.mask)
+        n_points = 0 if inputs.points is None else inputs.points[1].shape[1]
+        multimask = model.multimask_output_in_sam and (
+            model.multimask_min_pt_num <= n_points <= model.multimask_max_pt_num)
+        return heads.decode(model, heads.without_memory(model, features, 1), features.high_res(1),
+                            points=inputs.points, mask_inputs=inputs.mask, multimask=multimask,
+                            extra_tokens=target.extra_tokens)
+
+    def _layout_groups(self, targets: list[Target], index: int):
+        """Targets whose memories line up, so one batched pass serves them all."""
+        groups: dict[tuple, tuple[list[Target], list[MemorySelection]]] = {}
+        for target in targets:
+            selection = target.memory.select(index)
+            key: tuple = (selection.layout(), id(target.memory_reweight),
+                          None if target.extra_tokens is None else tuple(target.extra_tokens.shape))
+            if not self.config.batch_targets:
+                key = (target.target_id,)
+            members, selections = groups.setdefault(key, ([], []))
+            members.append(target)
+            selections.append(selection)
+        return groups.values()
+
+    def _track_group(self, group: list[Target], selections: list[MemorySelection],
+                     features: FrameFeatures, index: int) -> heads.Decoded:
+        model = self.model
+        batch = len(group)
+        pix_feat = heads.attend_memory(model, features, selections)
+        extra = None
+        if group[0].extra_tokens is not None:
+            extra = torch.cat([t.extra_tokens for t in group], dim=0)
+        multimask = model.multimask_output_in_sam and model.multimask_output_for_tracking and (
+            model.multimask_min_pt_num <= 0 <= model.multimask_max_pt_num)
+        decoded = heads.decode(model, pix_feat, features.high_res(batch), multimask=multimask,
+                               extra_tokens=extra)
+        feats, pos = heads.encode_memory(model, features, decoded.high_res_masks,
+                                         decoded.object_score_logits, from_prompt=False,
+                                         reweight=group[0].memory_reweight)
+        for i, target in enumerate(group):
+            logit = float(decoded.object_score_logits[i])
+            if logit <= 0 and self.config.keep_memory_when_absent:
+                continue
+            target.memory.push(MemoryEntry(index, decoded.obj_ptr[i:i + 1], feats[i:i + 1],
+                                           pos[i:i + 1], logit))
+        return decoded
+
+    def _results(self, stream: Stream, low_res: dict[int, torch.Tensor], scores: dict[int, torch.Tensor],
+                 size: tuple[int, int], events: list[str]) -> list[TargetResult]:
+        results = []
+        ids = [tid for tid in stream.targets if tid in low_res]
+        masks = np.zeros((0,) + size, dtype=bool)
+        if ids:
+            logits = torch.cat([low_res[tid] for tid in ids], dim=0).float()
+            full = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+            masks = (full[:, 0] > 0).cpu().numpy()
+        for i, tid in enumerate(ids):
+            target = stream.targets[tid]
+            logit = float(scores[tid].float())
+            self._update_state(target, logit > 0, events)
+            results.append(TargetResult(
+                target_id=tid, label=target.label, mask=masks[i], score=float(torch.sigmoid(torch.tensor(logit))),
+                box=_box(masks[i]), state=target.state, low_res_logits=low_res[tid].float().cpu(),
+            ))
+        for tid, target in stream.targets.items():
+            if tid not in low_res:  # taught but not applied yet
+                results.append(TargetResult(tid, target.label, np.zeros(size, dtype=bool), 0.0, None,
+                                            target.state))
+        return results
+
+    def _update_state(self, target: Target, present: bool, events: list[str]) -> None:
+        before = target.state
+        if present:
+            target.absent_frames = 0
+            target.state = TargetState.TRACKED
+        else:
+            target.absent_frames += 1
+            patient = target.absent_frames <= self.config.occlusion_patience
+            target.state = TargetState.OCCLUDED if patient else TargetState.LOST
+        if target.state != before:
+            name = f"target {target.target_id}" + (f" ({target.label})" if target.label else "")
+            if target.state == TargetState.TRACKED and before in (TargetState.OCCLUDED, TargetState.LOST):
+                events.append(f"{name} re-acquired")
+            elif target.state == TargetState.LOST:
+                events.append(f"{name} lost")
+            elif target.state == TargetState.OCCLUDED and before == TargetState.TRACKED:
+                events.append(f"{name} occluded")
+            elif target.state == TargetState.TRACKED:
+                events.append(f"{name} tracked")
+
+    # ---------------------------------------------------------------------- inspection
+    def retained_bytes(self) -> int:
+        """Bytes of tensors the engine keeps between frames (memories and cached features)."""
+        with self._lock:
+            total = 0
+            for stream in self._streams.values():
+                if stream.last_features is not None:
+                    total += stream.last_features.nbytes()
+                total += sum(t.memory.nbytes() for t in stream.targets.values())
+            return total
+
+
+def _box(mask: np.ndarray) -> Optional[tuple[int, int, int, int]]:
+    rows = np.flatnonzero(mask.any(axis=1))
+    if rows.size == 0:
+        return None
+    cols = np.flatnonzero(mask.any(axis=0))
+    return int(cols[0]), int(rows[0]), int(cols[-1]), int(rows[-1])
+
+
+def _autocast_dtype(precision: str, device: torch.device) -> Optional[torch.dtype]:
+    if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
+        return None
+    if precision in ("bf16", "auto"):
+        return torch.bfloat16
+    raise ValueError(f"precision must be auto, fp32 or bf16; got {precision!r}")
+
+
+def _compile_modules(model: torch.nn.Module) -> None:
+    """Compile the heavy modules; memory attention sees a varying number of memories."""
+    model.image_encoder.forward = torch.compile(model.image_encoder.forward, dynamic=False)
+    model.memory_encoder.forward = torch.compile(model.memory_encoder.forward, dynamic=False)
+    model.memory_attention.forward = torch.compile(model.memory_attention.forward, dynamic=True)
+    model.sam_mask_decoder.forward = torch.compile(model.sam_mask_decoder.forward, dynamic=False)

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Set up (scripts/setup.sh), then run the demo: python -m refseg_ros.demo ARGS...
+set -euo pipefail
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$REPO"
+
+REFSEG_SETUP_QUIET=${REFSEG_SETUP_QUIET:-0} bash scripts/setup.sh
+# shellcheck disable=SC1091
+. scripts/env.sh
+
+exec python -m refseg_ros.demo "$@"

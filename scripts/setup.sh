@@ -173,8 +173,10 @@ link_if_missing() {
         || fail "cannot create $path -> $target (needs write access to /opt/python, e.g. run as root)"
     say "linked $path -> $target"
 }
-link_if_missing /opt/python/cp311-cp311/include/python3.11 "$py_include"
-link_if_missing /opt/python/cp311-cp311/lib/python3.11/site-packages/numpy/_core/include "$np_include"
+PY_INCLUDE_LINK=/opt/python/cp311-cp311/include/python3.11
+NP_INCLUDE_LINK=/opt/python/cp311-cp311/lib/python3.11/site-packages/numpy/_core/include
+link_if_missing "$PY_INCLUDE_LINK" "$py_include"
+link_if_missing "$NP_INCLUDE_LINK" "$np_include"
 
 # --------------------------------------------------------------------------- editable install
 STEP=package
@@ -203,6 +205,9 @@ if [ "$(cat "$BUILD_STAMP" 2>/dev/null)" != "$BUILD_HASH" ] || [ ! -f "$built_li
     log=$LOGDIR/colcon.log
     : >"$log"
     say "building messages and services with colcon (log: $log)"
+    # The generated Python type support exports numpy's include directory; CMake rejects
+    # an exported include directory inside the source tree, which <repo>/.venv is. The
+    # numpy link above names the same headers from outside it.
     colcon_build() {
         (
             export VIRTUAL_ENV=$VENV PATH=$VENV/bin:$PATH
@@ -212,7 +217,8 @@ if [ "$(cat "$BUILD_STAMP" 2>/dev/null)" != "$BUILD_HASH" ] || [ ! -f "$built_li
                 --paths "$REPO" \
                 --build-base "$REPO/build" --install-base "$REPO/install" \
                 --merge-install --event-handlers console_direct+ \
-                --cmake-args -DPython3_EXECUTABLE="$VENV/bin/python3" -DBUILD_TESTING=OFF
+                --cmake-args -DPython3_EXECUTABLE="$VENV/bin/python3" -DBUILD_TESTING=OFF \
+                "-DPython3_NumPy_INCLUDE_DIR=$NP_INCLUDE_LINK"
         )
     }
     if ! run_logged "$log" colcon_build; then

@@ -1,0 +1,150 @@
+"""Fixtures shared by the whole test suite.
+
+Every test session gets a ROS 2 domain of its own, chosen before any test imports rclpy
+and exported through os.environ so that every subprocess inherits it, and DDS stays on
+this machine (ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST). ``spawn_python`` starts python
+subprocesses with that environment and stops them when the test ends.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+# ROS 2 domain ids used by test sessions: 1..100 (0 is everyone's default).
+_DOMAIN_MIN, _DOMAIN_MAX = 1, 100
+_domain_lock = None  # held open for the whole session
+
+
+def _claim_domain_id() -> int:
+    """Pick a domain id no other test session on this machine holds.
+
+    Starts from one derived from the pid and takes the first id whose lock file can be
+    locked; the lock lasts as long as this process. REFSEG_TEST_DOMAIN_ID forces one.
+    """
+    global _domain_lock
+    forced = os.environ.get("REFSEG_TEST_DOMAIN_ID")
+    if forced:
+        return int(forced)
+    lock_dir = Path(tempfile.gettempdir()) / "refseg_ros_test_domains"
+    lock_dir.mkdir(exist_ok=True)
+    span = _DOMAIN_MAX - _DOMAIN_MIN + 1
+    start = os.getpid() % span
+    for i in range(span):
+        domain = _DOMAIN_MIN + (start + i) % span
+        handle = open(lock_dir / f"{domain}.lock", "w")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            continue
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        _domain_lock = handle
+        return domain
+    raise RuntimeError(f"every ROS domain id in {_DOMAIN_MIN}..{_DOMAIN_MAX} is held by another test session")
+
+
+# Set at import time, before test modules (or anything they import) start ROS 2.
+ROS_DOMAIN_ID = _claim_domain_id()
+os.environ["ROS_DOMAIN_ID"] = str(ROS_DOMAIN_ID)
+os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+os.environ.pop("ROS_STATIC_PEERS", None)
+os.environ.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
+
+
+@pytest.fixture(scope="session")
+def ros_domain_id() -> int:
+    """This test session's ROS 2 domain id (also in os.environ["ROS_DOMAIN_ID"])."""
+    return ROS_DOMAIN_ID
+
+
+@pytest.fixture(scope="session")
+def ros_env(ros_domain_id) -> dict[str, str]:
+    """A copy of the environment subprocesses should run with (private domain, localhost DDS)."""
+    env = dict(os.environ)
+    env["ROS_DOMAIN_ID"] = str(ros_domain_id)
+    env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+class PythonProcess:
+    """A python subprocess whose stdout and stderr go to a log file."""
+
+    def __init__(self, args, log_path: Path, env: dict[str, str], cwd):
+        self.args = list(args)
+        self.log_path = log_path
+        self._log = open(log_path, "wb")
+        self.popen = subprocess.Popen(
+            [sys.executable, *self.args],
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=cwd,
+            start_new_session=True,
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def poll(self):
+        return self.popen.poll()
+
+    def wait(self, timeout: float) -> int:
+        """Wait for the exit status; raises subprocess.TimeoutExpired after ``timeout`` s."""
+        return self.popen.wait(timeout=timeout)
+
+    def output(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, grace: float = 5.0) -> None:
+        """SIGINT, then SIGTERM, then SIGKILL, each after ``grace`` seconds."""
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
+            if self.popen.poll() is not None:
+                break
+            try:
+                os.killpg(self.popen.pid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                self.popen.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                continue
+        self._log.close()
+
+
+@pytest.fixture
+def spawn_python(ros_env, tmp_path):
+    """Factory: ``spawn_python(*args, env=None, cwd=None)`` runs ``python *args``.
+
+    The process gets the session's environment (``ros_env``, updated with ``env``), its
+    output goes to a log file under tmp_path (``proc.output()``), and it is stopped when
+    the test ends.
+    """
+    procs: list[PythonProcess] = []
+
+    def spawn(*args, env: dict[str, str] | None = None, cwd=None) -> PythonProcess:
+        full_env = dict(ros_env)
+        if env:
+            full_env.update(env)
+        log = tmp_path / f"proc{len(procs)}.log"
+        proc = PythonProcess(args, log, full_env, cwd or REPO_ROOT)
+        procs.append(proc)
+        return proc
+
+    yield spawn
+    for proc in reversed(procs):
+        proc.stop()

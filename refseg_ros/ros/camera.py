@@ -1,0 +1,84 @@
+"""One camera's ROS side: its image subscription and its three result publishers.
+
+Results go to <camera>/<output_namespace>/mask (label image), .../objects
+(SegmentedObjectArray) and .../overlay (rgb8 picture), all stamped with the source
+image's header. The overlay is drawn only while someone subscribes to it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+from rclpy.callback_groups import CallbackGroup
+from rclpy.node import Node
+from rclpy.qos import QoSProfile
+from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import Header
+
+from ..engine import TargetResult
+from ..runtime.render import LabelImage, overlay
+from ..runtime.stats import CameraStats
+from refseg_ros.msg import SegmentedObjectArray
+from .conversions import image_message, objects_message
+
+
+def output_topic(camera: str, namespace: str, name: str) -> str:
+    return "/".join(p for p in (camera.rstrip("/"), namespace.strip("/"), name) if p)
+
+
+@dataclass
+class CameraChannel:
+    """Subscription and publishers of one camera, alive while the node is active."""
+
+    name: str  # the camera's key: its image topic without a /compressed suffix
+    topic: str
+    transport: str  # raw | compressed
+    stats: CameraStats = field(init=False)
+    subscription: object = None
+    mask_pub: object = None
+    objects_pub: object = None
+    overlay_pub: object = None
+
+    def __post_init__(self) -> None:
+        self.stats = CameraStats(self.name)
+
+    @property
+    def message_type(self) -> type:
+        return CompressedImage if self.transport == "compressed" else Image
+
+    def open(self, node: Node, input_qos: QoSProfile, output_qos: QoSProfile, namespace: str,
+             on_frame: Callable[["CameraChannel", object], None], group: CallbackGroup) -> None:
+        self.mask_pub = node.create_publisher(Image, output_topic(self.name, namespace, "mask"), output_qos)
+        self.objects_pub = node.create_publisher(
+            SegmentedObjectArray, output_topic(self.name, namespace, "objects"), output_qos)
+        self.overlay_pub = node.create_publisher(Image, output_topic(self.name, namespace, "overlay"), output_qos)
+        self.subscription = node.create_subscription(
+            self.message_type, self.topic, lambda msg: on_frame(self, msg), input_qos,
+            callback_group=group)
+
+    def close(self, node: Node) -> None:
+        for attr in ("subscription", "mask_pub", "objects_pub", "overlay_pub"):
+            entity = getattr(self, attr)
+            if entity is None:
+                continue
+            if attr == "subscription":
+                node.destroy_subscription(entity)
+            else:
+                node.destroy_publisher(entity)
+            setattr(self, attr, None)
+
+    @property
+    def is_open(self) -> bool:
+        return self.mask_pub is not None
+
+    def publish(self, header: Header, rgb: np.ndarray, results: Sequence[TargetResult],
+                label: LabelImage, alpha: float) -> bool:
+        """Publish mask and objects, and the overlay if watched; True if it was drawn."""
+        self.mask_pub.publish(image_message(label.labels, label.encoding, header))
+        self.objects_pub.publish(objects_message(header, results, label))
+        if self.overlay_pub.get_subscription_count() == 0:
+            return False
+        self.overlay_pub.publish(image_message(overlay(rgb, results, label, alpha), "rgb8", header))
+        return True

@@ -1,0 +1,64 @@
+"""`refseg-node`: run the segmenter without ROS 2's launch tools.
+
+    refseg-node [--no-autostart] [--threads N] --ros-args --params-file config/segmenter.yaml
+
+By default the node drives itself through configure and activate, as a launch file's
+lifecycle event handlers would; with --no-autostart it waits unconfigured for a
+lifecycle manager (or `ros2 lifecycle set`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Optional, Sequence
+
+import rclpy
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.lifecycle import TransitionCallbackReturn
+from rclpy.utilities import remove_ros_args
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="refseg-node", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--no-autostart", action="store_true",
+                        help="stay unconfigured; wait for lifecycle transitions")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="executor threads (default: cameras + 4)")
+    return parser.parse_args(list(remove_ros_args(list(argv)))[1:])
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv if argv is None else argv)
+    args = parse_args(argv)
+    rclpy.init(args=argv)
+    from .node import SegmenterNode  # after init: loads the generated message modules
+
+    node = SegmenterNode()
+    cameras = len(node.get_parameter("cameras").value or [])
+    executor = MultiThreadedExecutor(num_threads=args.threads or cameras + 4)
+    executor.add_node(node)
+    code = 0
+    try:
+        if not args.no_autostart:
+            if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+                node.get_logger().fatal("configure failed; see the error above")
+                return 1
+            if node.trigger_activate() != TransitionCallbackReturn.SUCCESS:
+                node.get_logger().fatal("activate failed; see the error above")
+                return 1
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        try:
+            node._drop_everything()
+        finally:
+            executor.shutdown(timeout_sec=1.0)
+            node.destroy_node()
+            rclpy.try_shutdown()
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,338 @@
+"""The segmenter: one lifecycle node, one model, several cameras.
+
+Lifecycle:
+  configure   read parameters, build the engine (model), open the target store and teach
+              the engine every stored target again; the target services come up here,
+              so targets can be listed and taught while the node is inactive.
+  activate    create publishers and subscriptions, start the worker thread.
+  deactivate  stop the worker, drop subscriptions and publishers, give device memory back
+              (targets and their memories stay).
+  cleanup     drop the engine and the services.
+
+Frames are handed from subscription callbacks to a single worker through a mailbox
+(refseg_ros.runtime.mailbox): live mode keeps only each camera's newest frame, replay
+mode keeps every frame in order. Teaching is acknowledged (service reply or status
+message) only after the target store has it on disk.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import traceback
+from typing import Optional
+
+import numpy as np
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.time import Time
+from diagnostic_msgs.msg import DiagnosticArray
+from std_msgs.msg import Header, String
+
+from ..engine import EngineConfig, EngineError, SegmentationEngine
+from ..engine.cache import free_device_memory
+from ..runtime.mailbox import Closed, Envelope, FrameMailbox
+from ..runtime.registry import TargetRegistry, TeachError, camera_key
+from ..runtime.render import label_image
+from ..store import StoreError, TargetStore
+from refseg_ros.msg import ReferenceTarget, TargetInfo
+from refseg_ros.srv import AddTarget, ListTargets, RemoveTarget, ResetTargets
+from . import params, qos, requests
+from .camera import CameraChannel
+from .conversions import frame_from_message
+from .diagnostics import camera_status, diagnostic_array, model_status
+
+NODE_NAME = "refseg"
+
+
+class SegmenterNode(LifecycleNode):
+    """Finds and follows taught targets in every configured camera."""
+
+    def __init__(self, node_name: str = NODE_NAME, **kwargs):
+        super().__init__(node_name, **kwargs)
+        params.declare(self)
+        self.settings: Optional[params.Settings] = None
+        self.engine: Optional[SegmentationEngine] = None
+        self.registry: Optional[TargetRegistry] = None
+        self.cameras: dict[str, CameraChannel] = {}
+        self._target_services: list = []
+        self._teaching_subs: list = []
+        self._status_pub = None
+        self._diag_pub = None
+        self._diag_timer = None
+        self._mailbox: Optional[FrameMailbox] = None
+        self._worker: Optional[threading.Thread] = None
+        self._latest: dict[str, np.ndarray] = {}
+        self._pending_status: list[str] = []
+        self._last_reported: dict[tuple[str, str], float] = {}
+        self._teach_group = MutuallyExclusiveCallbackGroup()
+        self._frame_group = ReentrantCallbackGroup()
+        self._diag_group = MutuallyExclusiveCallbackGroup()
+
+    # ================================================================== lifecycle
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        try:
+            settings = params.read(self)
+            cameras = {}
+            for i, topic in enumerate(settings.cameras):
+                channel = CameraChannel(camera_key(topic), topic, settings.transport(i))
+                if channel.name in cameras:
+                    raise ValueError(f"cameras {cameras[channel.name].topic} and {topic} are the same camera")
+                cameras[channel.name] = channel
+            store = TargetStore(settings.store_dir) if settings.store_dir else None
+            self.get_logger().info(
+                f"loading {settings.model} (image_size {settings.image_size}, device {settings.device})")
+            engine = SegmentationEngine.from_config(EngineConfig(
+                model=settings.model, checkpoint=settings.checkpoint or None,
+                image_size=settings.image_size, device=settings.device,
+                precision=settings.precision, compile=settings.compile, seed=settings.seed))
+        except (ValueError, StoreError, RuntimeError, OSError) as exc:
+            self.get_logger().error(f"configure failed: {exc}")
+            return TransitionCallbackReturn.FAILURE
+        if engine.random_weights:
+            self.get_logger().warning("no checkpoint given: the model has random weights and its masks "
+                                      "are meaningless (fine for tests, not for use)")
+        self.settings, self.engine, self.cameras = settings, engine, cameras
+        self.registry = TargetRegistry(engine, store, list(cameras), settings.max_caption_length,
+                                       settings.max_label_length, settings.max_targets)
+        restored = self.registry.restore()
+        for line in restored:
+            self.get_logger().info(line)
+        where = f"target store {store.dir}" if store else "no target store (store_dir empty)"
+        self._pending_status = restored + [
+            f"configured: {len(cameras)} camera(s) ({', '.join(cameras)}), {where}, "
+            f"{len(self.registry.ids())} target(s)"]
+        self._create_services()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        s = self.settings
+        try:
+            input_qos = qos.image_input_qos(s.mode, s.qos_reliability, s.qos_depth)
+        except ValueError as exc:
+            self.get_logger().error(f"activate failed: {exc}")
+            return TransitionCallbackReturn.FAILURE
+        output_qos = qos.output_qos(s.mode, s.output_qos_depth)
+        self._status_pub = self.create_publisher(String, s.status_topic, qos.teaching_qos())
+        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._mailbox = FrameMailbox(replay=s.mode == "replay", capacity=input_qos.depth)
+        for channel in self.cameras.values():
+            channel.open(self, input_qos, output_qos, s.output_namespace, self._on_frame, self._frame_group)
+        self._teaching_subs = [
+            self.create_subscription(ReferenceTarget, s.reference_topic, self._on_reference,
+                                     qos.teaching_qos(), callback_group=self._teach_group),
+            self.create_subscription(String, s.caption_topic, self._on_caption,
+                                     qos.teaching_qos(), callback_group=self._teach_group),
+        ]
+        self._diag_timer = self.create_timer(s.diagnostics_period, self._publish_diagnostics,
+                                            callback_group=self._diag_group)
+        self._worker = threading.Thread(target=self._work, args=(self._mailbox,),
+                                        name="refseg-worker", daemon=True)
+        self._worker.start()
+        for line in self._pending_status:
+            self._status(line)
+        self._pending_status = []
+        self._status(f"active ({s.mode} mode): segmenting {', '.join(self.cameras)}")
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_processing()
+        released = free_device_memory(self.engine)
+        self.get_logger().info(f"inactive: processing stopped, {released / 2**20:.1f} MiB of cached "
+                               "features released")
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._drop_everything()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._drop_everything()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.get_logger().error(f"error in state {state.label}; cleaning up")
+        self._drop_everything()
+        return TransitionCallbackReturn.SUCCESS
+
+    def _stop_processing(self) -> None:
+        if self._mailbox is not None:
+            self._mailbox.close()
+        if self._worker is not None:
+            self._worker.join()
+        self._worker, self._mailbox = None, None
+        for channel in self.cameras.values():
+            channel.close(self)
+        for sub in self._teaching_subs:
+            self.destroy_subscription(sub)
+        self._teaching_subs = []
+        if self._diag_timer is not None:
+            self.destroy_timer(self._diag_timer)
+            self._diag_timer = None
+        for attr in ("_status_pub", "_diag_pub"):
+            pub = getattr(self, attr)
+            if pub is not None:
+                self.destroy_publisher(pub)
+                setattr(self, attr, None)
+        self._latest.clear()
+
+    def _drop_everything(self) -> None:
+        self._stop_processing()
+        for service in self._target_services:
+            self.destroy_service(service)
+        self._target_services = []
+        self.registry, self.engine = None, None
+        free_device_memory(None)
+
+    # ===================================================================== frames
+    def _on_frame(self, channel: CameraChannel, msg) -> None:
+        channel.stats.on_input()
+        mailbox = self._mailbox
+        if mailbox is not None and mailbox.put(channel.name, msg):
+            channel.stats.on_dropped()
+
+    def _work(self, mailbox: FrameMailbox) -> None:
+        while True:
+            try:
+                envelope = mailbox.get(timeout=0.5)
+            except Closed:
+                return
+            if envelope is None:
+                continue
+            try:
+                self._process(envelope)
+            except Exception as exc:  # the worker must outlive any one frame
+                self.get_logger().error(f"frame on camera {envelope.camera} failed: "
+                                        f"{traceback.format_exc()}")
+                self._reject(self.cameras[envelope.camera], f"internal error: {exc}")
+
+    def _process(self, envelope: Envelope) -> None:
+        channel = self.cameras[envelope.camera]
+        msg = envelope.message
+        start = time.perf_counter()
+        try:
+            rgb = frame_from_message(msg)
+        except ValueError as exc:
+            self._reject(channel, str(exc))
+            return
+        self._latest[channel.name] = rgb
+        results, events, step = [], [], 0.0
+        if self.registry.tracked_ids(channel.name):
+            stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+            t0 = time.perf_counter()
+            try:
+                res = self.engine.step(channel.name, rgb, stamp)
+            except EngineError as exc:
+                self._reject(channel, str(exc))
+                return
+            step = time.perf_counter() - t0
+            results, events = res.targets, res.events
+        label = label_image(results, rgb.shape[0], rgb.shape[1])
+        channel.publish(msg.header, rgb, results, label, self.settings.overlay_alpha)
+        overhead = time.perf_counter() - start - step
+        latency = (self.get_clock().now() - Time.from_msg(msg.header.stamp)).nanoseconds * 1e-9
+        channel.stats.on_processed(latency, step, overhead)
+        for event in events:
+            self._status(f"camera {channel.name}: {event}")
+
+    def _reject(self, channel: CameraChannel, reason: str) -> None:
+        """Count a rejected frame and say why, without repeating the same words too often."""
+        channel.stats.on_rejected(reason)
+        key = (channel.name, reason)
+        now = time.monotonic()
+        if now - self._last_reported.get(key, -1e9) < self.settings.status_repeat_period:
+            return
+        self._last_reported[key] = now
+        self._status(f"rejected frame on camera {channel.name}: {reason}", error=True)
+
+    def latest_frame(self, camera: str) -> Optional[np.ndarray]:
+        return self._latest.get(camera_key(camera))
+
+    # ================================================================== teaching
+    def _create_services(self) -> None:
+        group = self._teach_group
+        self._target_services = [
+            self.create_service(AddTarget, "~/add_target", self._srv_add, callback_group=group),
+            self.create_service(RemoveTarget, "~/remove_target", self._srv_remove, callback_group=group),
+            self.create_service(ListTargets, "~/list_targets", self._srv_list, callback_group=group),
+            self.create_service(ResetTargets, "~/reset_targets", self._srv_reset, callback_group=group),
+        ]
+
+    def _teach(self, build, replace: bool = False) -> tuple[bool, str, int]:
+        """Build a target, teach it, and say what happened (after the store has it)."""
+        registry = self.registry
+        if registry is None:
+            return False, "the node is not configured", 0
+        try:
+            target = build()
+            text = registry.teach(target, replace=replace)
+        except TeachError as exc:
+            return False, str(exc), 0
+        return True, text, target.target_id
+
+    def _srv_add(self, req: AddTarget.Request, resp: AddTarget.Response) -> AddTarget.Response:
+        ok, text, tid = self._teach(lambda: requests.from_add_request(req, self.latest_frame))
+        resp.success, resp.target_id = ok, tid
+        resp.message = text if ok else f"add_target rejected: {text}"
+        self._status(resp.message, error=not ok)
+        return resp
+
+    def _srv_remove(self, req: RemoveTarget.Request, resp: RemoveTarget.Response) -> RemoveTarget.Response:
+        resp.success, resp.message = self._registry_call(lambda r: r.remove(req.target_id), "remove_target")
+        self._status(resp.message, error=not resp.success)
+        return resp
+
+    def _srv_reset(self, req: ResetTargets.Request, resp: ResetTargets.Response) -> ResetTargets.Response:
+        resp.success, resp.message = self._registry_call(lambda r: r.reset(req.camera), "reset_targets")
+        self._status(resp.message, error=not resp.success)
+        return resp
+
+    def _srv_list(self, req: ListTargets.Request, resp: ListTargets.Response) -> ListTargets.Response:
+        registry = self.registry
+        if registry is None:
+            resp.success, resp.message = False, "the node is not configured"
+            return resp
+        statuses = registry.statuses()
+        resp.targets = [TargetInfo(target_id=s.target.target_id, label=s.target.label, kind=s.target.kind,
+                                   camera=s.target.camera, caption=s.target.caption, status=s.status)
+                        for s in statuses]
+        notes = sorted({f"{s.target.target_id}: {s.note}" for s in statuses if s.note})
+        resp.success = True
+        resp.message = f"{len(statuses)} target(s)" + (f"; waiting: {'; '.join(notes)}" if notes else "")
+        return resp
+
+    def _registry_call(self, call, what: str) -> tuple[bool, str]:
+        if self.registry is None:
+            return False, f"{what} rejected: the node is not configured"
+        try:
+            return True, call(self.registry)
+        except TeachError as exc:
+            return False, f"{what} rejected: {exc}"
+
+    def _on_reference(self, msg: ReferenceTarget) -> None:
+        ok, text, _ = self._teach(lambda: requests.from_reference(msg), replace=True)
+        name = f" '{msg.label}'" if msg.label else ""
+        self._status(text if ok else f"rejected reference{name}: {text}", error=not ok)
+
+    def _on_caption(self, msg: String) -> None:
+        ok, text, _ = self._teach(lambda: requests.from_caption(msg.data))
+        self._status(text if ok else f"rejected caption: {text}", error=not ok)
+
+    # ==================================================================== output
+    def _status(self, text: str, error: bool = False) -> None:
+        (self.get_logger().warning if error else self.get_logger().info)(text)
+        pub = self._status_pub
+        if pub is not None:
+            pub.publish(String(data=text))
+
+    def _publish_diagnostics(self) -> None:
+        if self._diag_pub is None or self.engine is None:
+            return
+        per_camera = {c: len(self.registry.tracked_ids(c)) for c in self.cameras}
+        statuses = [camera_status(self.get_name(), ch.stats.report(), self.settings.mode, per_camera[name])
+                    for name, ch in self.cameras.items()]
+        statuses.append(model_status(self.get_name(), self.settings.model, str(self.engine.device),
+                                     self.engine.image_size, self.engine.random_weights,
+                                     self.engine.retained_bytes()))
+        header = Header(stamp=self.get_clock().now().to_msg())
+        self._diag_pub.publish(diagnostic_array(header, statuses))

@@ -1,0 +1,136 @@
+"""The node's parameters: declared with descriptions, read into one plain settings object."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.exceptions import ParameterUninitializedException
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+
+# name -> (default, description). A Parameter.Type default declares a parameter that may
+# stay unset (ROS cannot infer a type from an empty list).
+PARAMETERS: dict[str, tuple[Any, str]] = {
+    "cameras": (["/camera/image_raw"], "image topics, one per camera; a topic ending in "
+                "/compressed is read as sensor_msgs/CompressedImage"),
+    "camera_transports": (Parameter.Type.STRING_ARRAY, "per camera: raw or compressed "
+                          "(overrides the /compressed suffix rule); empty: by suffix"),
+    "mode": ("live", "live: newest frame only, never a backlog; replay: every frame, in order"),
+    "qos_reliability": ("", "override for image subscriptions: reliable or best_effort"),
+    "qos_depth": (0, "override for the image subscriptions' queue depth (0: by mode)"),
+    "output_qos_depth": (0, "queue depth of the result publishers (0: by mode)"),
+    "output_namespace": ("refseg", "results go to <camera>/<output_namespace>/{mask,objects,overlay}"),
+    "model": ("sam2.1_hiera_t", "SAM2 model name (see refseg_ros.engine.model.MODEL_CONFIGS)"),
+    "checkpoint": ("", "SAM2 checkpoint file; empty: random weights (tests only)"),
+    "image_size": (1024, "model input size, a multiple of 64"),
+    "device": ("auto", "auto, cpu, cuda or cuda:N"),
+    "precision": ("auto", "auto, fp32 or bf16"),
+    "compile": (False, "torch.compile the model (CUDA only)"),
+    "seed": (0, "seed of the random initialisation when no checkpoint is given"),
+    "store_dir": ("~/.ros/refseg_ros/targets", "directory of the target store; empty: keep "
+                  "taught targets in memory only"),
+    "reference_topic": ("~/reference", "refseg_ros/ReferenceTarget: teach by example"),
+    "caption_topic": ("~/caption", "std_msgs/String: teach by caption"),
+    "status_topic": ("~/status", "std_msgs/String: human-readable events"),
+    "overlay_alpha": (0.5, "mask opacity in the overlay image"),
+    "diagnostics_period": (1.0, "seconds between /diagnostics reports"),
+    "status_repeat_period": (5.0, "seconds before an identical rejection is reported again"),
+    "max_caption_length": (1000, "longest caption accepted, in characters"),
+    "max_label_length": (256, "longest label accepted, in characters"),
+    "max_targets": (1000, "most targets the node keeps"),
+}
+
+
+@dataclass
+class Settings:
+    """Every parameter's value, read once per configure."""
+
+    cameras: list[str] = field(default_factory=list)
+    camera_transports: list[str] = field(default_factory=list)
+    mode: str = "live"
+    qos_reliability: str = ""
+    qos_depth: int = 0
+    output_qos_depth: int = 0
+    output_namespace: str = "refseg"
+    model: str = "sam2.1_hiera_t"
+    checkpoint: str = ""
+    image_size: int = 1024
+    device: str = "auto"
+    precision: str = "auto"
+    compile: bool = False
+    seed: int = 0
+    store_dir: str = ""
+    reference_topic: str = "~/reference"
+    caption_topic: str = "~/caption"
+    status_topic: str = "~/status"
+    overlay_alpha: float = 0.5
+    diagnostics_period: float = 1.0
+    status_repeat_period: float = 5.0
+    max_caption_length: int = 1000
+    max_label_length: int = 256
+    max_targets: int = 1000
+
+    def transport(self, index: int) -> str:
+        """raw or compressed for the camera at `index`."""
+        if index < len(self.camera_transports) and self.camera_transports[index]:
+            return self.camera_transports[index]
+        return "compressed" if self.cameras[index].rstrip("/").endswith("/compressed") else "raw"
+
+    def check(self) -> None:
+        """Refuse settings that cannot work, naming the parameter."""
+        if not self.cameras:
+            raise ValueError("parameter cameras is empty: give at least one image topic")
+        if len(set(self.cameras)) != len(self.cameras):
+            raise ValueError(f"parameter cameras lists a topic twice: {self.cameras}")
+        if self.mode not in ("live", "replay"):
+            raise ValueError(f"parameter mode must be live or replay, got {self.mode!r}")
+        for i, transport in enumerate(self.camera_transports):
+            if transport not in ("", "raw", "compressed"):
+                raise ValueError(f"camera_transports[{i}] must be raw or compressed, got {transport!r}")
+        if self.image_size <= 0 or self.image_size % 64:
+            raise ValueError(f"parameter image_size must be a positive multiple of 64, got {self.image_size}")
+        if not 0.0 <= self.overlay_alpha <= 1.0:
+            raise ValueError(f"parameter overlay_alpha must lie in [0, 1], got {self.overlay_alpha}")
+        if self.diagnostics_period <= 0:
+            raise ValueError("parameter diagnostics_period must be positive")
+
+
+def declare(node: Node) -> None:
+    # Dynamic typing: "-p overlay_alpha:=1" (an integer) should not stop the node; values
+    # are converted to the declared type when read.
+    for name, (default, description) in PARAMETERS.items():
+        typed = isinstance(default, Parameter.Type)  # ROS refuses dynamic typing with a type
+        node.declare_parameter(name, default, ParameterDescriptor(description=description,
+                                                                  dynamic_typing=not typed))
+
+
+def read(node: Node) -> Settings:
+    values = {}
+    for name, (default, _) in PARAMETERS.items():
+        try:
+            value = node.get_parameter(name).value
+        except ParameterUninitializedException:
+            value = None
+        if value is not None:
+            values[name] = _coerce(name, value, default)
+    settings = Settings(**values)
+    settings.check()
+    return settings
+
+
+def _coerce(name: str, value: Any, default: Any) -> Any:
+    try:
+        if isinstance(default, bool):
+            if isinstance(value, str):
+                return value.strip().lower() in ("1", "true", "yes", "on")
+            return bool(value)
+        if isinstance(default, (list, Parameter.Type)):
+            if isinstance(value, str):
+                return [value] if value else []
+            return [str(v) for v in value]
+        return type(default)(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"parameter {name} has value {value!r}, which is not a "
+                         f"{type(default).__name__}") from None

@@ -1,0 +1,101 @@
+"""Teaching requests (service calls, reference and caption messages) -> TaughtTarget.
+
+Each function either returns a complete target for the registry or raises TeachError
+naming the field that was wrong, so the reply or status message can say it plainly.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import numpy as np
+from sensor_msgs.msg import Image
+
+from ..runtime.registry import TeachError
+from ..store import TaughtTarget
+from .conversions import frame_from_message, mask_from_message
+
+# camera -> its latest frame (H x W x 3 RGB), for prompts "on the camera's current frame"
+LatestFrame = Callable[[str], Optional[np.ndarray]]
+
+
+def given(image: Image) -> bool:
+    """Whether an optional Image field was filled in at all."""
+    return bool(image.height or image.width or image.encoding or len(image.data))
+
+
+def decode_image(image: Image, what: str = "image") -> np.ndarray:
+    try:
+        return frame_from_message(image)
+    except ValueError as exc:
+        raise TeachError(f"{what}: {exc}") from None
+
+
+def decode_mask(mask: Image, what: str = "mask") -> np.ndarray:
+    try:
+        return mask_from_message(mask)
+    except ValueError as exc:
+        raise TeachError(f"{what}: {exc}") from None
+
+
+def from_reference(msg) -> TaughtTarget:
+    """A refseg_ros/ReferenceTarget: image + mask + label (teach by example)."""
+    if not given(msg.image):
+        raise TeachError("reference has no image")
+    if not given(msg.mask):
+        raise TeachError("reference has no mask")
+    image = decode_image(msg.image, "reference image")
+    mask = decode_mask(msg.mask, "reference mask")
+    return TaughtTarget(target_id=int(msg.target_id), label=msg.label, kind="reference",
+                        camera=msg.camera, image=image, mask=mask)
+
+
+def from_caption(text: str) -> TaughtTarget:
+    """A std_msgs/String caption; the label is the caption (shortened by the registry)."""
+    return TaughtTarget(target_id=0, label="", kind="caption", caption=text)
+
+
+def from_add_request(req, latest_frame: LatestFrame) -> TaughtTarget:
+    """An AddTarget request: a caption, or one prompt on an image or the current frame."""
+    prompts = [name for name, on in (("mask", given(req.mask)), ("box", len(req.box) > 0),
+                                     ("points", len(req.points) > 0)) if on]
+    if req.caption:
+        if prompts or given(req.image):
+            raise TeachError(f"give either a caption or an image prompt, not both "
+                             f"(got a caption and {', '.join(prompts) or 'an image'})")
+        target = from_caption(req.caption)
+        target.label, target.camera = req.label, req.camera
+        return target
+    if len(prompts) != 1:
+        raise TeachError("give exactly one of: a caption, a mask, a box or points "
+                         f"(got {', '.join(prompts) if prompts else 'none'})")
+    kind = prompts[0]
+    if given(req.image):
+        image = decode_image(req.image)
+    else:
+        if not req.camera:
+            raise TeachError(f"a {kind} without an image lies on a camera's current frame: "
+                             "name the camera")
+        image = latest_frame(req.camera)
+        if image is None:
+            raise TeachError(f"no frame received yet on camera {req.camera}; "
+                             "send the image the prompt was drawn on")
+    target = TaughtTarget(target_id=0, label=req.label, kind=kind, camera=req.camera, image=image)
+    if kind == "mask":
+        target.mask = decode_mask(req.mask)
+        if given(req.image):
+            target.kind = "reference"
+    elif kind == "box":
+        if len(req.box) != 4:
+            raise TeachError(f"box must be 4 numbers x0, y0, x1, y1; got {len(req.box)}")
+        target.box = tuple(float(v) for v in req.box)
+    else:
+        values = [float(v) for v in req.points]
+        if len(values) % 2:
+            raise TeachError(f"points must be x, y pairs; got {len(values)} numbers")
+        points = list(zip(values[0::2], values[1::2]))
+        labels = [int(v) for v in req.point_labels] or [1] * len(points)
+        if len(labels) != len(points):
+            raise TeachError(f"need one label per point: {len(points)} points, {len(labels)} labels")
+        target.points, target.point_labels = points, labels
+    return target

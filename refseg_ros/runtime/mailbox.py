@@ -1,0 +1,110 @@
+"""Frames waiting for the model: one slot per camera (live) or one ordered queue (replay).
+
+Live: a camera's newest frame replaces the one still waiting, so the model always works
+on the freshest frame and nothing piles up, however fast the camera publishes; each
+replaced frame is counted as dropped. The worker serves the camera whose waiting frame
+is the oldest, so every camera gets its turn.
+
+Replay: every frame is kept, in arrival order across cameras; when the queue is full,
+`put` waits (the subscriber then stops taking messages, and a reliable publisher slows
+down) instead of dropping.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Optional
+
+
+@dataclass
+class Envelope:
+    """A message as received, with where and when it came in."""
+
+    camera: str
+    message: Any
+    received: float  # time.monotonic()
+
+
+class Closed(Exception):
+    """The mailbox was closed while waiting."""
+
+
+class FrameMailbox:
+    """Thread-safe hand-over of frames from subscription callbacks to one worker."""
+
+    def __init__(self, replay: bool = False, capacity: int = 1000):
+        self.replay = replay
+        self.capacity = max(1, int(capacity))
+        self._cond = threading.Condition()
+        self._slots: dict[str, Envelope] = {}
+        self._queue: collections.deque[Envelope] = collections.deque()
+        self._dropped: collections.Counter[str] = collections.Counter()
+        self._closed = False
+
+    def put(self, camera: str, message: Any) -> bool:
+        """Hand a frame over; True if it replaced (dropped) a waiting one."""
+        envelope = Envelope(camera, message, time.monotonic())
+        with self._cond:
+            if self._closed:
+                return False
+            if self.replay:
+                while len(self._queue) >= self.capacity and not self._closed:
+                    self._cond.wait(0.1)
+                if self._closed:
+                    return False
+                self._queue.append(envelope)
+                self._cond.notify_all()
+                return False
+            replaced = camera in self._slots
+            if replaced:
+                self._dropped[camera] += 1
+            self._slots[camera] = envelope
+            self._cond.notify_all()
+            return replaced
+
+    def get(self, timeout: Optional[float] = None) -> Optional[Envelope]:
+        """The next frame to process, or None on timeout; raises Closed once closed."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while True:
+                if self._closed:
+                    raise Closed()
+                envelope = self._take()
+                if envelope is not None:
+                    self._cond.notify_all()
+                    return envelope
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return None
+                self._cond.wait(remaining)
+
+    def _take(self) -> Optional[Envelope]:
+        if self.replay:
+            return self._queue.popleft() if self._queue else None
+        if not self._slots:
+            return None
+        camera = min(self._slots, key=lambda c: self._slots[c].received)
+        return self._slots.pop(camera)
+
+    def dropped(self, camera: str) -> int:
+        with self._cond:
+            return self._dropped[camera]
+
+    def pending(self) -> int:
+        with self._cond:
+            return len(self._queue) if self.replay else len(self._slots)
+
+    def close(self) -> None:
+        """Wake everyone up; waiting frames are discarded."""
+        with self._cond:
+            self._closed = True
+            self._slots.clear()
+            self._queue.clear()
+            self._cond.notify_all()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed

@@ -1,0 +1,318 @@
+"""What the user taught, kept in step between the engine (tracking) and the store (disk).
+
+Every change is validated first, applied to the engine, then written to the store; only
+then does the caller get the text that acknowledges it. A change the engine refuses is
+not stored; a change the store cannot write is taken back from the engine. Captions are
+stored and listed, but not tracked: tracking from text needs the text adapter, which this
+build does not have, and the registry says so instead of pretending.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+
+from ..engine import (BoxPrompt, EngineError, MaskPrompt, PointsPrompt, Prompt, SegmentationEngine,
+                      TargetState)
+from ..store import StoreError, TargetStore, TaughtTarget
+
+CAPTION_WAITING = "waiting for the text adapter (not available in this build): stored, not tracked"
+_STATE_RANK = {TargetState.TRACKED: 3, TargetState.OCCLUDED: 2, TargetState.ACQUIRING: 1,
+               TargetState.LOST: 0}
+
+
+class TeachError(ValueError):
+    """A request to teach, remove or reset that was refused; the message says why."""
+
+
+@dataclass
+class TargetStatus:
+    """A target as listed: what was taught and where it stands now."""
+
+    target: TaughtTarget
+    status: str  # acquiring | tracked | occluded | lost | waiting
+    note: str = ""  # why it waits, when it does
+
+
+def camera_key(topic: str) -> str:
+    """The camera a topic belongs to: the image topic without its transport suffix."""
+    topic = topic.strip()
+    return topic[: -len("/compressed")] if topic.endswith("/compressed") else topic
+
+
+def describe(target: TaughtTarget) -> str:
+    name = f"target {target.target_id}" + (f" '{target.label}'" if target.label else "")
+    where = f"camera {target.camera}" if target.camera else "every camera"
+    return f"{name} ({target.kind}) on {where}"
+
+
+class TargetRegistry:
+    """Teach, forget and list targets; thread-safe."""
+
+    def __init__(self, engine: SegmentationEngine, store: Optional[TargetStore],
+                 cameras: Sequence[str], max_caption_length: int = 1000, max_label_length: int = 256,
+                 max_targets: int = 1000):
+        self.engine = engine
+        self.store = store
+        self.cameras = [camera_key(c) for c in cameras]
+        self.max_caption_length = max_caption_length
+        self.max_label_length = max_label_length
+        self.max_targets = max_targets
+        self._targets: dict[int, TaughtTarget] = {}
+        self._notes: dict[int, str] = {}  # targets kept but not tracked, and why
+        self._next_id = 1  # used only without a store
+        self._lock = threading.RLock()
+        # camera -> ids the engine tracks there; replaced (never mutated) after each change,
+        # so the frame worker reads it without waiting for a teach in progress.
+        self._tracked: dict[str, frozenset[int]] = {c: frozenset() for c in self.cameras}
+        for camera in self.cameras:
+            engine.add_stream(camera)
+
+    # ------------------------------------------------------------------------ restore
+    def restore(self) -> list[str]:
+        """Teach the engine every stored target again, with its id; returns what happened."""
+        if self.store is None:
+            return []
+        lines = []
+        with self._lock:
+            for target in self.store.load_all():
+                try:
+                    self._apply(target)
+                    lines.append(f"restored {describe(target)}")
+                except TeachError as exc:
+                    # Keep it: the user taught it, and a later configuration may fit it.
+                    self._targets[target.target_id] = target
+                    self._notes[target.target_id] = str(exc)
+                    self._refresh_tracked()
+                    lines.append(f"kept {describe(target)} without tracking it: {exc}")
+            lines += [f"could not read a stored target: {s}" for s in self.store.skipped]
+        return lines
+
+    # -------------------------------------------------------------------------- teach
+    def teach(self, target: TaughtTarget, replace: bool = False) -> str:
+        """Validate, apply and store a target; returns the acknowledgement text.
+
+        `target.target_id` 0 asks for a new id. A known id is refused unless `replace`.
+        """
+        self._check(target)
+        with self._lock:
+            old = self._targets.get(target.target_id) if target.target_id else None
+            if old is not None and not replace:
+                raise TeachError(f"target {target.target_id} exists; remove it first or replace it")
+            if old is None and len(self._targets) >= self.max_targets:
+                raise TeachError(f"already {len(self._targets)} targets (max_targets); remove some first")
+            if not target.target_id:
+                target.target_id = self._new_id()
+            elif self.store is not None:
+                self.store.reserve_id(target.target_id)
+            if old is not None:
+                self._unapply(old)
+            try:
+                self._apply(target)
+            except TeachError:
+                if old is not None:
+                    self._reapply_quietly(old)
+                raise
+            if self.store is not None:
+                try:
+                    self.store.save(target)
+                except (StoreError, OSError) as exc:
+                    self._unapply(target)
+                    if old is not None:
+                        self._reapply_quietly(old)
+                    raise TeachError(f"could not store {describe(target)}: {exc}") from exc
+            verb = "replaced" if old is not None else "taught"
+            text = f"{verb} {describe(target)}"
+            if target.kind == "caption":
+                text += f": caption {_quote(target.caption)} is {CAPTION_WAITING}"
+            return text
+
+    def remove(self, target_id: int) -> str:
+        with self._lock:
+            target = self._targets.get(int(target_id))
+            if target is None:
+                known = ", ".join(str(t) for t in sorted(self._targets)) or "none"
+                raise TeachError(f"no target {target_id} (known: {known})")
+            if self.store is not None:
+                try:
+                    self.store.remove(target.target_id)
+                except (StoreError, OSError) as exc:
+                    raise TeachError(f"could not remove {describe(target)} from the store: {exc}") from exc
+            self._unapply(target)
+            return f"removed {describe(target)}"
+
+    def reset(self, camera: str = "") -> str:
+        """Forget the targets of one camera, or every target when `camera` is empty."""
+        with self._lock:
+            if camera:
+                camera = self._check_camera(camera)
+                doomed = [t for t in self._targets.values() if t.camera == camera]
+            else:
+                doomed = list(self._targets.values())
+            for target in doomed:
+                if self.store is not None:
+                    try:
+                        self.store.remove(target.target_id)
+                    except (StoreError, OSError) as exc:
+                        raise TeachError(f"could not remove {describe(target)} from the store: {exc}") from exc
+                self._unapply(target)
+            ids = ", ".join(str(t.target_id) for t in doomed) or "none"
+            where = f"camera {camera}" if camera else "every camera"
+            text = f"forgot {len(doomed)} target(s) of {where} (ids: {ids})"
+            if camera:
+                shared = [t.target_id for t in self._targets.values() if not t.camera]
+                if shared:
+                    text += (f"; kept {len(shared)} target(s) taught for every camera "
+                             f"(ids: {', '.join(map(str, shared))}): remove them by id")
+            return text
+
+    # ----------------------------------------------------------------------- inspect
+    def statuses(self) -> list[TargetStatus]:
+        with self._lock:
+            states: dict[int, list[TargetState]] = {}
+            for camera in self.cameras:
+                for tid, _, state in self.engine.targets(camera):
+                    states.setdefault(tid, []).append(state)
+            out = []
+            for tid in sorted(self._targets):
+                target = self._targets[tid]
+                if tid in self._notes:
+                    out.append(TargetStatus(target, "waiting", self._notes[tid]))
+                elif target.kind == "caption":
+                    out.append(TargetStatus(target, "waiting", CAPTION_WAITING))
+                else:
+                    best = max(states.get(tid, [TargetState.ACQUIRING]), key=_STATE_RANK.__getitem__)
+                    out.append(TargetStatus(target, best.value))
+            return out
+
+    def ids(self) -> list[int]:
+        with self._lock:
+            return sorted(self._targets)
+
+    def tracked_ids(self, camera: str) -> frozenset[int]:
+        """Ids the engine tracks on `camera` (captions and kept-only targets excluded)."""
+        return self._tracked.get(camera_key(camera), frozenset())
+
+    def _refresh_tracked(self) -> None:
+        tracked = {c: set() for c in self.cameras}
+        for tid, target in self._targets.items():
+            if target.kind == "caption" or tid in self._notes:
+                continue
+            for camera in ([target.camera] if target.camera else self.cameras):
+                if camera in tracked:
+                    tracked[camera].add(tid)
+        self._tracked = {c: frozenset(ids) for c, ids in tracked.items()}
+
+    # --------------------------------------------------------------------- internals
+    def _check(self, target: TaughtTarget) -> None:
+        if len(target.label) > self.max_label_length:
+            raise TeachError(f"label is {len(target.label)} characters long (at most {self.max_label_length})")
+        if target.camera:
+            target.camera = self._check_camera(target.camera)
+        if target.kind == "caption":
+            caption = target.caption.strip()
+            if not caption:
+                raise TeachError("caption is empty")
+            if len(caption) > self.max_caption_length:
+                raise TeachError(f"caption is {len(caption)} characters long "
+                                 f"(at most {self.max_caption_length})")
+            target.caption = caption
+            if not target.label:
+                target.label = caption if len(caption) <= 64 else caption[:61] + "..."
+            return
+        image = target.image
+        if image is None:
+            raise TeachError(f"a {target.kind} target needs an image")
+        if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+            raise TeachError(f"reference image must be H x W x 3 uint8, got "
+                             f"{getattr(image, 'shape', None)} {getattr(image, 'dtype', None)}")
+        height, width = image.shape[:2]
+        if height < 2 or width < 2:
+            raise TeachError(f"reference image is too small ({width}x{height})")
+        if target.kind in ("reference", "mask"):
+            mask = target.mask
+            if mask is None:
+                raise TeachError(f"a {target.kind} target needs a mask")
+            if mask.shape != (height, width):
+                mh, mw = mask.shape[:2] if mask.ndim >= 2 else (0, 0)
+                raise TeachError(f"mask is {mw}x{mh} but its image is {width}x{height}")
+            if not np.any(mask):
+                raise TeachError("mask is empty (no nonzero pixel): nothing to teach")
+
+    def _check_camera(self, camera: str) -> str:
+        key = camera_key(camera)
+        if key not in self.cameras:
+            raise TeachError(f"unknown camera {camera!r} (cameras: {', '.join(self.cameras) or 'none'})")
+        return key
+
+    def _new_id(self) -> int:
+        if self.store is not None:
+            tid = self.store.allocate_id()
+            while tid in self._targets:
+                tid = self.store.allocate_id()
+            return tid
+        tid = max([self._next_id] + [t + 1 for t in self._targets])
+        self._next_id = tid + 1
+        return tid
+
+    def _apply(self, target: TaughtTarget) -> None:
+        """Add the target to the engine on its cameras, all or none."""
+        if target.kind != "caption":
+            if target.camera and target.camera not in self.cameras:
+                raise TeachError(f"its camera {target.camera} is not configured "
+                                 f"(cameras: {', '.join(self.cameras) or 'none'})")
+            prompt = _prompt(target)
+            done = []
+            try:
+                for camera in ([target.camera] if target.camera else self.cameras):
+                    self.engine.add_target(camera, prompt, label=target.label,
+                                           target_id=target.target_id, image=target.image)
+                    done.append(camera)
+            except EngineError as exc:
+                for camera in done:
+                    self._remove_quietly(camera, target.target_id)
+                raise TeachError(str(exc)) from exc
+        self._targets[target.target_id] = target
+        self._notes.pop(target.target_id, None)
+        self._refresh_tracked()
+
+    def _unapply(self, target: TaughtTarget) -> None:
+        for camera in self.cameras:
+            self._remove_quietly(camera, target.target_id)
+        self._targets.pop(target.target_id, None)
+        self._notes.pop(target.target_id, None)
+        self._refresh_tracked()
+
+    def _reapply_quietly(self, target: TaughtTarget) -> None:
+        try:
+            self._apply(target)
+        except TeachError as exc:
+            self._targets[target.target_id] = target
+            self._notes[target.target_id] = str(exc)
+            self._refresh_tracked()
+
+    def _remove_quietly(self, camera: str, target_id: int) -> None:
+        if any(tid == target_id for tid, _, _ in self.engine.targets(camera)):
+            self.engine.remove_target(camera, target_id)
+
+
+def _prompt(target: TaughtTarget) -> Prompt:
+    if target.kind in ("reference", "mask"):
+        return MaskPrompt(np.asarray(target.mask) != 0)
+    if target.kind == "box":
+        if target.box is None:
+            raise TeachError("a box target needs a box")
+        return BoxPrompt(tuple(float(v) for v in target.box))
+    if target.kind == "points":
+        if not target.points:
+            raise TeachError("a points target needs points")
+        return PointsPrompt(np.asarray(target.points, dtype=np.float32),
+                            np.asarray(target.point_labels or [], dtype=np.int64))
+    raise TeachError(f"cannot track a {target.kind} target")
+
+
+def _quote(text: str, limit: int = 80) -> str:
+    return repr(text if len(text) <= limit else text[: limit - 3] + "...")

@@ -25,7 +25,7 @@ import tempfile
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
 
@@ -390,6 +390,29 @@ class BagReader:
                                f"log time {log_time} cannot be decoded (corrupt?): {exc}"
                                ) from exc
             yield log_time, msg
+
+    def raw_messages(self, topics: Sequence[str]) -> Iterator[tuple[str, int, bytes]]:
+        """(topic, log time, CDR bytes) of the given topics in log-time order.
+
+        Unknown topics are reported at the call, before the first message is asked for.
+        """
+        for t in topics:
+            if t not in self.topics:
+                raise BagError(f"bag {self.path} has no topic {t!r}; {self.describe_topics()}")
+        return self._raw(list(topics))
+
+    def _raw(self, topics: list[str]) -> Iterator[tuple[str, int, bytes]]:
+        conns = [c for t in topics for c in self._conns[t]]
+        it = self._reader.messages(connections=conns)
+        while True:
+            try:
+                conn, log_time, raw = next(it)
+            except StopIteration:
+                return
+            except Exception as exc:
+                raise BagError(f"bag {self.path} is corrupt or truncated while reading topics "
+                               f"{', '.join(topics)}: {exc}") from exc
+            yield conn.topic, log_time, bytes(raw)
 
     def _decode(self, topic: str, stamp_ns: int, what: str, fn: Any, *args: Any) -> Any:
         try:

@@ -1,0 +1,201 @@
+"""``refseg-eval``: build evaluation bags, inspect them, evaluate them, play them.
+
+    refseg-eval run BAG --out DIR [--prompt first-frame-gt|reference-topic] [--checkpoint F]
+    refseg-eval build synthetic OUT [--frames 30 --size 320x240 --seed 0]
+    refseg-eval build davis ROOT SEQUENCE OUT [--fps 24]
+    refseg-eval build fss ROOT OUT [--episodes-per-class 1 --seed 0]
+    refseg-eval info BAG
+    refseg-eval play BAG [--rate 1.0 --clock]
+
+Exit status: 0 done, 2 unusable input (bag, folder, output directory, arguments),
+1 anything else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+from refseg_ros.eval import bags
+
+EXIT_BAD_INPUT = 2
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size must look like 320x240, got {text!r}") from None
+    return w, h
+
+
+def _topic_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--camera-topic", default=bags.CAMERA_TOPIC)
+    p.add_argument("--gt-topic", default=bags.GROUND_TRUTH_TOPIC)
+    p.add_argument("--reference-topic", default=bags.REFERENCE_TOPIC)
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="refseg-eval", description=__doc__.split("\n")[0])
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="replay a bag through the engine and score it")
+    run.add_argument("bag", type=Path)
+    run.add_argument("--out", type=Path, required=True, help="output directory (resumable)")
+    run.add_argument("--prompt", default="auto",
+                     choices=["auto", "first-frame-gt", "reference-topic", "caption"],
+                     help="how targets are taught (auto: first-frame-gt for videos, "
+                          "reference-topic for one-shot bags)")
+    _topic_args(run)
+    run.add_argument("--caption-topic", default=bags.CAPTION_TOPIC)
+    run.add_argument("--model", default="sam2.1_hiera_t")
+    run.add_argument("--checkpoint", default=None, help="SAM2 checkpoint (default: random "
+                                                        "weights, for testing the pipeline)")
+    run.add_argument("--image-size", type=int, default=None)
+    run.add_argument("--device", default="auto")
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--max-frames", type=int, default=None)
+    run.add_argument("--worst-frames", type=int, default=4)
+    run.add_argument("--overwrite", action="store_true",
+                     help="discard another run's results in --out")
+    run.add_argument("--no-progress", action="store_true")
+
+    build = sub.add_parser("build", help="write an evaluation bag from a dataset")
+    kinds = build.add_subparsers(dest="kind", required=True)
+    for name in ("synthetic", "davis", "fss"):
+        k = kinds.add_parser(name)
+        if name == "davis":
+            k.add_argument("root", type=Path)
+            k.add_argument("sequence")
+        elif name == "fss":
+            k.add_argument("root", type=Path)
+        k.add_argument("out", type=Path)
+        k.add_argument("--storage", choices=bags.STORAGES, default="mcap")
+        k.add_argument("--overwrite", action="store_true")
+        if name != "fss":
+            k.add_argument("--fps", type=float, default=10.0 if name == "synthetic" else 24.0)
+        if name == "synthetic":
+            k.add_argument("--frames", type=int, default=30)
+            k.add_argument("--size", type=_size, default=(320, 240), help="WIDTHxHEIGHT")
+            k.add_argument("--seed", type=int, default=0)
+        if name == "davis":
+            k.add_argument("--max-frames", type=int, default=None)
+        if name == "fss":
+            k.add_argument("--episodes-per-class", type=int, default=1)
+            k.add_argument("--seed", type=int, default=0)
+            k.add_argument("--classes", nargs="*", default=None)
+
+    info = sub.add_parser("info", help="list a bag's topics and what the evaluation sees")
+    info.add_argument("bag", type=Path)
+
+    play = sub.add_parser("play", help="publish a bag's messages over ROS 2 (needs rclpy)")
+    play.add_argument("bag", type=Path)
+    play.add_argument("--rate", type=float, default=1.0)
+    play.add_argument("--clock", action="store_true", help="publish /clock from bag time")
+    play.add_argument("--topics", nargs="*", default=None)
+    play.add_argument("--start-delay", type=float, default=0.5,
+                      help="seconds to wait for subscribers before the first message")
+    return parser
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from refseg_ros.eval.runner import RunConfig, evaluate
+    from refseg_ros.eval.sources import EngineSettings
+
+    cfg = RunConfig(bag=args.bag, out=args.out, prompt=args.prompt,
+                    camera_topic=args.camera_topic, gt_topic=args.gt_topic,
+                    reference_topic=args.reference_topic, caption_topic=args.caption_topic,
+                    max_frames=args.max_frames, overwrite=args.overwrite,
+                    progress=False if args.no_progress else None,
+                    worst_frames=args.worst_frames,
+                    engine=EngineSettings(args.model, args.checkpoint, args.image_size,
+                                          args.device, args.seed))
+    outcome = evaluate(cfg)
+    if outcome.report is None:
+        print(f"already complete: {outcome.report_path}")
+        return 0
+    summary = outcome.report.summary
+    shown = {k: (round(v, 4) if isinstance(v, float) and math.isfinite(v) else v)
+             for k, v in summary.items()}
+    print(json.dumps(shown))
+    for note in outcome.report.notes:
+        print(f"note: {note}", file=sys.stderr)
+    print(f"report: {outcome.report_path}")
+    return 0
+
+
+def _cmd_build(args: argparse.Namespace) -> int:
+    from refseg_ros.eval import builders
+
+    if args.kind == "synthetic":
+        w, h = args.size
+        out = builders.synthetic_to_bag(args.out, num_frames=args.frames, height=h, width=w,
+                                        seed=args.seed, fps=args.fps, storage=args.storage,
+                                        overwrite=args.overwrite)
+    elif args.kind == "davis":
+        out = builders.davis_to_bag(args.root, args.sequence, args.out, storage=args.storage,
+                                    fps=args.fps, max_frames=args.max_frames,
+                                    overwrite=args.overwrite)
+    else:
+        out = builders.fss_to_bag(args.root, args.out, storage=args.storage,
+                                  episodes_per_class=args.episodes_per_class, seed=args.seed,
+                                  classes=args.classes, overwrite=args.overwrite)
+    print(out)
+    return 0
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    with bags.BagReader(args.bag) as r:
+        print(f"bag: {r.path}")
+        print(f"protocol: {r.protocol}")
+        for topic in sorted(r.topics):
+            print(f"  {topic}  {r.topics[topic]}  {r.counts.get(topic, 0)} msgs")
+        labels = r.object_labels()
+        if labels:
+            print("objects: " + ", ".join(f"{k}={v}" for k, v in sorted(labels.items())))
+    return 0
+
+
+def _cmd_play(args: argparse.Namespace) -> int:
+    from refseg_ros.eval.player import play_bag
+
+    n = play_bag(args.bag, rate=args.rate, publish_clock=args.clock, topics=args.topics,
+                 start_delay=args.start_delay)
+    print(f"published {n} messages")
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = _build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    from refseg_ros.eval.outdir import OutputDirError
+    from refseg_ros.eval.plan import PlanError
+
+    handlers = {"run": _cmd_run, "build": _cmd_build, "info": _cmd_info, "play": _cmd_play}
+    try:
+        return handlers[args.command](args)
+    except (bags.BagError, PlanError, OutputDirError, FileNotFoundError, FileExistsError,
+            ValueError) as exc:
+        print(f"refseg-eval: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except RuntimeError as exc:
+        # Matched by name: the engine and rclpy are imported only by the commands using them.
+        if type(exc).__name__ not in ("CheckpointError", "PlayerError"):
+            raise
+        print(f"refseg-eval: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("refseg-eval: interrupted; run the same command again to resume",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

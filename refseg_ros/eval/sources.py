@@ -1,0 +1,141 @@
+"""Where results come from: anything that turns a plan's frames into per-target masks.
+
+The runner scores results by frame stamp and does not care who produced them. Offline,
+:class:`EngineReplaySource` feeds the bag's frames to the engine in order, one episode
+at a time. A live source (the ROS node in replay mode, fed by ``player``) will yield
+the results it receives on the node's output topics; frames it never answers count as
+dropped.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Optional, Protocol
+
+import numpy as np
+
+from refseg_ros.eval import bags
+from refseg_ros.eval.plan import EvalPlan
+
+
+@dataclass
+class FrameResult:
+    """Every target's result on one frame, keyed by the frame's header stamp."""
+
+    stamp_ns: int
+    episode: int
+    masks: dict[int, np.ndarray]  # ground-truth id -> H x W bool
+    scores: dict[int, float] = field(default_factory=dict)
+    states: dict[int, str] = field(default_factory=dict)
+    seconds: Optional[float] = None  # engine step time (offline) or latency (live)
+
+
+class ResultSource(Protocol):
+    """Produces results for a plan; ``skip`` names episodes already done by a previous
+    run that the source may leave out."""
+
+    def info(self) -> dict[str, Any]:
+        """What produced the results (model, weights, device...), for the report."""
+
+    def timing_label(self) -> str:
+        """What ``FrameResult.seconds`` measures."""
+
+    def results(self, plan: EvalPlan, reader: bags.BagReader, camera_topic: str,
+                skip: set[int]) -> Iterator[FrameResult]:
+        """Results in frame order."""
+
+
+@dataclass
+class EngineSettings:
+    """The engine options the evaluation exposes (see refseg_ros.engine.EngineConfig)."""
+
+    model: str = "sam2.1_hiera_t"
+    checkpoint: Optional[str] = None
+    image_size: Optional[int] = None
+    device: str = "auto"
+    seed: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"model": self.model, "checkpoint": self.checkpoint,
+                "image_size": self.image_size, "device": self.device, "seed": self.seed}
+
+
+class EngineReplaySource:
+    """Offline replay: every frame through the engine, in bag order, nothing dropped.
+
+    Episodes are independent (a fresh stream each), so an episode finished by an
+    interrupted run can be skipped; within an episode the engine's memory depends on
+    every earlier frame, so an episode always runs from its first frame.
+    """
+
+    def __init__(self, settings: EngineSettings, engine: Any = None) -> None:
+        self.settings = settings
+        self._engine = engine
+
+    @property
+    def engine(self) -> Any:
+        if self._engine is None:
+            from refseg_ros.engine import EngineConfig, SegmentationEngine
+
+            cfg = EngineConfig(model=self.settings.model, checkpoint=self.settings.checkpoint,
+                               image_size=self.settings.image_size, device=self.settings.device,
+                               seed=self.settings.seed)
+            self._engine = SegmentationEngine.from_config(cfg)
+        return self._engine
+
+    def info(self) -> dict[str, Any]:
+        eng = self.engine
+        out = self.settings.as_dict()
+        out["random_weights"] = bool(getattr(eng, "random_weights", False))
+        out["resolved_device"] = str(getattr(eng, "device", self.settings.device))
+        out["model_image_size"] = getattr(eng, "image_size", self.settings.image_size)
+        return out
+
+    def timing_label(self) -> str:
+        return "engine step time (wall clock around engine.step)"
+
+    def results(self, plan: EvalPlan, reader: bags.BagReader, camera_topic: str,
+                skip: set[int]) -> Iterator[FrameResult]:
+        from refseg_ros.engine import MaskPrompt
+
+        engine = self.engine
+        todo = {i: ep for ep in plan.episodes if ep.index not in skip for i in ep.frames}
+        if not todo:
+            return
+        last = max(todo)
+        current: Optional[int] = None
+        stream = ""
+        pending: list = []
+        engine_to_gt: dict[int, int] = {}
+        for frame in reader.frames(camera_topic):
+            if frame.index > last:
+                break
+            ep = todo.get(frame.index)
+            if ep is None:
+                continue
+            if ep.index != current:
+                if current is not None:
+                    engine.remove_stream(stream)
+                current = ep.index
+                stream = f"eval-episode-{ep.index}"
+                engine.add_stream(stream)
+                pending = sorted(ep.prompts, key=lambda p: p.stamp_ns)
+                engine_to_gt = {}
+            while pending and pending[0].stamp_ns <= frame.stamp_ns:
+                p = pending.pop(0)
+                tid = engine.add_target(stream, MaskPrompt(p.mask), label=p.label,
+                                        target_id=p.target_id, image=p.image)
+                engine_to_gt[tid] = p.target_id
+            start = time.perf_counter()
+            step = engine.step(stream, frame.image, frame.stamp_ns * 1e-9)
+            seconds = time.perf_counter() - start
+            masks, scores, states = {}, {}, {}
+            for r in step.targets:
+                gid = engine_to_gt.get(r.target_id, r.target_id)
+                masks[gid] = np.asarray(r.mask, bool)
+                scores[gid] = float(r.score)
+                states[gid] = getattr(r.state, "value", str(r.state))
+            yield FrameResult(frame.stamp_ns, ep.index, masks, scores, states, seconds)
+        if current is not None:
+            engine.remove_stream(stream)

@@ -34,6 +34,7 @@ def camera_status(node_name: str, rep: CameraReport, mode: str, targets: int) ->
         "frames_processed": str(rep.processed),
         "frames_dropped": str(rep.dropped),
         "frames_rejected": str(rep.rejected),
+        "overlays_published": str(rep.overlays),
         "latency_ms": _fmt(rep.latency_last, 1e3),
         "latency_mean_ms": _fmt(rep.latency_mean, 1e3),
         "latency_max_ms": _fmt(rep.latency_max, 1e3),

@@ -113,7 +113,7 @@ class SegmenterNode(LifecycleNode):
             self.get_logger().error(f"activate failed: {exc}")
             return TransitionCallbackReturn.FAILURE
         output_qos = qos.output_qos(s.mode, s.output_qos_depth)
-        self._status_pub = self.create_publisher(String, s.status_topic, qos.teaching_qos())
+        self._status_pub = self.create_publisher(String, s.status_topic, qos.status_qos())
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._mailbox = FrameMailbox(replay=s.mode == "replay", capacity=input_qos.depth)
         for channel in self.cameras.values():
@@ -228,10 +228,10 @@ class SegmenterNode(LifecycleNode):
             step = time.perf_counter() - t0
             results, events = res.targets, res.events
         label = label_image(results, rgb.shape[0], rgb.shape[1])
-        channel.publish(msg.header, rgb, results, label, self.settings.overlay_alpha)
+        drawn = channel.publish(msg.header, rgb, results, label, self.settings.overlay_alpha)
         overhead = time.perf_counter() - start - step
         latency = (self.get_clock().now() - Time.from_msg(msg.header.stamp)).nanoseconds * 1e-9
-        channel.stats.on_processed(latency, step, overhead)
+        channel.stats.on_processed(latency, step, overhead, drawn)
         for event in events:
             self._status(f"camera {channel.name}: {event}")
 

@@ -48,6 +48,15 @@ def teaching_qos() -> QoSProfile:
                       reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
 
 
+def status_qos() -> QoSProfile:
+    """Status events: reliable, and the latest ones kept for subscribers that join late
+    (with a transient-local subscription, e.g. `ros2 topic echo --qos-durability
+    transient_local`), so that start-up and restore messages are not lost to discovery."""
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100,
+                      reliability=ReliabilityPolicy.RELIABLE,
+                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+
 def parse_reliability(value: str) -> ReliabilityPolicy:
     try:
         return _RELIABILITY[value.strip().lower().replace("-", "_")]

@@ -30,6 +30,7 @@ class CameraReport:
     latency_max: Optional[float]
     step_mean: Optional[float]  # engine step seconds
     overhead_mean: Optional[float]  # conversion + publishing seconds
+    overlays: int  # overlay images drawn (only while someone subscribes)
     last_error: str
     seconds_since_input: Optional[float]
 
@@ -40,7 +41,7 @@ class CameraStats:
     def __init__(self, camera: str):
         self.camera = camera
         self._lock = threading.Lock()
-        self.received = self.processed = self.rejected = self.dropped = 0
+        self.received = self.processed = self.rejected = self.dropped = self.overlays = 0
         self.last_error = ""
         self._last_input: Optional[float] = None
         self._window_start = time.monotonic()
@@ -66,8 +67,9 @@ class CameraStats:
             self.rejected += 1
             self.last_error = reason
 
-    def on_processed(self, latency: float, step: float, overhead: float) -> None:
+    def on_processed(self, latency: float, step: float, overhead: float, overlay: bool = False) -> None:
         with self._lock:
+            self.overlays += int(overlay)
             self.processed += 1
             self._win_processed += 1
             self._latency_last = latency
@@ -85,7 +87,7 @@ class CameraStats:
                 input_rate=self._win_received / interval,
                 processed_rate=self._win_processed / interval,
                 received=self.received, processed=self.processed, dropped=self.dropped,
-                rejected=self.rejected, latency_last=self._latency_last,
+                rejected=self.rejected, overlays=self.overlays, latency_last=self._latency_last,
                 latency_mean=_mean(self._latencies),
                 latency_max=max(self._latencies) if self._latencies else None,
                 step_mean=_mean(self._steps), overhead_mean=_mean(self._overheads),

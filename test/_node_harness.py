@@ -1,0 +1,287 @@
+"""Fixture helpers for the node tests: a synthetic scene, the node as a real process, and
+a listener (an rclpy node in the test process, on its own context) that records what the
+node publishes and calls its services.
+
+Every process gets the session's private ROS domain and localhost-only discovery from
+os.environ (see conftest.py).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+import rclpy
+from rclpy.executors import MultiThreadedExecutor
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+from refseg_ros import imaging
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CAMERA_SCRIPT = str(Path(__file__).resolve().parent / "_camera.py")
+RELIABLE = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100, reliability=ReliabilityPolicy.RELIABLE,
+                      durability=DurabilityPolicy.VOLATILE)
+LATCHED = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100, reliability=ReliabilityPolicy.RELIABLE,
+                     durability=DurabilityPolicy.TRANSIENT_LOCAL)  # for the node's status topic
+# The small random model every node test runs: real SAM2 architecture, CPU.
+SMALL_MODEL = {"model": "sam2.1_hiera_t", "image_size": 256, "device": "cpu"}
+
+
+# ------------------------------------------------------------------------------ scene
+def scene(width: int, height: int, t: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A frame (RGB) with a red square that drifts slowly, and the square's mask."""
+    yy, xx = np.mgrid[0:height, 0:width]
+    frame = np.empty((height, width, 3), np.uint8)
+    frame[..., 0] = (xx * 255 // max(width - 1, 1)).astype(np.uint8) // 3
+    frame[..., 1] = (yy * 255 // max(height - 1, 1)).astype(np.uint8) // 3
+    frame[..., 2] = 90
+    side = max(height // 4, 4)
+    x0 = width // 4 + (t % 20)
+    y0 = height // 3
+    mask = np.zeros((height, width), bool)
+    mask[y0:y0 + side, x0:x0 + side] = True
+    frame[mask] = (220, 30, 30)
+    return frame, mask
+
+
+def image_msg(array: np.ndarray, encoding: str, frame_id: str = "", stamp=None):
+    from sensor_msgs.msg import Image
+
+    msg = Image()
+    for key, value in imaging.array_to_image_fields(array, encoding).items():
+        setattr(msg, key, value)
+    msg.header.frame_id = frame_id
+    if stamp is not None:
+        msg.header.stamp = stamp
+    return msg
+
+
+def stamp_key(stamp) -> tuple[int, int]:
+    return int(stamp.sec), int(stamp.nanosec)
+
+
+# ---------------------------------------------------------------------------- process
+class Process:
+    """A python subprocess in its own session, output to a log file."""
+
+    def __init__(self, args: list[str], log_path: Path, env: Optional[dict[str, str]] = None):
+        self.args = args
+        self.log_path = log_path
+        full_env = dict(os.environ)
+        full_env["PYTHONUNBUFFERED"] = "1"
+        full_env.update(env or {})
+        self._log = open(log_path, "ab")
+        self.popen = subprocess.Popen([sys.executable, *args], stdin=subprocess.DEVNULL, stdout=self._log,
+                                      stderr=subprocess.STDOUT, env=full_env, cwd=REPO_ROOT,
+                                      start_new_session=True)
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def output(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def rss_bytes(self) -> int:
+        """Resident memory of the process, from /proc."""
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        raise RuntimeError("no VmRSS")
+
+    def kill9(self) -> None:
+        """Kill without warning (SIGKILL), as a power cut or an OOM kill would."""
+        os.kill(self.pid, signal.SIGKILL)
+        self.popen.wait(timeout=10)
+
+    def stop(self, grace: float = 10.0) -> Optional[int]:
+        for sig in (signal.SIGINT, signal.SIGKILL):
+            if self.popen.poll() is not None:
+                break
+            try:
+                os.killpg(self.pid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                self.popen.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                continue
+        self._log.close()
+        return self.popen.returncode
+
+
+def _param(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(f"'{v}'" for v in value) + "]"
+    if value == "":
+        return "''"
+    return str(value)
+
+
+def start_node(log_dir: Path, params: dict[str, Any], autostart: bool = True, name: str = "node") -> Process:
+    """`python -m refseg_ros.ros.main --ros-args -p ...` with the small model."""
+    args = ["-m", "refseg_ros.ros.main"] + ([] if autostart else ["--no-autostart"]) + ["--ros-args"]
+    for key, value in {**SMALL_MODEL, **params}.items():
+        args += ["-p", f"{key}:={_param(value)}"]
+    return Process(args, log_dir / f"{name}.log")
+
+
+def start_camera(log_dir: Path, topic: str, frame_id: str, rate: float = 10.0, width: int = 320,
+                 height: int = 240, compressed: bool = False, count: int = 0, reliable: bool = True,
+                 stamps_file: Optional[Path] = None, name: str = "camera") -> Process:
+    """The camera publisher process (test/_camera.py)."""
+    args = [CAMERA_SCRIPT, "--topic", topic, "--frame-id", frame_id, "--rate", str(rate),
+            "--width", str(width), "--height", str(height), "--count", str(count)]
+    if compressed:
+        args.append("--compressed")
+    if not reliable:
+        args.append("--best-effort")
+    if stamps_file is not None:
+        args += ["--stamps", str(stamps_file)]
+    return Process(args, log_dir / f"{name}.log")
+
+
+# ---------------------------------------------------------------------------- listener
+class Listener:
+    """Records messages per topic (with receive time) and calls services, in this process."""
+
+    def __init__(self, name: str = "listener"):
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context)
+        self.node = rclpy.create_node(name, context=self.context)
+        self.executor = MultiThreadedExecutor(num_threads=4, context=self.context)
+        self.executor.add_node(self.node)
+        self.messages: dict[str, list[tuple[float, Any]]] = defaultdict(list)
+        self._lock = threading.Lock()
+        self._subs: dict[str, Any] = {}
+        self._pubs: dict[str, Any] = {}
+        self._thread = threading.Thread(target=self._spin, daemon=True)
+        self._thread.start()
+
+    def _spin(self) -> None:
+        try:
+            self.executor.spin()
+        except Exception:  # shutdown while spinning
+            pass
+
+    def close(self) -> None:
+        self.executor.shutdown(timeout_sec=2)
+        self._thread.join(timeout=5)
+        self.node.destroy_node()
+        rclpy.try_shutdown(context=self.context)
+
+    # ---------------------------------------------------------------- topics
+    def listen(self, topic: str, msg_type, qos: QoSProfile = RELIABLE) -> None:
+        if topic in self._subs:
+            return
+
+        def record(msg, topic=topic):
+            with self._lock:
+                self.messages[topic].append((time.time(), msg))
+
+        self._subs[topic] = self.node.create_subscription(msg_type, topic, record, qos)
+
+    def listen_status(self, topic: str = "/refseg/status") -> None:
+        """The node's status events, including the ones sent before we joined."""
+        from std_msgs.msg import String
+
+        self.listen(topic, String, LATCHED)
+
+    def unlisten(self, topic: str) -> None:
+        sub = self._subs.pop(topic, None)
+        if sub is not None:
+            self.node.destroy_subscription(sub)
+
+    def received(self, topic: str) -> list[tuple[float, Any]]:
+        with self._lock:
+            return list(self.messages[topic])
+
+    def count(self, topic: str) -> int:
+        with self._lock:
+            return len(self.messages[topic])
+
+    def clear(self, topic: Optional[str] = None) -> None:
+        with self._lock:
+            if topic is None:
+                self.messages.clear()
+            else:
+                self.messages[topic] = []
+
+    def wait_for(self, predicate: Callable[[], Any], timeout: float, what: str = "condition",
+                 node: Optional[Process] = None) -> Any:
+        """Poll `predicate` until truthy; fail with `what` (and the node's log) on timeout."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = predicate()
+            if value:
+                return value
+            if node is not None and not node.alive():
+                raise AssertionError(f"node died while waiting for {what}:\n{node.output()[-4000:]}")
+            time.sleep(0.05)
+        log = f"\nnode log:\n{node.output()[-4000:]}" if node is not None else ""
+        raise AssertionError(f"timed out after {timeout} s waiting for {what}{log}")
+
+    def wait_status(self, pattern: str, since: int = 0, timeout: float = 30.0,
+                    node: Optional[Process] = None, topic: str = "/refseg/status") -> str:
+        """The first status message (from index `since`) containing `pattern`."""
+        def find():
+            for _, msg in self.received(topic)[since:]:
+                if pattern in msg.data:
+                    return msg.data
+            return None
+
+        return self.wait_for(find, timeout, f"status containing {pattern!r}", node)
+
+    def publisher(self, topic: str, msg_type, qos: QoSProfile = RELIABLE):
+        if topic not in self._pubs:
+            self._pubs[topic] = self.node.create_publisher(msg_type, topic, qos)
+        return self._pubs[topic]
+
+    def publish_when_heard(self, topic: str, msg_type, msg, timeout: float = 30.0,
+                           node: Optional[Process] = None, qos: QoSProfile = RELIABLE) -> None:
+        """Publish once the node subscribes to `topic`."""
+        pub = self.publisher(topic, msg_type, qos)
+        self.wait_for(lambda: pub.get_subscription_count() > 0, timeout, f"a subscriber on {topic}", node)
+        pub.publish(msg)
+
+    # -------------------------------------------------------------- services
+    def call(self, srv_type, name: str, request, timeout: float = 30.0):
+        client = self.node.create_client(srv_type, name)
+        try:
+            if not client.wait_for_service(timeout_sec=timeout):
+                raise AssertionError(f"service {name} not available after {timeout} s")
+            future = client.call_async(request)
+            deadline = time.monotonic() + timeout
+            while not future.done():
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"service {name} did not answer within {timeout} s")
+                time.sleep(0.005)
+            return future.result()
+        finally:
+            self.node.destroy_client(client)
+
+    def client(self, srv_type, name: str):
+        return self.node.create_client(srv_type, name)
+
+    def call_with(self, client, request, timeout: float = 30.0):
+        future = client.call_async(request)
+        deadline = time.monotonic() + timeout
+        while not future.done():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"service {client.srv_name} did not answer within {timeout} s")
+            time.sleep(0.002)
+        return future.result()

@@ -100,7 +100,10 @@ def _build_parser() -> argparse.ArgumentParser:
     play.add_argument("--clock", action="store_true", help="publish /clock from bag time")
     play.add_argument("--topics", nargs="*", default=None)
     play.add_argument("--start-delay", type=float, default=0.5,
-                      help="seconds to wait for subscribers before the first message")
+                      help="seconds to wait before the first message")
+    play.add_argument("--wait-subscribers", type=int, default=0, metavar="N",
+                      help="wait until each image topic has N subscribers")
+    play.add_argument("--wait-timeout", type=float, default=30.0)
     return parser
 
 
@@ -166,7 +169,8 @@ def _cmd_play(args: argparse.Namespace) -> int:
     from refseg_ros.eval.player import play_bag
 
     n = play_bag(args.bag, rate=args.rate, publish_clock=args.clock, topics=args.topics,
-                 start_delay=args.start_delay)
+                 start_delay=args.start_delay, wait_for_subscribers=args.wait_subscribers,
+                 wait_timeout=args.wait_timeout)
     print(f"published {n} messages")
     return 0
 

@@ -39,7 +39,8 @@ def message_class(msgtype: str) -> Any:
 
 def play_bag(path: str | Path, *, rate: float = 1.0, publish_clock: bool = False,
              topics: Optional[Sequence[str]] = None, start_delay: float = 0.5,
-             depth: int = 10, stop: Optional[threading.Event] = None,
+             depth: int = 10, wait_for_subscribers: int = 0, wait_timeout: float = 30.0,
+             ack_timeout: float = 5.0, stop: Optional[threading.Event] = None,
              on_publish: Optional[Callable[[str, int], None]] = None,
              node_name: str = "refseg_bag_player") -> int:
     """Publish the bag's messages in log-time order; returns how many were published.
@@ -47,9 +48,15 @@ def play_bag(path: str | Path, *, rate: float = 1.0, publish_clock: bool = False
     ``rate`` scales playback speed (2.0 plays twice as fast; 0 or less: as fast as
     possible). ``publish_clock`` publishes rosgraph_msgs/Clock with each message's log
     time on /clock, for nodes running with use_sim_time. ``start_delay`` leaves
-    subscribers time to match the publishers before the first message.
+    subscribers time to match the publishers before the first message; with
+    ``wait_for_subscribers`` = n, playback also waits (up to ``wait_timeout`` s) until
+    every image topic has n matched subscribers, since DDS discovery can take seconds
+    and a volatile topic's early messages would otherwise reach no one. Before
+    returning, it waits up to ``ack_timeout`` s for matched subscribers to acknowledge
+    the last messages.
     """
     import rclpy
+    from rclpy.duration import Duration
     from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
     with bags.BagReader(path) as reader:
@@ -73,6 +80,9 @@ def play_bag(path: str | Path, *, rate: float = 1.0, publish_clock: bool = False
                 from rosgraph_msgs.msg import Clock
 
                 clock_pub = node.create_publisher(Clock, "/clock", 10)
+            if wait_for_subscribers > 0:
+                _wait_for_subscribers(node, publishers, reader.topics, wait_for_subscribers,
+                                      wait_timeout)
             if start_delay > 0:
                 time.sleep(start_delay)
             count = 0
@@ -99,8 +109,27 @@ def play_bag(path: str | Path, *, rate: float = 1.0, publish_clock: bool = False
                 count += 1
                 if on_publish is not None:
                     on_publish(topic, log_time)
+            # Reliable delivery still needs the publisher alive: wait for the acks.
+            for pub in publishers.values():
+                pub.wait_for_all_acked(Duration(seconds=ack_timeout))
             return count
         finally:
             node.destroy_node()
             if own_context:
                 rclpy.shutdown()
+
+
+def _wait_for_subscribers(node: Any, publishers: dict[str, Any], types: dict[str, str],
+                          count: int, timeout: float) -> None:
+    """Block until each image topic (every topic if none is an image) has ``count``
+    matched subscriptions."""
+    watched = [t for t in publishers if types[t] in STREAM_TYPES] or list(publishers)
+    deadline = time.monotonic() + timeout
+    while True:
+        missing = [t for t in watched if publishers[t].get_subscription_count() < count]
+        if not missing:
+            return
+        if time.monotonic() > deadline:
+            raise PlayerError(f"no {count} subscriber(s) on {', '.join(missing)} after "
+                              f"{timeout:.0f} s")
+        time.sleep(0.05)

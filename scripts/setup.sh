@@ -231,6 +231,14 @@ if [ "$(cat "$BUILD_STAMP" 2>/dev/null)" != "$BUILD_HASH" ] || [ ! -f "$built_li
             if [ -n "$missing" ]; then
                 fail "CMake package '$missing' not found: add the wheel ros-$(echo "$missing" | tr _ -) to requirements/ros.txt (see $log)"
             fi
+            bad_iface=$(grep -oE "Error processing '.*' of '[A-Za-z0-9_/]+'" "$log" | tail -n 1 || true)
+            if [ -n "$bad_iface" ]; then
+                fail "invalid interface definition: ${bad_iface#Error processing } (see $log)"
+            fi
+            cc_error=$(grep -E "(error|Error): " "$log" | grep -E "\.(c|cpp|h|hpp):[0-9]+" | head -n 1 || true)
+            if [ -n "$cc_error" ]; then
+                fail "compile error: ${cc_error} (see $log)"
+            fi
             if grep -qE "non-existent path" "$log"; then
                 fail "an imported CMake target names a missing include path (see $log)"
             fi

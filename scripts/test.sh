@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Set up (scripts/setup.sh), then run the test suite. Extra arguments go to pytest.
+# Set up (scripts/setup.sh), then run the test suite: python -m pytest test/ -q.
+# Arguments replace test/ (e.g. a test file, or -k EXPR: pytest then takes test/ from
+# pyproject's testpaths).
 # Exits with pytest's status; a run that collects no test fails.
 set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -10,7 +12,8 @@ bash scripts/setup.sh
 . scripts/env.sh
 
 rc=0
-python -m pytest test/ -q --timeout="${REFSEG_TEST_TIMEOUT:-300}" "$@" || rc=$?
+[ $# -gt 0 ] || set -- test/
+python -m pytest -q --timeout="${REFSEG_TEST_TIMEOUT:-300}" "$@" || rc=$?
 if [ "$rc" -eq 5 ]; then
     echo "test.sh: pytest collected no tests" >&2
     exit 1

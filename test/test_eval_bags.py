@@ -188,3 +188,23 @@ def test_missing_bag_and_not_a_bag(tmp_path):
     (tmp_path / "dir").mkdir()
     with pytest.raises(bags.BagError, match="cannot be opened"):
         bags.BagReader(tmp_path / "dir")
+
+
+def test_compressed_camera_topic(tmp_path, seq):
+    import cv2
+
+    store = bags.typestore()
+    with bags.BagWriter(tmp_path / "c") as w:
+        for i in range(2):
+            ok, png = cv2.imencode(".png", seq.frames[i][:, :, ::-1])
+            msg = store.types[bags.COMPRESSED_TYPE](
+                header=bags._header(seq.stamp_ns(i), "cam"), format="png",
+                data=np.frombuffer(png.tobytes(), np.uint8))
+            w.write_message("/camera/image_raw/compressed", bags.COMPRESSED_TYPE, msg,
+                            seq.stamp_ns(i))
+            w.write_label_map(bags.GROUND_TRUTH_TOPIC, seq.stamp_ns(i), seq.label_map(i))
+    with bags.BagReader(tmp_path / "c") as r:
+        frames = list(r.frames("/camera/image_raw/compressed"))
+        idx = bags.index_sequence(r, "/camera/image_raw/compressed")
+    assert [f.image.tobytes() for f in frames] == [seq.frames[i].tobytes() for i in range(2)]
+    assert idx.frame_shape[seq.stamp_ns(1)] == (48, 64)

@@ -97,7 +97,8 @@ def test_player_publishes_bag_frames(tmp_path, spawn_python):
         time.sleep(0.1)
     assert "READY" in sub.output(), sub.output()
     player = spawn_python("-m", "refseg_ros.eval.cli", "play", str(bag), "--rate", "4",
-                          "--topics", bags.CAMERA_TOPIC, "--wait-subscribers", "1", "--start-delay", "0.5")
+                          "--topics", bags.CAMERA_TOPIC, "--wait-subscribers", "1",
+                          "--start-delay", "0.5")
     assert player.wait(timeout=90) == 0, player.output()
     assert "published 6 messages" in player.output()
     assert sub.wait(timeout=60) == 0, sub.output()

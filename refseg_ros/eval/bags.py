@@ -185,7 +185,8 @@ class BagWriter:
 
     def set_objects(self, labels: dict[int, str]) -> None:
         """Record the label of each ground-truth id."""
-        self._writer.set_custom_data(OBJECTS_KEY, json.dumps({str(k): v for k, v in labels.items()}))
+        text = json.dumps({str(k): v for k, v in labels.items()})
+        self._writer.set_custom_data(OBJECTS_KEY, text)
 
     def set_protocol(self, protocol: str) -> None:
         """'video' (a sequence) or 'one-shot' (independent reference/query episodes)."""

@@ -148,8 +148,11 @@ def fss_pairs(class_dir: Path) -> list[tuple[Path, Path]]:
     images = {p.stem: p for p in class_dir.iterdir()
               if p.suffix.lower() in (".jpg", ".jpeg")}
     masks = {p.stem: p for p in class_dir.iterdir() if p.suffix.lower() == ".png"}
-    stems = sorted(set(images) & set(masks), key=lambda s: (not s.isdigit(), int(s) if
-                                                              s.isdigit() else 0, s))
+
+    def order(stem: str) -> tuple[bool, int, str]:
+        return (not stem.isdigit(), int(stem) if stem.isdigit() else 0, stem)
+
+    stems = sorted(set(images) & set(masks), key=order)
     return [(images[s], masks[s]) for s in stems]
 
 

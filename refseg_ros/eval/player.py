@@ -33,8 +33,8 @@ def message_class(msgtype: str) -> Any:
         return getattr(importlib.import_module(f"{pkg}.{kind}"), name)
     except (ImportError, AttributeError) as exc:
         raise PlayerError(f"message type {msgtype} is not available to rclpy ({exc}); build "
-                           "and source the package that defines it, or leave its topic out "
-                           "with --topics") from exc
+                          "and source the package that defines it, or leave its topic out "
+                          "with --topics") from exc
 
 
 def play_bag(path: str | Path, *, rate: float = 1.0, publish_clock: bool = False,

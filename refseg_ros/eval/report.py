@@ -140,7 +140,8 @@ def plot_latency(series: Sequence[dict[str, Any]], summary: dict[str, Any],
         for key, style in (("p50", "--"), ("p90", "-."), ("p99", ":")):
             v = summary.get(key)
             if v is not None and not math.isnan(v):
-                ax.axhline(1000 * v, color="tab:red", ls=style, lw=1, label=f"{key} {1000 * v:.1f} ms")
+                ax.axhline(1000 * v, color="tab:red", ls=style, lw=1,
+                           label=f"{key} {1000 * v:.1f} ms")
         ax.legend(loc="upper right", fontsize="small")
     ax.set_xlabel("frame")
     ax.set_ylabel("ms")

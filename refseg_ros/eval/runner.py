@@ -194,4 +194,3 @@ def _finished(run: RunDirectory, info: dict[str, Any]) -> bool:
     previous = _read_json(run.path / RUN_FILE)
     same = previous == json.loads(json.dumps(info, default=str))
     return same and run.has_marker(COMPLETE) and (run.path / "report.md").exists()
-

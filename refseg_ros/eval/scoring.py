@@ -141,8 +141,9 @@ def build_report(plan: EvalPlan, scores: Scores, records: list[dict[str, Any]],
         summary["jf_mean"] = (summary["j_mean"] + summary["f_mean"]) / 2
     else:
         ov = metrics.overall(scores.per_target)
-        summary.update({k: ov[k] for k in ("jf_mean", "j_mean", "f_mean", "j_recall",
-                                            "f_recall", "j_decay", "f_decay", "targets")})
+        keys = ("jf_mean", "j_mean", "f_mean", "j_recall", "f_recall", "j_decay", "f_decay",
+                "targets")
+        summary.update({k: ov[k] for k in keys})
     summary["scored_pairs"] = len(scores.rows)
     timing = [r["seconds"] for r in records if r.get("seconds") is not None]
     latency = dict(metrics.latency_summary(timing), what=timing_label)

@@ -8,7 +8,11 @@ Which (frame, target) pairs count:
   prompt, except the frame its mask prompt lies on (that frame's answer is the prompt);
 - a frame without a result (dropped by a live node) is scored with the target's most
   recent earlier result in the episode, which is what a consumer of the node would have
-  used, or an empty mask if there is none; offline replay never drops frames.
+  used, or an empty mask if there is none; offline replay never drops frames;
+- each target's own mask is scored as the source returned it: where two targets'
+  masks overlap, both keep the pixels (DAVIS scores one label map per frame, where an
+  overlap cannot occur; the engine's per-target masks are what the node's object list
+  carries).
 """
 
 from __future__ import annotations

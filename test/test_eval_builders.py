@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from refseg_ros.eval import bags, builders
+from refseg_ros.eval import bags, builders, synthetic
 
 
 def palette_png(path, labels):
@@ -142,3 +142,6 @@ def test_synthetic_to_bag(tmp_path):
     assert all(x.stamp_ns < frames[0].stamp_ns for x in refs)
     assert len(frames) == 5 and len(idx.gt_stamps) == 5
     assert idx.object_labels == {1: "red disc", 2: "blue square", 3: "green triangle"}
+    seq = synthetic.generate(num_frames=5, height=48, width=64)
+    assert [f.stamp_ns for f in frames] == [seq.stamp_ns(i) for i in range(5)]
+    assert all(f.image.tobytes() == seq.frames[f.index].tobytes() for f in frames)

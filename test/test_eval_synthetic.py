@@ -95,3 +95,9 @@ def test_bad_arguments():
         synthetic.generate(num_frames=0)
     with pytest.raises(ValueError):
         synthetic.generate(height=8, width=8)
+
+
+def test_streamed_frames_equal_the_whole_clip(seq):
+    for f in synthetic.iter_frames(num_frames=20, height=96, width=128, seed=3):
+        np.testing.assert_array_equal(f.image, seq.frames[f.index])
+        np.testing.assert_array_equal(synthetic.label_map(f.masks), seq.label_map(f.index))

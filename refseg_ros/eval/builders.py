@@ -219,26 +219,32 @@ def synthetic_to_bag(out: str | Path, *, num_frames: int = 30, height: int = 240
                      camera_topic: str = bags.CAMERA_TOPIC,
                      gt_topic: str = bags.GROUND_TRUTH_TOPIC,
                      reference_topic: str = bags.REFERENCE_TOPIC,
-                     caption_topic: str = bags.CAPTION_TOPIC, overwrite: bool = False) -> Path:
+                     caption_topic: str = bags.CAPTION_TOPIC, start_ns: int = 1_000_000_000,
+                     overwrite: bool = False) -> Path:
     """Write the synthetic scene as a video-protocol bag.
 
     References (each object alone on another background) and captions are stamped
     just before the first frame, in object order, so a replay teaches before it tracks.
     """
-    seq = synthetic.generate(num_frames, height, width, seed=seed, fps=fps)
+    synthetic.check_args(num_frames, height, width)
+    objects = synthetic.OBJECTS
+
+    def stamp(i: int) -> int:
+        return synthetic.frame_stamp_ns(i, fps, start_ns)
+
     with bags.BagWriter(out, storage=storage, overwrite=overwrite) as writer:
         writer.set_protocol("video")
-        writer.set_objects({o.object_id: o.label for o in seq.objects})
-        n = len(seq.objects)
-        for k, obj in enumerate(seq.objects):
-            stamp = seq.stamp_ns(0) - (n - k) * 1_000_000
+        writer.set_objects({o.object_id: o.label for o in objects})
+        for k, obj in enumerate(objects):
+            t = stamp(0) - (len(objects) - k) * 1_000_000
             if references:
                 ref = synthetic.render_reference(obj.object_id, height, width, seed)
-                writer.write_reference(reference_topic, stamp, obj.object_id, obj.label,
+                writer.write_reference(reference_topic, t, obj.object_id, obj.label,
                                        ref.image, ref.mask, camera=camera_topic)
             if captions:
-                writer.write_caption(caption_topic, stamp, obj.caption)
-        for i in range(len(seq)):
-            writer.write_image(camera_topic, seq.stamp_ns(i), seq.frames[i])
-            writer.write_label_map(gt_topic, seq.stamp_ns(i), seq.label_map(i))
+                writer.write_caption(caption_topic, t, obj.caption)
+        for frame in synthetic.iter_frames(num_frames, height, width, seed):
+            writer.write_image(camera_topic, stamp(frame.index), frame.image)
+            writer.write_label_map(gt_topic, stamp(frame.index),
+                                   synthetic.label_map(frame.masks))
     return Path(out)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Iterator
 
 import cv2
 import numpy as np
@@ -66,14 +67,11 @@ class SyntheticSequence:
 
     def stamp_ns(self, index: int) -> int:
         """Capture time of frame ``index`` in nanoseconds."""
-        return self.start_ns + int(round(index * 1e9 / self.fps))
+        return frame_stamp_ns(index, self.fps, self.start_ns)
 
     def label_map(self, index: int) -> np.ndarray:
         """Ground truth of one frame as a uint8 label map (0 background, k object k)."""
-        out = np.zeros((self.height, self.width), np.uint8)
-        for oid, mask in self.masks[index].items():
-            out[mask] = oid
-        return out
+        return label_map(self.masks[index])
 
     def object(self, object_id: int) -> SceneObject:
         for obj in self.objects:
@@ -168,26 +166,42 @@ def _paint(canvas: np.ndarray, mask: np.ndarray, obj: SceneObject,
     canvas[yy, xx] = np.clip(colour, 0, 255).astype(np.uint8)
 
 
-def generate(num_frames: int = 30, height: int = 240, width: int = 320, seed: int = 0,
-             fps: float = 10.0, start_ns: int = 1_000_000_000) -> SyntheticSequence:
-    """Render a clip of ``num_frames`` frames of ``height`` x ``width`` pixels.
+@dataclass
+class SyntheticFrame:
+    """One rendered frame with its ground truth."""
 
-    Same arguments, same pixels: all randomness comes from ``seed``.
-    """
+    index: int
+    image: np.ndarray  # H x W x 3 uint8 RGB
+    masks: dict[int, np.ndarray]  # object id -> visible part, H x W bool
+    amodal: dict[int, np.ndarray]  # object id -> whole shape, hidden parts included
+
+
+def frame_stamp_ns(index: int, fps: float, start_ns: int) -> int:
+    """Capture time of frame ``index`` of a clip starting at ``start_ns``."""
+    return start_ns + int(round(index * 1e9 / fps))
+
+
+def check_args(num_frames: int, height: int, width: int) -> None:
+    """Reject clips too short or frames too small to hold the scene."""
     if num_frames < 1:
         raise ValueError(f"num_frames must be at least 1, got {num_frames}")
     if height < 16 or width < 16:
         raise ValueError(f"frames must be at least 16x16 pixels, got {width}x{height}")
+
+
+def iter_frames(num_frames: int = 30, height: int = 240, width: int = 320,
+                seed: int = 0) -> Iterator[SyntheticFrame]:
+    """Render the clip one frame at a time, so long clips need little memory.
+
+    Same arguments, same pixels: all randomness comes from ``seed``.
+    """
+    check_args(num_frames, height, width)
     rng = np.random.default_rng(seed)
     pan = max(4, width // 16)
     wide = background_texture(height, width + pan, rng)
     object_noise = rng.normal(0, 8, size=(height, width, 3)).astype(np.float32)
     sizes = object_sizes(height, width)
     by_id = {o.object_id: o for o in OBJECTS}
-
-    frames: list[np.ndarray] = []
-    masks: list[dict[int, np.ndarray]] = []
-    amodal: list[dict[int, np.ndarray]] = []
     for i in range(num_frames):
         t = i / (num_frames - 1) if num_frames > 1 else 0.0
         x0 = int(round(pan * t))
@@ -201,10 +215,24 @@ def generate(num_frames: int = 30, height: int = 240, width: int = 320, seed: in
             covered |= full[oid]
         for oid in PAINT_ORDER:
             _paint(canvas, full[oid], by_id[oid], centres[oid], sizes[oid], object_noise)
-        frames.append(canvas)
-        masks.append({oid: visible[oid] for oid in sorted(visible)})
-        amodal.append(full)
-    return SyntheticSequence(frames, masks, OBJECTS, fps, start_ns, seed, amodal)
+        yield SyntheticFrame(i, canvas, {oid: visible[oid] for oid in sorted(visible)}, full)
+
+
+def label_map(masks: dict[int, np.ndarray]) -> np.ndarray:
+    """Visible masks as a uint8 label map (0 background, k object k)."""
+    first = next(iter(masks.values()))
+    out = np.zeros(first.shape, np.uint8)
+    for oid, mask in masks.items():
+        out[mask] = oid
+    return out
+
+
+def generate(num_frames: int = 30, height: int = 240, width: int = 320, seed: int = 0,
+             fps: float = 10.0, start_ns: int = 1_000_000_000) -> SyntheticSequence:
+    """Render a whole clip of ``num_frames`` frames of ``height`` x ``width`` pixels."""
+    frames = list(iter_frames(num_frames, height, width, seed))
+    return SyntheticSequence([f.image for f in frames], [f.masks for f in frames], OBJECTS,
+                             fps, start_ns, seed, [f.amodal for f in frames])
 
 
 @dataclass(frozen=True)

@@ -278,3 +278,33 @@ def test_failure_after_inference_leaves_no_complete_marker(tmp_path, video_bag, 
         runner.evaluate(cfg(video_bag, tmp_path / "out"), source=OracleSource())
     assert_no_report(tmp_path / "out")
     assert (tmp_path / "out" / outdir.INFERENCE_DONE).exists()
+
+
+def _bag_with_references(path, masks_and_ids):
+    seq = synthetic.generate(num_frames=2, height=32, width=40)
+    with bags.BagWriter(path) as w:
+        for k, (tid, mask) in enumerate(masks_and_ids):
+            w.write_reference(bags.REFERENCE_TOPIC, seq.stamp_ns(0) - 10 + k, tid, "x",
+                              seq.frames[0], mask)
+        for i in range(2):
+            w.write_image(bags.CAMERA_TOPIC, seq.stamp_ns(i), seq.frames[i])
+            w.write_label_map(bags.GROUND_TRUTH_TOPIC, seq.stamp_ns(i), seq.label_map(i))
+    return seq
+
+
+def test_reference_with_empty_mask_is_refused(tmp_path):
+    _bag_with_references(tmp_path / "bag", [(1, np.zeros((32, 40), bool))])
+    with pytest.raises(plan.PlanError, match="target 1.*empty mask"):
+        runner.evaluate(cfg(tmp_path / "bag", tmp_path / "out", prompt="reference-topic"),
+                        source=OracleSource())
+    assert_no_report(tmp_path / "out")
+
+
+def test_several_references_for_one_target_are_refused(tmp_path):
+    m = np.zeros((32, 40), bool)
+    m[5:10, 5:10] = True
+    _bag_with_references(tmp_path / "bag", [(1, m), (1, m)])
+    with pytest.raises(plan.PlanError, match="k-shot"):
+        runner.evaluate(cfg(tmp_path / "bag", tmp_path / "out", prompt="reference-topic"),
+                        source=OracleSource())
+    assert_no_report(tmp_path / "out")

@@ -98,6 +98,9 @@ def _reference_prompts(reader: bags.BagReader, topic: str, camera_topic: str
         if ref.target_id == 0:
             raise PlanError(f"bag {reader.path}: reference on {topic!r} at stamp {ref.stamp_ns} "
                             "has target_id 0; evaluation needs the ground-truth id it teaches")
+        if not ref.mask.any():
+            raise PlanError(f"bag {reader.path}: reference on {topic!r} at stamp {ref.stamp_ns} "
+                            f"(target {ref.target_id}) has an empty mask")
         prompts.append(TargetPrompt(ref.target_id, ref.label, ref.stamp_ns, ref.mask,
                                     image=ref.image))
     if not prompts:

@@ -153,7 +153,8 @@ def evaluate(cfg: RunConfig, source: Optional[ResultSource] = None,
             source = EngineReplaySource(cfg.engine)
             settings = cfg.engine.as_dict()
         else:
-            settings = {"kind": type(source).__name__}
+            fingerprint = getattr(source, "fingerprint", None)
+            settings = fingerprint() if callable(fingerprint) else {"kind": type(source).__name__}
         info = run_info(cfg, plan, settings)
         run = RunDirectory(cfg.out)
         if not cfg.overwrite and _finished(run, info):

@@ -9,6 +9,7 @@ dropped.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Optional, Protocol
@@ -17,6 +18,8 @@ import numpy as np
 
 from refseg_ros.eval import bags
 from refseg_ros.eval.plan import EvalPlan
+
+log = logging.getLogger("refseg_ros.eval")
 
 
 @dataclass
@@ -33,7 +36,9 @@ class FrameResult:
 
 class ResultSource(Protocol):
     """Produces results for a plan; ``skip`` names episodes already done by a previous
-    run that the source may leave out."""
+    run that the source may leave out. A source may also define ``fingerprint() ->
+    dict``: the settings that make its results differ (stored in run.json, so that a
+    resumed run never mixes results of two settings)."""
 
     def info(self) -> dict[str, Any]:
         """What produced the results (model, weights, device...), for the report."""
@@ -130,6 +135,9 @@ class EngineReplaySource:
             start = time.perf_counter()
             step = engine.step(stream, frame.image, frame.stamp_ns * 1e-9)
             seconds = time.perf_counter() - start
+            for event in getattr(step, "events", None) or []:
+                level = logging.WARNING if "rejected" in event else logging.INFO
+                log.log(level, "frame %d: %s", frame.index, event)
             masks, scores, states = {}, {}, {}
             for r in step.targets:
                 gid = engine_to_gt.get(r.target_id, r.target_id)

@@ -167,10 +167,14 @@ class BagWriter:
         self._tmpdir = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.", dir=self.path.parent))
         self._overwrite = overwrite
         plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
-        self._writer = Writer(self._tmpdir / self.path.name, version=version,
-                              storage_plugin=plugin)
-        self._writer.set_custom_data(FORMAT_KEY, "1")
-        self._writer.open()
+        try:
+            self._writer = Writer(self._tmpdir / self.path.name, version=version,
+                                  storage_plugin=plugin)
+            self._writer.set_custom_data(FORMAT_KEY, "1")
+            self._writer.open()
+        except BaseException:
+            shutil.rmtree(self._tmpdir, ignore_errors=True)
+            raise
         self._connections: dict[str, Any] = {}
         self._closed = False
 

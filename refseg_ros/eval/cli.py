@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
@@ -123,10 +122,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if outcome.report is None:
         print(f"already complete: {outcome.report_path}")
         return 0
-    summary = outcome.report.summary
-    shown = {k: (round(v, 4) if isinstance(v, float) and math.isfinite(v) else v)
-             for k, v in summary.items()}
-    print(json.dumps(shown))
+    from refseg_ros.eval.report import finite
+
+    summary = finite(outcome.report.summary)
+    print(json.dumps({k: round(v, 4) if isinstance(v, float) else v
+                      for k, v in summary.items()}))
     for note in outcome.report.notes:
         print(f"note: {note}", file=sys.stderr)
     print(f"report: {outcome.report_path}")

@@ -102,15 +102,15 @@ def overlay_image(image: np.ndarray, pred: np.ndarray, gt: np.ndarray,
     return out
 
 
-def plot_j_over_time(frames: Sequence[dict[str, Any]], x_label: str = "frame") -> bytes:
-    """J per frame, one line per target."""
+def plot_j_over_time(frames: Sequence[dict[str, Any]], x_key: str = "frame") -> bytes:
+    """J per frame (or per episode, ``x_key="episode"``), one line per target."""
     fig = _figure(8, 3.5)
     ax = fig.add_subplot(1, 1, 1)
     by_target: dict[str, list[tuple[int, float]]] = {}
     labels: dict[str, str] = {}
     for r in frames:
         key = str(r["target_id"])
-        by_target.setdefault(key, []).append((r["frame"], r["j"]))
+        by_target.setdefault(key, []).append((r[x_key], r["j"]))
         labels[key] = r.get("label", key)
     for i, key in enumerate(sorted(by_target, key=lambda k: (len(k), k))):
         xs, ys = zip(*sorted(by_target[key]))
@@ -118,7 +118,7 @@ def plot_j_over_time(frames: Sequence[dict[str, Any]], x_label: str = "frame") -
         ax.plot(xs, ys, marker="." if len(xs) < 60 else None, color=colour,
                 label=f"{key}: {labels[key]}")
     ax.set_ylim(-0.02, 1.02)
-    ax.set_xlabel(x_label)
+    ax.set_xlabel(x_key)
     ax.set_ylabel("J (IoU)")
     ax.set_title("Region similarity per frame")
     ax.grid(alpha=0.3)
@@ -229,20 +229,20 @@ def render_markdown(data: ReportData, plots: dict[str, str]) -> str:
     return "\n".join(lines)
 
 
-def _finite(obj: Any) -> Any:
-    """NaN and infinities become null: strict JSON has no spelling for them."""
+def finite(obj: Any) -> Any:
+    """NaN and infinities become None (null): strict JSON has no spelling for them."""
     if isinstance(obj, float):
         return obj if math.isfinite(obj) else None
     if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
+        return {k: finite(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
+        return [finite(v) for v in obj]
     return obj
 
 
 def report_json(data: ReportData) -> dict[str, Any]:
     """The report's numbers as strict JSON (no NaN)."""
-    return _finite({
+    return finite({
         "title": data.title,
         "info": data.info,
         "summary": data.summary,
@@ -268,9 +268,9 @@ def write_report(out_dir: str | Path, data: ReportData) -> Path:
         (out / COMPLETE).unlink()
     except FileNotFoundError:
         pass
-    x_label = "episode" if data.oneshot else "frame"
+    x_key = "episode" if data.oneshot else "frame"
     plots = {
-        "J per frame": ("j_over_time.png", plot_j_over_time(data.frames, x_label)),
+        "J per frame": ("j_over_time.png", plot_j_over_time(data.frames, x_key)),
         "Timing per frame": ("latency.png", plot_latency(data.latency_series, data.latency,
                                                          data.latency.get("what", "latency"))),
         "Worst frames": ("worst_frames.png", plot_overlays(data.overlays)),

@@ -62,10 +62,12 @@ class RunOutcome:
 
 
 def bag_fingerprint(path: Path) -> dict[str, Any]:
-    """Identify the bag's content cheaply: resolved path and file sizes."""
+    """Identify the bag's content cheaply: resolved path, file sizes and modification
+    times (a rewritten bag is a different bag, even at the same size)."""
     path = Path(path).resolve()
     files = [path] if path.is_file() else sorted(p for p in path.iterdir() if p.is_file())
-    return {"path": str(path), "files": {p.name: p.stat().st_size for p in files}}
+    return {"path": str(path),
+            "files": {p.name: [p.stat().st_size, p.stat().st_mtime_ns] for p in files}}
 
 
 def run_info(cfg: RunConfig, plan: EvalPlan, source_settings: dict[str, Any]) -> dict[str, Any]:

@@ -11,7 +11,9 @@ class EngineConfig:
     """Everything needed to build an engine; plain values so YAML and CLI map onto it."""
 
     model: str = "sam2.1_hiera_t"  # a name from engine.model.MODEL_CONFIGS
-    checkpoint: Optional[str] = None  # official {"model": state_dict} file; None = random init
+    # An official {"model": state_dict} file; "auto" takes the weights cache's file for
+    # `model` when there is one; None (or "auto" with an empty cache) = random weights.
+    checkpoint: Optional[str] = None
     image_size: Optional[int] = None  # None keeps the config's size (1024)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16

@@ -25,6 +25,7 @@ from .memory import MemoryEntry, MemorySelection, TargetMemory
 from .model import build_model, resolve_device
 from .prompts import PromptInputs, check_prompt, to_model_inputs
 from .types import Prompt, StepResult, TargetResult, TargetState
+from .weights import cached_checkpoint
 
 
 @dataclass
@@ -59,6 +60,7 @@ class SegmentationEngine:
         self.model = model
         self.config = config
         self.random_weights = random_weights
+        self.checkpoint: Optional[str] = None
         self.device = next(model.parameters()).device
         self.image_size = int(model.image_size)
         self.preprocess = FramePreprocessor(self.image_size, self.device)
@@ -72,9 +74,15 @@ class SegmentationEngine:
     @classmethod
     def from_config(cls, config: EngineConfig) -> "SegmentationEngine":
         device = resolve_device(config.device)
-        model = build_model(config.model, config.checkpoint, config.image_size, device, config.seed)
+        checkpoint = config.checkpoint
+        if checkpoint == "auto":
+            found = cached_checkpoint(config.model)
+            checkpoint = str(found) if found else None
+        model = build_model(config.model, checkpoint, config.image_size, device, config.seed)
         model.max_obj_ptrs_in_encoder = config.max_obj_ptrs
-        return cls(model, config, random_weights=config.checkpoint is None)
+        engine = cls(model, config, random_weights=checkpoint is None)
+        engine.checkpoint = checkpoint
+        return engine
 
     # ----------------------------------------------------------------- streams & targets
     def add_stream(self, stream_id: str) -> None:
@@ -116,8 +124,8 @@ class SegmentationEngine:
             if image is not None:
                 check_frame(image)
                 check_prompt(prompt, image.shape[0], image.shape[1])
-            elif stream.last_size is not None:
-                check_prompt(prompt, *stream.last_size)
+            else:
+                check_prompt(prompt, *(stream.last_size or (None, None)))
             tid = target_id if target_id is not None else self._next_target_id
             self._next_target_id = max(self._next_target_id, tid + 1)
             target = Target(tid, label, self._new_memory())

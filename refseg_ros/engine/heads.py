@@ -70,11 +70,12 @@ def attend_memory(
         memory.append(ptrs)
         memory_pos.append(ptr_pos)
         num_ptr_tokens = ptrs.shape[0]
+    dtype = features.vision_feats[-1].dtype  # stored memories are bf16
     out = model.memory_attention(
         curr=[features.top(batch)],
         curr_pos=[features.top_pos(batch)],
-        memory=torch.cat(memory, dim=0),
-        memory_pos=torch.cat(memory_pos, dim=0),
+        memory=torch.cat(memory, dim=0).to(dtype),
+        memory_pos=torch.cat(memory_pos, dim=0).to(dtype),
         num_obj_ptr_tokens=num_ptr_tokens,
     )
     h, w = features.feat_sizes[-1]

@@ -23,13 +23,17 @@ class PromptInputs:
     points: Optional[tuple[torch.Tensor, torch.Tensor]] = None  # (1, N, 2), (1, N)
 
 
-def check_prompt(prompt: Prompt, height: int, width: int) -> None:
-    """Reject prompts that are empty, malformed or outside an H x W frame."""
+def check_prompt(prompt: Prompt, height: Optional[int] = None, width: Optional[int] = None) -> None:
+    """Reject prompts that are empty, malformed or outside an H x W frame.
+
+    Without a frame size (no frame seen yet) only the size-free checks run.
+    """
+    sized = height is not None and width is not None
     if isinstance(prompt, MaskPrompt):
         mask = np.asarray(prompt.mask)
         if mask.ndim != 2:
             raise InvalidPromptError(f"mask must be 2-D, got shape {mask.shape}")
-        if mask.shape != (height, width):
+        if sized and mask.shape != (height, width):
             raise InvalidPromptError(
                 f"mask is {mask.shape[1]}x{mask.shape[0]} but the image is {width}x{height}"
             )
@@ -42,8 +46,8 @@ def check_prompt(prompt: Prompt, height: int, width: int) -> None:
         x0, y0, x1, y1 = box
         if x1 <= x0 or y1 <= y0:
             raise InvalidPromptError(f"box {tuple(box)} is empty (needs x1 > x0 and y1 > y0)")
-        if x1 <= 0 or y1 <= 0 or x0 >= width or y0 >= height:
-            raise InvalidPromptError(f"box {tuple(box)} lies outside the {width}x{height} image")
+        if x1 <= 0 or y1 <= 0 or (sized and (x0 >= width or y0 >= height)):
+            raise InvalidPromptError(f"box {tuple(box)} lies outside the image{_size(height, width)}")
     elif isinstance(prompt, PointsPrompt):
         pts = np.asarray(prompt.points, dtype=np.float64)
         labels = np.asarray(prompt.labels)
@@ -55,11 +59,17 @@ def check_prompt(prompt: Prompt, height: int, width: int) -> None:
             raise InvalidPromptError("point labels must be 1 (object) or 0 (background)")
         if not (labels == 1).any():
             raise InvalidPromptError("at least one point must be labelled 1 (object)")
-        inside = (pts[:, 0] >= 0) & (pts[:, 0] < width) & (pts[:, 1] >= 0) & (pts[:, 1] < height)
+        inside = (pts[:, 0] >= 0) & (pts[:, 1] >= 0)
+        if sized:
+            inside &= (pts[:, 0] < width) & (pts[:, 1] < height)
         if not inside.all():
-            raise InvalidPromptError(f"points {pts[~inside].tolist()} lie outside the {width}x{height} image")
+            raise InvalidPromptError(f"points {pts[~inside].tolist()} lie outside the image{_size(height, width)}")
     else:
         raise InvalidPromptError(f"unknown prompt type {type(prompt).__name__}")
+
+
+def _size(height: Optional[int], width: Optional[int]) -> str:
+    return f" ({width}x{height})" if height is not None and width is not None else ""
 
 
 def to_model_inputs(prompt: Prompt, height: int, width: int, image_size: int,

@@ -1,0 +1,182 @@
+"""`refseg-weights`: fetch official SAM2 checkpoints into a local cache, resumably.
+
+Robots are often offline: the cache is a plain directory, so a checkpoint copied there by
+hand is found exactly like a downloaded one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import sys
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+OFFICIAL_BASE_URL = "https://dl.fbaipublicfiles.com/segment_anything_2"
+CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    model: str  # engine model name
+    filename: str
+    release: str  # path segment of the official release
+    sha256: Optional[str] = None  # pinned digest when known
+
+
+CHECKPOINTS: dict[str, Checkpoint] = {c.model: c for c in [
+    Checkpoint("sam2_hiera_t", "sam2_hiera_tiny.pt", "072824"),
+    Checkpoint("sam2_hiera_s", "sam2_hiera_small.pt", "072824"),
+    Checkpoint("sam2_hiera_b+", "sam2_hiera_base_plus.pt", "072824"),
+    Checkpoint("sam2_hiera_l", "sam2_hiera_large.pt", "072824"),
+    Checkpoint("sam2.1_hiera_t", "sam2.1_hiera_tiny.pt", "092824"),
+    Checkpoint("sam2.1_hiera_s", "sam2.1_hiera_small.pt", "092824"),
+    Checkpoint("sam2.1_hiera_b+", "sam2.1_hiera_base_plus.pt", "092824"),
+    Checkpoint("sam2.1_hiera_l", "sam2.1_hiera_large.pt", "092824"),
+]}
+
+
+class DownloadError(RuntimeError):
+    """A download that could not complete; the cache holds no partial file under the final name."""
+
+
+def cache_dir() -> Path:
+    """`$REFSEG_WEIGHTS`, else ~/.cache/refseg_ros/weights."""
+    env = os.environ.get("REFSEG_WEIGHTS")
+    return Path(env) if env else Path.home() / ".cache" / "refseg_ros" / "weights"
+
+
+def cached_checkpoint(model: str, directory: Optional[Path] = None) -> Optional[Path]:
+    """The cached checkpoint of `model`, if one is there."""
+    entry = CHECKPOINTS.get(model)
+    if entry is None:
+        return None
+    path = (directory or cache_dir()) / entry.filename
+    return path if path.is_file() else None
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(CHUNK), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def download(
+    url: str,
+    dest: Path,
+    sha256: Optional[str] = None,
+    progress: Optional[Callable[[int, Optional[int]], None]] = None,
+    timeout: float = 30.0,
+) -> Path:
+    """Download `url` to `dest`, resuming a `.part` file left by an interrupted run.
+
+    The size is checked against the server's, the digest against `sha256` when given, and
+    the digest is recorded beside the file (`.sha256`) so later runs can re-check it.
+    """
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".part")
+    have = part.stat().st_size if part.exists() else 0
+    request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
+    try:
+        response = urllib.request.urlopen(request, timeout=timeout)
+    except urllib.error.HTTPError as exc:
+        if exc.code == 416 and have:  # nothing left to fetch: the part file is complete
+            return _finish(part, dest, sha256, expected_size=have)
+        raise DownloadError(f"{url}: server answered {exc.code} {exc.reason}") from exc
+    except (urllib.error.URLError, OSError) as exc:
+        raise DownloadError(
+            f"cannot reach {url} ({getattr(exc, 'reason', exc)}). This machine looks offline: "
+            f"copy the checkpoint file to {dest} by hand, or pass its path with --checkpoint"
+        ) from exc
+    with response:
+        resumed = response.status == 206
+        if not resumed:
+            have = 0
+        length = response.headers.get("Content-Length")
+        total = have + int(length) if length is not None else None
+        with open(part, "ab" if resumed else "wb") as handle:
+            try:
+                for block in iter(lambda: response.read(CHUNK), b""):
+                    handle.write(block)
+                    have += len(block)
+                    if progress:
+                        progress(have, total)
+            except (OSError, urllib.error.URLError) as exc:
+                raise DownloadError(
+                    f"{url}: connection lost after {have} bytes; run again to resume") from exc
+    return _finish(part, dest, sha256, expected_size=total)
+
+
+def _finish(part: Path, dest: Path, sha256: Optional[str], expected_size: Optional[int]) -> Path:
+    size = part.stat().st_size
+    if expected_size is not None and size != expected_size:
+        raise DownloadError(f"{dest.name}: got {size} bytes, expected {expected_size}; run again to resume")
+    digest = sha256_of(part)
+    if sha256 is not None and digest != sha256.lower():
+        part.unlink()
+        raise DownloadError(f"{dest.name}: sha256 {digest} does not match the expected {sha256}")
+    os.replace(part, dest)
+    dest.with_name(dest.name + ".sha256").write_text(digest + "\n")
+    return dest
+
+
+def verify_cached(path: Path) -> bool:
+    """Whether a cached file still has the digest recorded when it was downloaded."""
+    record = path.with_name(path.name + ".sha256")
+    return not record.exists() or record.read_text().strip() == sha256_of(path)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="refseg-weights", description=__doc__.splitlines()[0])
+    parser.add_argument("models", nargs="*", default=["sam2.1_hiera_t"],
+                        help=f"models to fetch (default sam2.1_hiera_t); known: {', '.join(CHECKPOINTS)}")
+    parser.add_argument("--dir", type=Path, default=None, help="cache directory (default $REFSEG_WEIGHTS or ~/.cache/refseg_ros/weights)")
+    parser.add_argument("--base-url", default=OFFICIAL_BASE_URL, help="where the releases live (a mirror)")
+    parser.add_argument("--sha256", default=None, help="expected digest (with a single model)")
+    parser.add_argument("--list", action="store_true", help="list known models and what is cached")
+    args = parser.parse_args(argv)
+    directory = args.dir or cache_dir()
+    if args.list:
+        for name, entry in CHECKPOINTS.items():
+            path = directory / entry.filename
+            print(f"{name:18s} {entry.filename:28s} {'cached' if path.is_file() else '-'}")
+        return 0
+    status = 0
+    for name in args.models:
+        entry = CHECKPOINTS.get(name)
+        if entry is None:
+            print(f"refseg-weights: unknown model {name!r}; known: {', '.join(CHECKPOINTS)}", file=sys.stderr)
+            status = 2
+            continue
+        dest = directory / entry.filename
+        if dest.is_file():
+            ok = verify_cached(dest)
+            print(f"{name}: {dest} {'already cached' if ok else 'is CORRUPT (digest changed); delete it and run again'}")
+            status = status or (0 if ok else 1)
+            continue
+        url = f"{args.base_url.rstrip('/')}/{entry.release}/{entry.filename}"
+        try:
+            download(url, dest, args.sha256 or entry.sha256, progress=_print_progress(name))
+        except DownloadError as exc:
+            print(f"\nrefseg-weights: {exc}", file=sys.stderr)
+            status = 1
+            continue
+        print(f"\n{name}: saved {dest}")
+    return status
+
+
+def _print_progress(name: str) -> Callable[[int, Optional[int]], None]:
+    def show(done: int, total: Optional[int]) -> None:
+        share = f" {100 * done / total:5.1f}%" if total else ""
+        print(f"\r{name}: {done / 1e6:8.1f} MB{share}", end="", file=sys.stderr, flush=True)
+    return show
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,143 @@
+"""The engine, fed frame by frame, against sam2's own SAM2VideoPredictor on the same weights."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from clips import moving_shapes
+from sam2_reference import ReferencePrompt, official_predictor, run_official
+from refseg_ros.engine import BoxPrompt, EngineConfig, MaskPrompt, SegmentationEngine
+from refseg_ros.engine import memory as memory_module
+
+SIZE = 256
+FRAMES = 24  # past num_maskmem (7) and past max_obj_ptrs (16)
+LATE_FRAME = 10
+TOL = 1e-4
+
+
+def _box(mask: np.ndarray) -> tuple[float, float, float, float]:
+    ys, xs = np.nonzero(mask)
+    return float(xs.min()), float(ys.min()), float(xs.max()), float(ys.max())
+
+
+@pytest.fixture(scope="module")
+def clip():
+    return moving_shapes(FRAMES, SIZE, seed=3)
+
+
+@pytest.fixture(scope="module")
+def engine():
+    config = EngineConfig(image_size=SIZE, device="cpu", keep_memory_when_absent=False, seed=7)
+    engine = SegmentationEngine.from_config(config)
+    # A random object-score head calls objects absent about half the time, and an absent
+    # object's mask is a constant (-1024) that would make the comparison vacuous. Shift
+    # it so the objects count as present; both sides get the same weights.
+    # SAM2 initialises its learned embeddings (temporal codes, no-memory and no-object
+    # embeddings) at std 0.02, too small to move a random network's outputs; give them
+    # unit scale (and the pointers' time projection a larger one) so that a wrong
+    # temporal slot, a misdated pointer or a missing embedding shows.
+    model = engine.model
+    with torch.no_grad():
+        model.sam_mask_decoder.pred_obj_score_head.layers[-1].bias += 2.0
+        generator = torch.Generator().manual_seed(11)
+        for param in (model.maskmem_tpos_enc, model.no_mem_embed, model.no_mem_pos_enc,
+                      model.no_obj_ptr, model.no_obj_embed_spatial):
+            param.copy_(torch.randn(param.shape, generator=generator))
+        model.obj_ptr_tpos_proj.weight.mul_(20.0)
+    return engine
+
+
+@pytest.fixture(scope="module")
+def official(engine, clip):
+    """Objects 1, 3 by mask and 2 by box on frame 0, run by the official predictor."""
+    frames, masks = clip
+    predictor = official_predictor(engine.model, engine.config.model, SIZE)
+    prompts = [ReferencePrompt(1, 0, mask=masks[0][1]), ReferencePrompt(2, 0, box=_box(masks[0][2])),
+               ReferencePrompt(3, 0, mask=masks[0][3])]
+    logits, decoded = run_official(predictor, frames, prompts)
+    late_logits, _ = run_official(predictor, frames, [ReferencePrompt(4, LATE_FRAME, box=_box(masks[LATE_FRAME][1]))],
+                                  start_frame=LATE_FRAME)
+    return logits, late_logits, decoded
+
+
+def _run_engine(engine, decoded, masks, late: bool = True):
+    engine.reset()
+    engine.add_stream("cam")
+    engine.add_target("cam", MaskPrompt(masks[0][1]), target_id=1)
+    engine.add_target("cam", BoxPrompt(_box(masks[0][2])), target_id=2)
+    engine.add_target("cam", MaskPrompt(masks[0][3]), target_id=3)
+    outputs = []
+    for index, frame in enumerate(decoded):
+        if late and index == LATE_FRAME:
+            engine.add_target("cam", BoxPrompt(_box(masks[LATE_FRAME][1])), target_id=4)
+        result = engine.step("cam", frame, float(index))
+        outputs.append({t.target_id: t.low_res_logits for t in result.targets})
+    return outputs
+
+
+def _worst(outputs, reference, ids, start=0):
+    worst, mismatched = 0.0, []
+    for index in range(start, len(outputs)):
+        for oid in ids:
+            ours, theirs = outputs[index][oid], reference[index][oid]
+            worst = max(worst, (ours - theirs).abs().max().item())
+            if not torch.equal(ours > 0, theirs > 0):
+                mismatched.append((index, oid))
+    return worst, mismatched
+
+
+@pytest.fixture(scope="module")
+def engine_outputs(engine, clip, official):
+    _, masks = clip
+    return _run_engine(engine, official[2], masks)
+
+
+def test_objects_prompted_on_first_frame_match_official(official, engine_outputs):
+    worst, mismatched = _worst(engine_outputs, official[0], ids=(1, 2, 3))
+    assert worst < TOL, f"max abs difference of low-res logits {worst}"
+    assert mismatched == []
+
+
+def test_object_prompted_on_later_frame_matches_official_from_that_frame(official, engine_outputs):
+    worst, mismatched = _worst(engine_outputs, official[1], ids=(4,), start=LATE_FRAME)
+    assert worst < TOL, f"max abs difference of low-res logits {worst}"
+    assert mismatched == []
+
+
+def test_masks_depend_on_memory(engine_outputs):
+    """The clip must exercise memory: outputs are neither constant nor saturated."""
+    logits = torch.stack([engine_outputs[i][1] for i in range(1, FRAMES)])
+    assert logits.std() > 1e-3
+    foreground = [(engine_outputs[i][1] > 0).float().mean().item() for i in range(1, FRAMES)]
+    assert 0.0 < min(foreground) and max(foreground) < 1.0
+
+
+def _mutant_select(kind: str):
+    original = memory_module.TargetMemory.select
+
+    def select(self, frame_index):
+        chosen = original(self, frame_index)
+        if kind == "wrong_temporal_slots":
+            chosen.masks = [(t if t == 0 else min(t + 1, self.num_maskmem - 1), e) for t, e in chosen.masks]
+        elif kind == "too_few_frames":
+            chosen.masks = [m for m in chosen.masks if m[0] != 1]
+        elif kind == "no_object_pointers":
+            chosen.pointers = []
+        elif kind == "misdated_pointers":
+            chosen.pointers = [(d + 3, e) for d, e in chosen.pointers]
+        return chosen
+
+    return select
+
+
+@pytest.mark.parametrize("kind", ["wrong_temporal_slots", "too_few_frames", "no_object_pointers",
+                                  "misdated_pointers"])
+def test_parity_check_detects_a_broken_memory_selection(kind, engine, clip, official, monkeypatch):
+    """The parity comparison above fails when memory selection or encodings are wrong."""
+    _, masks = clip
+    monkeypatch.setattr(memory_module.TargetMemory, "select", _mutant_select(kind))
+    outputs = _run_engine(engine, official[2], masks, late=False)
+    worst, _ = _worst(outputs, official[0], ids=(1, 2, 3))
+    assert worst > TOL, f"{kind}: a broken selection went unnoticed (max diff {worst})"

@@ -253,9 +253,16 @@ class Listener:
 
     def publish_when_heard(self, topic: str, msg_type, msg, timeout: float = 30.0,
                            node: Optional[Process] = None, qos: QoSProfile = RELIABLE) -> None:
-        """Publish once the node subscribes to `topic`."""
+        """Publish once the node subscribes to `topic`.
+
+        The first time, wait a moment more: the publisher may see the subscriber before the
+        subscriber knows the publisher, and a best-effort reader drops what comes earlier.
+        """
+        fresh = topic not in self._pubs
         pub = self.publisher(topic, msg_type, qos)
         self.wait_for(lambda: pub.get_subscription_count() > 0, timeout, f"a subscriber on {topic}", node)
+        if fresh:
+            time.sleep(1.0)
         pub.publish(msg)
 
     # -------------------------------------------------------------- services

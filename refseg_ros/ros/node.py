@@ -202,9 +202,12 @@ class SegmenterNode(LifecycleNode):
             try:
                 self._process(envelope)
             except Exception as exc:  # the worker must outlive any one frame
-                self.get_logger().error(f"frame on camera {envelope.camera} failed: "
-                                        f"{traceback.format_exc()}")
-                self._reject(self.cameras[envelope.camera], f"internal error: {exc}")
+                try:
+                    self.get_logger().error(f"frame on camera {envelope.camera} failed: "
+                                            f"{traceback.format_exc()}")
+                    self._reject(self.cameras[envelope.camera], f"internal error: {exc}")
+                except Exception:
+                    pass
 
     def _process(self, envelope: Envelope) -> None:
         channel = self.cameras[envelope.camera]
@@ -246,7 +249,11 @@ class SegmenterNode(LifecycleNode):
         self._status(f"rejected frame on camera {channel.name}: {reason}", error=True)
 
     def latest_frame(self, camera: str) -> Optional[np.ndarray]:
-        return self._latest.get(camera_key(camera))
+        """The camera's newest decoded frame, for prompts drawn "on the current frame"."""
+        key = camera_key(camera)
+        if key not in self.cameras:
+            raise TeachError(f"unknown camera {camera!r} (cameras: {', '.join(self.cameras)})")
+        return self._latest.get(key)
 
     # ================================================================== teaching
     def _create_services(self) -> None:
@@ -320,7 +327,11 @@ class SegmenterNode(LifecycleNode):
 
     # ==================================================================== output
     def _status(self, text: str, error: bool = False) -> None:
-        (self.get_logger().warning if error else self.get_logger().info)(text)
+        # rclpy ties a severity to each logging call site: two separate calls, not one.
+        if error:
+            self.get_logger().warning(text)
+        else:
+            self.get_logger().info(text)
         pub = self._status_pub
         if pub is not None:
             pub.publish(String(data=text))

@@ -280,8 +280,11 @@ class TargetRegistry:
         self._refresh_tracked()
 
     def _unapply(self, target: TaughtTarget) -> None:
-        for camera in self.cameras:
-            self._remove_quietly(camera, target.target_id)
+        # Only targets the engine holds are removed from it: the engine lock is held for
+        # a whole frame, and forgetting a caption should not wait for one.
+        if target.kind != "caption" and target.target_id not in self._notes:
+            for camera in ([target.camera] if target.camera in self.cameras else self.cameras):
+                self._remove_quietly(camera, target.target_id)
         self._targets.pop(target.target_id, None)
         self._notes.pop(target.target_id, None)
         self._refresh_tracked()

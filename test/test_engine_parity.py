@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from clips import moving_shapes
-from sam2_reference import ReferencePrompt, official_predictor, run_official
+from refseg_ros.engine.official import OfficialPrompt, official_predictor, run_official
 from refseg_ros.engine import BoxPrompt, EngineConfig, MaskPrompt, SegmentationEngine
 from refseg_ros.engine import memory as memory_module
 
@@ -54,10 +54,10 @@ def official(engine, clip):
     """Objects 1, 3 by mask and 2 by box on frame 0, run by the official predictor."""
     frames, masks = clip
     predictor = official_predictor(engine.model, engine.config.model, SIZE)
-    prompts = [ReferencePrompt(1, 0, mask=masks[0][1]), ReferencePrompt(2, 0, box=_box(masks[0][2])),
-               ReferencePrompt(3, 0, mask=masks[0][3])]
+    prompts = [OfficialPrompt(1, 0, mask=masks[0][1]), OfficialPrompt(2, 0, box=_box(masks[0][2])),
+               OfficialPrompt(3, 0, mask=masks[0][3])]
     logits, decoded = run_official(predictor, frames, prompts)
-    late_logits, _ = run_official(predictor, frames, [ReferencePrompt(4, LATE_FRAME, box=_box(masks[LATE_FRAME][1]))],
+    late_logits, _ = run_official(predictor, frames, [OfficialPrompt(4, LATE_FRAME, box=_box(masks[LATE_FRAME][1]))],
                                   start_frame=LATE_FRAME)
     return logits, late_logits, decoded
 

@@ -1,0 +1,134 @@
+"""Frames per second of the engine on a GPU: hiera t/s/b+/l, bf16, with and without compile.
+
+Runs on a GPU machine without network access: install the wheels made by
+`bash bench/make_wheelhouse.sh DIR` with `pip install --no-index --find-links DIR refseg_ros`
+(torch with CUDA is expected to be there already), then:
+
+    python bench/gpu_fps.py                      # all models, 1/4/10 objects, compile on/off
+    python bench/gpu_fps.py --models sam2.1_hiera_t --objects 1 --no-compile
+
+Prints a Markdown table: frames/s, ms/frame, peak memory, FLOPs per frame and the compute
+floor (FLOPs / the GPU's dense bf16 peak), beside SAM2's published A100 figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from refseg_ros.engine import EngineConfig, MaskPrompt, SegmentationEngine
+
+# SAM2.1 paper/README: A100, compiled, one object, 1024 px.
+PUBLISHED_A100_FPS = {"sam2.1_hiera_t": 91.2, "sam2.1_hiera_s": 84.8, "sam2.1_hiera_b+": 64.1, "sam2.1_hiera_l": 39.5}
+GOAL_FACTOR = 2.5
+# Dense bf16 tensor-core peaks (TFLOP/s), for the compute floor.
+PEAK_BF16_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0}
+
+
+def peak_tflops(device: torch.device) -> float | None:
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
+
+
+def synthetic_frames(n: int, size: int, seed: int = 0) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Moving discs on noise; masks of up to 10 discs on the first frame."""
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 255, (size, size, 3), dtype=np.uint8)
+    yy, xx = np.mgrid[0:size, 0:size]
+    centres = rng.uniform(0.15, 0.85, (10, 2)) * size
+    frames, first_masks = [], []
+    for t in range(n):
+        frame = base.copy()
+        for k, (cx, cy) in enumerate(centres):
+            disc = (xx - cx - 2 * t) ** 2 + (yy - cy) ** 2 < (size * 0.05) ** 2
+            frame[disc] = (25 * k, 255 - 20 * k, 128)
+            if t == 0:
+                first_masks.append(disc)
+        frames.append(frame)
+    return frames, first_masks
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure(model: str, size: int, objects: int, compile_: bool, frames_n: int, warmup: int,
+            device: str, checkpoint: str | None) -> dict:
+    config = EngineConfig(model=model, image_size=size, device=device, precision="auto",
+                          compile=compile_, checkpoint=checkpoint)
+    engine = SegmentationEngine.from_config(config)
+    frames, masks = synthetic_frames(frames_n + warmup + 1, size)
+    engine.add_stream("cam")
+    for k in range(objects):
+        engine.add_target("cam", MaskPrompt(masks[k]))
+    engine.step("cam", frames[0])
+    for i in range(1, warmup + 1):
+        engine.step("cam", frames[i])
+    dev = engine.device
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+    times = []
+    for i in range(warmup + 1, warmup + 1 + frames_n):
+        sync(dev)
+        start = time.perf_counter()
+        engine.step("cam", frames[i])
+        sync(dev)
+        times.append(time.perf_counter() - start)
+    with FlopCounterMode(display=False) as counter:
+        engine.step("cam", frames[-1])
+    median = statistics.median(times)
+    return {
+        "model": model, "objects": objects, "compile": compile_, "ms": 1e3 * median, "fps": 1.0 / median,
+        "peak_mb": torch.cuda.max_memory_allocated(dev) / 1e6 if dev.type == "cuda" else float("nan"),
+        "gflop": counter.get_total_flops() / 1e9, "device": dev,
+    }
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=list(PUBLISHED_A100_FPS))
+    parser.add_argument("--objects", nargs="+", type=int, default=[1, 4, 10])
+    parser.add_argument("--image-size", type=int, default=1024)
+    parser.add_argument("--frames", type=int, default=100)
+    parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--no-compile", action="store_true", help="only the eager runs")
+    parser.add_argument("--checkpoint-dir", default=None, help="official checkpoints, if present (speed does not depend on them)")
+    args = parser.parse_args(argv)
+    compiles = [False] if args.no_compile or args.device == "cpu" else [False, True]
+    device = torch.device(args.device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    peak = peak_tflops(device)
+    print(f"# Engine frames/s on {name}, image size {args.image_size}, bf16 autocast on CUDA\n")
+    print("| model | objects | compile | ms/frame | frames/s | GFLOP/frame | floor ms | peak MB | A100 paper fps | goal fps (x2.5) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for model in args.models:
+        checkpoint = None
+        if args.checkpoint_dir:
+            from refseg_ros.engine.weights import cached_checkpoint
+            from pathlib import Path
+            found = cached_checkpoint(model, Path(args.checkpoint_dir))
+            checkpoint = str(found) if found else None
+        for objects in args.objects:
+            for compile_ in compiles:
+                r = measure(model, args.image_size, objects, compile_, args.frames, args.warmup, args.device, checkpoint)
+                floor = f"{r['gflop'] / (peak * 1e3):.2f}" if peak else "-"
+                paper = PUBLISHED_A100_FPS.get(model)
+                paper_s = f"{paper:.1f}" if paper and objects == 1 else "-"
+                goal_s = f"{GOAL_FACTOR * paper:.1f}" if paper and objects == 1 else "-"
+                print(f"| {model} | {objects} | {'yes' if compile_ else 'no'} | {r['ms']:.2f} | {r['fps']:.1f} | "
+                      f"{r['gflop']:.1f} | {floor} | {r['peak_mb']:.0f} | {paper_s} | {goal_s} |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,238 @@
+"""The main job on a default input: the segmenter node follows a taught object.
+
+A synthetic camera (moving, occluding, re-appearing shapes with exact ground truth) is
+published over DDS on this machine; a reference (the red disc shown alone on another
+background) is taught on the reference topic; the node, in its own process, publishes
+masks, objects and overlays, which are written to the output folder as PNG images and
+JSON lines, with a contact sheet of the overlays.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+TOPIC = "/camera/image_raw"
+STATE_NAMES = ("acquiring", "tracked", "occluded", "lost")  # SegmentedObject.STATE_*
+NODE = "/refseg"
+
+
+def resolve_checkpoint(given: Optional[str], model: str) -> Optional[str]:
+    """The checkpoint to use: the one given, else the weights cache's, else none."""
+    if given:
+        if not Path(given).is_file():
+            raise SystemExit(f"refseg-demo: checkpoint {given} does not exist")
+        return given
+    from .engine.weights import cached_checkpoint
+
+    found = cached_checkpoint(model)
+    return str(found) if found else None
+
+
+def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="refseg-demo", description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("out/demo"), help="output folder")
+    parser.add_argument("--frames", type=int, default=30, help="frames of the synthetic camera")
+    parser.add_argument("--width", type=int, default=320)
+    parser.add_argument("--height", type=int, default=240)
+    parser.add_argument("--rate", type=float, default=5.0, help="camera frames per second")
+    parser.add_argument("--model", default="sam2.1_hiera_t")
+    parser.add_argument("--checkpoint", default=None, help="SAM2 checkpoint (default: the weights cache's, if any)")
+    parser.add_argument("--image-size", type=int, default=None,
+                        help="model input size (default: 1024 with a checkpoint, 256 on random weights)")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--timeout", type=float, default=300.0, help="give up after this many seconds")
+    return parser.parse_args(argv)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = parse_args(argv)
+    checkpoint = resolve_checkpoint(args.checkpoint, args.model)
+    if checkpoint is None:
+        print("refseg-demo: RANDOM WEIGHTS - no checkpoint given or cached, so the masks show the "
+              "pipeline at work, not what a trained SAM2 finds (get weights: refseg-weights).", flush=True)
+    else:
+        print(f"refseg-demo: weights from {checkpoint}", flush=True)
+    image_size = args.image_size or (1024 if checkpoint else 256)
+    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    os.environ.setdefault("ROS_DOMAIN_ID", str(1 + os.getpid() % 100))
+    args.out.mkdir(parents=True, exist_ok=True)
+    for old in args.out.glob("*.png"):
+        old.unlink()
+
+    from .eval.synthetic import generate, render_reference
+
+    scene = generate(num_frames=args.frames, height=args.height, width=args.width, seed=0)
+    reference = render_reference(1, height=args.height, width=args.width, seed=0)
+    node = start_node(args, checkpoint, image_size)
+    try:
+        return run_camera(args, scene, reference, node)
+    finally:
+        stop_node(node)
+
+
+def start_node(args: argparse.Namespace, checkpoint: Optional[str], image_size: int) -> subprocess.Popen:
+    params = {
+        "cameras": f"[{TOPIC}]", "mode": "replay", "model": args.model,
+        "image_size": str(image_size), "device": args.device, "store_dir": str(args.out / "store"),
+    }
+    if checkpoint:
+        params["checkpoint"] = checkpoint
+    command = [sys.executable, "-m", "refseg_ros.ros.main", "--ros-args"]
+    for name, value in params.items():
+        command += ["-p", f"{name}:={value}"]
+    log = open(args.out / "node.log", "w")
+    print(f"refseg-demo: starting the node (log: {args.out / 'node.log'})", flush=True)
+    return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+
+
+def stop_node(node: subprocess.Popen) -> None:
+    if node.poll() is None:
+        node.send_signal(signal.SIGINT)
+        try:
+            node.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            node.kill()
+
+
+def run_camera(args, scene, reference, node_process: subprocess.Popen) -> int:
+    import rclpy
+    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import Image
+    from std_msgs.msg import Header, String
+
+    from .eval.metrics import region_similarity as jaccard
+    from .msg import ReferenceTarget, SegmentedObjectArray
+    from .ros.conversions import image_array, image_message
+
+    rclpy.init()
+    node = rclpy.create_node("refseg_demo_camera")
+    reliable = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+    latched = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    camera = node.create_publisher(Image, TOPIC, reliable)
+    teach = node.create_publisher(ReferenceTarget, f"{NODE}/reference", reliable)
+    results: dict[int, dict] = {}
+    status: list[str] = []
+    lock = threading.Condition()
+    stamp_to_index = {scene.stamp_ns(i): i for i in range(len(scene))}
+
+    def on_status(msg: String) -> None:
+        with lock:
+            status.append(msg.data)
+            print(f"  status: {msg.data}", flush=True)
+            lock.notify_all()
+
+    def keep(kind: str):
+        def callback(msg) -> None:
+            stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+            index = stamp_to_index.get(stamp)
+            if index is None:
+                return
+            with lock:
+                results.setdefault(index, {})[kind] = msg
+                lock.notify_all()
+        return callback
+
+    node.create_subscription(String, f"{NODE}/status", on_status, latched)
+    node.create_subscription(Image, f"{TOPIC}/refseg/mask", keep("mask"), reliable)
+    node.create_subscription(SegmentedObjectArray, f"{TOPIC}/refseg/objects", keep("objects"), reliable)
+    node.create_subscription(Image, f"{TOPIC}/refseg/overlay", keep("overlay"), reliable)
+    spinner = threading.Thread(target=rclpy.spin, args=(node,), daemon=True)
+    spinner.start()
+    deadline = time.monotonic() + args.timeout
+
+    def wait_for(predicate, what: str) -> None:
+        with lock:
+            while not predicate():
+                if node_process.poll() is not None:
+                    raise SystemExit(f"refseg-demo: the node exited ({node_process.returncode}) while waiting for "
+                                     f"{what}; see {args.out / 'node.log'}")
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"refseg-demo: timed out waiting for {what}")
+                lock.wait(0.2)
+
+    try:
+        wait_for(lambda: camera.get_subscription_count() > 0 and teach.get_subscription_count() > 0,
+                 "the node to subscribe")
+        header = Header(frame_id="reference")
+        ref = ReferenceTarget(header=header, label="red disc", camera="")
+        ref.image = image_message(reference.image, "rgb8", header)
+        ref.mask = image_message(reference.mask.astype(np.uint8) * 255, "mono8", header)
+        teach.publish(ref)
+        print("refseg-demo: taught a reference 'red disc' on the reference topic", flush=True)
+        wait_for(lambda: any("'red disc'" in s for s in status), "the node to acknowledge the reference")
+        if any(s.startswith("rejected") and "'red disc'" in s for s in status):
+            raise SystemExit("refseg-demo: the node rejected the reference; see the status above")
+        period = 1.0 / args.rate
+        for index, frame in enumerate(scene.frames):
+            stamp = scene.stamp_ns(index)
+            head = Header(frame_id="camera")
+            head.stamp.sec, head.stamp.nanosec = divmod(stamp, 1_000_000_000)
+            camera.publish(image_message(frame, "rgb8", head))
+            time.sleep(period)
+        wait_for(lambda: all(len(results.get(i, {})) >= 3 for i in range(len(scene))), "results of every frame")
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return write_outputs(args, scene, results, image_array, jaccard)
+
+
+def write_outputs(args, scene, results, image_array, jaccard) -> int:
+    import cv2
+
+    lines, overlays, scores = [], [], []
+    with open(args.out / "objects.jsonl", "w") as handle:
+        for index in range(len(scene)):
+            got = results[index]
+            label = image_array(got["mask"])
+            overlay = image_array(got["overlay"])
+            cv2.imwrite(str(args.out / f"mask_{index:04d}.png"), label)
+            cv2.imwrite(str(args.out / f"overlay_{index:04d}.png"), cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR))
+            overlays.append(overlay)
+            objects = [{
+                "target_id": o.target_id, "label": o.label, "score": round(float(o.score), 4),
+                "state": STATE_NAMES[o.state] if o.state < len(STATE_NAMES) else str(o.state),
+                "box": [o.bbox.x_offset, o.bbox.y_offset, o.bbox.width, o.bbox.height], "mask_value": o.mask_value,
+            } for o in got["objects"].objects]
+            record = {"frame": index, "stamp_ns": scene.stamp_ns(index), "objects": objects}
+            handle.write(json.dumps(record) + "\n")
+            for o in got["objects"].objects:
+                if o.mask_value:
+                    scores.append(jaccard(label == o.mask_value, scene.masks[index][1]))
+            lines.append(record)
+    sheet = contact_sheet(overlays[:: max(1, len(overlays) // 12)][:12])
+    cv2.imwrite(str(args.out / "contact_sheet.png"), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
+    print("refseg-demo: object topic, one line per frame:")
+    for record in lines:
+        desc = "; ".join(f"id {o['target_id']} '{o['label']}' state {o['state']} score {o['score']:.2f} "
+                         f"box {o['box']}" for o in record["objects"]) or "no objects"
+        print(f"  frame {record['frame']:3d}: {desc}")
+    mean_j = float(np.mean(scores)) if scores else 0.0
+    print(f"refseg-demo: {len(lines)} frames; mean J of the red disc {mean_j:.3f}")
+    print(f"refseg-demo: wrote {args.out}/overlay_*.png, mask_*.png, objects.jsonl, contact_sheet.png")
+    return 0
+
+
+def contact_sheet(images: list[np.ndarray], columns: int = 4) -> np.ndarray:
+    """Overlays tiled in a grid, for a look at the whole run in one picture."""
+    h, w = images[0].shape[:2]
+    rows = -(-len(images) // columns)
+    sheet = np.zeros((rows * h, columns * w, 3), np.uint8)
+    for k, image in enumerate(images):
+        r, c = divmod(k, columns)
+        sheet[r * h:(r + 1) * h, c * w:(c + 1) * w] = image
+    return sheet
+
+
+if __name__ == "__main__":
+    sys.exit(main())

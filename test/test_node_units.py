@@ -1,0 +1,281 @@
+"""The node's ROS-free parts, without processes: target store, frame mailbox, label image
+and overlay, target registry (against a stand-in engine), message conversions, QoS."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from refseg_ros.engine import EngineError, InvalidPromptError, TargetResult, TargetState
+from refseg_ros.runtime.mailbox import Closed, FrameMailbox
+from refseg_ros.runtime.registry import CAPTION_WAITING, TargetRegistry, TeachError, camera_key
+from refseg_ros.runtime.render import label_image, overlay
+from refseg_ros.runtime.stats import CameraStats
+from refseg_ros.store import TargetStore, TaughtTarget
+
+
+# ------------------------------------------------------------------------------ store
+def reference(tid=0, label="mug", camera="", h=24, w=32):
+    image = np.random.default_rng(tid).integers(0, 255, (h, w, 3), dtype=np.uint8)
+    mask = np.zeros((h, w), bool)
+    mask[4:12, 5:20] = True
+    return TaughtTarget(tid, label, "reference", camera=camera, image=image, mask=mask)
+
+
+def test_store_round_trip_and_ids(tmp_path):
+    store = TargetStore(tmp_path)
+    a = reference(store.allocate_id())
+    store.save(a)
+    b = TaughtTarget(store.allocate_id(), "cup", "caption", caption="the red cup")
+    store.save(b)
+    c = TaughtTarget(store.allocate_id(), "boxed", "box", image=a.image, box=(1.0, 2.0, 10.0, 12.0))
+    store.save(c)
+    again = TargetStore(tmp_path)
+    loaded = {t.target_id: t for t in again.load_all()}
+    assert sorted(loaded) == [1, 2, 3]
+    assert np.array_equal(loaded[1].image, a.image) and np.array_equal(loaded[1].mask, a.mask)
+    assert loaded[2].caption == "the red cup" and loaded[2].image is None
+    assert loaded[3].box == (1.0, 2.0, 10.0, 12.0)
+    assert again.remove(3) and not again.remove(3)
+    assert again.allocate_id() == 4, "ids are never reused, even after a removal"
+
+
+def test_store_replace_keeps_one_consistent_revision(tmp_path):
+    store = TargetStore(tmp_path)
+    store.save(reference(1, "old"))
+    new = reference(1, "new")
+    new.image = 255 - new.image
+    store.save(new)
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert files == ["store.json", "target-000001-r2.image.png", "target-000001-r2.mask.png", "target-000001.json"]
+    loaded = TargetStore(tmp_path).load(1)
+    assert loaded.label == "new" and np.array_equal(loaded.image, new.image)
+
+
+def test_store_ignores_and_cleans_interrupted_writes(tmp_path):
+    store = TargetStore(tmp_path)
+    store.save(reference(1))
+    # A crash after the PNGs of revision 2 but before its JSON, plus a half-written temp file.
+    (tmp_path / "target-000001-r2.image.png").write_bytes(b"partial")
+    (tmp_path / "target-000002-r1.mask.png").write_bytes(b"orphan")
+    (tmp_path / ".target-000001.json.abc.tmp").write_bytes(b"{")
+    again = TargetStore(tmp_path)
+    assert [t.target_id for t in again.load_all()] == [1]
+    assert not again.skipped
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "store.json", "target-000001-r1.image.png", "target-000001-r1.mask.png", "target-000001.json"]
+
+
+def test_store_reports_unreadable_targets(tmp_path):
+    store = TargetStore(tmp_path)
+    store.save(reference(1))
+    (tmp_path / "target-000001-r1.image.png").write_bytes(b"not a png")
+    again = TargetStore(tmp_path)
+    assert again.load_all() == [] and "target 1" in again.skipped[0]
+    assert json.loads((tmp_path / "store.json").read_text())["next_id"] == 2
+
+
+# ---------------------------------------------------------------------------- mailbox
+def test_live_mailbox_keeps_only_the_newest_frame_per_camera():
+    box = FrameMailbox(replay=False)
+    assert not box.put("a", 1)
+    assert box.put("a", 2) and box.put("a", 3)
+    box.put("b", 10)
+    assert box.dropped("a") == 2 and box.pending() == 2
+    first, second = box.get(0), box.get(0)
+    assert (first.camera, first.message) == ("a", 3), "oldest waiting camera first, newest frame"
+    assert (second.camera, second.message) == ("b", 10)
+    assert box.get(0.01) is None
+
+
+def test_live_mailbox_is_bounded_whatever_the_rate():
+    box = FrameMailbox(replay=False)
+    for i in range(10000):
+        box.put(f"cam{i % 3}", i)
+    assert box.pending() == 3
+
+
+def test_replay_mailbox_keeps_order_and_blocks_when_full():
+    box = FrameMailbox(replay=True, capacity=2)
+    box.put("a", 1)
+    box.put("b", 2)
+    done = threading.Event()
+    threading.Thread(target=lambda: (box.put("a", 3), done.set()), daemon=True).start()
+    assert not done.wait(0.3), "put must wait while the queue is full"
+    assert box.get(0).message == 1
+    assert done.wait(2)
+    assert [box.get(0).message for _ in range(2)] == [2, 3]
+    assert box.dropped("a") == 0
+
+
+def test_mailbox_close_wakes_the_worker():
+    box = FrameMailbox()
+    errors = []
+
+    def worker():
+        try:
+            box.get()
+        except Closed:
+            errors.append("closed")
+
+    t = threading.Thread(target=worker)
+    t.start()
+    time.sleep(0.1)
+    box.close()
+    t.join(2)
+    assert errors == ["closed"] and not box.put("a", 1)
+
+
+# ----------------------------------------------------------------------------- render
+def result(tid, mask, label="x", score=0.9):
+    rows, cols = np.nonzero(mask)
+    box = (int(cols.min()), int(rows.min()), int(cols.max()), int(rows.max())) if rows.size else None
+    return TargetResult(tid, label, mask, score, box, TargetState.TRACKED if box else TargetState.OCCLUDED)
+
+
+def test_label_image_values_overlap_and_hidden_objects():
+    h, w = 20, 30
+    a = np.zeros((h, w), bool); a[2:10, 2:10] = True
+    b = np.zeros((h, w), bool); b[5:15, 5:15] = True  # overlaps a: b wins there
+    c = np.zeros((h, w), bool)  # not visible
+    d = np.zeros((h, w), bool); d[16:18, 20:22] = True
+    e = d.copy()  # same pixels as d, later in the list: d is hidden under it
+    lab = label_image([result(7, a), result(3, b), result(9, c), result(4, d), result(5, e)], h, w)
+    assert lab.encoding == "mono8"
+    assert lab.values == [1, 2, 0, 0, 5]
+    assert lab.labels[6, 6] == 2 and lab.labels[3, 3] == 1 and lab.labels[17, 21] == 5
+    assert set(np.unique(lab.labels)) == {0, 1, 2, 5}
+
+
+def test_label_image_goes_16_bit_beyond_255_objects():
+    h, w = 20, 20
+    results = []
+    for k in range(300):
+        m = np.zeros((h, w), bool)
+        m.flat[k] = True
+        results.append(result(k + 1, m))
+    lab = label_image(results, h, w)
+    assert lab.encoding == "mono16" and lab.labels.dtype == np.uint16
+    assert lab.values == list(range(1, 301)) and lab.labels.flat[299] == 300
+
+
+def test_overlay_tints_only_masked_pixels():
+    h, w = 40, 50
+    rgb = np.full((h, w, 3), 100, np.uint8)
+    m = np.zeros((h, w), bool); m[20:30, 20:40] = True
+    out = overlay(rgb, [result(1, m, "mug")])
+    assert out.shape == rgb.shape and out.dtype == np.uint8
+    assert (out[0, 0] == 100).all(), "background untouched"
+    assert not (out[25, 30] == 100).all(), "mask tinted"
+
+
+# --------------------------------------------------------------------------- registry
+class StandInEngine:
+    """Just enough of SegmentationEngine's target API to test the registry's bookkeeping."""
+
+    def __init__(self):
+        self.streams: dict[str, dict[int, str]] = {}
+
+    def add_stream(self, cam):
+        self.streams.setdefault(cam, {})
+
+    def add_target(self, cam, prompt, label="", target_id=None, image=None):
+        if getattr(prompt, "box", None) == (0.0, 0.0, 0.0, 0.0):
+            raise InvalidPromptError("box is empty")
+        if target_id in self.streams[cam]:
+            raise EngineError(f"target {target_id} already exists")
+        self.streams[cam][target_id] = label
+        return target_id
+
+    def remove_target(self, cam, tid):
+        del self.streams[cam][tid]
+
+    def targets(self, cam):
+        return [(tid, label, TargetState.TRACKED) for tid, label in self.streams[cam].items()]
+
+
+def test_registry_teaches_engine_and_store_together(tmp_path):
+    engine = StandInEngine()
+    reg = TargetRegistry(engine, TargetStore(tmp_path), ["/a/image", "/b/image/compressed"])
+    assert reg.cameras == ["/a/image", "/b/image"]
+    text = reg.teach(reference())
+    assert text == "taught target 1 'mug' (reference) on every camera"
+    assert engine.streams == {"/a/image": {1: "mug"}, "/b/image": {1: "mug"}}
+    text = reg.teach(TaughtTarget(0, "", "caption", caption="  the red cup "))
+    assert "target 2 'the red cup' (caption)" in text and CAPTION_WAITING in text
+    assert reg.tracked_ids("/a/image") == {1} and reg.tracked_ids("/b/image/compressed") == {1}
+    statuses = {s.target.target_id: s.status for s in reg.statuses()}
+    assert statuses == {1: "tracked", 2: "waiting"}
+    # A failing replacement keeps the old target.
+    bad = reference(1, "bad")
+    bad.mask = np.zeros_like(bad.mask)
+    with pytest.raises(TeachError, match="mask is empty"):
+        reg.teach(bad, replace=True)
+    assert engine.streams["/a/image"] == {1: "mug"}
+    assert reg.remove(2) == "removed target 2 'the red cup' (caption) on every camera"
+    with pytest.raises(TeachError, match="no target 2"):
+        reg.remove(2)
+    # Restart: same ids, same engine state.
+    engine2 = StandInEngine()
+    reg2 = TargetRegistry(engine2, TargetStore(tmp_path), ["/a/image", "/b/image"])
+    assert reg2.restore() == ["restored target 1 'mug' (reference) on every camera"]
+    assert engine2.streams == {"/a/image": {1: "mug"}, "/b/image": {1: "mug"}}
+
+
+@pytest.mark.parametrize("target,reason", [
+    (TaughtTarget(0, "", "caption", caption=""), "caption is empty"),
+    (TaughtTarget(0, "", "caption", caption="y" * 10240), "caption is 10240 characters long"),
+    (TaughtTarget(0, "l" * 300, "caption", caption="c"), "label is 300 characters long"),
+    (reference(camera="/nope"), "unknown camera '/nope'"),
+    (TaughtTarget(0, "b", "box", image=np.zeros((8, 8, 3), np.uint8), box=(0.0, 0.0, 0.0, 0.0)), "box is empty"),
+    (TaughtTarget(0, "r", "reference", image=np.zeros((8, 8, 3), np.uint8), mask=np.ones((4, 4), bool)),
+     "mask is 4x4 but its image is 8x8"),
+])
+def test_registry_refuses_with_a_reason(tmp_path, target, reason):
+    engine = StandInEngine()
+    reg = TargetRegistry(engine, TargetStore(tmp_path), ["/a"])
+    with pytest.raises(TeachError, match=reason):
+        reg.teach(target)
+    assert reg.ids() == [] and TargetStore(tmp_path).ids() == [] and engine.streams == {"/a": {}}
+
+
+def test_registry_reset_of_one_camera_keeps_shared_targets(tmp_path):
+    reg = TargetRegistry(StandInEngine(), None, ["/a", "/b"])
+    reg.teach(reference(label="shared"))
+    reg.teach(reference(label="only-a", camera="/a"))
+    text = reg.reset("/a")
+    assert text.startswith("forgot 1 target(s) of camera /a (ids: 2)") and "kept 1" in text
+    assert reg.ids() == [1]
+    assert reg.reset("") == "forgot 1 target(s) of every camera (ids: 1)"
+
+
+def test_registry_keeps_targets_of_cameras_no_longer_configured(tmp_path):
+    reg = TargetRegistry(StandInEngine(), TargetStore(tmp_path), ["/a", "/b"])
+    reg.teach(reference(label="on-b", camera="/b"))
+    reg2 = TargetRegistry(StandInEngine(), TargetStore(tmp_path), ["/a"])
+    lines = reg2.restore()
+    assert "kept target 1 'on-b'" in lines[0] and "not configured" in lines[0]
+    (status,) = reg2.statuses()
+    assert status.status == "waiting" and "not configured" in status.note
+    assert TargetStore(tmp_path).ids() == [1], "nothing the user taught is dropped"
+
+
+def test_camera_key():
+    assert camera_key("/cam/image_raw/compressed") == "/cam/image_raw"
+    assert camera_key(" /cam/image_raw ") == "/cam/image_raw"
+
+
+def test_camera_stats_report_rates_and_totals():
+    stats = CameraStats("/a")
+    for _ in range(10):
+        stats.on_input()
+    stats.on_dropped()
+    stats.on_processed(latency=0.5, step=0.2, overhead=0.01, overlay=True)
+    rep = stats.report()
+    assert rep.received == 10 and rep.dropped == 1 and rep.processed == 1 and rep.overlays == 1
+    assert rep.input_rate > 0 and rep.latency_mean == 0.5 and rep.step_mean == 0.2
+    assert stats.report().processed_rate == 0.0, "rates are per interval"

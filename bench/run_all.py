@@ -1,0 +1,94 @@
+"""Run every CPU benchmark and write one Markdown report (each ratio measured in one run).
+
+    python bench/run_all.py [--quick] [--out out/bench]
+
+The GPU frames/s benchmark (bench/gpu_fps.py) needs a GPU machine and is run there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+BENCHMARKS = [
+    ("Engine vs official SAM2 video predictor", "engine_bench.py"),
+    ("ROS overhead per frame", "ros_overhead.py"),
+]
+
+
+def run(script: str, quick: bool, json_path: Path) -> tuple[int, str, float]:
+    command = [sys.executable, str(HERE / script), "--json", str(json_path)] + (["--quick"] if quick else [])
+    start = time.perf_counter()
+    proc = subprocess.run(command, capture_output=True, text=True)
+    text = proc.stdout if proc.returncode == 0 else proc.stdout + "\n```\n" + proc.stderr[-4000:] + "\n```\n"
+    return proc.returncode, text, time.perf_counter() - start
+
+
+def summary(results: dict) -> list[str]:
+    """The headline ratios, one row each."""
+    rows = []
+    engine = results.get("engine_bench.py") or {}
+    for r in engine.get("speed", []):
+        rows.append((f"time per frame, {r['objects']} object(s), engine / official", f"{r['ratio']:.3f}", "<= 1.0"))
+    for r in engine.get("flops", []):
+        rows.append((f"FLOPs per frame, {r['objects']} object(s), engine / official", f"{r['ratio']:.4f}", "<= 1.0"))
+    memory = engine.get("memory")
+    if memory:
+        counts = sorted(memory["engine"], key=int)
+        a, b = counts[0], counts[-1]
+        rows.append((f"engine retained bytes, frame {b} / frame {a}",
+                     f"{memory['engine'][b] / memory['engine'][a]:.3f}", "1.0 (flat)"))
+        rows.append((f"official retained bytes, frame {b} / frame {a}",
+                     f"{memory['official'][b] / memory['official'][a]:.1f}", "grows"))
+    ros = results.get("ros_overhead.py") or {}
+    for r in ros.get("rows", []):
+        rows.append((f"ROS overhead / engine step, {r['width']}x{r['height']}", f"{r['ratio']:.3f}", "< 0.05"))
+    return [f"| {name} | {value} | {goal} |" for name, value, goal in rows]
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke check")
+    parser.add_argument("--out", type=Path, default=Path("out/bench"))
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    sections, results, failed = [], {}, []
+    for title, script in BENCHMARKS:
+        json_path = args.out / f"{Path(script).stem}.json"
+        json_path.unlink(missing_ok=True)
+        print(f"running {script} ...", flush=True)
+        code, text, seconds = run(script, args.quick, json_path)
+        if code != 0:
+            failed.append(script)
+        if json_path.exists():
+            results[script] = json.loads(json_path.read_text())
+        sections.append(f"# {title} (`bench/{script}`, {seconds:.0f} s{', FAILED' if code else ''})\n\n{text}")
+    head = [
+        "# refseg_ros benchmarks",
+        "",
+        f"{datetime.datetime.now().isoformat(timespec='seconds')}, {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} CPUs, Python {platform.python_version()}{', quick mode' if args.quick else ''}",
+        "",
+        "| measure | value | goal |",
+        "|---|---|---|",
+        *summary(results),
+        "",
+    ]
+    report = "\n".join(head) + "\n" + "\n".join(sections)
+    (args.out / "BENCH.md").write_text(report)
+    (args.out / "bench.json").write_text(json.dumps(results, indent=2, default=str))
+    print(report)
+    print(f"\nwrote {args.out / 'BENCH.md'}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

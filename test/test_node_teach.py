@@ -1,0 +1,71 @@
+"""`refseg-teach` against a running node: reference and caption over topics (it prints the
+node's acknowledgement), a box on a saved frame over the service, list and remove."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+from _node_harness import REPO_ROOT, Listener, scene, start_node
+
+W, H = 320, 240
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("teach")
+    node = start_node(tmp, {"cameras": ["/cam0/image_raw"], "store_dir": str(tmp / "store")})
+    listener = Listener("teach_listener")
+    listener.listen_status()
+    listener.wait_status("active", timeout=90, node=node)
+    frame, mask = scene(W, H, 0)
+    cv2.imwrite(str(tmp / "frame.png"), frame[:, :, ::-1])
+    cv2.imwrite(str(tmp / "mask.png"), mask.astype(np.uint8) * 255)
+    cv2.imwrite(str(tmp / "small_mask.png"), np.full((10, 10), 255, np.uint8))
+    yield node, tmp
+    listener.close()
+    node.stop()
+
+
+def teach(*args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    return subprocess.run([sys.executable, "-m", "refseg_ros.ros.teach", "--timeout", "30", *args],
+                          cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=90)
+
+
+def test_teach_tool_round_trip(node):
+    proc, tmp = node
+    r = teach("--image", str(tmp / "frame.png"), "--mask", str(tmp / "mask.png"), "--label", "mug")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "taught target" in r.stdout and "'mug' (reference) on every camera" in r.stdout
+
+    r = teach("--image", str(tmp / "frame.png"), "--box", "80", "80", "160", "150", "--label", "boxed",
+              "--camera", "/cam0/image_raw")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "'boxed' (box) on camera /cam0/image_raw" in r.stdout
+    boxed_id = int(r.stdout.split("taught target ")[1].split()[0])
+
+    r = teach("--caption", "the red mug on the left")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "(caption)" in r.stdout and "waiting for the text adapter" in r.stdout
+
+    r = teach("--image", str(tmp / "frame.png"), "--mask", str(tmp / "small_mask.png"), "--label", "bad")
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "rejected reference 'bad': mask is 10x10 but its image is 320x240" in r.stdout
+
+    r = teach("--list")
+    assert r.returncode == 0, r.stdout + r.stderr
+    lines = r.stdout.strip().splitlines()
+    assert len(lines) == 4 and "3 target(s)" in lines[-1], r.stdout
+    assert any("'boxed'" in line and "box" in line for line in lines)
+
+    r = teach("--remove", str(boxed_id))
+    assert r.returncode == 0 and f"removed target {boxed_id}" in r.stdout, r.stdout + r.stderr
+    r = teach("--remove", "99999")
+    assert r.returncode == 1 and "no target 99999" in r.stdout, r.stdout + r.stderr
+    assert proc.alive()

@@ -55,17 +55,26 @@ def make_engine(size: int, **kw) -> SegmentationEngine:
     return SegmentationEngine.from_config(EngineConfig(image_size=size, device="cpu", **kw))
 
 
-def per_frame_time(size: int, n_objects: int, frames_n: int) -> dict:
-    """Median seconds per tracked frame, engine and official interleaved frame by frame."""
-    frames, masks = clip(frames_n + 1, size)
+def paired_run(size: int, n_objects: int, num_frames: int):
+    """An engine and the official predictor on the same weights, clip and prompts.
+
+    Returns the engine (its stream "cam" prompted), the predictor's frame generator and
+    the decoded frames both consume.
+    """
+    frames, masks = clip(num_frames, size)
     engine = make_engine(size, keep_memory_when_absent=False)
     predictor = official_predictor(engine.model, engine.config.model, size)
     ours, theirs = _prompts(masks, n_objects)
     state, decoded = start_official(predictor, frames, theirs)
-    official = propagate(predictor, state)
     engine.add_stream("cam")
     for prompt in ours:
         engine.add_target("cam", prompt)
+    return engine, propagate(predictor, state), decoded, state
+
+
+def per_frame_time(size: int, n_objects: int, frames_n: int) -> dict:
+    """Median seconds per tracked frame, engine and official interleaved frame by frame."""
+    engine, official, decoded, _ = paired_run(size, n_objects, frames_n + 1)
     engine.step("cam", decoded[0])
     next(official)  # the prompt frame
     t_engine, t_official = [], []
@@ -83,15 +92,8 @@ def per_frame_time(size: int, n_objects: int, frames_n: int) -> dict:
 def retained_memory(size: int, counts: list[int]) -> dict:
     """Tensor bytes each implementation keeps after each frame count, one object."""
     last = max(counts)
-    frames, masks = clip(last, size)
-    engine = make_engine(size, keep_memory_when_absent=False)
-    predictor = official_predictor(engine.model, engine.config.model, size)
-    ours, theirs = _prompts(masks, 1)
-    state, decoded = start_official(predictor, frames, theirs)
-    engine.add_stream("cam")
-    engine.add_target("cam", ours[0])
+    engine, official, decoded, state = paired_run(size, 1, last)
     out = {"size": size, "engine": {}, "official": {}}
-    official = propagate(predictor, state)
     for index in range(last):
         engine.step("cam", decoded[index])
         next(official)
@@ -138,15 +140,7 @@ def _timed(fn, *args) -> float:
 
 def flops_per_frame(size: int, n_objects: int) -> dict:
     """Exact FLOPs of one tracking frame (frame 3), engine vs official, plus the encoder's."""
-    frames, masks = clip(4, size)
-    engine = make_engine(size, keep_memory_when_absent=False)
-    predictor = official_predictor(engine.model, engine.config.model, size)
-    ours, theirs = _prompts(masks, n_objects)
-    state, decoded = start_official(predictor, frames, theirs)
-    official = propagate(predictor, state)
-    engine.add_stream("cam")
-    for prompt in ours:
-        engine.add_target("cam", prompt)
+    engine, official, decoded, _ = paired_run(size, n_objects, 4)
     for index in range(3):
         engine.step("cam", decoded[index])
         next(official)

@@ -4,7 +4,8 @@ set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$REPO"
 
-REFSEG_SETUP_QUIET=${REFSEG_SETUP_QUIET:-0} bash scripts/setup.sh
+# Quiet set-up (failures still print), so that the demo's first line says which weights it uses.
+REFSEG_SETUP_QUIET=${REFSEG_SETUP_QUIET:-1} bash scripts/setup.sh
 # shellcheck disable=SC1091
 . scripts/env.sh
 

@@ -132,9 +132,12 @@ def _param(value: Any) -> str:
     return str(value)
 
 
-def start_node(log_dir: Path, params: dict[str, Any], autostart: bool = True, name: str = "node") -> Process:
-    """`python -m refseg_ros.ros.main --ros-args -p ...` with the small model."""
+def start_node(log_dir: Path, params: dict[str, Any], autostart: bool = True, name: str = "node",
+               params_file: Optional[Path] = None) -> Process:
+    """`python -m refseg_ros.ros.main --ros-args [--params-file F] -p ...` with the small model."""
     args = ["-m", "refseg_ros.ros.main"] + ([] if autostart else ["--no-autostart"]) + ["--ros-args"]
+    if params_file is not None:
+        args += ["--params-file", str(params_file)]
     for key, value in {**SMALL_MODEL, **params}.items():
         args += ["-p", f"{key}:={_param(value)}"]
     return Process(args, log_dir / f"{name}.log")

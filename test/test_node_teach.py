@@ -1,5 +1,8 @@
 """`refseg-teach` against a running node: reference and caption over topics (it prints the
-node's acknowledgement), a box on a saved frame over the service, list and remove."""
+node's acknowledgement), a box on a saved frame over the service, list and remove.
+
+The node is started as documented, from config/segmenter.yaml (with the small model and
+this test's camera and store as -p overrides)."""
 
 from __future__ import annotations
 
@@ -19,7 +22,8 @@ W, H = 320, 240
 @pytest.fixture(scope="module")
 def node(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("teach")
-    node = start_node(tmp, {"cameras": ["/cam0/image_raw"], "store_dir": str(tmp / "store")})
+    node = start_node(tmp, {"cameras": ["/cam0/image_raw"], "store_dir": str(tmp / "store")},
+                      params_file=REPO_ROOT / "config" / "segmenter.yaml")
     listener = Listener("teach_listener")
     listener.listen_status()
     listener.wait_status("active", timeout=90, node=node)

@@ -161,6 +161,7 @@ def test_label_image_goes_16_bit_beyond_255_objects():
     lab = label_image(results, h, w)
     assert lab.encoding == "mono16" and lab.labels.dtype == np.uint16
     assert lab.values == list(range(1, 301)) and lab.labels.flat[299] == 300
+    assert overlay(np.zeros((h, w, 3), np.uint8), results, lab).shape == (h, w, 3)
 
 
 def test_overlay_tints_only_masked_pixels():

@@ -67,12 +67,15 @@ SUBSCRIBER = textwrap.dedent("""
     import sys, time
     import rclpy
     from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from rosgraph_msgs.msg import Clock
     from sensor_msgs.msg import Image
     rclpy.init()
     node = rclpy.create_node("eval_player_test_sub")
     got = []
     qos = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
     node.create_subscription(Image, "/camera/image_raw", got.append, qos)
+    clock = []
+    node.create_subscription(Clock, "/clock", clock.append, qos)
     print("READY", flush=True)
     end = time.time() + float(sys.argv[1])
     while time.time() < end and len(got) < int(sys.argv[2]):
@@ -80,12 +83,15 @@ SUBSCRIBER = textwrap.dedent("""
     for m in got:
         print("MSG", m.header.stamp.sec * 10**9 + m.header.stamp.nanosec, m.encoding,
               bytes(m.data).hex()[:64], flush=True)
+    for c in clock:
+        print("CLOCK", c.clock.sec * 10**9 + c.clock.nanosec, flush=True)
     print("DONE", len(got), flush=True)
 """)
 
 
 def test_player_publishes_bag_frames(tmp_path, spawn_python):
-    """The player's raw CDR bytes arrive as real sensor_msgs/Image in another process."""
+    """The player's raw CDR bytes arrive as real sensor_msgs/Image in another process,
+    in order, with /clock following bag time."""
     bag = tmp_path / "bag"
     cli.main(["build", "synthetic", str(bag), "--frames", "6", "--size", "32x24"])
     script = tmp_path / "sub.py"
@@ -98,7 +104,7 @@ def test_player_publishes_bag_frames(tmp_path, spawn_python):
     assert "READY" in sub.output(), sub.output()
     player = spawn_python("-m", "refseg_ros.eval.cli", "play", str(bag), "--rate", "4",
                           "--topics", bags.CAMERA_TOPIC, "--wait-subscribers", "1",
-                          "--start-delay", "0.5")
+                          "--start-delay", "0.5", "--clock")
     assert player.wait(timeout=90) == 0, player.output()
     assert "published 6 messages" in player.output()
     assert sub.wait(timeout=60) == 0, sub.output()
@@ -110,3 +116,5 @@ def test_player_publishes_bag_frames(tmp_path, spawn_python):
         assert int(stamp) == f.stamp_ns and enc == "rgb8"
         assert data == f.image.tobytes().hex()[:64]
     assert np.diff([int(x[1]) for x in lines]).min() > 0  # in order
+    clock = [int(ln.split()[1]) for ln in sub.output().splitlines() if ln.startswith("CLOCK")]
+    assert clock and set(clock) <= {f.stamp_ns for f in frames}

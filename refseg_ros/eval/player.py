@@ -110,7 +110,7 @@ def play_bag(path: str | Path, *, rate: float = 1.0, publish_clock: bool = False
                 if on_publish is not None:
                     on_publish(topic, log_time)
             # Reliable delivery still needs the publisher alive: wait for the acks.
-            for pub in publishers.values():
+            for pub in [*publishers.values(), *([clock_pub] if clock_pub else [])]:
                 pub.wait_for_all_acked(Duration(seconds=ack_timeout))
             return count
         finally:

@@ -112,11 +112,13 @@ def worst_overlays(plan: EvalPlan, reader: bags.BagReader, run: RunDirectory,
     tiles = []
     for r in sorted(chosen, key=lambda r: r["frame"]):
         i = r["frame"]
-        pred = run.load_masks(i).get(r["target_id"]) if run.pred_path(i).exists() else None
+        pred = run.load_masks(i).get(r["target_id"]) if r["has_result"] else None
         if pred is None:
             pred = np.zeros(gts[i].shape, bool)
         colour = target_colour(order.index(r["target_id"]) if r["target_id"] in order else 0)
         title = f"frame {i}, {r['target_id']}: {r['label']}\nJ={r['j']:.2f} F={r['f']:.2f}"
+        if not r["has_result"]:
+            title += " (no result)"
         tiles.append(Overlay(title, images[i], pred, gts[i], colour))
     return tiles
 

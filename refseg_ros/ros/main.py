@@ -52,7 +52,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         pass
     finally:
         try:
-            node._drop_everything()
+            node.release()
         finally:
             executor.shutdown(timeout_sec=1.0)
             node.destroy_node()

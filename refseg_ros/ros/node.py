@@ -34,7 +34,7 @@ from ..engine.cache import free_device_memory
 from ..runtime.mailbox import Closed, Envelope, FrameMailbox
 from ..runtime.registry import TargetRegistry, TeachError, camera_key
 from ..runtime.render import label_image
-from ..store import StoreError, TargetStore
+from ..store import TargetStore
 from refseg_ros.msg import ReferenceTarget, TargetInfo
 from refseg_ros.srv import AddTarget, ListTargets, RemoveTarget, ResetTargets
 from . import params, qos, requests
@@ -86,8 +86,8 @@ class SegmenterNode(LifecycleNode):
                 model=settings.model, checkpoint=settings.checkpoint or None,
                 image_size=settings.image_size, device=settings.device,
                 precision=settings.precision, compile=settings.compile, seed=settings.seed))
-        except (ValueError, StoreError, RuntimeError, OSError) as exc:
-            self.get_logger().error(f"configure failed: {exc}")
+        except Exception as exc:  # a bad parameter, checkpoint or store: say which, stay unconfigured
+            self.get_logger().error(f"configure failed: {type(exc).__name__}: {exc}")
             return TransitionCallbackReturn.FAILURE
         if engine.random_weights:
             self.get_logger().warning("no checkpoint given: the model has random weights and its masks "
@@ -143,16 +143,16 @@ class SegmenterNode(LifecycleNode):
         return super().on_deactivate(state)
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._drop_everything()
+        self.release()
         return TransitionCallbackReturn.SUCCESS
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._drop_everything()
+        self.release()
         return TransitionCallbackReturn.SUCCESS
 
     def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
         self.get_logger().error(f"error in state {state.label}; cleaning up")
-        self._drop_everything()
+        self.release()
         return TransitionCallbackReturn.SUCCESS
 
     def _stop_processing(self) -> None:
@@ -176,7 +176,8 @@ class SegmenterNode(LifecycleNode):
                 setattr(self, attr, None)
         self._latest.clear()
 
-    def _drop_everything(self) -> None:
+    def release(self) -> None:
+        """Stop processing and drop services, engine and device memory (cleanup, shutdown, exit)."""
         self._stop_processing()
         for service in self._target_services:
             self.destroy_service(service)

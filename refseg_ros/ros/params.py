@@ -89,6 +89,8 @@ class Settings:
         for i, transport in enumerate(self.camera_transports):
             if transport not in ("", "raw", "compressed"):
                 raise ValueError(f"camera_transports[{i}] must be raw or compressed, got {transport!r}")
+        if self.qos_reliability.strip().lower().replace("-", "_") not in ("", "reliable", "best_effort"):
+            raise ValueError(f"parameter qos_reliability must be reliable or best_effort, got {self.qos_reliability!r}")
         if self.image_size <= 0 or self.image_size % 64:
             raise ValueError(f"parameter image_size must be a positive multiple of 64, got {self.image_size}")
         if not 0.0 <= self.overlay_alpha <= 1.0:

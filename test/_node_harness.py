@@ -69,6 +69,14 @@ def stamp_key(stamp) -> tuple[int, int]:
 
 
 # ---------------------------------------------------------------------------- process
+def _die_with_parent() -> None:
+    """In the child: get SIGKILL when the test process dies, so no node outlives a run."""
+    import ctypes
+
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
 class Process:
     """A python subprocess in its own session, output to a log file."""
 
@@ -81,7 +89,7 @@ class Process:
         self._log = open(log_path, "ab")
         self.popen = subprocess.Popen([sys.executable, *args], stdin=subprocess.DEVNULL, stdout=self._log,
                                       stderr=subprocess.STDOUT, env=full_env, cwd=REPO_ROOT,
-                                      start_new_session=True)
+                                      start_new_session=True, preexec_fn=_die_with_parent)
 
     @property
     def pid(self) -> int:

@@ -32,21 +32,25 @@ def tracked(tmp_path_factory):
     for cam in (CAM0, PAD, NOPAD):
         listener.listen(f"{cam}/refseg/objects", SegmentedObjectArray)
         listener.listen(f"{cam}/refseg/mask", Image)
-    node = start_node(tmp, {"cameras": [CAM0, PAD, NOPAD], "store_dir": str(tmp / "store"),
-                            "status_repeat_period": 0.0})
-    camera = start_camera(tmp, CAM0, "cam0", rate=5)
-    listener.wait_status("active", timeout=90, node=node)
-    frame, mask = scene(W, H, 0)
-    ref = ReferenceTarget(label="square", image=image_msg(frame, "rgb8"),
-                          mask=image_msg(mask.astype(np.uint8) * 255, "mono8"))
-    listener.publish_when_heard("/refseg/reference", ReferenceTarget, ref, node=node)
-    listener.wait_status("taught target", node=node, timeout=60)
-    tid = listener.call(ListTargets, "/refseg/list_targets", ListTargets.Request()).targets[0].target_id
-    wait_tracked(listener, node, tid)
-    yield listener, node, tid
-    camera.stop()
-    node.stop()
-    listener.close()
+    procs = []
+    try:
+        node = start_node(tmp, {"cameras": [CAM0, PAD, NOPAD], "store_dir": str(tmp / "store"),
+                                "status_repeat_period": 0.0})
+        procs.append(node)
+        procs.append(start_camera(tmp, CAM0, "cam0", rate=5))
+        listener.wait_status("active", timeout=90, node=node)
+        frame, mask = scene(W, H, 0)
+        ref = ReferenceTarget(label="square", image=image_msg(frame, "rgb8"),
+                              mask=image_msg(mask.astype(np.uint8) * 255, "mono8"))
+        listener.publish_when_heard("/refseg/reference", ReferenceTarget, ref, node=node)
+        listener.wait_status("taught target", node=node, timeout=60)
+        tid = listener.call(ListTargets, "/refseg/list_targets", ListTargets.Request()).targets[0].target_id
+        wait_tracked(listener, node, tid)
+        yield listener, node, tid
+    finally:
+        for proc in reversed(procs):
+            proc.stop()
+        listener.close()
 
 
 def wait_tracked(listener: Listener, node, tid: int, after: int = 0, frames: int = 2) -> None:

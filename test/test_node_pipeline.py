@@ -73,16 +73,20 @@ def live(tmp_path_factory):
     listener.listen(f"{CAM0}/refseg/overlay", Image)
     listener.listen_status()
     listener.listen("/diagnostics", DiagnosticArray)
-    node = start_node(tmp, {"cameras": [CAM0, CAM1 + "/compressed"], "store_dir": str(tmp / "store")})
-    cams = [start_camera(tmp, CAM0, "cam0_optical", rate=5, stamps_file=tmp / "cam0.stamps", name="cam0"),
-            start_camera(tmp, CAM1 + "/compressed", "cam1_optical", rate=5, compressed=True,
-                         stamps_file=tmp / "cam1.stamps", name="cam1")]
-    listener.wait_status("active", timeout=90, node=node)
-    yield listener, node, tmp
-    for cam in cams:
-        cam.stop()
-    node.stop()
-    listener.close()
+    procs = []
+    try:
+        node = start_node(tmp, {"cameras": [CAM0, CAM1 + "/compressed"], "store_dir": str(tmp / "store")})
+        procs.append(node)
+        procs.append(start_camera(tmp, CAM0, "cam0_optical", rate=5, stamps_file=tmp / "cam0.stamps",
+                                  name="cam0"))
+        procs.append(start_camera(tmp, CAM1 + "/compressed", "cam1_optical", rate=5, compressed=True,
+                                  stamps_file=tmp / "cam1.stamps", name="cam1"))
+        listener.wait_status("active", timeout=90, node=node)
+        yield listener, node, tmp
+    finally:
+        for proc in reversed(procs):
+            proc.stop()
+        listener.close()
 
 
 def test_both_cameras_get_masks_and_objects_with_their_headers(live):

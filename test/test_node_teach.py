@@ -25,15 +25,17 @@ def node(tmp_path_factory):
     node = start_node(tmp, {"cameras": ["/cam0/image_raw"], "store_dir": str(tmp / "store")},
                       params_file=REPO_ROOT / "config" / "segmenter.yaml")
     listener = Listener("teach_listener")
-    listener.listen_status()
-    listener.wait_status("active", timeout=90, node=node)
-    frame, mask = scene(W, H, 0)
-    cv2.imwrite(str(tmp / "frame.png"), frame[:, :, ::-1])
-    cv2.imwrite(str(tmp / "mask.png"), mask.astype(np.uint8) * 255)
-    cv2.imwrite(str(tmp / "small_mask.png"), np.full((10, 10), 255, np.uint8))
-    yield node, tmp
-    listener.close()
-    node.stop()
+    try:
+        listener.listen_status()
+        listener.wait_status("active", timeout=90, node=node)
+        frame, mask = scene(W, H, 0)
+        cv2.imwrite(str(tmp / "frame.png"), frame[:, :, ::-1])
+        cv2.imwrite(str(tmp / "mask.png"), mask.astype(np.uint8) * 255)
+        cv2.imwrite(str(tmp / "small_mask.png"), np.full((10, 10), 255, np.uint8))
+        yield node, tmp
+    finally:
+        listener.close()
+        node.stop()
 
 
 def teach(*args: str) -> subprocess.CompletedProcess:

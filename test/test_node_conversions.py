@@ -86,6 +86,24 @@ def test_label_and_objects_messages_agree():
     assert abs(first.score - 0.8) < 1e-6
 
 
+def test_objects_carry_their_own_masks_when_asked():
+    """Overlapping objects: the label image gives the shared pixels to the later object,
+    the per-object masks keep both objects whole."""
+    h, w = 8, 9
+    a = np.zeros((h, w), bool); a[1:5, 1:5] = True
+    b = np.zeros((h, w), bool); b[3:7, 3:7] = True
+    results = [TargetResult(1, "a", a, 0.9, (1, 1, 4, 4), TargetState.TRACKED),
+               TargetResult(2, "b", b, 0.9, (3, 3, 6, 6), TargetState.TRACKED),
+               TargetResult(3, "c", np.zeros((h, w), bool), 0.0, None, TargetState.ACQUIRING)]
+    lab = label_image(results, h, w)
+    assert not objects_message(Image().header, results, lab).objects[0].mask.data
+    msg = objects_message(Image().header, results, lab, with_masks=True)
+    masks = [mask_from_message(o.mask) for o in msg.objects]
+    assert masks[0].tolist() == a.tolist() and masks[1].tolist() == b.tolist()
+    assert not masks[2].any() and masks[2].shape == (h, w)
+    assert (lab.labels == 1).sum() < a.sum()  # the overlap went to object 2
+
+
 def test_qos_by_mode_and_overrides():
     live = image_input_qos("live")
     assert live.reliability == ReliabilityPolicy.BEST_EFFORT and live.depth == 5

@@ -8,7 +8,7 @@ image's header. The overlay is drawn only while someone subscribes to it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Optional, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 from rclpy.callback_groups import CallbackGroup
@@ -74,10 +74,11 @@ class CameraChannel:
         return self.mask_pub is not None
 
     def publish(self, header: Header, rgb: np.ndarray, results: Sequence[TargetResult],
-                label: LabelImage, alpha: float) -> bool:
-        """Publish mask and objects, and the overlay if watched; True if it was drawn."""
+                label: LabelImage, alpha: float, object_masks: bool = False) -> bool:
+        """Publish mask and objects (with each object's own mask if asked), and the
+        overlay if watched; True if it was drawn."""
         self.mask_pub.publish(image_message(label.labels, label.encoding, header))
-        self.objects_pub.publish(objects_message(header, results, label))
+        self.objects_pub.publish(objects_message(header, results, label, object_masks))
         if self.overlay_pub.get_subscription_count() == 0:
             return False
         self.overlay_pub.publish(image_message(overlay(rgb, results, label, alpha), "rgb8", header))

@@ -61,15 +61,25 @@ def image_message(array: np.ndarray, encoding: str, header: Header) -> Image:
     return msg
 
 
-def objects_message(header: Header, results: Sequence[TargetResult],
-                    label: LabelImage) -> SegmentedObjectArray:
-    """The object list that goes with `label` (same order, same values)."""
+def objects_message(header: Header, results: Sequence[TargetResult], label: LabelImage,
+                    with_masks: bool = False) -> SegmentedObjectArray:
+    """The object list that goes with `label` (same order, same values).
+
+    `with_masks` also fills each object's own mask (mono8, 255 = object): the label
+    image gives a pixel to one object only, so where masks overlap only these keep
+    every object's full extent.
+    """
     out = SegmentedObjectArray(header=header)
     objects = []
+    height, width = label.labels.shape
     for result, value in zip(results, label.values):
         obj = SegmentedObject(target_id=int(result.target_id), label=result.label,
                               score=float(result.score), state=STATES[result.state],
                               mask_value=int(value))
+        if with_masks:
+            own = result.mask if result.mask is not None and result.mask.shape == (height, width) \
+                else np.zeros((height, width), bool)
+            obj.mask = image_message(np.where(own, 255, 0).astype(np.uint8), "mono8", header)
         if result.box is not None:
             x0, y0, x1, y1 = (int(v) for v in result.box)
             obj.bbox = RegionOfInterest(x_offset=x0, y_offset=y0, width=x1 - x0 + 1,

@@ -232,7 +232,8 @@ class SegmenterNode(LifecycleNode):
             step = time.perf_counter() - t0
             results, events = res.targets, res.events
         label = label_image(results, rgb.shape[0], rgb.shape[1])
-        drawn = channel.publish(msg.header, rgb, results, label, self.settings.overlay_alpha)
+        drawn = channel.publish(msg.header, rgb, results, label, self.settings.overlay_alpha,
+                                self.settings.object_masks)
         overhead = time.perf_counter() - start - step
         latency = (self.get_clock().now() - Time.from_msg(msg.header.stamp)).nanoseconds * 1e-9
         channel.stats.on_processed(latency, step, overhead, drawn)

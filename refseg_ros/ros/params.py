@@ -34,6 +34,9 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "reference_topic": ("~/reference", "refseg_ros/ReferenceTarget: teach by example"),
     "caption_topic": ("~/caption", "std_msgs/String: teach by caption"),
     "status_topic": ("~/status", "std_msgs/String: human-readable events"),
+    "object_masks": (False, "also put each object's own mask (mono8) in the object list, so "
+                     "that overlapping objects keep every pixel (the label image gives a "
+                     "pixel to the later object only)"),
     "overlay_alpha": (0.5, "mask opacity in the overlay image"),
     "diagnostics_period": (1.0, "seconds between /diagnostics reports"),
     "status_repeat_period": (5.0, "seconds before an identical rejection is reported again"),
@@ -65,6 +68,7 @@ class Settings:
     reference_topic: str = "~/reference"
     caption_topic: str = "~/caption"
     status_topic: str = "~/status"
+    object_masks: bool = False
     overlay_alpha: float = 0.5
     diagnostics_period: float = 1.0
     status_repeat_period: float = 5.0

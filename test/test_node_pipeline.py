@@ -20,7 +20,6 @@ from _node_harness import Listener, image_msg, scene, stamp_key, start_camera, s
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray
 from sensor_msgs.msg import Image
-from std_msgs.msg import String
 
 from refseg_ros import imaging
 from refseg_ros.msg import ReferenceTarget, SegmentedObject, SegmentedObjectArray

@@ -74,4 +74,14 @@ def test_teach_tool_round_trip(node):
     assert r.returncode == 0 and f"removed target {boxed_id}" in r.stdout, r.stdout + r.stderr
     r = teach("--remove", "99999")
     assert r.returncode == 1 and "no target 99999" in r.stdout, r.stdout + r.stderr
+
+    r = teach("--reset", "--camera", "/cam0/image_raw")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "forgot 0 target(s) of camera /cam0/image_raw" in r.stdout and "kept 2 target(s)" in r.stdout
+    r = teach("--reset", "--camera", "/nope")
+    assert r.returncode == 1 and "unknown camera '/nope'" in r.stdout, r.stdout + r.stderr
+    r = teach("--reset")
+    assert r.returncode == 0 and "forgot 2 target(s) of every camera" in r.stdout, r.stdout + r.stderr
+    r = teach("--list")
+    assert r.stdout.strip() == "0 target(s)", r.stdout
     assert proc.alive()

@@ -7,6 +7,7 @@ targets of its stream; targets whose memory layouts match are tracked as one bat
 from __future__ import annotations
 
 import contextlib
+import gc
 import threading
 import time
 from dataclasses import dataclass, field
@@ -44,11 +45,10 @@ class Target:
 
 @dataclass
 class Stream:
-    """One camera: its frame counter, the last frame's features and its targets."""
+    """One camera: its frame counter, its frame size and its targets."""
 
     stream_id: str
     next_index: int = 0
-    last_features: Optional[FrameFeatures] = None
     last_size: Optional[tuple[int, int]] = None  # (H, W)
     targets: dict[int, Target] = field(default_factory=dict)
 
@@ -188,7 +188,6 @@ class SegmentationEngine:
                         low_res[target.target_id] = decoded.low_res_masks[i:i + 1]
                         scores[target.target_id] = decoded.object_score_logits[i:i + 1]
                 results = self._results(stream, low_res, scores, (height, width), events)
-            stream.last_features = features
             stream.last_size = (height, width)
             stream.next_index += 1
             return StepResult(stream_id, index, stamp, results, time.perf_counter() - start, events)
@@ -320,14 +319,19 @@ class SegmentationEngine:
 
     # ---------------------------------------------------------------------- inspection
     def retained_bytes(self) -> int:
-        """Bytes of tensors the engine keeps between frames (memories and cached features)."""
+        """Bytes of tensors the engine keeps between frames: the targets' memories."""
         with self._lock:
-            total = 0
-            for stream in self._streams.values():
-                if stream.last_features is not None:
-                    total += stream.last_features.nbytes()
-                total += sum(t.memory.nbytes() for t in stream.targets.values())
-            return total
+            return sum(t.memory.nbytes() for s in self._streams.values() for t in s.targets.values())
+
+    @staticmethod
+    def release_device_memory() -> None:
+        """Return the allocator's unused blocks to the device (an idle node's courtesy).
+
+        Nothing between frames is held but the targets' memories, so nothing is forgotten.
+        """
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
 
 
 def _box(mask: np.ndarray) -> Optional[tuple[int, int, int, int]]:

@@ -30,7 +30,6 @@ from diagnostic_msgs.msg import DiagnosticArray
 from std_msgs.msg import Header, String
 
 from ..engine import EngineConfig, EngineError, SegmentationEngine
-from ..engine.cache import free_device_memory
 from ..runtime.mailbox import Closed, Envelope, FrameMailbox
 from ..runtime.registry import TargetRegistry, TeachError, camera_key
 from ..runtime.render import label_image
@@ -137,9 +136,8 @@ class SegmenterNode(LifecycleNode):
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._stop_processing()
-        released = free_device_memory(self.engine)
-        self.get_logger().info(f"inactive: processing stopped, {released / 2**20:.1f} MiB of cached "
-                               "features released")
+        SegmentationEngine.release_device_memory()
+        self.get_logger().info("inactive: processing stopped, unused device memory released")
         return super().on_deactivate(state)
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -183,7 +181,7 @@ class SegmenterNode(LifecycleNode):
             self.destroy_service(service)
         self._target_services = []
         self.registry, self.engine = None, None
-        free_device_memory(None)
+        SegmentationEngine.release_device_memory()
 
     # ===================================================================== frames
     def _on_frame(self, channel: CameraChannel, msg) -> None:

@@ -17,8 +17,9 @@ def test_eval_imports_without_rclpy():
     code = textwrap.dedent("""
         import sys
         import refseg_ros.imaging
-        from refseg_ros.eval import (bags, builders, cli, metrics, outdir, plan, player,
-                                     report, runner, scoring, sources, synthetic)
+        from refseg_ros.eval import (bags, builders, cli, live, metrics, node_outputs,
+                                     nodeproc, outdir, plan, player, report, runner,
+                                     scoring, sources, synthetic)
         bad = sorted(m for m in sys.modules if m.split(".")[0] in ("rclpy", "torch", "sam2"))
         print(bad)
         assert not bad, bad

@@ -1,6 +1,7 @@
 """``refseg-eval``: build evaluation bags, inspect them, evaluate them, play them.
 
     refseg-eval run BAG --out DIR [--prompt first-frame-gt|reference-topic] [--checkpoint F]
+                    [--mode offline|live]
     refseg-eval build synthetic OUT [--frames 30 --size 320x240 --seed 0]
     refseg-eval build davis ROOT SEQUENCE OUT [--fps 24]
     refseg-eval build fss ROOT OUT [--episodes-per-class 1 --seed 0]
@@ -8,7 +9,7 @@
     refseg-eval play BAG [--rate 1.0 --clock]
 
 Exit status: 0 done, 2 unusable input (bag, folder, output directory, arguments),
-1 anything else.
+1 anything else (for instance a live node that does not start or answer).
 """
 
 from __future__ import annotations
@@ -64,6 +65,15 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--overwrite", action="store_true",
                      help="discard another run's results in --out")
     run.add_argument("--no-progress", action="store_true")
+    run.add_argument("--mode", choices=["offline", "live"], default="offline",
+                     help="offline: the engine in this process; live: the segmenter node in "
+                          "replay mode, fed over DDS (needs rclpy); same settings, same masks")
+    run.add_argument("--startup-timeout", type=float, default=300.0,
+                     help="live: seconds for the node to load its model and come up")
+    run.add_argument("--result-timeout", type=float, default=60.0,
+                     help="live: seconds to wait for any one answer of the node")
+    run.add_argument("--window", type=int, default=16,
+                     help="live: frames sent ahead of the node's latest result")
 
     build = sub.add_parser("build", help="write an evaluation bag from a dataset")
     kinds = build.add_subparsers(dest="kind", required=True)
@@ -118,7 +128,17 @@ def _cmd_run(args: argparse.Namespace) -> int:
                     worst_frames=args.worst_frames,
                     engine=EngineSettings(args.model, args.checkpoint, args.image_size,
                                           args.device, args.seed))
-    outcome = evaluate(cfg)
+    source = None
+    if args.mode == "live":
+        from refseg_ros.eval.live import LiveNodeSource, LiveSettings
+        from refseg_ros.eval.outdir import NODE_LOG
+
+        if args.window < 1:
+            raise ValueError(f"--window must be at least 1, got {args.window}")
+        source = LiveNodeSource(cfg.engine, LiveSettings(
+            startup_timeout=args.startup_timeout, result_timeout=args.result_timeout,
+            window=args.window, log_path=args.out / NODE_LOG))
+    outcome = evaluate(cfg, source=source)
     if outcome.report is None:
         print(f"already complete: {outcome.report_path}")
         return 0
@@ -191,10 +211,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return EXIT_BAD_INPUT
     except RuntimeError as exc:
         # Matched by name: the engine and rclpy are imported only by the commands using them.
-        if type(exc).__name__ not in ("CheckpointError", "PlayerError"):
+        name = type(exc).__name__
+        if name not in ("CheckpointError", "PlayerError", "LiveEvalError"):
             raise
         print(f"refseg-eval: error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return 1 if name == "LiveEvalError" else EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("refseg-eval: interrupted; run the same command again to resume",
               file=sys.stderr)

@@ -14,6 +14,7 @@ Layout::
     pred/NNNNNN.npz   predicted masks of that frame (bit-packed, lossless)
     inference.done    every frame has its result
     report.json, report.md, plots/*.png
+    node.log          the node's output (live mode)
     .complete         the report is finished
 """
 
@@ -35,9 +36,10 @@ INFERENCE_DONE = "inference.done"
 RUN_FILE = "run.json"
 RESULTS_FILE = "results.jsonl"
 PRED_DIR = "pred"
+NODE_LOG = "node.log"  # the node's output, in live mode
 # What a run may write; --overwrite removes only these, never anything else in the folder.
 OWNED = (COMPLETE, INFERENCE_DONE, RUN_FILE, RESULTS_FILE, PRED_DIR, "report.json",
-         "report.md", "plots")
+         "report.md", "plots", NODE_LOG)
 
 
 class OutputDirError(RuntimeError):

@@ -37,6 +37,15 @@ def message_class(msgtype: str) -> Any:
                           "with --topics") from exc
 
 
+def publisher_qos(msgtype: str, depth: int = 10) -> Any:
+    """Reliable; images volatile, anything else also transient-local (see module doc)."""
+    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+
+    durability = (DurabilityPolicy.VOLATILE if msgtype in STREAM_TYPES
+                  else DurabilityPolicy.TRANSIENT_LOCAL)
+    return QoSProfile(depth=depth, reliability=ReliabilityPolicy.RELIABLE, durability=durability)
+
+
 def play_bag(path: str | Path, *, rate: float = 1.0, publish_clock: bool = False,
              topics: Optional[Sequence[str]] = None, start_delay: float = 0.5,
              depth: int = 10, wait_for_subscribers: int = 0, wait_timeout: float = 30.0,
@@ -57,7 +66,6 @@ def play_bag(path: str | Path, *, rate: float = 1.0, publish_clock: bool = False
     """
     import rclpy
     from rclpy.duration import Duration
-    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
     with bags.BagReader(path) as reader:
         chosen = list(topics) if topics else sorted(reader.topics)
@@ -70,11 +78,8 @@ def play_bag(path: str | Path, *, rate: float = 1.0, publish_clock: bool = False
             publishers = {}
             for t in chosen:
                 msgtype = reader.topics[t]
-                durability = (DurabilityPolicy.VOLATILE if msgtype in STREAM_TYPES
-                              else DurabilityPolicy.TRANSIENT_LOCAL)
-                qos = QoSProfile(depth=depth, reliability=ReliabilityPolicy.RELIABLE,
-                                 durability=durability)
-                publishers[t] = node.create_publisher(message_class(msgtype), t, qos)
+                publishers[t] = node.create_publisher(message_class(msgtype), t,
+                                                      publisher_qos(msgtype, depth))
             clock_pub = None
             if publish_clock:
                 from rosgraph_msgs.msg import Clock

@@ -218,8 +218,12 @@ def render_markdown(data: ReportData, plots: dict[str, str]) -> str:
                   f"| {_ms(lat.get('p50'))} | {_ms(lat.get('p90'))} | {_ms(lat.get('p99'))} | "
                   f"{_ms(lat.get('max'))} | {_ms(lat.get('mean'))} |", ""]
     if data.drops:
-        lines += [f"Frames sent: {data.drops.get('sent')}, with a result: "
-                  f"{data.drops.get('with_result')}, dropped: {data.drops.get('dropped')}.", ""]
+        line = (f"Frames sent: {data.drops.get('sent')}, with a result: "
+                f"{data.drops.get('with_result')}, dropped: {data.drops.get('dropped')}.")
+        if "node_frames_dropped" in data.drops:
+            line += (f" The node's /diagnostics: {data.drops['node_frames_dropped']} dropped, "
+                     f"{data.drops.get('node_frames_rejected')} rejected.")
+        lines += [line, ""]
     if plots:
         lines += ["## Plots", ""]
         for caption, rel in plots.items():

@@ -112,8 +112,9 @@ def run_inference(plan: EvalPlan, reader: bags.BagReader, run: RunDirectory,
     verified = replaced = 0
     diverged = False
     bar = _progress(plan.num_frames, skipped_frames, cfg.progress)
+    results = source.results(plan, reader, cfg.camera_topic, done)
     try:
-        for res in source.results(plan, reader, cfg.camera_topic, done):
+        for res in results:
             i = index_of.get(res.stamp_ns)
             if i is None:
                 log.warning("result for unknown stamp %d ignored", res.stamp_ns)
@@ -135,7 +136,14 @@ def run_inference(plan: EvalPlan, reader: bags.BagReader, run: RunDirectory,
             run.append_results([rec])
             bar.update(1)
     finally:
-        bar.close()
+        # Close the source's generator now, not whenever it is collected: a live
+        # source stops its node there, also on errors and Ctrl-C.
+        close = getattr(results, "close", None)
+        try:
+            if close is not None:
+                close()
+        finally:
+            bar.close()
     return {"episodes_skipped": len(done), "frames_skipped": skipped_frames,
             "frames_verified": verified, "frames_replaced": replaced}
 
@@ -144,8 +152,8 @@ def evaluate(cfg: RunConfig, source: Optional[ResultSource] = None,
              title: Optional[str] = None) -> RunOutcome:
     """Evaluate one bag; see the module docstring for stages and resuming.
 
-    ``source`` defaults to offline engine replay with ``cfg.engine``; a live source
-    plugs in here.
+    ``source`` defaults to offline engine replay with ``cfg.engine``; the live source
+    (``refseg_ros.eval.live.LiveNodeSource``) plugs in here.
     """
     with bags.BagReader(cfg.bag) as reader:
         plan = make_plan(reader, prompt=cfg.prompt, camera_topic=cfg.camera_topic,

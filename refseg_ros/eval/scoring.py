@@ -155,6 +155,10 @@ def build_report(plan: EvalPlan, scores: Scores, records: list[dict[str, Any]],
     latency = dict(metrics.latency_summary(timing), what=timing_label)
     sent = [plan.frame_stamps[i] for ep in plan.episodes for i in ep.frames]
     drops = metrics.dropped_frames(sent, [int(r["stamp_ns"]) for r in records])
+    node_counts = info.get("source", {}).get("node_diagnostics") or {}
+    for key in ("frames_dropped", "frames_rejected"):
+        if node_counts.get(key) is not None:  # live mode: the node's own /diagnostics
+            drops[f"node_{key}"] = node_counts[key]
     notes = []
     if info.get("source", {}).get("random_weights"):
         notes.append("The model has random weights (no checkpoint was given): these numbers "

@@ -2,9 +2,8 @@
 
 The runner scores results by frame stamp and does not care who produced them. Offline,
 :class:`EngineReplaySource` feeds the bag's frames to the engine in order, one episode
-at a time. A live source (the ROS node in replay mode, fed by ``player``) will yield
-the results it receives on the node's output topics; frames it never answers count as
-dropped.
+at a time. The live source (``live.LiveNodeSource``: the ROS node in replay mode, fed
+over DDS) yields the results it receives on the node's output topics.
 """
 
 from __future__ import annotations

@@ -1,0 +1,167 @@
+"""Live evaluation: the node in replay mode over DDS gives the offline engine's masks.
+
+Both modes run the same randomly initialised Hiera-T (128 px, CPU, seed 0) on a small
+synthetic bag. The engine is deterministic on the CPU and the live mode teaches the node
+exactly as the offline replay teaches the engine, so the masks are compared bit for bit
+and the per-frame J and F must be equal, not merely close. One exception, by design:
+under first-frame-gt the node learns a target after it has processed the target's prompt
+frame, so that frame's live result lacks the target; the protocol never scores it.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from refseg_ros.eval import builders, cli, outdir, runner
+from refseg_ros.eval.live import LiveEvalError, LiveNodeSource, LiveSettings, check_reproducible
+from refseg_ros.eval.node_outputs import NodeObject, NodeOutput, object_masks
+from refseg_ros.eval.plan import EvalPlan, Episode, TargetPrompt
+from refseg_ros.eval.sources import EngineReplaySource, EngineSettings
+
+SETTINGS = EngineSettings(image_size=128, device="cpu", seed=0)
+FRAMES = 10
+
+
+@pytest.fixture(scope="module")
+def bag(tmp_path_factory):
+    d = tmp_path_factory.mktemp("live_bag")
+    return builders.synthetic_to_bag(d / "bag", num_frames=FRAMES, height=120, width=160, seed=0)
+
+
+def _masks_by_frame(out_dir):
+    run = outdir.RunDirectory(out_dir)
+    return {int(r["frame"]): run.load_masks(int(r["frame"])) for r in run.read_results()}
+
+
+def _jf(report):
+    return [(r["frame"], r["target_id"], r["j"], r["f"]) for r in report.frames]
+
+
+def test_offline_and_live_give_identical_masks_and_scores(tmp_path, bag):
+    pytest.importorskip("rclpy")
+    offline = runner.evaluate(runner.RunConfig(bag=bag, out=tmp_path / "offline",
+                                               progress=False, engine=SETTINGS),
+                              source=EngineReplaySource(SETTINGS))
+    live = runner.evaluate(runner.RunConfig(bag=bag, out=tmp_path / "live", progress=False,
+                                            engine=SETTINGS),
+                           source=LiveNodeSource(SETTINGS, LiveSettings(
+                               log_path=tmp_path / "live" / "node.log")))
+    assert (tmp_path / "live" / outdir.COMPLETE).exists()
+
+    # Identical per-frame J and F: exact equality, since the masks are identical.
+    assert _jf(live.report) == _jf(offline.report)
+    assert len(live.report.frames) == offline.report.summary["scored_pairs"] > 0
+    assert json.dumps(live.report.summary) == json.dumps(offline.report.summary)
+
+    off_masks, live_masks = _masks_by_frame(tmp_path / "offline"), _masks_by_frame(tmp_path / "live")
+    assert sorted(off_masks) == sorted(live_masks) == list(range(FRAMES))
+    prompt_frames = {(p.on_frame, p.target_id) for p in _plan(bag).episodes[0].prompts}
+    compared = 0
+    for frame, masks in off_masks.items():
+        for tid, mask in masks.items():
+            if (frame, tid) in prompt_frames:
+                assert tid not in live_masks[frame]  # the node learnt it after this frame
+                continue
+            assert np.array_equal(live_masks[frame][tid], mask), (frame, tid)
+            compared += 1
+        assert set(live_masks[frame]) <= set(masks)
+    assert compared >= (FRAMES - 1) * 3
+
+    # Timing and drops of the live run, from the node's outputs and /diagnostics.
+    lat = live.report.latency
+    assert lat["count"] == FRAMES and lat["p50"] > 0 and "DDS" in lat["what"]
+    source = live.report.info["source"]
+    assert source["mode"] == "live" and source["random_weights"] is True
+    assert source["end_to_end_latency"]["count"] == FRAMES
+    assert source["end_to_end_latency"]["p50"] > 0
+    assert source["node_diagnostics"]["frames_processed"] == FRAMES
+    assert live.report.drops["dropped"] == 0 and live.report.drops["node_frames_dropped"] == 0
+    assert source["node"]["exit_status"] == 0  # stopped cleanly (SIGINT)
+    assert "node_frames_dropped" in (tmp_path / "live" / "report.json").read_text()
+
+
+def test_cli_live_reference_topic_matches_offline(tmp_path, bag, capsys):
+    """--mode live through the CLI, references taught over the node's reference topic."""
+    pytest.importorskip("rclpy")
+    common = ["--prompt", "reference-topic", "--image-size", "128", "--device", "cpu",
+              "--no-progress"]
+    assert cli.main(["run", str(bag), "--out", str(tmp_path / "off"), *common]) == 0
+    assert cli.main(["run", str(bag), "--out", str(tmp_path / "live"), "--mode", "live",
+                     *common]) == 0
+    capsys.readouterr()
+    off = json.loads((tmp_path / "off" / "report.json").read_text())
+    live = json.loads((tmp_path / "live" / "report.json").read_text())
+    assert [(r["frame"], r["target_id"], r["j"], r["f"]) for r in live["frames"]] == \
+        [(r["frame"], r["target_id"], r["j"], r["f"]) for r in off["frames"]]
+    off_masks, live_masks = _masks_by_frame(tmp_path / "off"), _masks_by_frame(tmp_path / "live")
+    for frame, masks in off_masks.items():
+        assert sorted(masks) == sorted(live_masks[frame]) == [1, 2, 3]
+        for tid, mask in masks.items():
+            assert np.array_equal(live_masks[frame][tid], mask), (frame, tid)
+    assert (tmp_path / "live" / "node.log").exists()
+    # A live run is not an offline run: the same folder is refused without --overwrite.
+    assert cli.main(["run", str(bag), "--out", str(tmp_path / "live"), *common]) == \
+        cli.EXIT_BAD_INPUT
+    assert "different run" in capsys.readouterr().err
+
+
+def test_live_node_that_cannot_start(tmp_path, bag, capsys):
+    """A bad node parameter: a clear error naming the bag and topic, with the node's own
+    reason, and no report marked complete."""
+    pytest.importorskip("rclpy")
+    out = tmp_path / "out"
+    code = cli.main(["run", str(bag), "--out", str(out), "--mode", "live", "--image-size", "96",
+                     "--device", "cpu", "--no-progress", "--startup-timeout", "120"])
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert str(bag) in err and "/camera/image_raw" in err
+    assert "exited with status 1 before it became active" in err
+    assert "image_size must be a positive multiple of 64" in err
+    assert not (out / outdir.COMPLETE).exists() and not (out / outdir.INFERENCE_DONE).exists()
+
+
+# ------------------------------------------------------------------ without ROS
+
+def test_object_masks_prefer_the_objects_own_masks():
+    labels = np.zeros((4, 5), np.uint8)
+    labels[0, :2] = 1
+    labels[1, :] = 2  # object 2 painted over part of object 1's own mask
+    own = np.zeros((4, 5), bool)
+    own[:2, :2] = True
+    out = NodeOutput(7, labels, [NodeObject(11, 1, 0.9, "tracked", own),
+                                 NodeObject(12, 2, 0.8, "tracked"),
+                                 NodeObject(13, 0, 0.1, "lost")])
+    masks = object_masks(out)
+    assert masks[11].tolist() == own.tolist()  # whole, overlap included
+    assert masks[12].tolist() == (labels == 2).tolist()  # from the label image
+    assert not masks[13].any()
+    with pytest.raises(ValueError, match="mask value 2 at position 1"):
+        object_masks(NodeOutput(7, labels, [NodeObject(12, 2, 0.8, "tracked")]))
+    with pytest.raises(ValueError, match="label image"):
+        object_masks(NodeOutput(7, labels, [NodeObject(11, 1, 0.9, "tracked", own[:3])]))
+
+
+def test_plans_the_node_cannot_reproduce_are_refused():
+    mask = np.ones((2, 2), bool)
+    ref = TargetPrompt(1, "a", 10, mask, image=np.zeros((2, 2, 3), np.uint8))
+    on_frame = TargetPrompt(2, "b", 10, mask, on_frame=0)
+    plan = EvalPlan("video", "mixed", [10, 20], None, [Episode(0, "s", [0, 1], [ref, on_frame])],
+                    {1: "a", 2: "b"})
+    with pytest.raises(LiveEvalError, match="both references and masks"):
+        check_reproducible(plan)
+    plan.episodes[0].prompts = [TargetPrompt(2, "b", 15, mask, on_frame=0)]
+    with pytest.raises(LiveEvalError, match="lies on no frame"):
+        check_reproducible(plan)
+    plan.episodes[0].prompts = [on_frame]
+    check_reproducible(plan)
+
+
+def _plan(bag) -> EvalPlan:
+    from refseg_ros.eval import bags
+    from refseg_ros.eval.plan import make_plan
+
+    with bags.BagReader(bag) as reader:
+        return make_plan(reader)

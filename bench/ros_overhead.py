@@ -15,6 +15,7 @@ Target: overhead (raw path + overlay) below 5% of the step.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import subprocess
@@ -68,7 +69,11 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=512)
     parser.add_argument("--targets", type=int, default=2)
     parser.add_argument("--subscriber", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--quick", action="store_true", help="2 frames at image_size 128, a smoke check")
+    parser.add_argument("--json", default=None, help="also write the numbers to this file")
     args = parser.parse_args()
+    if args.quick:
+        args.frames, args.image_size = 2, 128
     if args.subscriber:
         subscriber()
         return
@@ -157,6 +162,11 @@ def main() -> None:
         print(f"| {name} | {t['step']:.1f} | {t['receive']:.2f} | {t['decode_raw']:.2f} | {t['decode_jpeg']:.2f} "
               f"| {t['publish']:.2f} | {t['overlay']:.2f} | {over:.2f} | {ratio * 100:.2f}% | {jratio * 100:.2f}% |")
     worst = max(max(r, j) for *_, r, j in rows)
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump({"image_size": args.image_size, "rows": [
+                {"width": int(n.split("x")[0]), "height": int(n.split("x")[1]), "step_ms": t["step"],
+                 "overhead_ms": over, "ratio": r, "jpeg_ratio": j} for n, t, over, r, j in rows]}, handle, indent=2)
     print()
     print(f"medians over {args.frames} frames; worst overhead/step {worst * 100:.2f}% "
           f"({'within' if worst < 0.05 else 'ABOVE'} the 5% target)")

@@ -46,8 +46,8 @@ def summary(results: dict) -> list[str]:
         a, b = counts[0], counts[-1]
         rows.append((f"engine retained bytes, frame {b} / frame {a}",
                      f"{memory['engine'][b] / memory['engine'][a]:.3f}", "1.0 (flat)"))
-        rows.append((f"official retained bytes, frame {b} / frame {a}",
-                     f"{memory['official'][b] / memory['official'][a]:.1f}", "grows"))
+        rows.append((f"official retained MB, frame {a} -> frame {b}",
+                     f"{memory['official'][a] / 1e6:.2f} -> {memory['official'][b] / 1e6:.2f}", "(grows)"))
     ros = results.get("ros_overhead.py") or {}
     for r in ros.get("rows", []):
         rows.append((f"ROS overhead / engine step, {r['width']}x{r['height']}", f"{r['ratio']:.3f}", "< 0.05"))

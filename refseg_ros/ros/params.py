@@ -23,7 +23,8 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "output_qos_depth": (0, "queue depth of the result publishers (0: by mode)"),
     "output_namespace": ("refseg", "results go to <camera>/<output_namespace>/{mask,objects,overlay}"),
     "model": ("sam2.1_hiera_t", "SAM2 model name (see refseg_ros.engine.model.MODEL_CONFIGS)"),
-    "checkpoint": ("", "SAM2 checkpoint file; empty: random weights (tests only)"),
+    "checkpoint": ("", "SAM2 checkpoint file; auto: the weights cache's file for the model "
+                   "(refseg-weights); empty: random weights (tests only)"),
     "image_size": (1024, "model input size, a multiple of 64"),
     "device": ("auto", "auto, cpu, cuda or cuda:N"),
     "precision": ("auto", "auto, fp32 or bf16"),

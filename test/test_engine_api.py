@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from clips import moving_shapes
-from refseg_ros.engine import (BoxPrompt, EngineConfig, InvalidFrameError, InvalidPromptError,
+from refseg_ros.engine import (BoxPrompt, DuplicateTargetError, EngineConfig, InvalidFrameError, InvalidPromptError,
                                MaskPrompt, PointsPrompt, SegmentationEngine, TargetState,
                                UnknownStreamError, UnknownTargetError)
 
@@ -85,6 +85,9 @@ def test_unknown_ids_raise_typed_errors(engine, clip):
     engine.add_stream("ids")
     with pytest.raises(UnknownTargetError, match="99"):
         engine.remove_target("ids", 99)
+    engine.add_target("ids", MaskPrompt(masks[0][1]), target_id=7)
+    with pytest.raises(DuplicateTargetError, match="7 already exists"):
+        engine.add_target("ids", MaskPrompt(masks[0][2]), target_id=7)
 
 
 def test_errors_leave_other_streams_and_targets_untouched(clip):

@@ -2,13 +2,13 @@
 
 from .config import EngineConfig
 from .engine import SegmentationEngine
-from .errors import (CheckpointError, EngineError, InvalidFrameError, InvalidPromptError,
+from .errors import (CheckpointError, DuplicateTargetError, EngineError, InvalidFrameError, InvalidPromptError,
                      UnknownStreamError, UnknownTargetError)
 from .types import (BoxPrompt, MaskPrompt, PointsPrompt, Prompt, StepResult, TargetResult,
                     TargetState)
 
 __all__ = [
-    "BoxPrompt", "CheckpointError", "EngineConfig", "EngineError", "InvalidFrameError",
+    "BoxPrompt", "CheckpointError", "DuplicateTargetError", "EngineConfig", "EngineError", "InvalidFrameError",
     "InvalidPromptError", "MaskPrompt", "PointsPrompt", "Prompt", "SegmentationEngine",
     "StepResult", "TargetResult", "TargetState", "UnknownStreamError", "UnknownTargetError",
 ]

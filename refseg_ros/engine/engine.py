@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from . import heads
 from .config import EngineConfig
-from .errors import InvalidFrameError, UnknownStreamError, UnknownTargetError
+from .errors import DuplicateTargetError, InvalidFrameError, UnknownStreamError, UnknownTargetError
 from .features import FrameFeatures, encode_image
 from .frames import FramePreprocessor, check_frame
 from .memory import MemoryEntry, MemorySelection, TargetMemory
@@ -120,7 +120,7 @@ class SegmentationEngine:
         with self._lock:
             stream = self._stream(stream_id)
             if target_id is not None and target_id in stream.targets:
-                raise UnknownTargetError(f"target {target_id} already exists on stream {stream_id!r}")
+                raise DuplicateTargetError(f"target {target_id} already exists on stream {stream_id!r}")
             if image is not None:
                 check_frame(image)
                 check_prompt(prompt, image.shape[0], image.shape[1])

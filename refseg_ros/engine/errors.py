@@ -27,5 +27,9 @@ class UnknownTargetError(EngineError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+class DuplicateTargetError(EngineError):
+    """A target id that the stream already holds."""
+
+
 class CheckpointError(RuntimeError):
     """A checkpoint that is missing, unreadable or does not match the model config."""

@@ -108,6 +108,36 @@ def test_cli_live_reference_topic_matches_offline(tmp_path, bag, capsys):
     assert "different run" in capsys.readouterr().err
 
 
+def test_one_shot_episodes_live_match_offline(tmp_path):
+    """One-shot: a reference per episode, the node's targets reset in between."""
+    pytest.importorskip("rclpy")
+    import cv2
+
+    rng = np.random.default_rng(0)
+    for cls in ("blob", "cube"):
+        for k in (1, 2):
+            (tmp_path / "fss" / cls).mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(tmp_path / "fss" / cls / f"{k}.jpg"),
+                        rng.integers(0, 256, size=(40, 48, 3), dtype=np.uint8))
+            m = np.zeros((40, 48), np.uint8)
+            m[5 * k: 5 * k + 20, 10:30] = 255
+            cv2.imwrite(str(tmp_path / "fss" / cls / f"{k}.png"), m)
+    bag = builders.fss_to_bag(tmp_path / "fss", tmp_path / "bag", episodes_per_class=2)
+    cfg = dict(bag=bag, progress=False, engine=SETTINGS)
+    off = runner.evaluate(runner.RunConfig(out=tmp_path / "off", **cfg),
+                          source=EngineReplaySource(SETTINGS))
+    live = runner.evaluate(runner.RunConfig(out=tmp_path / "live", **cfg),
+                           source=LiveNodeSource(SETTINGS))
+    assert live.report.summary["episodes"] == 4
+    assert json.dumps(live.report.summary) == json.dumps(off.report.summary)
+    off_masks, live_masks = _masks_by_frame(tmp_path / "off"), _masks_by_frame(tmp_path / "live")
+    assert sorted(off_masks) == sorted(live_masks)
+    for frame, masks in off_masks.items():
+        assert sorted(masks) == sorted(live_masks[frame])
+        for tid, mask in masks.items():
+            assert np.array_equal(live_masks[frame][tid], mask), (frame, tid)
+
+
 def test_live_node_that_cannot_start(tmp_path, bag, capsys):
     """A bad node parameter: a clear error naming the bag and topic, with the node's own
     reason, and no report marked complete."""
@@ -157,6 +187,59 @@ def test_plans_the_node_cannot_reproduce_are_refused():
         check_reproducible(plan)
     plan.episodes[0].prompts = [on_frame]
     check_reproducible(plan)
+
+
+class _SilentNode:
+    """Stands in for the node process and its client: alive, never answering."""
+
+    returncode = None
+
+    def alive(self):
+        return True
+
+    def log_tail(self, lines=25):
+        return "[INFO] still loading"
+
+    def stop(self, grace=10.0):
+        return 0
+
+    def errors(self):
+        return []
+
+    def status_lines(self, since=0):
+        return []
+
+    def take(self, stamp):
+        return None
+
+    def wait(self, timeout):
+        import time
+
+        time.sleep(timeout)
+
+    def close(self):
+        pass
+
+
+def test_missing_results_are_an_error_naming_bag_topic_and_frames(tmp_path):
+    from collections import deque
+    from types import SimpleNamespace
+
+    from refseg_ros.eval.live import LiveSession
+
+    reader = SimpleNamespace(path=tmp_path / "some.bag",
+                             require_topic=lambda topic, types: "sensor_msgs/msg/Image")
+    session = LiveSession(SETTINGS, LiveSettings(result_timeout=0.3), reader, "/cam/image")
+    session.proc = session.client = _SilentNode()
+    session.inflight = deque([(3, 300, 0), (4, 400, 0)])
+    with pytest.raises(LiveEvalError) as err:
+        session.collect()
+    text = str(err.value)
+    assert "some.bag" in text and "'/cam/image'" in text
+    assert "no result from the node within 0 s for 2 frame(s) sent: frames 3, 4" in text
+    assert "still loading" in text  # the node's log tail
+    session.close()
+    assert not session.tmp.exists()
 
 
 def _plan(bag) -> EvalPlan:

@@ -195,7 +195,12 @@ class LiveSession:
 
     def start(self) -> None:
         """Start client and node; return once the node is active and connected."""
-        from refseg_ros.ros.eval_client import ReplayClient
+        try:
+            from refseg_ros.ros.eval_client import ReplayClient
+        except ImportError as exc:
+            raise self.fail(f"the live mode needs rclpy and the generated refseg_ros messages "
+                            f"(source scripts/env.sh, or a built and sourced workspace): "
+                            f"{exc}") from exc
 
         # The evaluation and its node share the environment: same domain, and DDS on
         # this machine unless the caller said otherwise.
@@ -226,7 +231,7 @@ class LiveSession:
         deadline = time.monotonic() + 4 * self.live.diagnostics_period + 3.0
         while time.monotonic() < deadline:
             diag = self.client.camera_diagnostics or {}
-            if (_int(diag.get("frames_received")) or 0) >= self.published and \
+            if (_int(diag.get("frames_processed")) or 0) >= self.published and \
                     self.client.diagnostics_received > (self.prev_arrival or 0.0):
                 return
             self.client.wait(0.05)
@@ -244,7 +249,8 @@ class LiveSession:
                 if self.client is not None:
                     self.client.close()
             finally:
-                keep = self.failed and self.log_path.parent == self.tmp
+                keep = (self.failed and self.log_path.parent == self.tmp
+                        and self.log_path.exists())
                 shutil.rmtree(self.tmp / "store", ignore_errors=True)
                 if not keep:
                     shutil.rmtree(self.tmp, ignore_errors=True)

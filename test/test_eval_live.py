@@ -56,7 +56,8 @@ def test_offline_and_live_give_identical_masks_and_scores(tmp_path, bag):
     assert len(live.report.frames) == offline.report.summary["scored_pairs"] > 0
     assert json.dumps(live.report.summary) == json.dumps(offline.report.summary)
 
-    off_masks, live_masks = _masks_by_frame(tmp_path / "offline"), _masks_by_frame(tmp_path / "live")
+    off_masks = _masks_by_frame(tmp_path / "offline")
+    live_masks = _masks_by_frame(tmp_path / "live")
     assert sorted(off_masks) == sorted(live_masks) == list(range(FRAMES))
     prompt_frames = {(p.on_frame, p.target_id) for p in _plan(bag).episodes[0].prompts}
     compared = 0

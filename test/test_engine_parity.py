@@ -8,7 +8,7 @@ import torch
 
 from clips import moving_shapes
 from refseg_ros.engine.official import OfficialPrompt, official_predictor, run_official
-from refseg_ros.engine import BoxPrompt, EngineConfig, MaskPrompt, SegmentationEngine
+from refseg_ros.engine import BoxPrompt, EngineConfig, MaskPrompt, PointsPrompt, SegmentationEngine
 from refseg_ros.engine import memory as memory_module
 
 SIZE = 256
@@ -20,6 +20,13 @@ TOL = 1e-4
 def _box(mask: np.ndarray) -> tuple[float, float, float, float]:
     ys, xs = np.nonzero(mask)
     return float(xs.min()), float(ys.min()), float(xs.max()), float(ys.max())
+
+
+def _clicks(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One click inside the object and one outside it."""
+    ys, xs = np.nonzero(mask)
+    inside = (float(xs.mean()), float(ys.mean()))
+    return np.array([inside, (2.0, 2.0)], np.float32), np.array([1, 0], np.int32)
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +64,8 @@ def official(engine, clip):
     prompts = [OfficialPrompt(1, 0, mask=masks[0][1]), OfficialPrompt(2, 0, box=_box(masks[0][2])),
                OfficialPrompt(3, 0, mask=masks[0][3])]
     logits, decoded = run_official(predictor, frames, prompts)
-    late_logits, _ = run_official(predictor, frames, [OfficialPrompt(4, LATE_FRAME, box=_box(masks[LATE_FRAME][1]))],
+    clicks, labels = _clicks(masks[LATE_FRAME][1])
+    late_logits, _ = run_official(predictor, frames, [OfficialPrompt(4, LATE_FRAME, points=clicks, labels=labels)],
                                   start_frame=LATE_FRAME)
     return logits, late_logits, decoded
 
@@ -71,7 +79,7 @@ def _run_engine(engine, decoded, masks, late: bool = True):
     outputs = []
     for index, frame in enumerate(decoded):
         if late and index == LATE_FRAME:
-            engine.add_target("cam", BoxPrompt(_box(masks[LATE_FRAME][1])), target_id=4)
+            engine.add_target("cam", PointsPrompt(*_clicks(masks[LATE_FRAME][1])), target_id=4)
         result = engine.step("cam", frame, float(index))
         outputs.append({t.target_id: t.low_res_logits for t in result.targets})
     return outputs
@@ -100,7 +108,7 @@ def test_objects_prompted_on_first_frame_match_official(official, engine_outputs
     assert mismatched == []
 
 
-def test_object_prompted_on_later_frame_matches_official_from_that_frame(official, engine_outputs):
+def test_object_clicked_on_later_frame_matches_official_from_that_frame(official, engine_outputs):
     worst, mismatched = _worst(engine_outputs, official[1], ids=(4,), start=LATE_FRAME)
     assert worst < TOL, f"max abs difference of low-res logits {worst}"
     assert mismatched == []

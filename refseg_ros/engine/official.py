@@ -19,12 +19,14 @@ from .model import build_model
 
 @dataclass
 class OfficialPrompt:
-    """A mask or a box for object `obj_id` on frame `frame`."""
+    """A mask, a box or clicks for object `obj_id` on frame `frame`."""
 
     obj_id: int
     frame: int
     mask: Optional[np.ndarray] = None
     box: Optional[tuple[float, float, float, float]] = None
+    points: Optional[np.ndarray] = None  # N x 2 (x, y) pixels
+    labels: Optional[np.ndarray] = None  # N, 1 object / 0 background
 
 
 def official_predictor(engine_model: torch.nn.Module, model_name: str, image_size: int) -> torch.nn.Module:
@@ -56,6 +58,9 @@ def start_official(predictor, frames: list[np.ndarray], prompts: list[OfficialPr
     for p in prompts:
         if p.mask is not None:
             predictor.add_new_mask(state, p.frame, p.obj_id, p.mask)
+        elif p.points is not None:
+            predictor.add_new_points_or_box(state, p.frame, p.obj_id, points=np.asarray(p.points, np.float32),
+                                            labels=np.asarray(p.labels, np.int32))
         else:
             predictor.add_new_points_or_box(state, p.frame, p.obj_id, box=np.array(p.box, dtype=np.float32))
     return state, decoded

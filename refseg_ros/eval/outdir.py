@@ -25,11 +25,12 @@ import io
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
 import numpy as np
+
+from refseg_ros.atomicfile import atomic_write
 
 COMPLETE = ".complete"
 INFERENCE_DONE = "inference.done"
@@ -48,21 +49,7 @@ class OutputDirError(RuntimeError):
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so that readers see the old file or the whole new one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    atomic_write(path, data, durable_rename=False)
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -24,6 +24,7 @@ from rclpy.executors import MultiThreadedExecutor
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
 from refseg_ros import imaging
+from refseg_ros.procs import stop_process_group
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CAMERA_SCRIPT = str(Path(__file__).resolve().parent / "_camera.py")
@@ -115,17 +116,7 @@ class Process:
         self.popen.wait(timeout=10)
 
     def stop(self, grace: float = 10.0) -> Optional[int]:
-        for sig in (signal.SIGINT, signal.SIGKILL):
-            if self.popen.poll() is not None:
-                break
-            try:
-                os.killpg(self.pid, sig)
-            except ProcessLookupError:
-                break
-            try:
-                self.popen.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                continue
+        stop_process_group(self.popen, grace, (signal.SIGINT, signal.SIGKILL))
         self._log.close()
         return self.popen.returncode
 

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import fcntl
 import os
-import signal
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 import pytest
+
+from refseg_ros.procs import stop_process_group
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -112,17 +113,7 @@ class PythonProcess:
 
     def stop(self, grace: float = 5.0) -> None:
         """SIGINT, then SIGTERM, then SIGKILL, each after ``grace`` seconds."""
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
-            if self.popen.poll() is not None:
-                break
-            try:
-                os.killpg(self.popen.pid, sig)
-            except ProcessLookupError:
-                break
-            try:
-                self.popen.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                continue
+        stop_process_group(self.popen, grace)
         self._log.close()
 
 

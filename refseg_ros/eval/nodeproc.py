@@ -16,6 +16,8 @@ import sys
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
+from refseg_ros.procs import stop_process_group
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -92,17 +94,7 @@ class NodeProcess:
 
     def stop(self, grace: float = 10.0) -> Optional[int]:
         """SIGINT (the node releases the model and exits), then SIGTERM, then SIGKILL."""
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
-            if self.popen.poll() is not None:
-                break
-            try:
-                os.killpg(self.popen.pid, sig)
-            except ProcessLookupError:
-                break
-            try:
-                self.popen.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                continue
+        stop_process_group(self.popen, grace)
         if not self._log.closed:
             self._log.close()
         return self.popen.poll()

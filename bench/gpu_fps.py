@@ -1,8 +1,9 @@
 """Frames per second of the engine on a GPU: hiera t/s/b+/l, bf16, with and without compile.
 
 Runs on a GPU machine without network access: install the wheels made by
-`bash bench/make_wheelhouse.sh DIR` with `pip install --no-index --find-links DIR refseg_ros`
-(torch with CUDA is expected to be there already), then:
+`bash bench/make_wheelhouse.sh DIR` with `pip install --no-index --no-deps DIR/*.whl`
+(torch with CUDA is expected to be there already; checked here in an offline venv with
+only torch beside the wheels, on the CPU path), then:
 
     python bench/gpu_fps.py                      # all models, 1/4/10 objects, compile on/off
     python bench/gpu_fps.py --models sam2.1_hiera_t --objects 1 --no-compile

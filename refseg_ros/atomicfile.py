@@ -25,6 +25,7 @@ def atomic_write(path: Path, data: bytes, durable_rename: bool = True) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide reports and stores from other users
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()

@@ -229,3 +229,24 @@ def test_reference_image_prompt_and_result_fields(clip):
         assert target.box == (xs.min(), ys.min(), xs.max(), ys.max())
     else:
         assert target.box is None
+
+
+def test_k_shot_references_are_pinned_side_by_side(clip):
+    frames, masks = clip
+    engine = make_engine()
+    engine.add_stream("cam")
+    tid = engine.add_target("cam", MaskPrompt(masks[2][1]), label="disc", image=frames[2])
+    engine.add_reference("cam", tid, MaskPrompt(masks[6][1]), image=frames[6])
+    engine.add_reference("cam", tid, BoxPrompt((1.0, 1.0, 60.0, 60.0)), image=frames[9])
+    memory = engine._streams["cam"].targets[tid].memory
+    assert sorted(memory.conditioning) == [-3, -2, -1]
+    for index in range(12):
+        engine.step("cam", frames[10 + index])
+    selection = memory.select(12)
+    assert [t for t, _ in selection.masks].count(0) == 3  # every reference stays in attention
+    assert len(memory.conditioning) == 3 and len(memory.recent) == 12
+    with pytest.raises(UnknownTargetError):
+        engine.add_reference("cam", 99, MaskPrompt(masks[6][1]), image=frames[6])
+    with pytest.raises(InvalidPromptError):
+        engine.add_reference("cam", tid, MaskPrompt(np.zeros((SIZE, SIZE), bool)), image=frames[6])
+    assert len(memory.conditioning) == 3

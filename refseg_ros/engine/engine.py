@@ -132,11 +132,31 @@ class SegmentationEngine:
             if image is None:
                 target.pending = prompt
             else:
-                with self._compute():
-                    features = encode_image(self.model, self.preprocess(image))
-                    self._apply_prompt(target, features, prompt, image.shape[:2], stream.next_index - 1)
+                self._pin_reference(target, prompt, image, stream.next_index - 1)
             stream.targets[tid] = target
             return tid
+
+    def add_reference(self, stream_id: str, target_id: int, prompt: Prompt, image: np.ndarray) -> None:
+        """Teach a target one more example (k-shot): another pinned conditioning memory.
+
+        Each reference takes its own slot just before the stream's current position, so
+        SAM2's memory selection sees all of them as conditioning frames.
+        """
+        with self._lock:
+            stream = self._stream(stream_id)
+            target = stream.targets.get(target_id)
+            if target is None:
+                raise UnknownTargetError(f"no target {target_id} on stream {stream_id!r}")
+            check_frame(image)
+            check_prompt(prompt, image.shape[0], image.shape[1])
+            index = min(stream.next_index, *target.memory.conditioning) - 1 \
+                if target.memory.conditioning else stream.next_index - 1
+            self._pin_reference(target, prompt, image, index)
+
+    def _pin_reference(self, target: Target, prompt: Prompt, image: np.ndarray, index: int) -> None:
+        with self._compute():
+            features = encode_image(self.model, self.preprocess(image))
+            self._apply_prompt(target, features, prompt, image.shape[:2], index)
 
     def remove_target(self, stream_id: str, target_id: int) -> None:
         with self._lock:

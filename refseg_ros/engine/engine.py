@@ -11,7 +11,7 @@ import gc
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Optional
+from typing import Iterator, Optional
 
 import numpy as np
 import torch
@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from . import heads
 from .config import EngineConfig
-from .errors import DuplicateTargetError, InvalidFrameError, UnknownStreamError, UnknownTargetError
+from .errors import DuplicateTargetError, InvalidPromptError, UnknownStreamError, UnknownTargetError
 from .features import FrameFeatures, encode_image
 from .frames import FramePreprocessor, check_frame
 from .memory import MemoryEntry, MemorySelection, TargetMemory
@@ -192,9 +192,7 @@ class SegmentationEngine:
                     prompt, target.pending = target.pending, None
                     try:
                         decoded = self._apply_prompt(target, features, prompt, (height, width), index)
-                    except InvalidFrameError:
-                        raise
-                    except ValueError as exc:  # the frame turned out not to fit the prompt
+                    except InvalidPromptError as exc:  # the frame turned out not to fit the prompt
                         del stream.targets[target.target_id]
                         events.append(f"target {target.target_id} rejected: {exc}")
                         continue

@@ -44,10 +44,11 @@ def check_prompt(prompt: Prompt, height: Optional[int] = None, width: Optional[i
         if box.shape != (4,) or not np.isfinite(box).all():
             raise InvalidPromptError(f"box must be 4 finite numbers x0, y0, x1, y1; got {prompt.box}")
         x0, y0, x1, y1 = box
+        shown = f"({x0:g}, {y0:g}, {x1:g}, {y1:g})"
         if x1 <= x0 or y1 <= y0:
-            raise InvalidPromptError(f"box {tuple(box)} is empty (needs x1 > x0 and y1 > y0)")
+            raise InvalidPromptError(f"box {shown} is empty (needs x1 > x0 and y1 > y0)")
         if x1 <= 0 or y1 <= 0 or (sized and (x0 >= width or y0 >= height)):
-            raise InvalidPromptError(f"box {tuple(box)} lies outside the image{_size(height, width)}")
+            raise InvalidPromptError(f"box {shown} lies outside the image{_size(height, width)}")
     elif isinstance(prompt, PointsPrompt):
         pts = np.asarray(prompt.points, dtype=np.float64)
         labels = np.asarray(prompt.labels)

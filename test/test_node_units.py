@@ -265,6 +265,21 @@ def test_registry_keeps_targets_of_cameras_no_longer_configured(tmp_path):
     assert TargetStore(tmp_path).ids() == [1], "nothing the user taught is dropped"
 
 
+def test_registry_refuses_when_the_store_cannot_record_an_id(tmp_path):
+    engine = StandInEngine()
+    store = TargetStore(tmp_path)
+    reg = TargetRegistry(engine, store, ["/a"])
+
+    def full_disk(next_id):
+        raise OSError(28, "No space left on device")
+
+    store._write_next_id = full_disk
+    for target in (reference(), reference(tid=7)):
+        with pytest.raises(TeachError, match="cannot record the target's id: .*No space left"):
+            reg.teach(target)
+    assert reg.ids() == [] and engine.streams == {"/a": {}}
+
+
 def test_camera_key():
     assert camera_key("/cam/image_raw/compressed") == "/cam/image_raw"
     assert camera_key(" /cam/image_raw ") == "/cam/image_raw"

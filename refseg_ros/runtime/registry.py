@@ -104,10 +104,13 @@ class TargetRegistry:
                 raise TeachError(f"target {target.target_id} exists; remove it first or replace it")
             if old is None and len(self._targets) >= self.max_targets:
                 raise TeachError(f"already {len(self._targets)} targets (max_targets); remove some first")
-            if not target.target_id:
-                target.target_id = self._new_id()
-            elif self.store is not None:
-                self.store.reserve_id(target.target_id)
+            try:
+                if not target.target_id:
+                    target.target_id = self._new_id()
+                elif self.store is not None:
+                    self.store.reserve_id(target.target_id)
+            except (StoreError, OSError) as exc:
+                raise TeachError(f"the target store cannot record the target's id: {exc}") from exc
             if old is not None:
                 self._unapply(old)
             try:

@@ -139,12 +139,7 @@ class TargetRegistry:
             if target is None:
                 known = ", ".join(str(t) for t in sorted(self._targets)) or "none"
                 raise TeachError(f"no target {target_id} (known: {known})")
-            if self.store is not None:
-                try:
-                    self.store.remove(target.target_id)
-                except (StoreError, OSError) as exc:
-                    raise TeachError(f"could not remove {describe(target)} from the store: {exc}") from exc
-            self._unapply(target)
+            self._forget(target)
             return f"removed {describe(target)}"
 
     def reset(self, camera: str = "") -> str:
@@ -156,12 +151,7 @@ class TargetRegistry:
             else:
                 doomed = list(self._targets.values())
             for target in doomed:
-                if self.store is not None:
-                    try:
-                        self.store.remove(target.target_id)
-                    except (StoreError, OSError) as exc:
-                        raise TeachError(f"could not remove {describe(target)} from the store: {exc}") from exc
-                self._unapply(target)
+                self._forget(target)
             ids = ", ".join(str(t.target_id) for t in doomed) or "none"
             where = f"camera {camera}" if camera else "every camera"
             text = f"forgot {len(doomed)} target(s) of {where} (ids: {ids})"
@@ -204,7 +194,7 @@ class TargetRegistry:
         for tid, target in self._targets.items():
             if target.kind == "caption" or tid in self._notes:
                 continue
-            for camera in ([target.camera] if target.camera else self.cameras):
+            for camera in self._cameras_of(target):
                 if camera in tracked:
                     tracked[camera].add(tid)
         self._tracked = {c: frozenset(ids) for c, ids in tracked.items()}
@@ -251,6 +241,10 @@ class TargetRegistry:
             raise TeachError(f"unknown camera {camera!r} (cameras: {', '.join(self.cameras) or 'none'})")
         return key
 
+    def _cameras_of(self, target: TaughtTarget) -> list[str]:
+        """The cameras a target lies on: its own, or every camera when it names none."""
+        return [target.camera] if target.camera else self.cameras
+
     def _new_id(self) -> int:
         if self.store is not None:
             tid = self.store.allocate_id()
@@ -270,7 +264,7 @@ class TargetRegistry:
             prompt = _prompt(target)
             done = []
             try:
-                for camera in ([target.camera] if target.camera else self.cameras):
+                for camera in self._cameras_of(target):
                     self.engine.add_target(camera, prompt, label=target.label,
                                            target_id=target.target_id, image=target.image)
                     done.append(camera)
@@ -286,11 +280,20 @@ class TargetRegistry:
         # Only targets the engine holds are removed from it: the engine lock is held for
         # a whole frame, and forgetting a caption should not wait for one.
         if target.kind != "caption" and target.target_id not in self._notes:
-            for camera in ([target.camera] if target.camera in self.cameras else self.cameras):
+            for camera in self._cameras_of(target):
                 self._remove_quietly(camera, target.target_id)
         self._targets.pop(target.target_id, None)
         self._notes.pop(target.target_id, None)
         self._refresh_tracked()
+
+    def _forget(self, target: TaughtTarget) -> None:
+        """Remove a target from the store, then from the engine (a store failure keeps it)."""
+        if self.store is not None:
+            try:
+                self.store.remove(target.target_id)
+            except (StoreError, OSError) as exc:
+                raise TeachError(f"could not remove {describe(target)} from the store: {exc}") from exc
+        self._unapply(target)
 
     def _reapply_quietly(self, target: TaughtTarget) -> None:
         try:

@@ -280,6 +280,26 @@ def test_registry_refuses_when_the_store_cannot_record_an_id(tmp_path):
     assert reg.ids() == [] and engine.streams == {"/a": {}}
 
 
+def test_registry_reset_that_fails_halfway_says_what_it_forgot(tmp_path):
+    engine = StandInEngine()
+    store = TargetStore(tmp_path)
+    reg = TargetRegistry(engine, store, ["/a"])
+    reg.teach(reference(label="one"))
+    reg.teach(reference(label="two"))
+    remove = store.remove
+
+    def failing_remove(target_id):
+        if target_id == 2:
+            raise OSError(30, "Read-only file system")
+        return remove(target_id)
+
+    store.remove = failing_remove
+    with pytest.raises(TeachError, match=r"could not remove target 2 .*Read-only.*; 1 target\(s\) were "
+                                         r"forgotten before that \(ids: 1\)"):
+        reg.reset()
+    assert reg.ids() == [2] and store.ids() == [2] and engine.streams == {"/a": {2: "two"}}
+
+
 def test_camera_key():
     assert camera_key("/cam/image_raw/compressed") == "/cam/image_raw"
     assert camera_key(" /cam/image_raw ") == "/cam/image_raw"

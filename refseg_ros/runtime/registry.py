@@ -150,8 +150,16 @@ class TargetRegistry:
                 doomed = [t for t in self._targets.values() if t.camera == camera]
             else:
                 doomed = list(self._targets.values())
+            forgotten: list[str] = []
             for target in doomed:
-                self._forget(target)
+                try:
+                    self._forget(target)
+                except TeachError as exc:
+                    if not forgotten:
+                        raise
+                    raise TeachError(f"{exc}; {len(forgotten)} target(s) were forgotten before that "
+                                     f"(ids: {', '.join(forgotten)})") from exc
+                forgotten.append(str(target.target_id))
             ids = ", ".join(str(t.target_id) for t in doomed) or "none"
             where = f"camera {camera}" if camera else "every camera"
             text = f"forgot {len(doomed)} target(s) of {where} (ids: {ids})"

@@ -85,22 +85,22 @@ class SegmenterNode(LifecycleNode):
                 model=settings.model, checkpoint=settings.checkpoint or None,
                 image_size=settings.image_size, device=settings.device,
                 precision=settings.precision, compile=settings.compile, seed=settings.seed))
+            registry = TargetRegistry(engine, store, list(cameras), settings.max_caption_length,
+                                      settings.max_label_length, settings.max_targets)
+            restored = registry.restore()
         except Exception as exc:  # a bad parameter, checkpoint or store: say which, stay unconfigured
             self.get_logger().error(f"configure failed: {type(exc).__name__}: {exc}")
             return TransitionCallbackReturn.FAILURE
         if engine.random_weights:
             self.get_logger().warning("no checkpoint given: the model has random weights and its masks "
                                       "are meaningless (fine for tests, not for use)")
-        self.settings, self.engine, self.cameras = settings, engine, cameras
-        self.registry = TargetRegistry(engine, store, list(cameras), settings.max_caption_length,
-                                       settings.max_label_length, settings.max_targets)
-        restored = self.registry.restore()
+        self.settings, self.engine, self.cameras, self.registry = settings, engine, cameras, registry
         for line in restored:
             self.get_logger().info(line)
         where = f"target store {store.dir}" if store else "no target store (store_dir empty)"
         self._pending_status = restored + [
             f"configured: {len(cameras)} camera(s) ({', '.join(cameras)}), {where}, "
-            f"{len(self.registry.ids())} target(s)"]
+            f"{len(registry.ids())} target(s)"]
         self._create_services()
         return TransitionCallbackReturn.SUCCESS
 

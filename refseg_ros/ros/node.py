@@ -337,13 +337,15 @@ class SegmenterNode(LifecycleNode):
             pub.publish(String(data=text))
 
     def _publish_diagnostics(self) -> None:
-        if self._diag_pub is None or self.engine is None:
+        # The timer runs on an executor thread while a lifecycle transition may be
+        # releasing these on another: read each once.
+        pub, engine, registry, settings = self._diag_pub, self.engine, self.registry, self.settings
+        if pub is None or engine is None or registry is None:
             return
-        per_camera = {c: len(self.registry.tracked_ids(c)) for c in self.cameras}
-        statuses = [camera_status(self.get_name(), ch.stats.report(), self.settings.mode, per_camera[name])
+        statuses = [camera_status(self.get_name(), ch.stats.report(), settings.mode,
+                                  len(registry.tracked_ids(name)))
                     for name, ch in self.cameras.items()]
-        statuses.append(model_status(self.get_name(), self.settings.model, str(self.engine.device),
-                                     self.engine.image_size, self.engine.random_weights,
-                                     self.engine.retained_bytes()))
+        statuses.append(model_status(self.get_name(), settings.model, str(engine.device),
+                                     engine.image_size, engine.random_weights, engine.retained_bytes()))
         header = Header(stamp=self.get_clock().now().to_msg())
-        self._diag_pub.publish(diagnostic_array(header, statuses))
+        pub.publish(diagnostic_array(header, statuses))

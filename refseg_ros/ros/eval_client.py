@@ -106,29 +106,28 @@ class ReplayClient:
             pass
 
     def _on_labels(self, msg: Image) -> None:
-        stamp = _stamp_ns(msg.header)
-        try:
-            labels = image_array(msg).copy()
-        except ValueError as exc:
-            self._error(f"label image at stamp {stamp} cannot be read: {exc}")
-            return
-        with self._cond:
-            self._labels[stamp] = (labels, time.monotonic())
-            self._pair(stamp)
+        self._arrived(self._labels, msg.header, "label image", lambda: image_array(msg).copy())
 
     def _on_objects(self, msg: SegmentedObjectArray) -> None:
-        stamp = _stamp_ns(msg.header)
-        objects = []
+        def read() -> list[NodeObject]:
+            return [NodeObject(int(o.target_id), int(o.mask_value), float(o.score),
+                               STATE_NAMES.get(int(o.state), str(o.state)),
+                               mask_from_message(o.mask) if (o.mask.width and o.mask.height) else None)
+                    for o in msg.objects]
+
+        self._arrived(self._objects, msg.header, "object list", read)
+
+    def _arrived(self, halves: dict[int, tuple[Any, float]], header: Header, what: str,
+                 read: Callable[[], Any]) -> None:
+        """Keep one half (label image or object list) of a stamp's answer; pair it up."""
+        stamp = _stamp_ns(header)
         try:
-            for o in msg.objects:
-                own = mask_from_message(o.mask) if (o.mask.width and o.mask.height) else None
-                objects.append(NodeObject(int(o.target_id), int(o.mask_value), float(o.score),
-                                          STATE_NAMES.get(int(o.state), str(o.state)), own))
+            value = read()
         except ValueError as exc:
-            self._error(f"object list at stamp {stamp} cannot be read: {exc}")
+            self._error(f"{what} at stamp {stamp} cannot be read: {exc}")
             return
         with self._cond:
-            self._objects[stamp] = (objects, time.monotonic())
+            halves[stamp] = (value, time.monotonic())
             self._pair(stamp)
 
     def _pair(self, stamp: int) -> None:

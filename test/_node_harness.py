@@ -273,13 +273,7 @@ class Listener:
         try:
             if not client.wait_for_service(timeout_sec=timeout):
                 raise AssertionError(f"service {name} not available after {timeout} s")
-            future = client.call_async(request)
-            deadline = time.monotonic() + timeout
-            while not future.done():
-                if time.monotonic() > deadline:
-                    raise AssertionError(f"service {name} did not answer within {timeout} s")
-                time.sleep(0.005)
-            return future.result()
+            return self.call_with(client, request, timeout)
         finally:
             self.node.destroy_client(client)
 

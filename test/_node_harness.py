@@ -65,6 +65,15 @@ def image_msg(array: np.ndarray, encoding: str, frame_id: str = "", stamp=None):
     return msg
 
 
+def scene_reference(width: int, height: int, label: str = "square", camera: str = "", frame_id: str = ""):
+    """A ReferenceTarget teaching the scene's square: its first frame and the square's mask."""
+    from refseg_ros.msg import ReferenceTarget
+
+    frame, mask = scene(width, height, 0)
+    return ReferenceTarget(label=label, camera=camera, image=image_msg(frame, "rgb8", frame_id),
+                           mask=image_msg(mask.astype(np.uint8) * 255, "mono8", frame_id))
+
+
 def stamp_key(stamp) -> tuple[int, int]:
     return int(stamp.sec), int(stamp.nanosec)
 
@@ -266,6 +275,14 @@ class Listener:
         if fresh:
             time.sleep(1.0)
         pub.publish(msg)
+
+    def teach(self, reference, since: int = 0, timeout: float = 30.0, node: Optional[Process] = None,
+              topic: str = "/refseg/reference") -> str:
+        """Publish a ReferenceTarget once the node listens; the node's "taught target" status."""
+        from refseg_ros.msg import ReferenceTarget
+
+        self.publish_when_heard(topic, ReferenceTarget, reference, node=node)
+        return self.wait_status("taught target", since, timeout, node)
 
     # -------------------------------------------------------------- services
     def call(self, srv_type, name: str, request, timeout: float = 30.0):

@@ -14,12 +14,10 @@ from __future__ import annotations
 import statistics
 import time
 
-import numpy as np
-
-from _node_harness import Listener, image_msg, scene, start_camera, start_node
+from _node_harness import Listener, scene_reference, start_camera, start_node
 from diagnostic_msgs.msg import DiagnosticArray
 
-from refseg_ros.msg import ReferenceTarget, SegmentedObjectArray
+from refseg_ros.msg import SegmentedObjectArray
 
 W, H = 640, 480
 CAM0 = "/cam0/image_raw"
@@ -45,11 +43,7 @@ def test_live_mode_drops_instead_of_queueing(tmp_path):
     camera = start_camera(tmp_path, CAM0, "cam0", rate=30, width=W, height=H)
     try:
         listener.wait_status("active", timeout=90, node=node)
-        frame, mask = scene(W, H, 0)
-        ref = ReferenceTarget(label="square", image=image_msg(frame, "rgb8"),
-                              mask=image_msg(mask.astype(np.uint8) * 255, "mono8"))
-        listener.publish_when_heard("/refseg/reference", ReferenceTarget, ref, node=node)
-        listener.wait_status("taught target", node=node, timeout=60)
+        listener.teach(scene_reference(W, H), timeout=60, node=node)
         listener.wait_for(lambda: any(m.objects for _, m in listener.received(OBJECTS)), 60, "first result", node)
         time.sleep(2.0)  # past the first, slower steps
 

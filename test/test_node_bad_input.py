@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 
-from _node_harness import Listener, image_msg, scene, start_camera, start_node
+from _node_harness import Listener, image_msg, scene, scene_reference, start_camera, start_node
 from sensor_msgs.msg import Image
 from std_msgs.msg import String
 
@@ -39,11 +39,7 @@ def tracked(tmp_path_factory):
         procs.append(node)
         procs.append(start_camera(tmp, CAM0, "cam0", rate=5))
         listener.wait_status("active", timeout=90, node=node)
-        frame, mask = scene(W, H, 0)
-        ref = ReferenceTarget(label="square", image=image_msg(frame, "rgb8"),
-                              mask=image_msg(mask.astype(np.uint8) * 255, "mono8"))
-        listener.publish_when_heard("/refseg/reference", ReferenceTarget, ref, node=node)
-        listener.wait_status("taught target", node=node, timeout=60)
+        listener.teach(scene_reference(W, H), timeout=60, node=node)
         tid = listener.call(ListTargets, "/refseg/list_targets", ListTargets.Request()).targets[0].target_id
         wait_tracked(listener, node, tid)
         yield listener, node, tid

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from _node_harness import Listener, image_msg, scene, stamp_key, start_camera, start_node
+from _node_harness import Listener, image_msg, scene, scene_reference, stamp_key, start_camera, start_node
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray
 from sensor_msgs.msg import Image
@@ -27,14 +27,6 @@ from refseg_ros.srv import AddTarget, ListTargets
 
 W, H = 320, 240
 CAM0, CAM1 = "/cam0/image_raw", "/cam1/image_raw"
-
-
-def reference(label: str, camera: str = "") -> ReferenceTarget:
-    frame, mask = scene(W, H, 0)
-    msg = ReferenceTarget(label=label, camera=camera)
-    msg.image = image_msg(frame, "rgb8", "ref")
-    msg.mask = image_msg(mask.astype(np.uint8) * 255, "mono8", "ref")
-    return msg
 
 
 def read_stamps(path: Path) -> set[tuple[int, int]]:
@@ -91,8 +83,7 @@ def live(tmp_path_factory):
 def test_both_cameras_get_masks_and_objects_with_their_headers(live):
     listener, node, tmp = live
     since = listener.count("/refseg/status")
-    listener.publish_when_heard("/refseg/reference", ReferenceTarget, reference("square"), node=node)
-    taught = listener.wait_status("taught target", since, node=node)
+    taught = listener.teach(scene_reference(W, H, frame_id="ref"), since, node=node)
     assert "on every camera" in taught
     frame, mask = scene(W, H, 0)
     reply = listener.call(AddTarget, "/refseg/add_target",
@@ -187,7 +178,8 @@ def test_replay_mode_processes_every_frame_in_order_on_sim_time(tmp_path):
     camera = None
     try:
         listener.wait_status("active", timeout=90, node=node, topic=status)
-        listener.publish_when_heard("/replay_node/reference", ReferenceTarget, reference("square"), node=node)
+        listener.publish_when_heard("/replay_node/reference", ReferenceTarget,
+                                    scene_reference(W, H, frame_id="ref"), node=node)
         listener.wait_status("taught target", timeout=60, node=node, topic=status)
         count = 12
         camera = start_camera(tmp_path, cam, "replay_optical", rate=15, count=count,

@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import re
 
-import numpy as np
 import pytest
 
-from _node_harness import Listener, image_msg, scene, start_node
+from _node_harness import Listener, image_msg, scene, scene_reference, start_node
 from std_msgs.msg import String
 
-from refseg_ros.msg import ReferenceTarget
 from refseg_ros.srv import AddTarget, ListTargets
 
 W, H = 320, 240
@@ -24,10 +22,6 @@ def listing(listener: Listener, timeout: float = 60) -> dict[int, tuple]:
     return {t.target_id: (t.label, t.kind, t.camera, t.caption, t.status) for t in reply.targets}
 
 
-def start(tmp, store, name):
-    return start_node(tmp, {"cameras": [CAM0], "store_dir": str(store)}, name=name)
-
-
 @pytest.fixture
 def listener():
     listener = Listener("persistence_listener")
@@ -36,68 +30,82 @@ def listener():
     listener.close()
 
 
-def test_targets_survive_kill_9_with_their_ids(tmp_path, listener):
-    store = tmp_path / "store"
-    node = start(tmp_path, store, "first")
-    try:
-        listener.wait_status("active", timeout=90, node=node)
-        frame, mask = scene(W, H, 0)
-        since = listener.count("/refseg/status")
-        ref = ReferenceTarget(label="mug", image=image_msg(frame, "rgb8"),
-                              mask=image_msg(mask.astype(np.uint8) * 255, "mono8"))
-        listener.publish_when_heard("/refseg/reference", ReferenceTarget, ref, node=node)
-        listener.wait_status("taught target", since, node=node)
-        since = listener.count("/refseg/status")
-        listener.publish_when_heard("/refseg/caption", String, String(data="the red cup on the left"), node=node)
-        ack = listener.wait_status("taught target", since, node=node)
-        assert "waiting for the text adapter" in ack and "not tracked" in ack
-        reply = listener.call(AddTarget, "/refseg/add_target",
-                              AddTarget.Request(camera=CAM0, label="boxed", image=image_msg(frame, "rgb8"),
-                                                box=[80.0, 80.0, 160.0, 150.0]))
-        assert reply.success, reply.message
-        before = listing(listener)
-        node.kill9()  # right after the last acknowledgement
+@pytest.fixture
+def store(tmp_path):
+    return tmp_path / "store"
 
-        node = start(tmp_path, store, "second")
-        after = listener.wait_for(lambda: _try_listing(listener), 90, "the list service after restart", node)
-        assert {tid: v[:4] for tid, v in after.items()} == {tid: v[:4] for tid, v in before.items()}
-        kinds = {v[0]: (tid, v[1], v[4]) for tid, v in after.items()}
-        assert kinds["mug"][1] == "reference" and kinds["boxed"][1] == "box"
-        assert kinds["the red cup on the left"][1:] == ("caption", "waiting")
-        reply = listener.call(AddTarget, "/refseg/add_target", AddTarget.Request(caption="a new one"))
-        assert reply.success and reply.target_id > max(after), "a new id reused an old one"
-    finally:
+
+@pytest.fixture
+def start(tmp_path, store):
+    """start(name): a node on `store`, stopped at the end of the test (killed or not)."""
+    nodes = []
+
+    def start(name):
+        nodes.append(start_node(tmp_path, {"cameras": [CAM0], "store_dir": str(store)}, name=name))
+        return nodes[-1]
+
+    yield start
+    for node in reversed(nodes):
         node.stop()
 
 
-def test_kill_9_while_teaching_loses_nothing_acknowledged(tmp_path, listener):
-    store = tmp_path / "store"
-    node = start(tmp_path, store, "first")
-    try:
-        listener.wait_status("active", timeout=90, node=node)
-        since = listener.count("/refseg/status")
-        pub = listener.publisher("/refseg/caption", String)
-        listener.publish_when_heard("/refseg/caption", String, String(data="caption 0"), node=node)
-        for i in range(1, 60):
-            pub.publish(String(data=f"caption {i}"))
+def first_node(start, listener):
+    node = start("first")
+    listener.wait_status("active", timeout=90, node=node)
+    return node
 
-        def acked():
-            ids = [int(m.group(1)) for _, msg in listener.received("/refseg/status")[since:]
-                   for m in [re.match(r"taught target (\d+) ", msg.data)] if m]
-            return ids if len(ids) >= 8 else None
 
-        listener.wait_for(acked, 60, "8 acknowledgements", node)
-        node.kill9()  # while the rest are still being taught
-        acknowledged = set(acked())
+def listing_after_restart(start, listener) -> dict[int, tuple]:
+    node = start("second")
+    return listener.wait_for(lambda: _try_listing(listener), 90, "the list service after restart", node)
 
-        node = start(tmp_path, store, "second")
-        after = listener.wait_for(lambda: _try_listing(listener), 90, "the list service after restart", node)
-        assert acknowledged <= set(after), f"lost acknowledged targets {acknowledged - set(after)}"
-        for tid in acknowledged:
-            assert after[tid][0].startswith("caption ") and after[tid][1] == "caption"
-        assert not [p.name for p in store.iterdir() if p.name.endswith(".tmp")], "temporary files left"
-    finally:
-        node.stop()
+
+def test_targets_survive_kill_9_with_their_ids(listener, start):
+    node = first_node(start, listener)
+    frame, _ = scene(W, H, 0)
+    listener.teach(scene_reference(W, H, "mug"), listener.count("/refseg/status"), node=node)
+    since = listener.count("/refseg/status")
+    listener.publish_when_heard("/refseg/caption", String, String(data="the red cup on the left"), node=node)
+    ack = listener.wait_status("taught target", since, node=node)
+    assert "waiting for the text adapter" in ack and "not tracked" in ack
+    reply = listener.call(AddTarget, "/refseg/add_target",
+                          AddTarget.Request(camera=CAM0, label="boxed", image=image_msg(frame, "rgb8"),
+                                            box=[80.0, 80.0, 160.0, 150.0]))
+    assert reply.success, reply.message
+    before = listing(listener)
+    node.kill9()  # right after the last acknowledgement
+
+    after = listing_after_restart(start, listener)
+    assert {tid: v[:4] for tid, v in after.items()} == {tid: v[:4] for tid, v in before.items()}
+    kinds = {v[0]: (tid, v[1], v[4]) for tid, v in after.items()}
+    assert kinds["mug"][1] == "reference" and kinds["boxed"][1] == "box"
+    assert kinds["the red cup on the left"][1:] == ("caption", "waiting")
+    reply = listener.call(AddTarget, "/refseg/add_target", AddTarget.Request(caption="a new one"))
+    assert reply.success and reply.target_id > max(after), "a new id reused an old one"
+
+
+def test_kill_9_while_teaching_loses_nothing_acknowledged(listener, start, store):
+    node = first_node(start, listener)
+    since = listener.count("/refseg/status")
+    pub = listener.publisher("/refseg/caption", String)
+    listener.publish_when_heard("/refseg/caption", String, String(data="caption 0"), node=node)
+    for i in range(1, 60):
+        pub.publish(String(data=f"caption {i}"))
+
+    def acked():
+        ids = [int(m.group(1)) for _, msg in listener.received("/refseg/status")[since:]
+               for m in [re.match(r"taught target (\d+) ", msg.data)] if m]
+        return ids if len(ids) >= 8 else None
+
+    listener.wait_for(acked, 60, "8 acknowledgements", node)
+    node.kill9()  # while the rest are still being taught
+    acknowledged = set(acked())
+
+    after = listing_after_restart(start, listener)
+    assert acknowledged <= set(after), f"lost acknowledged targets {acknowledged - set(after)}"
+    for tid in acknowledged:
+        assert after[tid][0].startswith("caption ") and after[tid][1] == "caption"
+    assert not [p.name for p in store.iterdir() if p.name.endswith(".tmp")], "temporary files left"
 
 
 def _try_listing(listener: Listener):

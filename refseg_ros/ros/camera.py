@@ -59,19 +59,12 @@ class CameraChannel:
             callback_group=group)
 
     def close(self, node: Node) -> None:
-        for attr in ("subscription", "mask_pub", "objects_pub", "overlay_pub"):
-            entity = getattr(self, attr)
-            if entity is None:
-                continue
-            if attr == "subscription":
-                node.destroy_subscription(entity)
-            else:
-                node.destroy_publisher(entity)
-            setattr(self, attr, None)
-
-    @property
-    def is_open(self) -> bool:
-        return self.mask_pub is not None
+        if self.subscription is not None:
+            node.destroy_subscription(self.subscription)
+        for pub in (self.mask_pub, self.objects_pub, self.overlay_pub):
+            if pub is not None:
+                node.destroy_publisher(pub)
+        self.subscription = self.mask_pub = self.objects_pub = self.overlay_pub = None
 
     def publish(self, header: Header, rgb: np.ndarray, results: Sequence[TargetResult],
                 label: LabelImage, alpha: float, object_masks: bool = False) -> bool:

@@ -104,7 +104,3 @@ class FrameMailbox:
             self._slots.clear()
             self._queue.clear()
             self._cond.notify_all()
-
-    @property
-    def closed(self) -> bool:
-        return self._closed

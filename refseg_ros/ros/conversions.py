@@ -79,7 +79,7 @@ def objects_message(header: Header, results: Sequence[TargetResult], label: Labe
         if with_masks:
             own = result.mask if result.mask is not None and result.mask.shape == (height, width) \
                 else np.zeros((height, width), bool)
-            obj.mask = image_message(np.where(own, 255, 0).astype(np.uint8), "mono8", header)
+            obj.mask = image_message(np.where(own, np.uint8(255), np.uint8(0)), "mono8", header)
         if result.box is not None:
             x0, y0, x1, y1 = (int(v) for v in result.box)
             obj.bbox = RegionOfInterest(x_offset=x0, y_offset=y0, width=x1 - x0 + 1,

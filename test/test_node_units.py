@@ -315,3 +315,22 @@ def test_camera_stats_report_rates_and_totals():
     assert rep.received == 10 and rep.dropped == 1 and rep.processed == 1 and rep.overlays == 1
     assert rep.input_rate > 0 and rep.latency_mean == 0.5 and rep.step_mean == 0.2
     assert stats.report().processed_rate == 0.0, "rates are per interval"
+
+
+def test_registry_turns_an_engine_failure_into_a_refusal_and_rolls_back(tmp_path):
+    """A failure that is not bad input (here: device memory running out on the second
+    camera) refuses the teach and leaves engine and store as they were."""
+    engine = StandInEngine()
+    reg = TargetRegistry(engine, TargetStore(tmp_path), ["/a", "/b"])
+    real_add = engine.add_target
+
+    def out_of_memory_on_b(cam, *args, **kwargs):
+        if cam == "/b":
+            raise RuntimeError("CUDA out of memory")
+        return real_add(cam, *args, **kwargs)
+
+    engine.add_target = out_of_memory_on_b
+    with pytest.raises(TeachError, match=r"the engine failed \(RuntimeError: CUDA out of memory\)"):
+        reg.teach(reference())
+    assert engine.streams == {"/a": {}, "/b": {}}
+    assert reg.ids() == [] and TargetStore(tmp_path).load_all() == []

@@ -245,6 +245,8 @@ class SegmenterNode(LifecycleNode):
         now = time.monotonic()
         if now - self._last_reported.get(key, -1e9) < self.settings.status_repeat_period:
             return
+        if len(self._last_reported) > 1000:  # reasons carry sizes and texts: keep the table small
+            self._last_reported.clear()
         self._last_reported[key] = now
         self._status(f"rejected frame on camera {channel.name}: {reason}", error=True)
 

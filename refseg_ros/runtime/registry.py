@@ -276,10 +276,12 @@ class TargetRegistry:
                     self.engine.add_target(camera, prompt, label=target.label,
                                            target_id=target.target_id, image=target.image)
                     done.append(camera)
-            except EngineError as exc:
+            except Exception as exc:  # bad input, or e.g. device memory running out: all or none
                 for camera in done:
                     self._remove_quietly(camera, target.target_id)
-                raise TeachError(str(exc)) from exc
+                reason = str(exc) if isinstance(exc, EngineError) else \
+                    f"the engine failed ({type(exc).__name__}: {exc})"
+                raise TeachError(reason) from exc
         self._targets[target.target_id] = target
         self._notes.pop(target.target_id, None)
         self._refresh_tracked()

@@ -165,13 +165,15 @@ def run_camera(args, scene, reference, node_process: subprocess.Popen) -> int:
         wait_for(lambda: camera.get_subscription_count() > 0 and teach.get_subscription_count() > 0,
                  "the node to subscribe")
         header = Header(frame_id="reference")
-        ref = ReferenceTarget(header=header, label="red disc", camera="")
+        # A fixed id: a second run replaces the target its store restored, not adds one.
+        ref = ReferenceTarget(header=header, target_id=1, label="red disc", camera="")
         ref.image = image_message(reference.image, "rgb8", header)
         ref.mask = image_message(reference.mask.astype(np.uint8) * 255, "mono8", header)
         teach.publish(ref)
         print("refseg-demo: taught a reference 'red disc' on the reference topic", flush=True)
-        wait_for(lambda: any("'red disc'" in s for s in status), "the node to acknowledge the reference")
-        if any(s.startswith("rejected") and "'red disc'" in s for s in status):
+        answered = lambda: [s for s in status if "'red disc'" in s and s.startswith(("taught", "replaced", "rejected"))]
+        wait_for(lambda: answered(), "the node to acknowledge the reference")
+        if answered()[0].startswith("rejected"):
             raise SystemExit("refseg-demo: the node rejected the reference; see the status above")
         period = 1.0 / args.rate
         for index, frame in enumerate(scene.frames):

@@ -284,8 +284,8 @@ class SegmentationEngine:
         feats, pos = heads.encode_memory(model, features, decoded.high_res_masks,
                                          decoded.object_score_logits, from_prompt=False,
                                          reweight=group[0].memory_reweight)
-        for i, target in enumerate(group):
-            logit = float(decoded.object_score_logits[i])
+        logits = decoded.object_score_logits.flatten().float().tolist()  # one host sync per group
+        for i, (target, logit) in enumerate(zip(group, logits)):
             if logit <= 0 and self.config.keep_memory_when_absent:
                 continue
             target.memory.push(MemoryEntry(index, decoded.obj_ptr[i:i + 1], feats[i:i + 1],
@@ -301,12 +301,13 @@ class SegmentationEngine:
             logits = torch.cat([low_res[tid] for tid in ids], dim=0).float()
             full = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
             masks = (full[:, 0] > 0).cpu().numpy()
+        logits = torch.cat([scores[tid].flatten() for tid in ids]).float().cpu() if ids else torch.zeros(0)
+        probabilities = torch.sigmoid(logits).tolist()
         for i, tid in enumerate(ids):
             target = stream.targets[tid]
-            logit = float(scores[tid].float())
-            self._update_state(target, logit > 0, events)
+            self._update_state(target, bool(logits[i] > 0), events)
             results.append(TargetResult(
-                target_id=tid, label=target.label, mask=masks[i], score=float(torch.sigmoid(torch.tensor(logit))),
+                target_id=tid, label=target.label, mask=masks[i], score=probabilities[i],
                 box=_box(masks[i]), state=target.state, low_res_logits=low_res[tid].float().cpu(),
             ))
         for tid, target in stream.targets.items():

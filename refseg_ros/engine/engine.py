@@ -240,8 +240,7 @@ class SegmentationEngine:
                              mode="bilinear", align_corners=False)
         feats, pos = heads.encode_memory(self.model, features, high, decoded.object_score_logits,
                                          from_prompt=True, reweight=target.memory_reweight)
-        target.memory.pin(MemoryEntry(index, decoded.obj_ptr, feats, pos,
-                                      float(decoded.object_score_logits)))
+        target.memory.pin(MemoryEntry(index, decoded.obj_ptr, feats, pos))
         return decoded
 
     def _decode_prompt(self, target: Target, features: FrameFeatures, inputs: PromptInputs) -> heads.Decoded:
@@ -288,8 +287,7 @@ class SegmentationEngine:
         for i, (target, logit) in enumerate(zip(group, logits)):
             if logit <= 0 and self.config.keep_memory_when_absent:
                 continue
-            target.memory.push(MemoryEntry(index, decoded.obj_ptr[i:i + 1], feats[i:i + 1],
-                                           pos[i:i + 1], logit))
+            target.memory.push(MemoryEntry(index, decoded.obj_ptr[i:i + 1], feats[i:i + 1], pos[i:i + 1]))
         return decoded
 
     def _results(self, stream: Stream, low_res: dict[int, torch.Tensor], scores: dict[int, torch.Tensor],

@@ -40,9 +40,6 @@ class FrameFeatures:
             maps.append(tokens.permute(1, 2, 0).reshape(1, -1, h, w).expand(batch, -1, -1, -1))
         return maps
 
-    def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in self.vision_feats + self.vision_pos)
-
 
 def encode_image(model: torch.nn.Module, image: torch.Tensor) -> FrameFeatures:
     """Run the image encoder on a (1, 3, S, S) normalised image."""

@@ -23,7 +23,6 @@ class MemoryEntry:
     obj_ptr: torch.Tensor  # (1, C)
     maskmem_features: Optional[torch.Tensor]  # (1, mem_dim, h, w) bf16; dropped when too old
     maskmem_pos_enc: Optional[torch.Tensor]  # (1, mem_dim, h, w)
-    object_score_logit: float
 
     def nbytes(self) -> int:
         tensors = (self.obj_ptr, self.maskmem_features, self.maskmem_pos_enc)
@@ -60,15 +59,14 @@ class TargetMemory:
                             maxlen=self.recent.maxlen)
 
     def push(self, entry: MemoryEntry) -> None:
-        """Add a tracked frame; the oldest falls out, and old ones lose their mask features."""
+        """Add a tracked frame; the oldest falls out, and the one leaving the mask-memory
+        window keeps only its object pointer."""
         self.recent.append(entry)
         keep = self.num_maskmem - 1
-        for old in list(self.recent)[:-keep] if keep > 0 else list(self.recent):
-            old.maskmem_features = None
-            old.maskmem_pos_enc = None
-
-    def clear_recent(self) -> None:
-        self.recent.clear()
+        if len(self.recent) > keep:
+            leaving = self.recent[-keep - 1]
+            leaving.maskmem_features = None
+            leaving.maskmem_pos_enc = None
 
     def select(self, frame_index: int) -> MemorySelection:
         """Entries for frame `frame_index`, chosen as SAM2 chooses them."""

@@ -111,9 +111,8 @@ def run_camera(args, scene, reference, node_process: subprocess.Popen) -> int:
     from sensor_msgs.msg import Image
     from std_msgs.msg import Header, String
 
-    from .eval.metrics import region_similarity as jaccard
     from .msg import ReferenceTarget, SegmentedObjectArray
-    from .ros.conversions import image_array, image_message
+    from .ros.conversions import image_message
 
     rclpy.init()
     node = rclpy.create_node("refseg_demo_camera")
@@ -186,11 +185,14 @@ def run_camera(args, scene, reference, node_process: subprocess.Popen) -> int:
     finally:
         node.destroy_node()
         rclpy.try_shutdown()
-    return write_outputs(args, scene, results, image_array, jaccard)
+    return write_outputs(args, scene, results)
 
 
-def write_outputs(args, scene, results, image_array, jaccard) -> int:
+def write_outputs(args, scene, results) -> int:
     import cv2
+
+    from .eval.metrics import region_similarity as jaccard
+    from .ros.conversions import image_array
 
     lines, overlays, scores = [], [], []
     with open(args.out / "objects.jsonl", "w") as handle:

@@ -79,11 +79,13 @@ def test_row_padding_gives_the_unpadded_mask(tracked):
         padded.step = W * 3 + pad
         padded.data = rows.tobytes()
         padded.header.stamp.sec = plain.header.stamp.sec = 1000 + t
-        n_pad, n_plain = listener.count(f"{PAD}/refseg/mask"), listener.count(f"{NOPAD}/refseg/mask")
+        outputs = [f"{cam}/refseg/{kind}" for cam in (PAD, NOPAD) for kind in ("mask", "objects")]
+        before = {topic: listener.count(topic) for topic in outputs}
         send_frame(listener, PAD, padded, node)
         send_frame(listener, NOPAD, plain, node)
-        listener.wait_for(lambda: listener.count(f"{PAD}/refseg/mask") > n_pad
-                          and listener.count(f"{NOPAD}/refseg/mask") > n_plain, 60, "both masks", node)
+        # The mask and the object array travel on separate topics: wait for all four.
+        listener.wait_for(lambda: all(listener.count(topic) > n for topic, n in before.items()),
+                          60, "masks and object arrays of both cameras", node)
         got_pad = listener.received(f"{PAD}/refseg/mask")[-1][1]
         got_plain = listener.received(f"{NOPAD}/refseg/mask")[-1][1]
         assert (got_pad.width, got_pad.height, got_pad.step) == (W, H, W)

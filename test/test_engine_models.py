@@ -43,3 +43,29 @@ def test_bf16_autocast_runs_through_the_same_api():
         assert np.isfinite(result.score)
     memory = next(iter(engine._streams["cam"].targets.values())).memory
     assert all(e.maskmem_features.dtype == torch.bfloat16 for e in memory.recent)
+
+
+@pytest.mark.timeout(900)
+def test_compiled_engine_matches_eager():
+    """config.compile goes through torch.compile (inductor, CPU here) and changes no result."""
+
+    def run(compile_: bool) -> list[torch.Tensor]:
+        engine = SegmentationEngine.from_config(EngineConfig(image_size=128, device="cpu", compile=compile_))
+        rng = np.random.default_rng(1)
+        frames = [rng.integers(0, 255, (96, 128, 3), dtype=np.uint8) for _ in range(4)]
+        mask = np.zeros((96, 128), bool)
+        mask[20:50, 30:70] = True
+        engine.add_stream("cam")
+        engine.add_target("cam", MaskPrompt(mask))
+        engine.add_target("cam", MaskPrompt(~mask))
+        return [r.low_res_logits for frame in frames for r in engine.step("cam", frame).targets]
+
+    from torch._dynamo.utils import counters
+
+    eager = run(False)
+    counters.clear()
+    compiled = run(True)
+    assert counters["stats"]["unique_graphs"] >= 4, "the heavy modules were not compiled"
+    assert len(compiled) == len(eager) == 8
+    worst = max(float((a - b).abs().max()) for a, b in zip(eager, compiled))
+    assert worst < 1e-3, worst

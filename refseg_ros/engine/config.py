@@ -17,7 +17,7 @@ class EngineConfig:
     image_size: Optional[int] = None  # None keeps the config's size (1024)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16
-    compile: bool = False  # torch.compile the heavy modules (CUDA only)
+    compile: bool = False  # torch.compile the heavy modules (pays off on CUDA; slow to build on CPU)
     seed: int = 0  # seeds the random initialisation when no checkpoint is given
     # Memory policy. SAM2 writes every frame into memory; with keep_memory_when_absent the
     # frames on which a target is judged absent are not written, so an occluder cannot

@@ -68,7 +68,7 @@ class SegmentationEngine:
         self._next_target_id = 1
         self._lock = threading.RLock()
         self._autocast_dtype = _autocast_dtype(config.precision, self.device)
-        if config.compile and self.device.type == "cuda":
+        if config.compile:
             _compile_modules(model)
 
     @classmethod

@@ -28,7 +28,7 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "image_size": (1024, "model input size, a multiple of 64"),
     "device": ("auto", "auto, cpu, cuda or cuda:N"),
     "precision": ("auto", "auto, fp32 or bf16"),
-    "compile": (False, "torch.compile the model (CUDA only)"),
+    "compile": (False, "torch.compile the heavy modules (pays off on CUDA; minutes to build on CPU)"),
     "seed": (0, "seed of the random initialisation when no checkpoint is given"),
     "store_dir": ("~/.ros/refseg_ros/targets", "directory of the target store; empty: keep "
                   "taught targets in memory only"),

@@ -211,13 +211,19 @@ class TargetStore:
         )
 
     def _unlink_files(self, record: dict) -> None:
-        for key in ("image", "mask"):
-            if record.get(key):
-                try:
-                    (self.dir / record[key]).unlink()
-                except FileNotFoundError:
-                    pass
-        fsync_dir(self.dir)
+        """Delete a dropped record's images, best effort.
+
+        Runs after the record's JSON change is durable (the commit point), so a failure here
+        must not undo an acknowledged change: the files left behind name no committed
+        target and are swept by the next start's `_remove_leftovers`.
+        """
+        try:
+            for key in ("image", "mask"):
+                if record.get(key):
+                    (self.dir / record[key]).unlink(missing_ok=True)
+            fsync_dir(self.dir)
+        except OSError:
+            pass
 
     def _read_next_id(self) -> int:
         try:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 import torch
@@ -195,6 +197,39 @@ def test_one_image_encoder_pass_per_frame_whatever_the_number_of_targets(clip):
         result = engine.step("cam", frames[index])
         assert len(result.targets) == 4
     assert len(calls) == 5
+
+
+def test_target_list_answers_while_a_step_holds_the_engine(clip):
+    """targets() reads the summary of the last change instead of waiting out a frame."""
+    frames, masks = clip
+    engine = make_engine()
+    engine.add_stream("cam")
+    tid = engine.add_target("cam", MaskPrompt(masks[0][1]), label="disc")
+    assert engine.targets("cam") == [(tid, "disc", TargetState.ACQUIRING)]
+    inside, release = threading.Event(), threading.Event()
+
+    def hold_the_step(*_) -> None:  # a forward hook; returning None keeps the output
+        inside.set()
+        release.wait(60)
+
+    hook = engine.model.image_encoder.register_forward_hook(hold_the_step)
+    stepping = threading.Thread(target=engine.step, args=("cam", frames[0]))
+    stepping.start()
+    try:
+        assert inside.wait(60), "the step never reached the image encoder"
+        listed: list = []
+        reader = threading.Thread(target=lambda: listed.append(engine.targets("cam")))
+        reader.start()
+        reader.join(10)
+        assert not reader.is_alive(), "targets() waited for the step in progress"
+        assert listed == [[(tid, "disc", TargetState.ACQUIRING)]]
+    finally:
+        release.set()
+        stepping.join(60)
+        hook.remove()
+    assert engine.targets("cam") == [(tid, "disc", TargetState.TRACKED)]
+    engine.remove_target("cam", tid)
+    assert engine.targets("cam") == []
 
 
 def test_batched_targets_equal_targets_run_one_by_one(clip):

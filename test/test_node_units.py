@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -77,6 +78,26 @@ def test_store_reports_unreadable_targets(tmp_path):
     again = TargetStore(tmp_path)
     assert again.load_all() == [] and "target 1" in again.skipped[0]
     assert json.loads((tmp_path / "store.json").read_text())["next_id"] == 2
+
+
+def test_store_remove_commits_even_when_its_images_cannot_be_deleted(tmp_path, monkeypatch):
+    store = TargetStore(tmp_path)
+    store.save(reference(1))
+    store.save(reference(2))
+    real_unlink = Path.unlink
+
+    def failing_unlink(path, missing_ok=False):
+        if path.suffix == ".png":
+            raise PermissionError(f"cannot delete {path.name}")
+        real_unlink(path, missing_ok=missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", failing_unlink)
+    assert store.remove(1), "the removal was acknowledged, so it must stand"
+    assert store.ids() == [2]
+    monkeypatch.undo()
+    again = TargetStore(tmp_path)  # a restart sweeps the images no target names
+    assert [t.target_id for t in again.load_all()] == [2]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith("target-000001")]
 
 
 # ---------------------------------------------------------------------------- mailbox

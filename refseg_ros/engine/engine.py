@@ -51,6 +51,20 @@ class Stream:
     next_index: int = 0
     last_size: Optional[tuple[int, int]] = None  # (H, W)
     targets: dict[int, Target] = field(default_factory=dict)
+    # (id, label, state) of every target, replaced whole after each change, so readers
+    # need not wait for the lock a step holds for a whole frame.
+    summary: tuple[tuple[int, str, TargetState], ...] = ()
+
+    def summarise(self) -> None:
+        self.summary = tuple((t.target_id, t.label, t.state) for t in self.targets.values())
+
+    @contextlib.contextmanager
+    def changing(self) -> Iterator[None]:
+        """Summarise once the block ends, whether it finished or raised."""
+        try:
+            yield
+        finally:
+            self.summarise()
 
 
 class SegmentationEngine:
@@ -99,8 +113,8 @@ class SegmentationEngine:
             return list(self._streams)
 
     def targets(self, stream_id: str) -> list[tuple[int, str, TargetState]]:
-        with self._lock:
-            return [(t.target_id, t.label, t.state) for t in self._stream(stream_id).targets.values()]
+        """(id, label, state) of the stream's targets as of the last change; never waits for a step."""
+        return list(self._stream(stream_id).summary)
 
     def add_target(
         self,
@@ -134,6 +148,7 @@ class SegmentationEngine:
             else:
                 self._pin_reference(target, prompt, image, stream.next_index - 1)
             stream.targets[tid] = target
+            stream.summarise()
             return tid
 
     def add_reference(self, stream_id: str, target_id: int, prompt: Prompt, image: np.ndarray) -> None:
@@ -164,6 +179,7 @@ class SegmentationEngine:
             if target_id not in stream.targets:
                 raise UnknownTargetError(f"no target {target_id} on stream {stream_id!r}")
             del stream.targets[target_id]
+            stream.summarise()
 
     def reset(self, stream_id: Optional[str] = None) -> None:
         """Forget the targets of one stream (or of all); streams stay."""
@@ -171,6 +187,7 @@ class SegmentationEngine:
             streams = [self._stream(stream_id)] if stream_id is not None else self._streams.values()
             for stream in streams:
                 stream.targets.clear()
+                stream.summarise()
 
     # --------------------------------------------------------------------------- step
     def step(self, stream_id: str, frame: np.ndarray, stamp: float = 0.0) -> StepResult:
@@ -182,7 +199,7 @@ class SegmentationEngine:
             index = stream.next_index
             height, width = frame.shape[:2]
             events: list[str] = []
-            with self._compute():
+            with self._compute(), stream.changing():
                 features = encode_image(self.model, self.preprocess(frame))
                 low_res: dict[int, torch.Tensor] = {}
                 scores: dict[int, torch.Tensor] = {}

@@ -11,9 +11,9 @@ arrives in full. Live mode's mailbox is what keeps the node current, not the QoS
 
 from __future__ import annotations
 
-import statistics
 import time
 
+import numpy as np
 from _node_harness import Listener, scene_reference, start_camera, start_node
 from diagnostic_msgs.msg import DiagnosticArray
 
@@ -33,6 +33,13 @@ def camera_diagnostics(listener: Listener) -> dict[str, str]:
     return {}
 
 
+def step_seconds(listener: Listener, node) -> float:
+    """The node's last step time, from /diagnostics."""
+    diag = listener.wait_for(lambda: (d := camera_diagnostics(listener)) and d.get("step_time_ms") != "n/a" and d,
+                             30, "a step time in /diagnostics", node)
+    return float(diag["step_time_ms"]) / 1e3
+
+
 def test_live_mode_drops_instead_of_queueing(tmp_path):
     listener = Listener("backlog_listener")
     listener.listen_status()
@@ -46,27 +53,28 @@ def test_live_mode_drops_instead_of_queueing(tmp_path):
         listener.teach(scene_reference(W, H), timeout=60, node=node)
         listener.wait_for(lambda: any(m.objects for _, m in listener.received(OBJECTS)), 60, "first result", node)
         time.sleep(2.0)  # past the first, slower steps
+        step = step_seconds(listener, node)
+        # Long enough for several results even when the machine is busy and steps are slow.
+        window = max(MEASURE_S, 8 * step)
 
         start = time.time()
         rss = []
-        while time.time() - start < MEASURE_S:
+        while time.time() - start < window:
             rss.append(node.rss_bytes())
             time.sleep(0.5)
         samples = [(received, received - (m.header.stamp.sec + m.header.stamp.nanosec * 1e-9))
                    for received, m in listener.received(OBJECTS) if received >= start and m.objects]
-        assert len(samples) >= 5, f"only {len(samples)} results in {MEASURE_S} s"
-        ages = [age for _, age in samples]
-        third = MEASURE_S / 3
-        early = [age for t, age in samples if t < start + third]
-        late = [age for t, age in samples if t >= start + 2 * third]
-        diag = listener.wait_for(lambda: (d := camera_diagnostics(listener)) and d.get("step_time_ms") != "n/a" and d,
-                                 10, "diagnostics", node)
-        step = float(diag["step_time_ms"]) / 1e3
-        report = (f"ages {min(ages):.2f}..{max(ages):.2f} s (early mean {statistics.mean(early):.2f}, "
-                  f"late mean {statistics.mean(late):.2f}), step {step:.2f} s, diagnostics {diag}")
-        # A queue would age by (1 - processing rate / 30 Hz) seconds per second: > 13 s here.
-        assert max(ages) < 6.0, report
-        assert statistics.mean(late) < statistics.mean(early) + 1.0, report
+        assert len(samples) >= 5, f"only {len(samples)} results in {window:.0f} s"
+        times, ages = (np.array(v) for v in zip(*samples))
+        slope = float(np.polyfit(times - start, ages, 1)[0])
+        step = step_seconds(listener, node)
+        diag = camera_diagnostics(listener)
+        report = (f"{len(samples)} results in {window:.0f} s, ages {ages.min():.2f}..{ages.max():.2f} s, "
+                  f"age slope {slope:+.3f} s/s, step {step:.2f} s, diagnostics {diag}")
+        # A queue ages its results by (1 - processed rate / input rate) seconds per second,
+        # above 0.9 here; the newest-frame mailbox keeps them at one to two steps old.
+        assert slope < 0.25, report
+        assert ages.max() < 3 * step + 2.0, report
         growth = max(rss[len(rss) // 3:]) - rss[len(rss) // 3]
         assert growth < 150 * 2**20, f"RSS grew by {growth / 2**20:.0f} MiB while processing"
         assert float(diag["input_rate_hz"]) > 10, report

@@ -65,6 +65,8 @@ _refseg_prepend CMAKE_PREFIX_PATH "$REFSEG_ROOT/install" "$REFSEG_VENV"
 export RMW_IMPLEMENTATION=${RMW_IMPLEMENTATION:-rmw_fastrtps_cpp}
 # Discovery and traffic stay on this machine.
 export ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST
+# Shared memory big enough for camera frames, UDP on loopback only (see the file).
+export FASTDDS_DEFAULT_PROFILES_FILE=${FASTDDS_DEFAULT_PROFILES_FILE:-$REFSEG_ROOT/config/fastdds_local.xml}
 if [ -z "${ROS_DOMAIN_ID:-}" ]; then
     # One domain per checkout (1..100), so that two checkouts on one machine do not
     # hear each other; set ROS_DOMAIN_ID yourself to join other nodes.

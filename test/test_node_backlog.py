@@ -3,10 +3,10 @@ per frame (image_size 512 on CPU). The age of published results (receive time mi
 source stamp) stays bounded instead of growing, the node's memory does not grow, and the
 frames it skipped are counted in /diagnostics.
 
-The image subscription is made reliable here (parameter qos_reliability): with the
-default sensor-data QoS (best effort), Fast DDS on these machines delivers almost none of
-the fragmented 900 kB samples of a 640x480 rgb8 stream, whatever the node does; 320x240
-arrives in full. Live mode's mailbox is what keeps the node current, not the QoS.
+The camera publishes best effort, as camera drivers do, and the node subscribes with its
+default sensor-data QoS (REP-2003). The 900 kB samples of a 640x480 rgb8 stream arrive
+because scripts/env.sh gives every process config/fastdds_local.xml; with Fast DDS's
+built-in transports most of them are lost before the node sees them.
 """
 
 from __future__ import annotations
@@ -45,9 +45,8 @@ def test_live_mode_drops_instead_of_queueing(tmp_path):
     listener.listen_status()
     listener.listen(OBJECTS, SegmentedObjectArray)
     listener.listen("/diagnostics", DiagnosticArray)
-    node = start_node(tmp_path, {"cameras": [CAM0], "image_size": 512, "store_dir": "",
-                                 "qos_reliability": "reliable"})
-    camera = start_camera(tmp_path, CAM0, "cam0", rate=30, width=W, height=H)
+    node = start_node(tmp_path, {"cameras": [CAM0], "image_size": 512, "store_dir": ""})
+    camera = start_camera(tmp_path, CAM0, "cam0", rate=30, width=W, height=H, reliable=False)
     try:
         listener.wait_status("active", timeout=90, node=node)
         listener.teach(scene_reference(W, H), timeout=60, node=node)
@@ -77,7 +76,7 @@ def test_live_mode_drops_instead_of_queueing(tmp_path):
         assert ages.max() < 3 * step + 2.0, report
         growth = max(rss[len(rss) // 3:]) - rss[len(rss) // 3]
         assert growth < 150 * 2**20, f"RSS grew by {growth / 2**20:.0f} MiB while processing"
-        assert float(diag["input_rate_hz"]) > 10, report
+        assert float(diag["input_rate_hz"]) > 20, report  # best effort, yet nearly every frame arrives
         assert float(diag["input_rate_hz"]) > 3 * float(diag["processed_rate_hz"]), report
         assert int(diag["frames_dropped"]) > int(diag["frames_processed"]), report
         assert int(diag["frames_dropped"]) > 100, report

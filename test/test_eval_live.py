@@ -249,3 +249,34 @@ def _plan(bag) -> EvalPlan:
 
     with bags.BagReader(bag) as reader:
         return make_plan(reader)
+
+
+def test_unpaired_outputs_are_bounded_and_reported(monkeypatch):
+    """A label image whose object list never comes is dropped once MAX_UNPAIRED wait, with
+    an error that fails the run, instead of being kept for the whole evaluation."""
+    from sensor_msgs.msg import Image
+
+    from refseg_ros.msg import SegmentedObjectArray
+    from refseg_ros.ros import eval_client
+
+    monkeypatch.setattr(eval_client, "MAX_UNPAIRED", 4)
+    client = eval_client.ReplayClient("nobody", "/unpaired/image_raw", "sensor_msgs/msg/Image", "unpaired")
+    try:
+        def labels(stamp: int) -> Image:
+            msg = Image(height=2, width=3, encoding="mono8", step=3, data=bytes(6))
+            msg.header.stamp.sec = stamp
+            return msg
+
+        for stamp in range(1, 7):
+            client._on_labels(labels(stamp))
+        assert sorted(client._labels) == [3 * 10**9, 4 * 10**9, 5 * 10**9, 6 * 10**9]
+        assert client.errors() == [f"label image at stamp {s * 10**9} never got its partner; dropped"
+                                   for s in (1, 2)]
+        objects = SegmentedObjectArray()
+        objects.header.stamp.sec = 5
+        client._on_objects(objects)
+        paired = client.take(5 * 10**9)
+        assert paired is not None and paired.labels.shape == (2, 3) and paired.objects == []
+        assert 5 * 10**9 not in client._labels
+    finally:
+        client.close()

@@ -166,13 +166,13 @@ class LiveSession:
         return LiveEvalError(msg)
 
     def check_health(self, doing: str) -> None:
-        """Raise if the node died, sent something unreadable, or rejected a frame."""
+        """Raise if the node died, sent output that is unreadable or unpaired, or rejected a frame."""
         if self.proc is not None and not self.proc.alive():
             raise self.fail(f"the node exited with status {self.proc.returncode} while "
                             f"{doing}")
         errors = self.client.errors()
         if errors:
-            raise self.fail(f"unreadable output from the node: {errors[0]}")
+            raise self.fail(f"bad output from the node: {errors[0]}")
         lines = self.client.status_lines(self._status_checked)
         self._status_checked += len(lines)
         for line in lines:

@@ -33,6 +33,10 @@ from .conversions import STATES, image_array, image_message, mask_from_message
 
 STATE_NAMES = {code: state.value for state, code in STATES.items()}
 REFERENCE_TYPE = "refseg_ros/msg/ReferenceTarget"
+# Halves (a label image without its object list, or the reverse) kept while waiting for
+# their partner: as deep as the output subscriptions, so no answer that DDS could still
+# deliver is dropped, and bounded, so a lost partner does not grow memory for a whole run.
+MAX_UNPAIRED = 1000
 
 
 def _qos(depth: int, latched: bool = False) -> QoSProfile:
@@ -75,10 +79,10 @@ class ReplayClient:
             self._output_subs = [
                 self.node.create_subscription(
                     Image, output_topic(camera_key, output_namespace, "mask"), self._on_labels,
-                    _qos(1000)),
+                    _qos(MAX_UNPAIRED)),
                 self.node.create_subscription(
                     SegmentedObjectArray, output_topic(camera_key, output_namespace, "objects"),
-                    self._on_objects, _qos(1000)),
+                    self._on_objects, _qos(MAX_UNPAIRED)),
             ]
             self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics,
                                           _qos(50))
@@ -129,6 +133,11 @@ class ReplayClient:
         with self._cond:
             halves[stamp] = (value, time.monotonic())
             self._pair(stamp)
+            if len(halves) > MAX_UNPAIRED:
+                oldest = min(halves)
+                del halves[oldest]
+                self._errors.append(f"{what} at stamp {oldest} never got its partner; dropped")
+                self._cond.notify_all()
 
     def _pair(self, stamp: int) -> None:
         if stamp in self._labels and stamp in self._objects:

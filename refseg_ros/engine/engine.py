@@ -312,10 +312,12 @@ class SegmentationEngine:
         results = []
         ids = [tid for tid in stream.targets if tid in low_res]
         masks = np.zeros((0,) + size, dtype=bool)
-        if ids:
-            logits = torch.cat([low_res[tid] for tid in ids], dim=0).float()
-            full = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+        low_res_host = torch.zeros((0, 1, 1, 1))
+        if ids:  # three device-to-host copies per frame, whatever the number of targets
+            stacked = torch.cat([low_res[tid] for tid in ids], dim=0).float()
+            full = F.interpolate(stacked, size=size, mode="bilinear", align_corners=False)
             masks = (full[:, 0] > 0).cpu().numpy()
+            low_res_host = stacked.cpu()
         logits = torch.cat([scores[tid].flatten() for tid in ids]).float().cpu() if ids else torch.zeros(0)
         probabilities = torch.sigmoid(logits).tolist()
         for i, tid in enumerate(ids):
@@ -323,7 +325,7 @@ class SegmentationEngine:
             self._update_state(target, bool(logits[i] > 0), events)
             results.append(TargetResult(
                 target_id=tid, label=target.label, mask=masks[i], score=probabilities[i],
-                box=_box(masks[i]), state=target.state, low_res_logits=low_res[tid].float().cpu(),
+                box=_box(masks[i]), state=target.state, low_res_logits=low_res_host[i:i + 1],
             ))
         for tid, target in stream.targets.items():
             if tid not in low_res:  # taught but not applied yet

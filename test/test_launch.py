@@ -3,7 +3,8 @@
 launch, launch_ros and launch_pytest are not installable without a ROS 2 installation (not
 on PyPI), so here this test is skipped; test_node_pipeline.py and test_node_teach.py run
 the same node, from the same parameters file, as real processes; test_node_config.py
-checks the launch file's structure without launch.
+checks the launch file's structure without launch. docs/NODE.md says how it was run with
+launch and launch_pytest built from source.
 """
 
 from __future__ import annotations

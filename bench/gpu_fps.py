@@ -15,15 +15,18 @@ floor (FLOPs / the GPU's dense bf16 peak), beside SAM2's published A100 figures.
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from refseg_ros.engine import EngineConfig, MaskPrompt, SegmentationEngine
+from refseg_ros.engine.weights import cached_checkpoint
 
 # SAM2.1 paper/README: A100, compiled, one object, 1024 px.
 PUBLISHED_A100_FPS = {"sam2.1_hiera_t": 91.2, "sam2.1_hiera_s": 84.8, "sam2.1_hiera_b+": 64.1, "sam2.1_hiera_l": 39.5}
@@ -106,8 +109,13 @@ def main(argv=None) -> int:
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--no-compile", action="store_true", help="only the eager runs")
-    parser.add_argument("--checkpoint-dir", default=None, help="official checkpoints, if present (speed does not depend on them)")
+    parser.add_argument("--quick", action="store_true", help="hiera t, one object, 20 frames")
+    parser.add_argument("--json", type=Path, help="also write the rows here")
+    parser.add_argument("--checkpoint-dir", type=Path, default=None,
+                        help="official checkpoints, if present (speed does not depend on them)")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.models, args.objects, args.frames, args.warmup = ["sam2.1_hiera_t"], [1], 20, 5
     compiles = [False] if args.no_compile else [False, True]
     device = torch.device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
@@ -115,26 +123,33 @@ def main(argv=None) -> int:
     print(f"# Engine frames/s on {name}, image size {args.image_size}, bf16 autocast on CUDA\n")
     print("| model | objects | compile | ms/frame | frames/s | GFLOP/frame | floor ms | peak MB | A100 paper fps | goal fps (x2.5) |")
     print("|---|---|---|---|---|---|---|---|---|---|")
+    rows = []
     for model in args.models:
         checkpoint = None
         if args.checkpoint_dir:
-            from refseg_ros.engine.weights import cached_checkpoint
-            from pathlib import Path
-            found = cached_checkpoint(model, Path(args.checkpoint_dir))
+            found = cached_checkpoint(model, args.checkpoint_dir)
             checkpoint = str(found) if found else None
         for objects in args.objects:
             gflop = None  # counted on the eager run; compiling does not change the arithmetic
             for compile_ in compiles:
                 r = measure(model, args.image_size, objects, compile_, args.frames, args.warmup, args.device, checkpoint)
                 gflop = r["gflop"] if r["gflop"] is not None else gflop
-                gflop_s = f"{gflop:.1f}" if gflop is not None else "-"
-                floor = f"{gflop / (peak * 1e3):.2f}" if peak and gflop is not None else "-"
-                paper = PUBLISHED_A100_FPS.get(model)
-                paper_s = f"{paper:.1f}" if paper and objects == 1 else "-"
-                goal_s = f"{GOAL_FACTOR * paper:.1f}" if paper and objects == 1 else "-"
+                paper = PUBLISHED_A100_FPS.get(model) if objects == 1 else None
+                row = {"model": model, "objects": objects, "compile": compile_, "ms": r["ms"], "fps": r["fps"],
+                       "gflop": gflop, "floor_ms": gflop / (peak * 1e3) if peak and gflop is not None else None,
+                       "peak_mb": r["peak_mb"], "a100_paper_fps": paper,
+                       "goal_fps": GOAL_FACTOR * paper if paper else None, "device": name}
+                rows.append(row)
                 print(f"| {model} | {objects} | {'yes' if compile_ else 'no'} | {r['ms']:.2f} | {r['fps']:.1f} | "
-                      f"{gflop_s} | {floor} | {r['peak_mb']:.0f} | {paper_s} | {goal_s} |", flush=True)
+                      f"{_cell(gflop, 1)} | {_cell(row['floor_ms'], 2)} | {r['peak_mb']:.0f} | "
+                      f"{_cell(paper, 1)} | {_cell(row['goal_fps'], 1)} |", flush=True)
+    if args.json:
+        args.json.write_text(json.dumps({"device": name, "image_size": args.image_size, "rows": rows}, indent=2))
     return 0
+
+
+def _cell(value: float | None, digits: int) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ encoder runs once per frame, so a second object costs far less than a second fra
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -18,10 +19,11 @@ def table_rows(stdout: str) -> list[dict[str, str]]:
     return [dict(zip(header, (cell.strip() for cell in line.strip("|").split("|")))) for line in lines[2:]]
 
 
-def test_gpu_script_prints_its_table_on_the_cpu():
+def test_gpu_script_prints_its_table_on_the_cpu(tmp_path):
     run = subprocess.run(
         [sys.executable, "bench/gpu_fps.py", "--device", "cpu", "--models", "sam2.1_hiera_t",
-         "--objects", "1", "3", "--image-size", "128", "--frames", "2", "--warmup", "1", "--no-compile"],
+         "--objects", "1", "3", "--image-size", "128", "--frames", "2", "--warmup", "1", "--no-compile",
+         "--json", str(tmp_path / "gpu.json")],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=240)
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.stdout.startswith("# Engine frames/s on cpu, image size 128")
@@ -35,3 +37,6 @@ def test_gpu_script_prints_its_table_on_the_cpu():
         assert row["floor ms"] == "-"  # no GPU peak known for a CPU
     assert rows[0]["A100 paper fps"] == "91.2" and rows[0]["goal fps (x2.5)"] == "228.0"
     assert rows[1]["A100 paper fps"] == "-"
+    written = json.loads((tmp_path / "gpu.json").read_text())
+    assert [(r["objects"], round(r["gflop"], 1)) for r in written["rows"]] == [(1, one), (3, three)]
+    assert written["rows"][0]["goal_fps"] == 228.0 and written["rows"][1]["goal_fps"] is None

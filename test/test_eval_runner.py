@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from refseg_ros.eval import bags, builders, outdir, plan, runner, synthetic
+from refseg_ros.eval import bags, builders, outdir, plan, runner, scoring, synthetic
 from refseg_ros.eval.sources import FrameResult
 
 
@@ -97,6 +97,46 @@ def test_spoiled_frames_give_exact_scores(tmp_path, video_bag):
     assert out.report.per_target["2"]["j_mean"] == 1.0
     want = (np.mean(expected) + 2) / 3
     assert out.report.summary["j_mean"] == pytest.approx(want)
+
+
+class BleedingSource(OracleSource):
+    """The oracle, except that target 1's mask also covers target 2's pixels."""
+
+    def results(self, plan_, reader, camera_topic, skip):
+        for res in super().results(plan_, reader, camera_topic, skip):
+            if 1 in res.masks and 2 in res.masks:
+                res.masks[1] = res.masks[1] | res.masks[2]
+            yield res
+
+
+@pytest.mark.parametrize("overlaps", ["keep", "label-map"])
+def test_overlapping_masks_are_scored_by_the_chosen_rule(tmp_path, video_bag, overlaps):
+    seq = synthetic.generate(num_frames=8, height=48, width=64, seed=0)
+    out = runner.evaluate(cfg(video_bag, tmp_path / "out", overlaps=overlaps), source=BleedingSource())
+    j = {(r["frame"], r["target_id"]): r["j"] for r in out.report.frames}
+    for i in range(1, 8):
+        gt1, gt2 = seq.masks[i].get(1, np.zeros((48, 64), bool)), seq.masks[i].get(2, np.zeros((48, 64), bool))
+        # Target 1 keeps every pixel of its mask under both rules (it has the smaller id).
+        want1 = 1.0 if not (gt1 | gt2).any() else gt1.sum() / (gt1 | gt2).sum()
+        assert j[(i, 1)] == pytest.approx(want1)
+        if overlaps == "keep":
+            assert j[(i, 2)] == 1.0  # its own mask is exact
+        else:  # merged into one label map, target 2 loses all its pixels to target 1
+            assert j[(i, 2)] == (0.0 if gt2.any() else 1.0)
+        assert j[(i, 3)] == 1.0
+    assert any(seq.masks[i].get(2, np.zeros(1, bool)).any() for i in range(1, 8)), "the check needs target 2 visible"
+    assert json.loads((tmp_path / "out" / "report.json").read_text())["info"]["overlaps"] == overlaps
+
+
+def test_label_map_merge_gives_overlapped_pixels_to_the_smallest_id():
+    a = np.array([[1, 1, 0, 0]], bool)
+    b = np.array([[0, 1, 1, 0]], bool)
+    c = np.array([[1, 1, 1, 1]], bool)
+    merged = scoring.as_label_map({3: c, 1: a, 2: b})
+    assert list(merged) == [3, 1, 2], "the caller's order is kept"
+    assert merged[1].tolist() == [[True, True, False, False]]
+    assert merged[2].tolist() == [[False, False, True, False]]
+    assert merged[3].tolist() == [[False, False, False, True]]
 
 
 def test_reference_topic_scores_every_frame(tmp_path, video_bag):

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from refseg_ros.eval import bags
+from refseg_ros.eval.scoring import OVERLAP_RULES
 
 EXIT_BAD_INPUT = 2
 
@@ -62,6 +63,10 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--max-frames", type=int, default=None)
     run.add_argument("--worst-frames", type=int, default=4)
+    run.add_argument("--overlaps", choices=OVERLAP_RULES, default="keep",
+                     help="keep: score each target's own mask (overlapped pixels count for "
+                          "both); label-map: merge a frame's masks into one label map first, "
+                          "the smallest target id keeping overlapped pixels (DAVIS protocol)")
     run.add_argument("--overwrite", action="store_true",
                      help="discard another run's results in --out")
     run.add_argument("--no-progress", action="store_true")
@@ -125,7 +130,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
                     reference_topic=args.reference_topic, caption_topic=args.caption_topic,
                     max_frames=args.max_frames, overwrite=args.overwrite,
                     progress=False if args.no_progress else None,
-                    worst_frames=args.worst_frames,
+                    worst_frames=args.worst_frames, overlaps=args.overlaps,
                     engine=EngineSettings(args.model, args.checkpoint, args.image_size,
                                           args.device, args.seed))
     source = None

@@ -51,6 +51,7 @@ class RunConfig:
     overwrite: bool = False
     progress: Optional[bool] = None  # None: a bar only on a terminal
     worst_frames: int = 4
+    overlaps: str = "keep"  # scoring.OVERLAP_RULES: per-target masks, or one label map per frame
     engine: EngineSettings = field(default_factory=EngineSettings)
 
 
@@ -79,6 +80,7 @@ def run_info(cfg: RunConfig, plan: EvalPlan, source_settings: dict[str, Any]) ->
         "topics": {"camera": cfg.camera_topic, "ground_truth": cfg.gt_topic,
                    "reference": cfg.reference_topic},
         "max_frames": cfg.max_frames,
+        "overlaps": cfg.overlaps,
         "source": source_settings,
     }
 
@@ -183,9 +185,9 @@ def evaluate(cfg: RunConfig, source: Optional[ResultSource] = None,
             run.write_marker(INFERENCE_DONE, {"source": source_info, "timing": timing,
                                               "frames": plan.num_frames})
         records = run.read_results()
-        scores = score_results(plan, reader, run, records, cfg.gt_topic)
+        scores = score_results(plan, reader, run, records, cfg.gt_topic, cfg.overlaps)
         overlays = worst_overlays(plan, reader, run, scores.rows, cfg.camera_topic,
-                                  cfg.gt_topic, cfg.worst_frames)
+                                  cfg.gt_topic, cfg.worst_frames, cfg.overlaps)
         full_info = dict(info, source=source_info, resumed=resumed,
                          targets={str(k): v for k, v in plan.targets.items()})
         data = build_report(plan, scores, records, full_info, timing, overlays,

@@ -9,10 +9,11 @@ Which (frame, target) pairs count:
 - a frame without a result (dropped by a live node) is scored with the target's most
   recent earlier result in the episode, which is what a consumer of the node would have
   used, or an empty mask if there is none; offline replay never drops frames;
-- each target's own mask is scored as the source returned it: where two targets'
-  masks overlap, both keep the pixels (DAVIS scores one label map per frame, where an
-  overlap cannot occur; the engine's per-target masks are what the node's object list
-  carries).
+- overlaps between targets (``overlaps``): ``keep`` scores each target's own mask as the
+  source returned it, so an overlapped pixel counts for both (the engine's per-target
+  masks are what the node's object list carries); ``label-map`` first merges a frame's
+  masks into one label map, as DAVIS scores a frame, where the smallest target id keeps
+  an overlapped pixel (the rule SAM2's VOS tooling writes its label maps by).
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from refseg_ros.eval.outdir import RunDirectory
 from refseg_ros.eval.plan import EvalPlan
 from refseg_ros.eval.report import Overlay, ReportData, target_colour
 
+OVERLAP_RULES = ("keep", "label-map")
+
 
 @dataclass
 class Scores:
@@ -37,9 +40,24 @@ class Scores:
     held: int = 0  # (frame, target) pairs scored with a held earlier result
 
 
+def as_label_map(masks: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
+    """Each target's pixels once the masks are merged into one label map: where masks
+    overlap, the smallest target id keeps the pixel."""
+    taken: Optional[np.ndarray] = None
+    kept = {}
+    for tid in sorted(masks):
+        mask = masks[tid]
+        taken = np.zeros(mask.shape, bool) if taken is None else taken
+        kept[tid] = mask & ~taken
+        taken |= mask
+    return {tid: kept[tid] for tid in masks}
+
+
 def score_results(plan: EvalPlan, reader: bags.BagReader, run: RunDirectory,
-                  records: list[dict[str, Any]], gt_topic: str) -> Scores:
+                  records: list[dict[str, Any]], gt_topic: str, overlaps: str = "keep") -> Scores:
     """J and F of every scored (frame, target) pair; mIoU/FB-IoU for one-shot plans."""
+    if overlaps not in OVERLAP_RULES:
+        raise ValueError(f"overlaps must be one of {OVERLAP_RULES}, got {overlaps!r}")
     by_stamp = {int(r["stamp_ns"]): r for r in records}
     index_of = plan.index_of_stamp()
     episode_of = {i: ep for ep in plan.episodes for i in ep.frames}
@@ -54,6 +72,7 @@ def score_results(plan: EvalPlan, reader: bags.BagReader, run: RunDirectory,
             continue  # beyond --max-frames, or before the first one-shot reference
         rec = by_stamp.get(stamp)
         pred = run.load_masks(int(rec["frame"])) if rec is not None else {}
+        scored: dict[int, np.ndarray] = {}  # target -> the mask it is scored with
         for p in ep.prompts:
             if p.stamp_ns > stamp or p.on_frame == i:
                 continue
@@ -69,22 +88,27 @@ def score_results(plan: EvalPlan, reader: bags.BagReader, run: RunDirectory,
             else:
                 mask = np.zeros(lm.shape, bool)
                 out.held += 1
-            gt = lm == p.target_id
+            scored[p.target_id] = mask
+        if overlaps == "label-map":
+            scored = as_label_map(scored)
+        labels = {p.target_id: p.label for p in ep.prompts}
+        for tid, mask in scored.items():
+            gt = lm == tid
             s = metrics.score_frame(mask, gt)
-            frame_scores[p.target_id].append(s)
+            frame_scores[tid].append(s)
             out.rows.append({"frame": i, "stamp_ns": stamp, "episode": ep.index,
-                             "target_id": p.target_id, "label": p.label, "j": s.j, "f": s.f,
+                             "target_id": tid, "label": labels[tid], "j": s.j, "f": s.f,
                              "gt_area": int(gt.sum()), "pred_area": int(mask.sum()),
                              "has_result": rec is not None})
             if out.episodes is not None:
-                out.episodes.add(p.label, mask, gt)
+                out.episodes.add(labels[tid], mask, gt)
     out.per_target = {t: metrics.score_sequence(v) for t, v in frame_scores.items()}
     return out
 
 
 def worst_overlays(plan: EvalPlan, reader: bags.BagReader, run: RunDirectory,
                    rows: list[dict[str, Any]], camera_topic: str, gt_topic: str,
-                   count: int = 4) -> list[Overlay]:
+                   count: int = 4, overlaps: str = "keep") -> list[Overlay]:
     """Tiles for the ``count`` worst (frame, target) pairs by (J+F)/2, one per frame."""
     chosen: list[dict[str, Any]] = []
     seen: set[int] = set()
@@ -112,7 +136,10 @@ def worst_overlays(plan: EvalPlan, reader: bags.BagReader, run: RunDirectory,
     tiles = []
     for r in sorted(chosen, key=lambda r: r["frame"]):
         i = r["frame"]
-        pred = run.load_masks(i).get(r["target_id"]) if r["has_result"] else None
+        pred = None
+        if r["has_result"]:
+            masks = run.load_masks(i)
+            pred = (as_label_map(masks) if overlaps == "label-map" else masks).get(r["target_id"])
         if pred is None:
             pred = np.zeros(gts[i].shape, bool)
         colour = target_colour(order.index(r["target_id"]) if r["target_id"] in order else 0)

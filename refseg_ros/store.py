@@ -8,6 +8,8 @@ way. Layout of ``store_dir``::
                                 prompt numbers, and the names of its image files)
     target-000007-r3.image.png  the reference image (RGB) of revision 3
     target-000007-r3.mask.png   its mask (0 / 255)
+    target-000007-r3.view1.image.png, ...view1.mask.png
+                                more examples of a reference target (k-shot), if taught
 
 Every file is written atomically (temporary file, fsync, os.replace, fsync of the
 directory). A target's JSON file is its commit record: its PNG files are written first,
@@ -45,7 +47,8 @@ class TaughtTarget:
     """One target as the user taught it; enough to teach it again after a restart.
 
     ``image`` is H x W x 3 uint8 RGB; ``mask`` H x W bool. A caption target has neither.
-    A box/points target keeps the image its prompt lies on.
+    A box/points target keeps the image its prompt lies on. ``views`` holds further
+    (image, mask) examples of a reference target, taught after the first (k-shot).
     """
 
     target_id: int
@@ -58,6 +61,7 @@ class TaughtTarget:
     box: Optional[tuple[float, float, float, float]] = None
     points: Optional[list[tuple[float, float]]] = None
     point_labels: Optional[list[int]] = None
+    views: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list, repr=False)
     revision: int = 0
 
 
@@ -126,16 +130,16 @@ class TargetStore:
                 "box": None if target.box is None else [float(v) for v in target.box],
                 "points": None if target.points is None else [[float(x), float(y)] for x, y in target.points],
                 "point_labels": None if target.point_labels is None else [int(v) for v in target.point_labels],
-                "image": None, "mask": None,
+                "image": None, "mask": None, "views": [],
             }
             stem = f"target-{target.target_id:06d}-r{revision}"
             if target.image is not None:
-                record["image"] = f"{stem}.image.png"
-                atomic_write(self.dir / record["image"], encode_png(np.asarray(target.image, np.uint8)))
+                record["image"] = self._write_image(f"{stem}.image.png", target.image)
             if target.mask is not None:
-                record["mask"] = f"{stem}.mask.png"
-                mask = (np.asarray(target.mask) != 0).astype(np.uint8) * 255
-                atomic_write(self.dir / record["mask"], encode_png(mask))
+                record["mask"] = self._write_mask(f"{stem}.mask.png", target.mask)
+            for k, (image, mask) in enumerate(target.views, start=1):
+                record["views"].append({"image": self._write_image(f"{stem}.view{k}.image.png", image),
+                                        "mask": self._write_mask(f"{stem}.view{k}.mask.png", mask)})
             atomic_write(self._json_path(target.target_id),
                          json.dumps(record, indent=1, sort_keys=True).encode())
             if target.target_id >= self._next_id:
@@ -178,6 +182,14 @@ class TargetStore:
         return targets
 
     # ---------------------------------------------------------------------- internals
+    def _write_image(self, name: str, image: np.ndarray) -> str:
+        atomic_write(self.dir / name, encode_png(np.asarray(image, np.uint8)))
+        return name
+
+    def _write_mask(self, name: str, mask: np.ndarray) -> str:
+        atomic_write(self.dir / name, encode_png((np.asarray(mask) != 0).astype(np.uint8) * 255))
+        return name
+
     def _json_path(self, target_id: int) -> Path:
         return self.dir / f"target-{int(target_id):06d}.json"
 
@@ -207,6 +219,8 @@ class TargetStore:
             box=tuple(record["box"]) if record.get("box") else None,
             points=[tuple(p) for p in record["points"]] if record.get("points") else None,
             point_labels=list(record["point_labels"]) if record.get("point_labels") else None,
+            views=[(decode_png(self.dir / v["image"], color=True), decode_png(self.dir / v["mask"], color=False) > 0)
+                   for v in record.get("views") or []],
             revision=int(record.get("revision", 0)),
         )
 
@@ -218,9 +232,8 @@ class TargetStore:
         target and are swept by the next start's `_remove_leftovers`.
         """
         try:
-            for key in ("image", "mask"):
-                if record.get(key):
-                    (self.dir / record[key]).unlink(missing_ok=True)
+            for name in _file_names(record):
+                (self.dir / name).unlink(missing_ok=True)
             fsync_dir(self.dir)
         except OSError:
             pass
@@ -248,7 +261,7 @@ class TargetStore:
                     record = json.loads(path.read_text())
                 except (OSError, ValueError):
                     continue  # keep its files; load_all reports it
-                named.update(v for v in (record.get("image"), record.get("mask")) if v)
+                named.update(_file_names(record))
             removed = False
             for path in self.dir.iterdir():
                 leftover = path.name.endswith(".tmp") or (
@@ -258,3 +271,11 @@ class TargetStore:
                     removed = True
             if removed:
                 fsync_dir(self.dir)
+
+
+def _file_names(record: dict) -> list[str]:
+    """The image files a target record names (its reference, mask and further views)."""
+    names = [record.get("image"), record.get("mask")]
+    for view in record.get("views") or []:
+        names += [view.get("image"), view.get("mask")]
+    return [n for n in names if n]

@@ -107,7 +107,7 @@ def test_fss_folder_to_bag(tmp_path):
     out = builders.fss_to_bag(tmp_path / "fss", tmp_path / "bag", episodes_per_class=2, seed=5)
     plan = builders.plan_episodes(tmp_path / "fss", 2, seed=5)
     assert [e.class_name for e in plan] == ["cat", "cat", "cup", "cup"]
-    assert all(e.support != e.query for e in plan)
+    assert all(len(e.supports) == 1 and e.supports[0] != e.query for e in plan)
     with bags.BagReader(out) as r:
         assert r.protocol == "one-shot"
         refs = list(r.references())
@@ -117,7 +117,7 @@ def test_fss_folder_to_bag(tmp_path):
     assert len(frames) == 4 and len(gts) == 4
     for ep, ref, frame in zip(plan, refs, frames):
         assert ref.stamp_ns < frame.stamp_ns and ref.target_id == 1
-        want = cv2.imread(str(ep.support[1]), cv2.IMREAD_GRAYSCALE) > 0
+        want = cv2.imread(str(ep.supports[0][1]), cv2.IMREAD_GRAYSCALE) > 0
         np.testing.assert_array_equal(ref.mask, want)
         want_q = (cv2.imread(str(ep.query[1]), cv2.IMREAD_GRAYSCALE) > 0).astype(np.uint8)
         np.testing.assert_array_equal(gts[frame.stamp_ns], want_q)

@@ -106,3 +106,29 @@ def test_cli_run(tmp_path, capsys):
     assert "report.md" in printed
     assert cli.main(argv) == 0  # a second call finds the finished run
     assert "already complete" in capsys.readouterr().out
+
+
+def test_k_shot_episodes_pin_every_support_in_the_engine(tmp_path, engine, monkeypatch):
+    """A 3-shot bag: the first support adds the target, the other two add examples."""
+    import cv2
+
+    rng = np.random.default_rng(1)
+    (tmp_path / "fss" / "blob").mkdir(parents=True)
+    for k in range(1, 5):
+        cv2.imwrite(str(tmp_path / "fss" / "blob" / f"{k}.jpg"),
+                    rng.integers(0, 256, size=(40, 48, 3), dtype=np.uint8))
+        m = np.zeros((40, 48), np.uint8)
+        m[4 * k: 4 * k + 20, 10:30] = 255
+        cv2.imwrite(str(tmp_path / "fss" / "blob" / f"{k}.png"), m)
+    bag = builders.fss_to_bag(tmp_path / "fss", tmp_path / "bag", episodes_per_class=2, shots=3)
+    pinned = []
+    real_step = engine.step
+
+    def step(stream, frame, stamp=0.0):  # what each query frame is segmented with
+        pinned.append({tid: len(t.memory.conditioning) for tid, t in engine._streams[stream].targets.items()})
+        return real_step(stream, frame, stamp)
+
+    monkeypatch.setattr(engine, "step", step)
+    out = runner.evaluate(cfg(bag, tmp_path / "out"), source=EngineReplaySource(SETTINGS, engine))
+    assert out.report.summary["episodes"] == 2
+    assert pinned == [{1: 3}, {1: 3}]

@@ -340,11 +340,15 @@ def test_reference_with_empty_mask_is_refused(tmp_path):
     assert_no_report(tmp_path / "out")
 
 
-def test_several_references_for_one_target_are_refused(tmp_path):
+def test_several_references_for_one_target_teach_it_k_shot(tmp_path):
     m = np.zeros((32, 40), bool)
     m[5:10, 5:10] = True
-    _bag_with_references(tmp_path / "bag", [(1, m), (1, m)])
-    with pytest.raises(plan.PlanError, match="k-shot"):
-        runner.evaluate(cfg(tmp_path / "bag", tmp_path / "out", prompt="reference-topic"),
-                        source=OracleSource())
-    assert_no_report(tmp_path / "out")
+    _bag_with_references(tmp_path / "bag", [(1, m), (1, ~m)])
+    with bags.BagReader(tmp_path / "bag") as reader:
+        (episode,) = plan.make_plan(reader, prompt="reference-topic").episodes
+    assert [(p.target_id, bool(p.mask[6, 6])) for p in episode.prompts] == [(1, True), (1, False)]
+    out = runner.evaluate(cfg(tmp_path / "bag", tmp_path / "out", prompt="reference-topic"),
+                          source=OracleSource())
+    # Target 1 is scored once per frame, not once per reference.
+    assert [(r["frame"], r["target_id"]) for r in out.report.frames] == [(0, 1), (1, 1)]
+    assert out.report.summary["j_mean"] == 1.0

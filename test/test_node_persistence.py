@@ -19,7 +19,7 @@ CAM0 = "/cam0/image_raw"
 def listing(listener: Listener, timeout: float = 60) -> dict[int, tuple]:
     reply = listener.call(ListTargets, "/refseg/list_targets", ListTargets.Request(), timeout=timeout)
     assert reply.success, reply.message
-    return {t.target_id: (t.label, t.kind, t.camera, t.caption, t.status) for t in reply.targets}
+    return {t.target_id: (t.label, t.kind, t.camera, t.caption, t.examples, t.status) for t in reply.targets}
 
 
 @pytest.fixture
@@ -63,7 +63,13 @@ def listing_after_restart(start, listener) -> dict[int, tuple]:
 def test_targets_survive_kill_9_with_their_ids(listener, start):
     node = first_node(start, listener)
     frame, _ = scene(W, H, 0)
-    listener.teach(scene_reference(W, H, "mug"), listener.count("/refseg/status"), node=node)
+    ack = listener.teach(scene_reference(W, H, "mug"), listener.count("/refseg/status"), node=node)
+    mug = int(re.match(r"taught target (\d+) ", ack).group(1))
+    view = scene_reference(W, H, "mug")
+    view.target_id, view.add_view = mug, True
+    since = listener.count("/refseg/status")
+    listener.publish_when_heard("/refseg/reference", type(view), view, node=node)
+    listener.wait_status(f"added view 2 to target {mug} ", since, node=node)
     since = listener.count("/refseg/status")
     listener.publish_when_heard("/refseg/caption", String, String(data="the red cup on the left"), node=node)
     ack = listener.wait_status("taught target", since, node=node)
@@ -76,8 +82,9 @@ def test_targets_survive_kill_9_with_their_ids(listener, start):
     node.kill9()  # right after the last acknowledgement
 
     after = listing_after_restart(start, listener)
-    assert {tid: v[:4] for tid, v in after.items()} == {tid: v[:4] for tid, v in before.items()}
-    kinds = {v[0]: (tid, v[1], v[4]) for tid, v in after.items()}
+    assert {tid: v[:5] for tid, v in after.items()} == {tid: v[:5] for tid, v in before.items()}
+    assert after[mug][4] == 2, "the added view is kept"
+    kinds = {v[0]: (tid, v[1], v[5]) for tid, v in after.items()}
     assert kinds["mug"][1] == "reference" and kinds["boxed"][1] == "box"
     assert kinds["the red cup on the left"][1:] == ("caption", "waiting")
     reply = listener.call(AddTarget, "/refseg/add_target", AddTarget.Request(caption="a new one"))

@@ -31,6 +31,9 @@ def node(tmp_path_factory):
         frame, mask = scene(W, H, 0)
         cv2.imwrite(str(tmp / "frame.png"), frame[:, :, ::-1])
         cv2.imwrite(str(tmp / "mask.png"), mask.astype(np.uint8) * 255)
+        later, later_mask = scene(W, H, 6)
+        cv2.imwrite(str(tmp / "frame6.png"), later[:, :, ::-1])
+        cv2.imwrite(str(tmp / "mask6.png"), later_mask.astype(np.uint8) * 255)
         cv2.imwrite(str(tmp / "small_mask.png"), np.full((10, 10), 255, np.uint8))
         yield node, tmp
     finally:
@@ -49,6 +52,13 @@ def test_teach_tool_round_trip(node):
     r = teach("--image", str(tmp / "frame.png"), "--mask", str(tmp / "mask.png"), "--label", "mug")
     assert r.returncode == 0, r.stdout + r.stderr
     assert "taught target" in r.stdout and "'mug' (reference) on every camera" in r.stdout
+    mug_id = int(r.stdout.split("taught target ")[1].split()[0])
+
+    r = teach("--image", str(tmp / "frame6.png"), "--mask", str(tmp / "mask6.png"), "--add-view", str(mug_id))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"added view 2 to target {mug_id} 'mug' (reference) on every camera" in r.stdout
+    r = teach("--image", str(tmp / "frame6.png"), "--mask", str(tmp / "mask6.png"), "--add-view", "99999")
+    assert r.returncode == 1 and "no target 99999 to add a view to" in r.stdout, r.stdout + r.stderr
 
     r = teach("--image", str(tmp / "frame.png"), "--box", "80", "80", "160", "150", "--label", "boxed",
               "--camera", "/cam0/image_raw")
@@ -69,6 +79,7 @@ def test_teach_tool_round_trip(node):
     lines = r.stdout.strip().splitlines()
     assert len(lines) == 4 and "3 target(s)" in lines[-1], r.stdout
     assert any("'boxed'" in line and "box" in line for line in lines)
+    assert any("'mug'" in line and "(2 examples)" in line for line in lines), r.stdout
 
     r = teach("--remove", str(boxed_id))
     assert r.returncode == 0 and f"removed target {boxed_id}" in r.stdout, r.stdout + r.stderr

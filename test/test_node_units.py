@@ -80,6 +80,25 @@ def test_store_reports_unreadable_targets(tmp_path):
     assert json.loads((tmp_path / "store.json").read_text())["next_id"] == 2
 
 
+def test_store_keeps_views_and_removes_their_files_with_the_target(tmp_path):
+    store = TargetStore(tmp_path)
+    target = reference(1)
+    extra = reference(5)
+    target.views = [(extra.image, extra.mask), (255 - extra.image, ~extra.mask)]
+    store.save(target)
+    loaded = TargetStore(tmp_path).load(1)
+    assert len(loaded.views) == 2
+    for (image, mask), (want_image, want_mask) in zip(loaded.views, target.views):
+        np.testing.assert_array_equal(image, want_image)
+        np.testing.assert_array_equal(mask, want_mask)
+    target.views = target.views[:1]
+    store.save(target)  # a new revision: the old revision's view files go
+    assert sorted(p.name for p in tmp_path.iterdir() if ".view" in p.name) == [
+        "target-000001-r2.view1.image.png", "target-000001-r2.view1.mask.png"]
+    assert store.remove(1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["store.json"]
+
+
 def test_store_remove_commits_even_when_its_images_cannot_be_deleted(tmp_path, monkeypatch):
     store = TargetStore(tmp_path)
     store.save(reference(1))
@@ -355,3 +374,45 @@ def test_registry_turns_an_engine_failure_into_a_refusal_and_rolls_back(tmp_path
         reg.teach(reference())
     assert engine.streams == {"/a": {}, "/b": {}}
     assert reg.ids() == [] and TargetStore(tmp_path).load_all() == []
+
+
+def test_registry_add_view_pins_another_example_all_or_none_and_across_restarts(tmp_path, monkeypatch):
+    from refseg_ros.engine import EngineConfig, SegmentationEngine
+
+    def engine_with_streams():
+        return SegmentationEngine.from_config(EngineConfig(image_size=128, device="cpu"))
+
+    def examples(engine, camera="/a", tid=1):
+        return len(engine._streams[camera].targets[tid].memory.conditioning)
+
+    engine = engine_with_streams()
+    reg = TargetRegistry(engine, TargetStore(tmp_path), ["/a", "/b"])
+    reg.teach(reference(label="mug", h=48, w=64))
+    second = reference(2, h=48, w=64)
+    assert reg.add_view(1, second.image, second.mask) == "added view 2 to target 1 'mug' (reference) on every camera"
+    assert examples(engine, "/a") == examples(engine, "/b") == 2
+
+    with pytest.raises(TeachError, match="mask is 3x3 but its image is 64x48"):
+        reg.add_view(1, second.image, np.ones((3, 3), bool))
+    with pytest.raises(TeachError, match="no target 9"):
+        reg.add_view(9, second.image, second.mask)
+    reg.teach(TaughtTarget(0, "", "caption", caption="the cup"))
+    with pytest.raises(TeachError, match="is not one"):
+        reg.add_view(2, second.image, second.mask)
+
+    def full_disk(target):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(reg.store, "save", full_disk)
+    with pytest.raises(TeachError, match="could not store .*No space left"):
+        reg.add_view(1, second.image, second.mask)
+    assert examples(engine, "/a") == examples(engine, "/b") == 2, "the refused view is taken back"
+    monkeypatch.undo()
+
+    stored = TargetStore(tmp_path).load(1)
+    assert len(stored.views) == 1
+    np.testing.assert_array_equal(stored.views[0][0], second.image)
+    np.testing.assert_array_equal(stored.views[0][1], second.mask)
+    engine2 = engine_with_streams()
+    TargetRegistry(engine2, TargetStore(tmp_path), ["/a", "/b"]).restore()
+    assert examples(engine2, "/a") == examples(engine2, "/b") == 2, "views come back after a restart"

@@ -229,8 +229,9 @@ class BagWriter:
 
     def write_reference(self, topic: str, stamp_ns: int, target_id: int, label: str,
                         image: np.ndarray, mask: np.ndarray, camera: str = "",
-                        frame_id: str = "reference") -> None:
-        """A teach-by-example reference: RGB image plus mono8 mask (255 = object)."""
+                        frame_id: str = "reference", add_view: bool = False) -> None:
+        """A teach-by-example reference: RGB image plus mono8 mask (255 = object);
+        ``add_view`` marks one more example of an earlier reference's target."""
         image = np.asarray(image)
         mask = np.asarray(mask)
         if mask.shape != image.shape[:2]:
@@ -240,6 +241,7 @@ class BagWriter:
         msg = store.types[REFERENCE_TYPE](
             header=_header(stamp_ns, frame_id),
             target_id=int(target_id),
+            add_view=bool(add_view),
             label=label,
             camera=camera,
             image=image_message(image, "rgb8", stamp_ns, frame_id),

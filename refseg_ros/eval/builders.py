@@ -136,10 +136,10 @@ def davis_to_bag(root: str | Path, sequence: str, out: str | Path, *, storage: s
 
 @dataclass(frozen=True)
 class Episode:
-    """One one-shot episode: a support (reference) pair and a query pair of one class."""
+    """One few-shot episode: support (reference) pairs and a query pair of one class."""
 
     class_name: str
-    support: tuple[Path, Path]  # image, mask
+    supports: tuple[tuple[Path, Path], ...]  # (image, mask) each; k of them for k-shot
     query: tuple[Path, Path]
 
 
@@ -157,9 +157,11 @@ def fss_pairs(class_dir: Path) -> list[tuple[Path, Path]]:
 
 
 def plan_episodes(root: str | Path, episodes_per_class: int = 1, seed: int = 0,
-                  classes: Optional[Sequence[str]] = None) -> list[Episode]:
-    """Draw episodes reproducibly: per class, ``episodes_per_class`` (support, query)
-    pairs of distinct images, classes in name order."""
+                  classes: Optional[Sequence[str]] = None, shots: int = 1) -> list[Episode]:
+    """Draw episodes reproducibly: per class, ``episodes_per_class`` draws of ``shots``
+    supports and a query, all distinct images, classes in name order."""
+    if shots < 1:
+        raise ValueError(f"shots must be at least 1, got {shots}")
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"no dataset folder {root}")
@@ -170,12 +172,12 @@ def plan_episodes(root: str | Path, episodes_per_class: int = 1, seed: int = 0,
     episodes = []
     for name in names:
         pairs = fss_pairs(root / name)
-        if len(pairs) < 2:
-            raise ValueError(f"class folder {root / name} needs at least 2 image/mask pairs "
-                             f"(N.jpg + N.png), found {len(pairs)}")
+        if len(pairs) < shots + 1:
+            raise ValueError(f"class folder {root / name} needs at least {shots + 1} image/mask pairs "
+                             f"(N.jpg + N.png) for {shots}-shot episodes, found {len(pairs)}")
         for _ in range(episodes_per_class):
-            support, query = rng.sample(pairs, 2)
-            episodes.append(Episode(name, support, query))
+            *supports, query = rng.sample(pairs, shots + 1)
+            episodes.append(Episode(name, tuple(supports), query))
     return episodes
 
 
@@ -188,23 +190,25 @@ def _binary_mask(path: Path, shape: tuple[int, int]) -> np.ndarray:
 
 
 def fss_to_bag(root: str | Path, out: str | Path, *, episodes_per_class: int = 1, seed: int = 0,
-               classes: Optional[Sequence[str]] = None, storage: str = "mcap",
+               classes: Optional[Sequence[str]] = None, shots: int = 1, storage: str = "mcap",
                start_ns: int = 1_000_000_000, camera_topic: str = bags.CAMERA_TOPIC,
                gt_topic: str = bags.GROUND_TRUTH_TOPIC,
                reference_topic: str = bags.REFERENCE_TOPIC, overwrite: bool = False) -> Path:
-    """Write one-shot episodes as a bag: per episode, at second e, a reference (support
-    image and mask, target id 1, label = class), then half a second later the query
-    frame and its ground truth (1 = object)."""
-    episodes = plan_episodes(root, episodes_per_class, seed, classes)
+    """Write few-shot episodes as a bag: per episode, at second e, ``shots`` references
+    (support images and masks, target id 1, label = class; the first teaches the target,
+    the others add examples), then half a second later the query frame and its ground
+    truth (1 = object)."""
+    episodes = plan_episodes(root, episodes_per_class, seed, classes, shots)
     with bags.BagWriter(out, storage=storage, overwrite=overwrite) as writer:
         writer.set_protocol("one-shot")
         writer.set_objects({1: "target"})
         for e, ep in enumerate(episodes):
             t_ref = start_ns + e * 1_000_000_000
-            s_img = read_rgb(ep.support[0])
-            writer.write_reference(reference_topic, t_ref, 1, ep.class_name, s_img,
-                                   _binary_mask(ep.support[1], s_img.shape[:2]),
-                                   camera=camera_topic)
+            for k, (image_path, mask_path) in enumerate(ep.supports):
+                s_img = read_rgb(image_path)
+                writer.write_reference(reference_topic, t_ref, 1, ep.class_name, s_img,
+                                       _binary_mask(mask_path, s_img.shape[:2]), camera=camera_topic,
+                                       add_view=k > 0)
             t_query = t_ref + 500_000_000
             q_img = read_rgb(ep.query[0])
             q_mask = _binary_mask(ep.query[1], q_img.shape[:2])

@@ -4,7 +4,7 @@
                     [--mode offline|live]
     refseg-eval build synthetic OUT [--frames 30 --size 320x240 --seed 0]
     refseg-eval build davis ROOT SEQUENCE OUT [--fps 24]
-    refseg-eval build fss ROOT OUT [--episodes-per-class 1 --seed 0]
+    refseg-eval build fss ROOT OUT [--episodes-per-class 1 --shots 1 --seed 0]
     refseg-eval info BAG
     refseg-eval play BAG [--rate 1.0 --clock]
 
@@ -102,6 +102,7 @@ def _build_parser() -> argparse.ArgumentParser:
             k.add_argument("--max-frames", type=int, default=None)
         if name == "fss":
             k.add_argument("--episodes-per-class", type=int, default=1)
+            k.add_argument("--shots", type=int, default=1, help="support pairs per episode (k-shot)")
             k.add_argument("--seed", type=int, default=0)
             k.add_argument("--classes", nargs="*", default=None)
 
@@ -173,7 +174,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
     else:
         out = builders.fss_to_bag(args.root, args.out, storage=args.storage,
                                   episodes_per_class=args.episodes_per_class, seed=args.seed,
-                                  classes=args.classes, overwrite=args.overwrite)
+                                  classes=args.classes, shots=args.shots, overwrite=args.overwrite)
     print(out)
     return 0
 

@@ -15,7 +15,8 @@ So:
 - references (``reference-topic``, one-shot): once every earlier frame has its result,
   the reference goes out on the node's reference topic and playback waits for the
   node's acknowledgement, then continues: the reference is pinned right before the
-  frame the offline replay adds it before;
+  frame the offline replay adds it before. A further reference of a target already
+  taught goes out with ``add_view`` (k-shot), as the offline replay adds an example;
 - masks on a frame (``first-frame-gt``): the frame is sent alone, and once its result is
   in, AddTarget gives the node the mask on that frame's image: pinned at that frame,
   as offline. The node has not seen the target on that frame, so that frame's result
@@ -369,8 +370,10 @@ class LiveSession:
     def teach_reference(self, p: TargetPrompt) -> None:
         """Publish the reference and wait for the node to say it has it."""
         since = len(self.client.status_lines())
-        self.client.publish_reference(p.target_id, p.label, p.image, p.mask)
-        ok = re.compile(rf"^(taught|replaced) target {p.target_id}\b")
+        add_view = p.target_id in self.id_map
+        self.client.publish_reference(p.target_id, p.label, p.image, p.mask, add_view=add_view)
+        ok = re.compile(rf"^added view \d+ to target {p.target_id}\b" if add_view else
+                        rf"^(taught|replaced) target {p.target_id}\b")
         deadline = time.monotonic() + self.live.result_timeout
         while True:
             for line in self.client.status_lines(since):

@@ -7,8 +7,12 @@ targets when their prompt's stamp comes up, and processes its frames in order:
   (``first-frame-gt``, the semi-supervised VOS protocol: each object's mask on the
   first frame where it appears, scored from the next frame on) or from the bag's
   references (``reference-topic``: taught by example, every frame scored);
-- one-shot protocol: one episode per reference message, holding the frames stamped
-  from that reference up to the next one.
+- one-shot protocol: one episode per reference stamp, holding the frames stamped from
+  its references up to the next reference stamp.
+
+A target may be taught by several references (k-shot): the first adds it, each later
+one adds an example (``engine.add_reference``); in a one-shot bag, the references of
+an episode share its stamp.
 
 Making the plan reads the whole bag once and checks it (see ``bags.index_sequence``),
 so a bag that cannot be evaluated fails before anything is written.
@@ -109,15 +113,6 @@ def _reference_prompts(reader: bags.BagReader, topic: str, camera_topic: str
     return prompts
 
 
-def _check_one_reference_per_target(prompts: list[TargetPrompt], where: str) -> None:
-    seen: set[int] = set()
-    for p in prompts:
-        if p.target_id in seen:
-            raise PlanError(f"{where}: target {p.target_id} is taught by several references; "
-                            "k-shot teaching is not supported by the evaluation yet")
-        seen.add(p.target_id)
-
-
 def make_plan(reader: bags.BagReader, *, prompt: str = "auto",
               camera_topic: str = bags.CAMERA_TOPIC, gt_topic: str = bags.GROUND_TRUTH_TOPIC,
               reference_topic: str = bags.REFERENCE_TOPIC, caption_topic: str = bags.CAPTION_TOPIC,
@@ -154,7 +149,6 @@ def make_plan(reader: bags.BagReader, *, prompt: str = "auto",
             lo = bisect.bisect_left(stamps, start)
             hi = bisect.bisect_left(stamps, end) if end is not None else len(stamps)
             ep_prompts = [p for p in refs if p.stamp_ns == start]
-            _check_one_reference_per_target(ep_prompts, f"{where}, episode at stamp {start}")
             if hi > lo:
                 episodes.append(Episode(len(episodes), ep_prompts[0].label, list(range(lo, hi)),
                                         ep_prompts))
@@ -174,7 +168,6 @@ def make_plan(reader: bags.BagReader, *, prompt: str = "auto",
         if not prompts:
             raise PlanError(f"{where}: every reference on {reference_topic!r} comes after the "
                             "last frame")
-        _check_one_reference_per_target(prompts, where)
     targets = {p.target_id: p.label for p in prompts}
     untaught = {k: v for k, v in seq.object_labels.items() if k not in targets}
     episode = Episode(0, "sequence", list(range(len(stamps))), prompts)

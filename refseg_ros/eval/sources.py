@@ -128,6 +128,9 @@ class EngineReplaySource:
                 engine_to_gt = {}
             while pending and pending[0].stamp_ns <= frame.stamp_ns:
                 p = pending.pop(0)
+                if p.target_id in engine_to_gt and p.image is not None:  # one more example (k-shot)
+                    engine.add_reference(stream, p.target_id, MaskPrompt(p.mask), p.image)
+                    continue
                 tid = engine.add_target(stream, MaskPrompt(p.mask), label=p.label,
                                         target_id=p.target_id, image=p.image)
                 engine_to_gt[tid] = p.target_id

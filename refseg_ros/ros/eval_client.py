@@ -204,10 +204,12 @@ class ReplayClient:
         return now
 
     def publish_reference(self, target_id: int, label: str, image: np.ndarray,
-                          mask: np.ndarray) -> None:
-        """Teach by example on the node's reference topic (every camera)."""
+                          mask: np.ndarray, add_view: bool = False) -> None:
+        """Teach by example on the node's reference topic (every camera); ``add_view``:
+        one more example of the known target ``target_id``."""
         header = Header()
-        msg = ReferenceTarget(header=header, target_id=int(target_id), label=label, camera="")
+        msg = ReferenceTarget(header=header, target_id=int(target_id), label=label, camera="",
+                              add_view=add_view)
         msg.image = image_message(image, "rgb8", header)
         msg.mask = image_message(np.where(mask, 255, 0).astype(np.uint8), "mono8", header)
         self.reference_pub.publish(msg)

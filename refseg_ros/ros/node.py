@@ -303,7 +303,8 @@ class SegmenterNode(LifecycleNode):
             return resp
         statuses = registry.statuses()
         resp.targets = [TargetInfo(target_id=s.target.target_id, label=s.target.label, kind=s.target.kind,
-                                   camera=s.target.camera, caption=s.target.caption, status=s.status)
+                                   camera=s.target.camera, caption=s.target.caption, status=s.status,
+                                   examples=1 + len(s.target.views) if s.target.kind == "reference" else 0)
                         for s in statuses]
         notes = sorted({f"{s.target.target_id}: {s.note}" for s in statuses if s.note})
         resp.success = True
@@ -319,9 +320,21 @@ class SegmenterNode(LifecycleNode):
             return False, f"{what} rejected: {exc}"
 
     def _on_reference(self, msg: ReferenceTarget) -> None:
-        ok, text, _ = self._teach(lambda: requests.from_reference(msg), replace=True)
+        if msg.add_view:
+            ok, text = self._add_view(msg)
+        else:
+            ok, text, _ = self._teach(lambda: requests.from_reference(msg), replace=True)
         name = f" '{msg.label}'" if msg.label else ""
         self._status(text if ok else f"rejected reference{name}: {text}", error=not ok)
+
+    def _add_view(self, msg: ReferenceTarget) -> tuple[bool, str]:
+        registry = self.registry
+        if registry is None:
+            return False, "the node is not configured"
+        try:
+            return True, registry.add_view(*requests.view_from_reference(msg))
+        except TeachError as exc:
+            return False, str(exc)
 
     def _on_caption(self, msg: String) -> None:
         ok, text, _ = self._teach(lambda: requests.from_caption(msg.data))

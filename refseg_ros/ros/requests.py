@@ -50,6 +50,14 @@ def from_reference(msg) -> TaughtTarget:
                         camera=msg.camera, image=image, mask=mask)
 
 
+def view_from_reference(msg) -> tuple[int, np.ndarray, np.ndarray]:
+    """A ReferenceTarget with add_view: (target id, image, mask) of one more example."""
+    if not msg.target_id:
+        raise TeachError("add_view needs the target_id of the reference target to add to")
+    target = from_reference(msg)
+    return target.target_id, target.image, target.mask
+
+
 def from_caption(text: str) -> TaughtTarget:
     """A std_msgs/String caption; the label is the caption (shortened by the registry)."""
     return TaughtTarget(target_id=0, label="", kind="caption", caption=text)

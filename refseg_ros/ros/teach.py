@@ -1,6 +1,7 @@
 """`refseg-teach`: teach the running node a target from the command line.
 
     refseg-teach --image ref.png --mask mask.png --label mug [--camera /cam0/image_raw]
+    refseg-teach --image ref2.png --mask mask2.png --add-view 7   # one more example of target 7
     refseg-teach --image frame.png --box 120 80 260 210 --label mug
     refseg-teach --caption "the red mug on the left"
     refseg-teach --list | --remove ID | --reset [--camera CAM]
@@ -20,7 +21,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-ACK_PREFIXES = ("taught ", "replaced ", "rejected reference", "rejected caption")
+ACK_PREFIXES = ("taught ", "replaced ", "added view ", "rejected reference", "rejected caption")
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -38,12 +39,16 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--label", default="", help="name of the target")
     p.add_argument("--camera", default="", help="camera (image topic) it applies to; default: every camera")
     p.add_argument("--target-id", type=int, default=0, help="replace this target's reference")
+    p.add_argument("--add-view", type=int, default=0, metavar="ID",
+                   help="with --image and --mask: one more example of reference target ID (k-shot)")
     p.add_argument("--node", default="/refseg", help="the node's name with namespace (default /refseg)")
     p.add_argument("--service", action="store_true", help="use the add_target service for a reference or caption")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the node")
     args = p.parse_args(list(argv))
     if (args.mask is not None or args.box is not None) and not args.image:
         p.error("--mask and --box need --image")
+    if args.add_view and (args.mask is None or args.service or args.target_id):
+        p.error("--add-view goes with --image and --mask, on the reference topic (not --service, not --target-id)")
     return args
 
 
@@ -143,7 +148,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 for t in reply.targets:
                     where = t.camera or "every camera"
                     extra = f" caption={t.caption!r}" if t.caption else ""
-                    print(f"{t.target_id:6d}  {t.label!r:24} {t.kind:9} {t.status:9} {where}{extra}")
+                    examples = f" ({t.examples} examples)" if t.examples > 1 else ""
+                    print(f"{t.target_id:6d}  {t.label!r:24} {t.kind:9} {t.status:9} {where}{extra}{examples}")
         elif args.remove is not None:
             reply = teacher.call(RemoveTarget, "remove_target", RemoveTarget.Request(target_id=args.remove))
         elif args.reset:
@@ -162,7 +168,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         elif args.caption is not None:
             answer = teacher.publish_and_wait("caption", String, String(data=args.caption))
         else:
-            msg = ReferenceTarget(target_id=args.target_id, label=args.label, camera=args.camera,
+            msg = ReferenceTarget(target_id=args.add_view or args.target_id, add_view=bool(args.add_view),
+                                  label=args.label, camera=args.camera,
                                   image=image_msg(read_image(args.image), "rgb8"),
                                   mask=image_msg(read_mask(args.mask), "mono8"))
             answer = teacher.publish_and_wait("reference", ReferenceTarget, msg)

@@ -9,6 +9,7 @@ build does not have, and the registry says so instead of pretending.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from dataclasses import dataclass
 from typing import Optional, Sequence
@@ -132,6 +133,39 @@ class TargetRegistry:
             if target.kind == "caption":
                 text += f": caption {_quote(target.caption)} is {CAPTION_WAITING}"
             return text
+
+    def add_view(self, target_id: int, image: np.ndarray, mask: np.ndarray) -> str:
+        """Teach a reference target one more example (k-shot); returns the acknowledgement.
+
+        The engine pins the new example beside the others and keeps what the target has
+        tracked so far. All or none: when the engine or the store refuses, the target is
+        taught again as it was.
+        """
+        with self._lock:
+            old = self._targets.get(int(target_id))
+            if old is None:
+                known = ", ".join(str(t) for t in sorted(self._targets)) or "none"
+                raise TeachError(f"no target {target_id} to add a view to (known: {known})")
+            if old.kind != "reference":
+                raise TeachError(f"views are added to reference targets; {describe(old)} is not one")
+            self._check(TaughtTarget(old.target_id, old.label, "reference", image=image, mask=mask))
+            new = dataclasses.replace(old, views=old.views + [(image, np.asarray(mask) != 0)])
+            try:
+                if old.target_id not in self._notes:
+                    for camera in self._cameras_of(new):
+                        self.engine.add_reference(camera, new.target_id, MaskPrompt(np.asarray(mask) != 0), image)
+                if self.store is not None:
+                    self.store.save(new)
+            except Exception as exc:  # bad input, device memory, a full disk: teach the old one again
+                self._unapply(old)
+                self._reapply_quietly(old)
+                if isinstance(exc, (StoreError, OSError)):
+                    raise TeachError(f"could not store {describe(new)}: {exc}") from exc
+                reason = str(exc) if isinstance(exc, EngineError) else \
+                    f"the engine failed ({type(exc).__name__}: {exc})"
+                raise TeachError(reason) from exc
+            self._targets[new.target_id] = new
+            return f"added view {len(new.views) + 1} to {describe(new)}"
 
     def remove(self, target_id: int) -> str:
         with self._lock:
@@ -276,6 +310,8 @@ class TargetRegistry:
                     self.engine.add_target(camera, prompt, label=target.label,
                                            target_id=target.target_id, image=target.image)
                     done.append(camera)
+                    for image, mask in target.views:
+                        self.engine.add_reference(camera, target.target_id, MaskPrompt(mask), image)
             except Exception as exc:  # bad input, or e.g. device memory running out: all or none
                 for camera in done:
                     self._remove_quietly(camera, target.target_id)

@@ -53,8 +53,12 @@ STORAGES = ("mcap", "sqlite3")
 REFERENCE_TARGET_MSG = """\
 # Teach by example: an image, a mask of the object in it, and a label.
 std_msgs/Header header
-# 0 asks the node to assign a new id; a known id replaces that target's reference.
+# 0 asks the node to assign a new id; a known id replaces that target's reference
+# (unless add_view).
 uint32 target_id
+# true: one more example of the known reference target target_id (k-shot); the target
+# keeps its earlier examples and what it has tracked so far. label and camera are unused.
+bool add_view
 string label
 # Camera (image topic) the target applies to; empty applies it to every camera.
 string camera

@@ -149,11 +149,12 @@ class TargetRegistry:
             if old.kind != "reference":
                 raise TeachError(f"views are added to reference targets; {describe(old)} is not one")
             self._check(TaughtTarget(old.target_id, old.label, "reference", image=image, mask=mask))
-            new = dataclasses.replace(old, views=old.views + [(image, np.asarray(mask) != 0)])
+            view_mask = np.asarray(mask) != 0
+            new = dataclasses.replace(old, views=old.views + [(image, view_mask)])
             try:
                 if old.target_id not in self._notes:
                     for camera in self._cameras_of(new):
-                        self.engine.add_reference(camera, new.target_id, MaskPrompt(np.asarray(mask) != 0), image)
+                        self.engine.add_reference(camera, new.target_id, MaskPrompt(view_mask), image)
                 if self.store is not None:
                     self.store.save(new)
             except Exception as exc:  # bad input, device memory, a full disk: teach the old one again
@@ -161,9 +162,7 @@ class TargetRegistry:
                 self._reapply_quietly(old)
                 if isinstance(exc, (StoreError, OSError)):
                     raise TeachError(f"could not store {describe(new)}: {exc}") from exc
-                reason = str(exc) if isinstance(exc, EngineError) else \
-                    f"the engine failed ({type(exc).__name__}: {exc})"
-                raise TeachError(reason) from exc
+                raise TeachError(_engine_refusal(exc)) from exc
             self._targets[new.target_id] = new
             return f"added view {len(new.views) + 1} to {describe(new)}"
 
@@ -315,9 +314,7 @@ class TargetRegistry:
             except Exception as exc:  # bad input, or e.g. device memory running out: all or none
                 for camera in done:
                     self._remove_quietly(camera, target.target_id)
-                reason = str(exc) if isinstance(exc, EngineError) else \
-                    f"the engine failed ({type(exc).__name__}: {exc})"
-                raise TeachError(reason) from exc
+                raise TeachError(_engine_refusal(exc)) from exc
         self._targets[target.target_id] = target
         self._notes.pop(target.target_id, None)
         self._refresh_tracked()
@@ -367,6 +364,11 @@ def _prompt(target: TaughtTarget) -> Prompt:
         return PointsPrompt(np.asarray(target.points, dtype=np.float32),
                             np.asarray(target.point_labels or [], dtype=np.int64))
     raise TeachError(f"cannot track a {target.kind} target")
+
+
+def _engine_refusal(exc: Exception) -> str:
+    """Why the engine refused: its own message for bad input, the failure otherwise."""
+    return str(exc) if isinstance(exc, EngineError) else f"the engine failed ({type(exc).__name__}: {exc})"
 
 
 def _quote(text: str, limit: int = 80) -> str:

@@ -14,6 +14,7 @@ import time
 
 import cv2
 import rclpy
+from rclpy.duration import Duration
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage
 
@@ -36,7 +37,9 @@ def main() -> None:
     rclpy.init()
     node = rclpy.create_node("test_camera")
     reliability = ReliabilityPolicy.BEST_EFFORT if args.best_effort else ReliabilityPolicy.RELIABLE
-    qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=reliability)
+    # A counted run keeps every frame in its history, so a reader that is slow to acknowledge
+    # (a busy machine) still gets them all.
+    qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=max(10, args.count), reliability=reliability)
     frames = [scene(args.width, args.height, t)[0] for t in range(20)]
     if args.compressed:
         payloads = [cv2.imencode(".jpg", f[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
@@ -70,12 +73,14 @@ def main() -> None:
             sent += 1
             next_time += period
             time.sleep(max(0.0, next_time - time.monotonic()))
+        # A counted run: its reliable frames must reach the readers before the writer goes.
+        if not pub.wait_for_all_acked(Duration(seconds=30)):
+            print("test camera: not every reader acknowledged every frame within 30 s", flush=True)
     except KeyboardInterrupt:
         pass
     finally:
         if stamps is not None:
             stamps.close()
-        time.sleep(0.5)  # let reliable samples go out
         node.destroy_node()
         rclpy.try_shutdown()
 

@@ -78,6 +78,13 @@ def stamp_key(stamp) -> tuple[int, int]:
     return int(stamp.sec), int(stamp.nanosec)
 
 
+def read_stamps(path: Path) -> set[tuple[int, int]]:
+    """The (sec, nanosec) stamps a camera process wrote with --stamps."""
+    if not path.exists():
+        return set()
+    return {tuple(int(v) for v in line.split()) for line in path.read_text().splitlines() if line.strip()}
+
+
 # ---------------------------------------------------------------------------- process
 def _die_with_parent() -> None:
     """In the child: get SIGKILL when the test process dies, so no node outlives a run."""

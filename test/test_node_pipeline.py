@@ -3,36 +3,25 @@
 Two cameras (one raw Image, one CompressedImage) feed one node; for both, label images and
 object arrays arrive with the source header (stamp and frame id), the label image agrees
 with the object array, the overlay is drawn only for the camera someone watches, and
-/diagnostics reports each camera. In replay mode every frame comes out, in order, and
-the node's clock is the simulated one (/clock) when use_sim_time is set.
+/diagnostics reports each camera. Replay mode is tested in test_node_replay.py.
 """
 
 from __future__ import annotations
 
-import threading
-import time
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-from _node_harness import Listener, image_msg, scene, scene_reference, stamp_key, start_camera, start_node
-from builtin_interfaces.msg import Time
+from _node_harness import (Listener, image_msg, read_stamps, scene, scene_reference, stamp_key, start_camera,
+                           start_node)
 from diagnostic_msgs.msg import DiagnosticArray
 from sensor_msgs.msg import Image
 
 from refseg_ros import imaging
-from refseg_ros.msg import ReferenceTarget, SegmentedObject, SegmentedObjectArray
+from refseg_ros.msg import SegmentedObject, SegmentedObjectArray
 from refseg_ros.srv import AddTarget, ListTargets
 
 W, H = 320, 240
 CAM0, CAM1 = "/cam0/image_raw", "/cam1/image_raw"
-
-
-def read_stamps(path: Path) -> set[tuple[int, int]]:
-    if not path.exists():
-        return set()
-    return {tuple(int(v) for v in line.split()) for line in path.read_text().splitlines() if line.strip()}
 
 
 def check_label_image(mask: Image, objects: SegmentedObjectArray) -> None:
@@ -151,61 +140,3 @@ def test_overlay_only_for_watched_camera_and_diagnostics(live):
     assert int(values[CAM0]["overlays_published"]) > 0
     assert int(values[CAM1]["overlays_published"]) == 0, "overlay drawn although nobody subscribes"
     assert node.alive()
-
-
-def test_replay_mode_processes_every_frame_in_order_on_sim_time(tmp_path):
-    """mode: replay with use_sim_time: every frame in order, latency measured on /clock."""
-    from rosgraph_msgs.msg import Clock
-
-    listener = Listener("replay_listener")
-    cam = "/replay/image_raw"
-    status = "/replay_node/status"
-    listener.listen(f"{cam}/refseg/objects", SegmentedObjectArray)
-    listener.listen("/diagnostics", DiagnosticArray)
-    listener.listen_status(status)
-    # A simulated clock 100 s ahead of the camera's stamps: the node's latency must say ~100 s.
-    clock = listener.publisher("/clock", Clock)
-    ticking = threading.Event()
-
-    def tick():
-        while not ticking.wait(0.05):
-            now = time.time() + 100.0
-            clock.publish(Clock(clock=Time(sec=int(now), nanosec=int((now % 1) * 1e9))))
-
-    threading.Thread(target=tick, daemon=True).start()
-    node = start_node(tmp_path, {"cameras": [cam], "mode": "replay", "store_dir": "", "use_sim_time": True,
-                                 "status_topic": status, "reference_topic": "/replay_node/reference"})
-    camera = None
-    try:
-        listener.wait_status("active", timeout=90, node=node, topic=status)
-        listener.publish_when_heard("/replay_node/reference", ReferenceTarget,
-                                    scene_reference(W, H, frame_id="ref"), node=node)
-        listener.wait_status("taught target", timeout=60, node=node, topic=status)
-        count = 12
-        camera = start_camera(tmp_path, cam, "replay_optical", rate=15, count=count,
-                              stamps_file=tmp_path / "replay.stamps")
-        listener.wait_for(lambda: listener.count(f"{cam}/refseg/objects") >= count, 180,
-                          f"{count} object arrays", node)
-        time.sleep(1.0)
-        arrays = [m for _, m in listener.received(f"{cam}/refseg/objects")]
-        sent = sorted(read_stamps(tmp_path / "replay.stamps"))
-        assert [stamp_key(m.header.stamp) for m in arrays] == sent, "replay must process every frame in order"
-        assert all(len(m.objects) == 1 for m in arrays)
-
-        def latency():
-            for _, array in reversed(listener.received("/diagnostics")):
-                for st in array.status:
-                    if st.hardware_id == cam:
-                        value = {kv.key: kv.value for kv in st.values}["latency_max_ms"]
-                        if value != "n/a":
-                            return float(value) / 1e3
-            return None
-
-        seconds = listener.wait_for(latency, 30, "a latency in /diagnostics", node)
-        assert 95.0 < seconds < 130.0, f"latency {seconds:.1f} s: the node did not use /clock"
-    finally:
-        ticking.set()
-        if camera is not None:
-            camera.stop()
-        node.stop()
-        listener.close()

@@ -1,12 +1,14 @@
 """Per-camera counters and timings behind the node's diagnostics.
 
-Rates are measured over the interval between two reports, so a diagnostics consumer sees
-what happened lately, not a lifetime average; totals (dropped, rejected) are lifetime
-counts, as operators compare them across reports.
+Rates, latencies and step times cover the last ``window`` seconds, so a diagnostics
+consumer sees what happened lately, not a lifetime average, and two reports that come
+close together (a timer callback that ran late, then one on time) still say the same;
+totals (dropped, rejected) are lifetime counts, as operators compare them across reports.
 """
 
 from __future__ import annotations
 
+import collections
 import threading
 import time
 from dataclasses import dataclass
@@ -18,7 +20,7 @@ class CameraReport:
     """One camera's numbers for one diagnostics interval."""
 
     camera: str
-    interval: float
+    interval: float  # seconds the rates and means cover
     input_rate: float  # frames received per second
     processed_rate: float  # frames segmented per second
     received: int  # lifetime totals
@@ -35,27 +37,36 @@ class CameraReport:
     seconds_since_input: Optional[float]
 
 
+@dataclass
+class _Processed:
+    at: float  # time.monotonic()
+    latency: float
+    step: float
+    overhead: float
+
+
 class CameraStats:
     """Thread-safe counters for one camera, written by callbacks and the worker."""
 
-    def __init__(self, camera: str):
+    def __init__(self, camera: str, window: float = 5.0):
         self.camera = camera
+        self.window = window
         self._lock = threading.Lock()
         self.received = self.processed = self.rejected = self.dropped = self.overlays = 0
         self.last_error = ""
         self._last_input: Optional[float] = None
-        self._window_start = time.monotonic()
-        self._win_received = self._win_processed = 0
-        self._latencies: list[float] = []
-        self._steps: list[float] = []
-        self._overheads: list[float] = []
+        self._started = time.monotonic()
+        self._inputs: collections.deque[float] = collections.deque()  # arrival times in the window
+        self._done: collections.deque[_Processed] = collections.deque()
         self._latency_last: Optional[float] = None
 
     def on_input(self) -> None:
+        now = time.monotonic()
         with self._lock:
             self.received += 1
-            self._win_received += 1
-            self._last_input = time.monotonic()
+            self._inputs.append(now)
+            self._last_input = now
+            self._forget_before(now - self.window)
 
     def on_dropped(self) -> None:
         """A waiting frame was replaced by a newer one before the model saw it."""
@@ -68,36 +79,39 @@ class CameraStats:
             self.last_error = reason
 
     def on_processed(self, latency: float, step: float, overhead: float, overlay: bool = False) -> None:
+        now = time.monotonic()
         with self._lock:
             self.overlays += int(overlay)
             self.processed += 1
-            self._win_processed += 1
             self._latency_last = latency
-            self._latencies.append(latency)
-            self._steps.append(step)
-            self._overheads.append(overhead)
+            self._done.append(_Processed(now, latency, step, overhead))
+            self._forget_before(now - self.window)
 
     def report(self) -> CameraReport:
-        """The numbers since the previous report; starts a new interval."""
+        """The numbers of the last ``window`` seconds (less, right after the start)."""
         now = time.monotonic()
         with self._lock:
-            interval = max(now - self._window_start, 1e-9)
-            rep = CameraReport(
+            self._forget_before(now - self.window)
+            interval = max(min(self.window, now - self._started), 1e-9)
+            latencies = [p.latency for p in self._done]
+            return CameraReport(
                 camera=self.camera, interval=interval,
-                input_rate=self._win_received / interval,
-                processed_rate=self._win_processed / interval,
+                input_rate=len(self._inputs) / interval,
+                processed_rate=len(self._done) / interval,
                 received=self.received, processed=self.processed, dropped=self.dropped,
                 rejected=self.rejected, overlays=self.overlays, latency_last=self._latency_last,
-                latency_mean=_mean(self._latencies),
-                latency_max=max(self._latencies) if self._latencies else None,
-                step_mean=_mean(self._steps), overhead_mean=_mean(self._overheads),
+                latency_mean=_mean(latencies), latency_max=max(latencies) if latencies else None,
+                step_mean=_mean([p.step for p in self._done]),
+                overhead_mean=_mean([p.overhead for p in self._done]),
                 last_error=self.last_error,
                 seconds_since_input=None if self._last_input is None else now - self._last_input,
             )
-            self._window_start = now
-            self._win_received = self._win_processed = 0
-            self._latencies, self._steps, self._overheads = [], [], []
-            return rep
+
+    def _forget_before(self, oldest: float) -> None:
+        while self._inputs and self._inputs[0] < oldest:
+            self._inputs.popleft()
+        while self._done and self._done[0].at < oldest:
+            self._done.popleft()
 
 
 def _mean(values: list[float]) -> Optional[float]:

@@ -27,3 +27,19 @@ def moving_shapes(num_frames: int = 24, size: int = 256, seed: int = 0):
         frames.append(frame)
         masks.append({1: disc & ~np.zeros_like(disc), 2: square & ~disc, 3: bar & ~square & ~disc})
     return frames, masks
+
+
+def write_fss_folder(root, classes=("blob",), pairs: int = 2, seed: int = 0, step: int = 5, size=(40, 48)):
+    """An FSS-1000-style folder: per class, `pairs` random images <k>.jpg with a box mask
+    <k>.png (rows step*k .. step*k+20, columns 10..30). Returns `root`."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    for cls in classes:
+        (root / cls).mkdir(parents=True, exist_ok=True)
+        for k in range(1, pairs + 1):
+            cv2.imwrite(str(root / cls / f"{k}.jpg"), rng.integers(0, 256, size=(*size, 3), dtype=np.uint8))
+            mask = np.zeros(size, np.uint8)
+            mask[step * k: step * k + 20, 10:30] = 255
+            cv2.imwrite(str(root / cls / f"{k}.png"), mask)
+    return root

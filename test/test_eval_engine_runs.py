@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 
+from clips import write_fss_folder
 from refseg_ros.eval import builders, cli, outdir, runner
 from refseg_ros.eval.sources import EngineReplaySource, EngineSettings
 
@@ -77,16 +77,7 @@ def test_reference_topic_with_engine(tmp_path, video_bag, engine):
 
 
 def test_one_shot_with_engine(tmp_path, engine):
-    import cv2
-
-    rng = np.random.default_rng(0)
-    for k in range(1, 3):
-        (tmp_path / "fss" / "blob").mkdir(parents=True, exist_ok=True)
-        cv2.imwrite(str(tmp_path / "fss" / "blob" / f"{k}.jpg"),
-                    rng.integers(0, 256, size=(40, 48, 3), dtype=np.uint8))
-        m = np.zeros((40, 48), np.uint8)
-        m[5 * k : 5 * k + 20, 10:30] = 255
-        cv2.imwrite(str(tmp_path / "fss" / "blob" / f"{k}.png"), m)
+    write_fss_folder(tmp_path / "fss", pairs=2, seed=0, step=5)
     bag = builders.fss_to_bag(tmp_path / "fss", tmp_path / "bag", episodes_per_class=2)
     out = runner.evaluate(cfg(bag, tmp_path / "out"), source=EngineReplaySource(SETTINGS, engine))
     assert out.report.summary["episodes"] == 2
@@ -110,16 +101,7 @@ def test_cli_run(tmp_path, capsys):
 
 def test_k_shot_episodes_pin_every_support_in_the_engine(tmp_path, engine, monkeypatch):
     """A 3-shot bag: the first support adds the target, the other two add examples."""
-    import cv2
-
-    rng = np.random.default_rng(1)
-    (tmp_path / "fss" / "blob").mkdir(parents=True)
-    for k in range(1, 5):
-        cv2.imwrite(str(tmp_path / "fss" / "blob" / f"{k}.jpg"),
-                    rng.integers(0, 256, size=(40, 48, 3), dtype=np.uint8))
-        m = np.zeros((40, 48), np.uint8)
-        m[4 * k: 4 * k + 20, 10:30] = 255
-        cv2.imwrite(str(tmp_path / "fss" / "blob" / f"{k}.png"), m)
+    write_fss_folder(tmp_path / "fss", pairs=4, seed=1, step=4)
     bag = builders.fss_to_bag(tmp_path / "fss", tmp_path / "bag", episodes_per_class=2, shots=3)
     pinned = []
     real_step = engine.step

@@ -15,6 +15,7 @@ import json
 import numpy as np
 import pytest
 
+from clips import write_fss_folder
 from refseg_ros.eval import builders, cli, outdir, runner
 from refseg_ros.eval.live import LiveEvalError, LiveNodeSource, LiveSettings, check_reproducible
 from refseg_ros.eval.node_outputs import NodeObject, NodeOutput, object_masks
@@ -114,17 +115,7 @@ def test_one_shot_episodes_live_match_offline(tmp_path, shots):
     """Few-shot: the references of each episode (the node gets the second one with
     add_view), the node's targets reset in between."""
     pytest.importorskip("rclpy")
-    import cv2
-
-    rng = np.random.default_rng(0)
-    for cls in ("blob", "cube"):
-        for k in (1, 2, 3):
-            (tmp_path / "fss" / cls).mkdir(parents=True, exist_ok=True)
-            cv2.imwrite(str(tmp_path / "fss" / cls / f"{k}.jpg"),
-                        rng.integers(0, 256, size=(40, 48, 3), dtype=np.uint8))
-            m = np.zeros((40, 48), np.uint8)
-            m[5 * k: 5 * k + 20, 10:30] = 255
-            cv2.imwrite(str(tmp_path / "fss" / cls / f"{k}.png"), m)
+    write_fss_folder(tmp_path / "fss", classes=("blob", "cube"), pairs=3, seed=0, step=5)
     bag = builders.fss_to_bag(tmp_path / "fss", tmp_path / "bag", episodes_per_class=2, shots=shots)
     cfg = dict(bag=bag, progress=False, engine=SETTINGS)
     off = runner.evaluate(runner.RunConfig(out=tmp_path / "off", **cfg),

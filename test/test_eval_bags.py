@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from refseg_ros.eval import bags, synthetic
 
@@ -130,6 +132,120 @@ def test_truncated_bag(tmp_path, seq, storage, suffix):
     with pytest.raises(bags.BagError, match=r"cut.*(truncated|corrupt)"):
         with bags.BagReader(path) as r:
             bags.index_sequence(r)
+
+
+def edit_metadata(bag, **changes):
+    """Change top-level fields of a written bag's metadata.yaml, as another tool would
+    have written them."""
+    meta_path = bag / "metadata.yaml"
+    meta = yaml.safe_load(meta_path.read_text())
+    meta["rosbag2_bagfile_information"].update(changes)
+    meta_path.write_text(yaml.safe_dump(meta))
+    return meta["rosbag2_bagfile_information"]
+
+
+def zstd_compress_files(bag):
+    """Turn a written bag into one recorded with ``--compression-mode file
+    --compression-format zstd``: each storage file zstd-compressed, named ``*.zstd``."""
+    try:
+        from compression import zstd  # Python 3.14
+    except ImportError:
+        from backports import zstd  # what rosbags uses before 3.14
+    info = yaml.safe_load((bag / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
+    names = []
+    for name in info["relative_file_paths"]:
+        plain = bag / name
+        (bag / (name + ".zstd")).write_bytes(zstd.compress(plain.read_bytes()))
+        plain.unlink()
+        names.append(name + ".zstd")
+    files = [dict(f, path=f["path"] + ".zstd") for f in info["files"]]
+    edit_metadata(bag, relative_file_paths=names, files=files, compression_format="zstd",
+                  compression_mode="FILE")
+    return [bag / n for n in names]
+
+
+def test_zstd_compressed_bag_is_read(tmp_path, seq):
+    """rosbags decompresses zstd bags itself: they are read, not refused."""
+    path = write_bag(tmp_path / "z", seq, "mcap")
+    zstd_compress_files(path)
+    with bags.BagReader(path) as r:
+        frames = list(r.frames())
+        bags.index_sequence(r)
+    assert [f.image.tobytes() for f in frames] == [f.tobytes() for f in seq.frames]
+
+
+@pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
+def test_truncated_compressed_bag(tmp_path, seq, storage):
+    path = write_bag(tmp_path / "cut", seq, storage)
+    (data,) = zstd_compress_files(path)
+    with open(data, "r+b") as fh:
+        fh.truncate(data.stat().st_size * 2 // 3)
+    with pytest.raises(bags.BagError, match=r"cut.*(truncated|corrupt)"):
+        with bags.BagReader(path) as r:
+            bags.index_sequence(r)
+
+
+def test_newer_metadata_version_is_named_not_called_corrupt(tmp_path, seq):
+    path = write_bag(tmp_path / "v10", seq, "mcap")
+    edit_metadata(path, version=10)
+    with pytest.raises(bags.BagError) as err:
+        bags.BagReader(path)
+    assert str(err.value) == (
+        f"bag {path}: metadata version 10 is not supported (rosbags "
+        f"{importlib.metadata.version('rosbags')} reads up to 9); a newer rosbags may "
+        "read it")
+
+
+@pytest.mark.parametrize("fmt, mode, said", [("lz4", "file", "lz4, per file"),
+                                             ("lz4", "MESSAGE", "lz4, per message"),
+                                             ("", "file", "no format named, per file")])
+def test_compression_rosbags_cannot_read_is_named(tmp_path, seq, fmt, mode, said):
+    path = write_bag(tmp_path / "comp", seq, "sqlite3")
+    edit_metadata(path, compression_format=fmt, compression_mode=mode)
+    with pytest.raises(bags.BagError) as err:
+        bags.BagReader(path)
+    assert str(err.value) == (
+        f"bag {path} is compressed ({said}), which rosbags cannot read (it reads zstd "
+        f"only); decompress it first with `ros2 bag convert --input {path} "
+        "--output-options OPTIONS.yaml` (an output bag without compression)")
+
+
+def test_storage_plugin_rosbags_cannot_read_is_named(tmp_path, seq):
+    path = write_bag(tmp_path / "st", seq, "mcap")
+    edit_metadata(path, storage_identifier="rosbag_v2")
+    with pytest.raises(bags.BagError) as err:
+        bags.BagReader(path)
+    assert str(err.value) == (f"bag {path}: storage 'rosbag_v2' is not supported (rosbags "
+                              "reads mcap and sqlite3)")
+
+
+def test_serialization_format_rosbags_cannot_read_is_named(tmp_path, seq):
+    path = write_bag(tmp_path / "ser", seq, "mcap")
+    meta = yaml.safe_load((path / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
+    topics = meta["topics_with_message_count"]
+    for t in topics:
+        if t["topic_metadata"]["name"] == bags.CAPTION_TOPIC:
+            t["topic_metadata"]["serialization_format"] = "json"
+    edit_metadata(path, topics_with_message_count=topics)
+    with pytest.raises(bags.BagError) as err:
+        bags.BagReader(path)
+    assert str(err.value) == (f"bag {path}: topic {bags.CAPTION_TOPIC} is serialised as "
+                              "'json'; only CDR is supported")
+
+
+def test_not_a_rosbag2_bag_is_named(tmp_path, seq):
+    ros1 = tmp_path / "old.bag"
+    ros1.write_bytes(b"#ROSBAG V2.0\n")
+    with pytest.raises(bags.BagError) as err:
+        bags.BagReader(ros1)
+    assert str(err.value) == (f"bag {ros1} is not a rosbag2 bag: give its directory (with "
+                              "metadata.yaml) or a .mcap or .db3 file")
+    (tmp_path / "dir").mkdir()
+    with pytest.raises(bags.BagError) as err:
+        bags.BagReader(tmp_path / "dir")
+    assert str(err.value) == (
+        f"bag {tmp_path / 'dir'} cannot be opened: it has no metadata.yaml (not a rosbag2 "
+        "bag, or a recording that stopped before writing it: `ros2 bag reindex` rebuilds it)")
 
 
 def test_missing_topic_lists_topics(tmp_path, seq):

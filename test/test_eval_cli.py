@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from refseg_ros.eval import bags, cli
+from refseg_ros.eval import bags, cli, synthetic
 
 
 def test_eval_imports_without_rclpy():
@@ -119,3 +119,63 @@ def test_player_publishes_bag_frames(tmp_path, spawn_python):
     assert np.diff([int(x[1]) for x in lines]).min() > 0  # in order
     clock = [int(ln.split()[1]) for ln in sub.output().splitlines() if ln.startswith("CLOCK")]
     assert clock and set(clock) <= {f.stamp_ns for f in frames}
+
+
+# No package of this name exists anywhere, so rclpy cannot load the type.
+CUSTOM_TYPE = "acme_test_msgs/msg/Blob"
+CUSTOM_TOPIC = "/acme/blob"
+
+
+def write_bag_with_custom_topic(path):
+    """Six camera frames, and a custom-typed topic between them (its definition is in the
+    bag, but no Python package of it exists)."""
+    from rosbags.typesys import Stores, get_types_from_msg, get_typestore
+
+    store = get_typestore(Stores.ROS2_KILTED)
+    store.register(get_types_from_msg("float64 weight\nstring note\n", CUSTOM_TYPE))
+    seq = synthetic.generate(num_frames=6, height=24, width=32, seed=2)
+    with bags.BagWriter(path) as w:
+        for i in range(6):
+            w.write_image(bags.CAMERA_TOPIC, seq.stamp_ns(i), seq.frames[i])
+            blob = store.types[CUSTOM_TYPE](weight=float(i), note=f"blob {i}")
+            w.write_message(CUSTOM_TOPIC, CUSTOM_TYPE, blob, seq.stamp_ns(i) + 1, store=store)
+    return seq
+
+
+def test_player_skips_a_topic_of_an_unknown_type(tmp_path, spawn_python):
+    """The custom topic is skipped with one warning naming it and its type; the frames
+    are still played and arrive."""
+    bag = tmp_path / "bag"
+    seq = write_bag_with_custom_topic(bag)
+    script = tmp_path / "sub.py"
+    script.write_text(SUBSCRIBER)
+    sub = spawn_python(str(script), "60", "6")
+    for _ in range(300):
+        if "READY" in sub.output() or sub.poll() is not None:
+            break
+        time.sleep(0.1)
+    assert "READY" in sub.output(), sub.output()
+    player = spawn_python("-m", "refseg_ros.eval.cli", "play", str(bag), "--rate", "4",
+                          "--wait-subscribers", "1", "--start-delay", "0.5")
+    assert player.wait(timeout=90) == 0, player.output()
+    out = player.output()
+    assert "published 6 messages" in out
+    warnings = [ln for ln in out.splitlines() if CUSTOM_TOPIC in ln]
+    assert len(warnings) == 1, out
+    assert warnings[0].startswith("WARNING ") and CUSTOM_TYPE in warnings[0]
+    assert "skipping topic" in warnings[0]
+    assert sub.wait(timeout=60) == 0, sub.output()
+    stamps = [int(ln.split()[1]) for ln in sub.output().splitlines() if ln.startswith("MSG")]
+    assert stamps == [seq.stamp_ns(i) for i in range(6)], sub.output()
+
+
+def test_player_with_nothing_playable_fails_clearly(tmp_path, capsys, caplog):
+    bag = tmp_path / "bag"
+    write_bag_with_custom_topic(bag)
+    code = cli.main(["play", str(bag), "--topics", CUSTOM_TOPIC])
+    err = capsys.readouterr().err
+    assert code == cli.EXIT_BAD_INPUT, err
+    assert err.startswith(f"refseg-eval: error: bag {bag}: nothing to play"), err
+    assert f"{CUSTOM_TOPIC} [{CUSTOM_TYPE}]" in err
+    skipped = [r for r in caplog.records if CUSTOM_TOPIC in r.getMessage()]
+    assert len(skipped) == 1 and skipped[0].levelname == "WARNING"

@@ -202,19 +202,26 @@ class BagWriter:
             raise ValueError(f"protocol must be 'video' or 'one-shot', got {protocol!r}")
         self._writer.set_custom_data(PROTOCOL_KEY, protocol)
 
-    def _connection(self, topic: str, msgtype: str) -> Any:
+    def _connection(self, topic: str, msgtype: str, store: Any = None) -> Any:
         conn = self._connections.get(topic)
         if conn is None:
-            conn = self._writer.add_connection(topic, msgtype, typestore=typestore())
+            conn = self._writer.add_connection(topic, msgtype, typestore=store or typestore())
             self._connections[topic] = conn
         elif conn.msgtype != msgtype:
             raise ValueError(f"topic {topic} already carries {conn.msgtype}, not {msgtype}")
         return conn
 
-    def write_message(self, topic: str, msgtype: str, msg: Any, log_time_ns: int) -> None:
-        """Serialise and append any message of the typestore."""
-        raw = typestore().serialize_cdr(msg, msgtype)
-        self._writer.write(self._connection(topic, msgtype), int(log_time_ns), raw)
+    def write_message(self, topic: str, msgtype: str, msg: Any, log_time_ns: int,
+                      store: Any = None) -> None:
+        """Serialise and append any message of the typestore (``store``: another rosbags
+        typestore that defines ``msgtype``, for types :func:`typestore` lacks).
+
+        Raises:
+            ValueError: the topic already carries another type.
+        """
+        store = store or typestore()
+        raw = store.serialize_cdr(msg, msgtype)
+        self._writer.write(self._connection(topic, msgtype, store), int(log_time_ns), raw)
 
     def write_image(self, topic: str, stamp_ns: int, image: np.ndarray, encoding: str = "rgb8",
                     frame_id: str = "camera") -> None:
@@ -310,10 +317,82 @@ class Caption:
     text: str
 
 
+#: The newest rosbag2 metadata version the rosbags reader accepts, and the compression it
+#: decompresses; used only to explain a bag that rosbags has refused.
+READABLE_METADATA_VERSION = 9
+READABLE_COMPRESSION = "zstd"
+
+
+def _rosbags_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("rosbags")
+    except PackageNotFoundError:
+        return "(version unknown)"
+
+
+def unsupported_reason(path: Path) -> Optional[str]:
+    """Why rosbags cannot read the bag at ``path`` although it may be intact, or None.
+
+    Looks at the file name and metadata.yaml only: a metadata version newer than
+    :data:`READABLE_METADATA_VERSION`, compression other than zstd, a storage other than
+    mcap or sqlite3, a serialisation other than CDR, no metadata.yaml, or a bare file that
+    is neither .mcap nor .db3. Anything else (including metadata.yaml that is not YAML) is
+    left to the caller's damage report.
+    """
+    if not path.is_dir():
+        if path.suffix in (".mcap", ".db3"):
+            return None
+        return (f"bag {path} is not a rosbag2 bag: give its directory (with metadata.yaml) or "
+                "a .mcap or .db3 file")
+    meta_path = path / "metadata.yaml"
+    if not meta_path.is_file():
+        return (f"bag {path} cannot be opened: it has no metadata.yaml (not a rosbag2 bag, or "
+                "a recording that stopped before writing it: `ros2 bag reindex` rebuilds it)")
+    import yaml
+
+    try:
+        info = yaml.safe_load(meta_path.read_text())["rosbag2_bagfile_information"]
+        version = info.get("version")
+        storage = info.get("storage_identifier")
+        mode = str(info.get("compression_mode") or "").lower()
+        fmt = str(info.get("compression_format") or "")
+        topics = [t["topic_metadata"] for t in info.get("topics_with_message_count") or []]
+        formats = {str(t["name"]): str(t.get("serialization_format", "cdr")) for t in topics}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, KeyError, TypeError,
+            AttributeError):
+        return None
+    if isinstance(version, int) and version > READABLE_METADATA_VERSION:
+        return (f"bag {path}: metadata version {version} is not supported (rosbags "
+                f"{_rosbags_version()} reads up to {READABLE_METADATA_VERSION}); a newer "
+                "rosbags may read it")
+    if storage not in STORAGES:
+        return (f"bag {path}: storage {storage!r} is not supported (rosbags reads "
+                f"{' and '.join(STORAGES)})")
+    if mode not in ("", "none") and fmt != READABLE_COMPRESSION:
+        return (f"bag {path} is compressed ({fmt or 'no format named'}, per {mode}), which "
+                f"rosbags cannot read (it reads {READABLE_COMPRESSION} only); decompress it "
+                f"first with `ros2 bag convert --input {path} --output-options OPTIONS.yaml` "
+                "(an output bag without compression)")
+    other = {name: f for name, f in sorted(formats.items()) if f != "cdr"}
+    if other:
+        return "; ".join(f"bag {path}: topic {name} is serialised as {f!r}; only CDR is "
+                         "supported" for name, f in other.items())
+    return None
+
+
 class BagReader:
     """Read an evaluation bag (a rosbag2 directory, or a bare .mcap/.db3 file)."""
 
     def __init__(self, path: str | Path) -> None:
+        """Open the bag.
+
+        Raises:
+            BagError: the bag does not exist; is of a kind rosbags cannot read (the
+                reason alone, see :func:`unsupported_reason`); or cannot be opened
+                otherwise (truncated or corrupt).
+        """
         from rosbags.rosbag2 import Reader
 
         self.path = Path(path)
@@ -323,6 +402,10 @@ class BagReader:
             self._reader = Reader(self.path)
             self._reader.open()
         except Exception as exc:  # rosbags raises several types for a damaged bag
+            # Only once rosbags has refused the bag: a newer rosbags may read more.
+            reason = unsupported_reason(self.path)
+            if reason is not None:
+                raise BagError(reason) from exc
             raise BagError(f"bag {self.path} cannot be opened (truncated or corrupt?): "
                            f"{exc}") from exc
         self.topics: dict[str, str] = {}
@@ -406,11 +489,19 @@ class BagReader:
         """(topic, log time, CDR bytes) of the given topics in log-time order.
 
         Unknown topics are reported at the call, before the first message is asked for.
+
+        Raises:
+            BagError: a topic the bag does not have (at the call); damage met while
+                reading (during iteration).
         """
+        self.check_topics(topics)
+        return self._raw(list(topics))
+
+    def check_topics(self, topics: Sequence[str]) -> None:
+        """Raises BagError naming the first of ``topics`` the bag does not have."""
         for t in topics:
             if t not in self.topics:
                 raise BagError(f"bag {self.path} has no topic {t!r}; {self.describe_topics()}")
-        return self._raw(list(topics))
 
     def _raw(self, topics: list[str]) -> Iterator[tuple[str, int, bytes]]:
         conns = [c for t in topics for c in self._conns[t]]

@@ -113,7 +113,9 @@ def _build_parser() -> argparse.ArgumentParser:
     play.add_argument("bag", type=Path)
     play.add_argument("--rate", type=float, default=1.0)
     play.add_argument("--clock", action="store_true", help="publish /clock from bag time")
-    play.add_argument("--topics", nargs="*", default=None)
+    play.add_argument("--topics", nargs="*", default=None,
+                      help="topics to publish (default: all); one whose message type rclpy "
+                           "cannot load is skipped with a warning")
     play.add_argument("--start-delay", type=float, default=0.5,
                       help="seconds to wait before the first message")
     play.add_argument("--wait-subscribers", type=int, default=0, metavar="N",

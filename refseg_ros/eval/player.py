@@ -6,12 +6,15 @@ player that the evaluation controls. The bag's CDR bytes are published as they a
 
 Images go out as reliable, volatile topics; everything else (references, captions) is
 also transient-local, so that a node which subscribes a moment late still gets taught.
+A topic whose message type rclpy cannot load (a custom type whose package is not built
+and sourced here) is skipped with a warning, as ``ros2 bag play`` does.
 rclpy is imported only when playing, so the rest of the evaluation runs without ROS.
 """
 
 from __future__ import annotations
 
 import importlib
+import logging
 import threading
 import time
 from pathlib import Path
@@ -21,20 +24,64 @@ from refseg_ros.eval import bags
 
 STREAM_TYPES = (bags.IMAGE_TYPE, bags.COMPRESSED_TYPE)
 
+log = logging.getLogger(__name__)
+
 
 class PlayerError(RuntimeError):
-    """A bag topic that cannot be published (its message type is not built)."""
+    """Something cannot be published: a message type rclpy cannot load, a bag with no
+    topic left to play, or subscribers that did not come."""
 
 
 def message_class(msgtype: str) -> Any:
-    """The rclpy message class of ``pkg/msg/Type``; a clear error when it is not built."""
-    pkg, kind, name = msgtype.split("/")
+    """The rclpy message class of ``pkg/msg/Type``.
+
+    Raises:
+        PlayerError: the type is not built (its package cannot be imported or lacks it),
+            or the name is not of the form pkg/msg/Type.
+    """
     try:
+        pkg, kind, name = msgtype.split("/")
         return getattr(importlib.import_module(f"{pkg}.{kind}"), name)
-    except (ImportError, AttributeError) as exc:
+    except (ValueError, ImportError, AttributeError) as exc:
         raise PlayerError(f"message type {msgtype} is not available to rclpy ({exc}); build "
                           "and source the package that defines it, or leave its topic out "
                           "with --topics") from exc
+
+
+def publishable_classes(path: Path, types: dict[str, str],
+                        topics: Sequence[str]) -> dict[str, Any]:
+    """The rclpy message class of each of ``topics`` (in that order) that can be published.
+
+    A topic whose type rclpy cannot load (no Python module, or no type support) is left
+    out with one warning naming the topic and its type.
+
+    Raises:
+        PlayerError: none of ``topics`` can be published.
+    """
+    from rclpy.type_support import check_for_type_support
+
+    classes: dict[str, Any] = {}
+    skipped: list[str] = []
+    for topic in topics:
+        msgtype = types[topic]
+        try:
+            cls = message_class(msgtype)
+            check_for_type_support(cls)
+        except PlayerError as exc:
+            reason = exc.__cause__
+        except Exception as exc:  # noqa: BLE001 - rosidl raises several kinds here
+            reason = exc
+        else:
+            classes[topic] = cls
+            continue
+        skipped.append(f"{topic} [{msgtype}]")
+        log.warning("skipping topic %s: its message type %s is not available to rclpy "
+                    "(%s); build and source the package that defines it to play it",
+                    topic, msgtype, reason)
+    if not classes:
+        raise PlayerError(f"bag {path}: nothing to play: no chosen topic has a message type "
+                          f"rclpy can load (skipped {', '.join(skipped)})")
+    return classes
 
 
 def publisher_qos(msgtype: str, depth: int = 10) -> Any:
@@ -63,23 +110,32 @@ def play_bag(path: str | Path, *, rate: float = 1.0, publish_clock: bool = False
     and a volatile topic's early messages would otherwise reach no one. Before
     returning, it waits up to ``ack_timeout`` s for matched subscribers to acknowledge
     the last messages.
-    """
-    import rclpy
-    from rclpy.duration import Duration
 
+    A chosen topic whose message type rclpy cannot load is skipped with a warning (see
+    :func:`publishable_classes`).
+
+    Raises:
+        BagError: the bag cannot be read, or lacks one of ``topics``.
+        PlayerError: no chosen topic can be published, or the subscribers awaited with
+            ``wait_for_subscribers`` did not come within ``wait_timeout``.
+    """
     with bags.BagReader(path) as reader:
-        chosen = list(topics) if topics else sorted(reader.topics)
-        messages = reader.raw_messages(chosen)  # checks the topics before ROS starts
+        chosen = list(dict.fromkeys(topics)) if topics else sorted(reader.topics)
+        reader.check_topics(chosen)  # before ROS starts
+        import rclpy
+        from rclpy.duration import Duration
+
+        classes = publishable_classes(reader.path, reader.topics, chosen)
+        messages = reader.raw_messages(list(classes))
         own_context = not rclpy.ok()
         if own_context:
             rclpy.init()
         node = rclpy.create_node(node_name)
         try:
             publishers = {}
-            for t in chosen:
+            for t, cls in classes.items():
                 msgtype = reader.topics[t]
-                publishers[t] = node.create_publisher(message_class(msgtype), t,
-                                                      publisher_qos(msgtype, depth))
+                publishers[t] = node.create_publisher(cls, t, publisher_qos(msgtype, depth))
             clock_pub = None
             if publish_clock:
                 from rosgraph_msgs.msg import Clock

@@ -22,7 +22,9 @@ from refseg_ros.msg import SegmentedObjectArray
 W, H = 640, 480
 CAM0 = "/cam0/image_raw"
 OBJECTS = f"{CAM0}/refseg/objects"
-MEASURE_S = 15.0
+MEASURE_S = 15.0  # at least this long
+MIN_RESULTS = 10  # and at least this many results
+MAX_WINDOW_S = 240.0
 
 
 def camera_diagnostics(listener: Listener) -> dict[str, str]:
@@ -52,23 +54,28 @@ def test_live_mode_drops_instead_of_queueing(tmp_path):
         listener.teach(scene_reference(W, H), timeout=60, node=node)
         listener.wait_for(lambda: any(m.objects for _, m in listener.received(OBJECTS)), 60, "first result", node)
         time.sleep(2.0)  # past the first, slower steps
-        step = step_seconds(listener, node)
-        # Long enough for several results even when the machine is busy and steps are slow.
-        window = max(MEASURE_S, 8 * step)
 
+        # Judged on MIN_RESULTS results however long the machine's load makes the steps;
+        # a slow machine only makes the window longer.
         start = time.time()
         rss = []
-        while time.time() - start < window:
+
+        def samples():
+            return [(received, received - (m.header.stamp.sec + m.header.stamp.nanosec * 1e-9))
+                    for received, m in listener.received(OBJECTS) if received >= start and m.objects]
+
+        while len(samples()) < MIN_RESULTS or time.time() - start < MEASURE_S:
+            assert time.time() - start < MAX_WINDOW_S, (
+                f"only {len(samples())} results in {MAX_WINDOW_S:.0f} s; diagnostics {camera_diagnostics(listener)}")
+            assert node.alive(), node.output()[-3000:]
             rss.append(node.rss_bytes())
             time.sleep(0.5)
-        samples = [(received, received - (m.header.stamp.sec + m.header.stamp.nanosec * 1e-9))
-                   for received, m in listener.received(OBJECTS) if received >= start and m.objects]
-        assert len(samples) >= 5, f"only {len(samples)} results in {window:.0f} s"
-        times, ages = (np.array(v) for v in zip(*samples))
+        found = samples()
+        times, ages = (np.array(v) for v in zip(*found))
         slope = float(np.polyfit(times - start, ages, 1)[0])
         step = step_seconds(listener, node)
         diag = camera_diagnostics(listener)
-        report = (f"{len(samples)} results in {window:.0f} s, ages {ages.min():.2f}..{ages.max():.2f} s, "
+        report = (f"{len(found)} results in {time.time() - start:.0f} s, ages {ages.min():.2f}..{ages.max():.2f} s, "
                   f"age slope {slope:+.3f} s/s, step {step:.2f} s, diagnostics {diag}")
         # A queue ages its results by (1 - processed rate / input rate) seconds per second,
         # above 0.9 here; the newest-frame mailbox keeps them at one to two steps old.
@@ -76,10 +83,14 @@ def test_live_mode_drops_instead_of_queueing(tmp_path):
         assert ages.max() < 3 * step + 2.0, report
         growth = max(rss[len(rss) // 3:]) - rss[len(rss) // 3]
         assert growth < 150 * 2**20, f"RSS grew by {growth / 2**20:.0f} MiB while processing"
-        assert float(diag["input_rate_hz"]) > 20, report  # best effort, yet nearly every frame arrives
-        assert float(diag["input_rate_hz"]) > 3 * float(diag["processed_rate_hz"]), report
-        assert int(diag["frames_dropped"]) > int(diag["frames_processed"]), report
-        assert int(diag["frames_dropped"]) > 100, report
+        # Every frame that came in is accounted for: processed, dropped (replaced by a newer
+        # one), rejected, or in flight (the one waiting, the one in the worker, one arriving).
+        received, processed, dropped, rejected = (int(diag[k]) for k in (
+            "frames_received", "frames_processed", "frames_dropped", "frames_rejected"))
+        assert 0 <= received - processed - dropped - rejected <= 3, report
+        assert rejected == 0, report
+        assert dropped > 3 * processed, report  # a 30 Hz camera against steps of 0.5 s and more
+        assert diag["header_problem"] == "none", report
         print(report)
     finally:
         camera.stop()

@@ -1,5 +1,10 @@
 """One camera's ROS side: its image subscription and its three result publishers.
 
+The subscription takes camera messages *serialized* (CDR bytes, rclpy's ``raw=True``):
+taking a message then costs one copy and no Python object per field, so a frame that a
+newer one replaces before the model gets to it costs almost nothing; only the frame the
+worker takes is deserialized (`decode`). bench/ros_load.py measures both ways.
+
 Results go to <camera>/<output_namespace>/mask (label image), .../objects
 (SegmentedObjectArray) and .../overlay (rgb8 picture), all stamped with the source
 image's header. The overlay is drawn only while someone subscribes to it.
@@ -12,8 +17,10 @@ from typing import Callable, Sequence
 
 import numpy as np
 from rclpy.callback_groups import CallbackGroup
+from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.node import Node
 from rclpy.qos import QoSProfile
+from rclpy.serialization import deserialize_message
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
@@ -49,14 +56,36 @@ class CameraChannel:
         return CompressedImage if self.transport == "compressed" else Image
 
     def open(self, node: Node, input_qos: QoSProfile, output_qos: QoSProfile, namespace: str,
-             on_frame: Callable[["CameraChannel", object], None], group: CallbackGroup) -> None:
+             on_frame: Callable[["CameraChannel", bytes], None], group: CallbackGroup,
+             events: SubscriptionEventCallbacks | None = None) -> None:
+        """Create the publishers and the serialized image subscription.
+
+        `on_frame(channel, data)` gets each message as CDR bytes; `events` receives the
+        subscription's QoS events (incompatible QoS, lost messages).
+        """
         self.mask_pub = node.create_publisher(Image, output_topic(self.name, namespace, "mask"), output_qos)
         self.objects_pub = node.create_publisher(
             SegmentedObjectArray, output_topic(self.name, namespace, "objects"), output_qos)
         self.overlay_pub = node.create_publisher(Image, output_topic(self.name, namespace, "overlay"), output_qos)
         self.subscription = node.create_subscription(
-            self.message_type, self.topic, lambda msg: on_frame(self, msg), input_qos,
-            callback_group=group)
+            self.message_type, self.topic, lambda data: on_frame(self, data), input_qos,
+            callback_group=group, event_callbacks=events, raw=True)
+
+    def decode(self, data: bytes) -> Image | CompressedImage:
+        """The camera message from its CDR bytes.
+
+        Raises:
+            ValueError: the bytes are not a message of this camera's type.
+        """
+        try:
+            return deserialize_message(data, self.message_type)
+        except Exception as exc:  # rclpy raises a bare RuntimeError/TypeError on bad CDR
+            raise ValueError(f"could not deserialize a {self.message_type.__name__} "
+                             f"({len(data)} bytes): {exc}") from None
+
+    def publisher_count(self) -> int:
+        """Publishers matched on the camera topic (0 while closed)."""
+        return self.subscription.get_publisher_count() if self.subscription is not None else 0
 
     def close(self, node: Node) -> None:
         if self.subscription is not None:

@@ -1,6 +1,7 @@
 """`refseg-node`: run the segmenter without ROS 2's launch tools.
 
-    refseg-node [--no-autostart] [--threads N] --ros-args --params-file config/segmenter.yaml
+    refseg-node [--no-autostart] [--executor multi|single|events] [--threads N]
+                --ros-args --params-file config/segmenter.yaml
 
 By default the node drives itself through configure and activate, as a launch file's
 lifecycle event handlers would; with --no-autostart it waits unconfigured for a
@@ -14,7 +15,7 @@ import sys
 from typing import Optional, Sequence
 
 import rclpy
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import Executor, ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
 from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.utilities import remove_ros_args
 
@@ -23,9 +24,28 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="refseg-node", description=__doc__.split("\n\n")[0])
     parser.add_argument("--no-autostart", action="store_true",
                         help="stay unconfigured; wait for lifecycle transitions")
+    parser.add_argument("--executor", choices=EXECUTORS, default=DEFAULT_EXECUTOR,
+                        help=f"rclpy executor (default {DEFAULT_EXECUTOR}; docs/NODE.md, 'CPU threads')")
     parser.add_argument("--threads", type=int, default=0,
-                        help="executor threads (default: cameras + 4)")
+                        help="threads of the multi executor (default: cameras + 4)")
     return parser.parse_args(list(remove_ros_args(list(argv)))[1:])
+
+
+EXECUTORS = ("multi", "single", "events")
+DEFAULT_EXECUTOR = "multi"
+
+
+def make_executor(kind: str, threads: int) -> Executor:
+    """The executor that spins the node: `multi` (a thread pool, so a slow service call
+    never holds up frame intake), `single`, or `events` (rclpy's experimental C++ events
+    executor, one thread)."""
+    if kind == "multi":
+        return MultiThreadedExecutor(num_threads=threads)
+    if kind == "single":
+        return SingleThreadedExecutor()
+    from rclpy.experimental import EventsExecutor
+
+    return EventsExecutor()
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -36,7 +56,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     node = SegmenterNode()
     cameras = len(node.get_parameter("cameras").value or [])
-    executor = MultiThreadedExecutor(num_threads=args.threads or cameras + 4)
+    executor = make_executor(args.executor, args.threads or cameras + 4)
     executor.add_node(node)
     code = 0
     try:

@@ -11,7 +11,10 @@ Lifecycle:
 
 Frames are handed from subscription callbacks to a single worker through a mailbox
 (refseg_ros.runtime.mailbox): live mode keeps only each camera's newest frame, replay
-mode keeps every frame in order. Teaching is acknowledged (service reply or status
+mode keeps every frame in order. Frames arrive serialized and only the one the worker
+takes is deserialized and converted (refseg_ros.ros.camera), and the model's CPU threads
+leave a core for intake (refseg_ros.runtime.threads, parameter compute_threads), so a fast
+camera does not slow the model down. Teaching is acknowledged (service reply or status
 message) only after the target store has it on disk.
 """
 
@@ -24,22 +27,24 @@ from typing import Optional
 
 import numpy as np
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
-from rclpy.time import Time
 from diagnostic_msgs.msg import DiagnosticArray
 from std_msgs.msg import Header, String
 
 from ..engine import EngineConfig, EngineError, SegmentationEngine
+from ..runtime.headers import header_problem, plausible_latency
 from ..runtime.mailbox import Closed, Envelope, FrameMailbox
 from ..runtime.registry import TargetRegistry, TeachError, camera_key
 from ..runtime.render import label_image
+from ..runtime.threads import apply_threads, plan_threads
 from ..store import TargetStore
 from refseg_ros.msg import ReferenceTarget, TargetInfo
 from refseg_ros.srv import AddTarget, ListTargets, RemoveTarget, ResetTargets
 from . import params, qos, requests
 from .camera import CameraChannel
 from .conversions import frame_from_message
-from .diagnostics import camera_status, diagnostic_array, model_status
+from .diagnostics import camera_status, diagnostic_array, missing_frames, model_status
 
 NODE_NAME = "refseg"
 
@@ -64,6 +69,7 @@ class SegmenterNode(LifecycleNode):
         self._latest: dict[str, np.ndarray] = {}
         self._pending_status: list[str] = []
         self._last_reported: dict[tuple[str, str], float] = {}
+        self._said_once: set[tuple[str, str]] = set()  # (camera, kind) of warnings given once
         self._teach_group = MutuallyExclusiveCallbackGroup()
         self._frame_group = ReentrantCallbackGroup()
         self._diag_group = MutuallyExclusiveCallbackGroup()
@@ -79,6 +85,9 @@ class SegmenterNode(LifecycleNode):
                     raise ValueError(f"cameras {cameras[channel.name].topic} and {topic} are the same camera")
                 cameras[channel.name] = channel
             store = TargetStore(settings.store_dir) if settings.store_dir else None
+            threads = apply_threads(plan_threads(settings.compute_threads))
+            self.get_logger().info(f"model CPU threads: {threads.intra_op} intra-op, {threads.inter_op} "
+                                   f"inter-op ({threads.reason})")
             self.get_logger().info(
                 f"loading {settings.model} (image_size {settings.image_size}, device {settings.device})")
             engine = SegmentationEngine.from_config(EngineConfig(
@@ -116,7 +125,8 @@ class SegmenterNode(LifecycleNode):
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._mailbox = FrameMailbox(replay=s.mode == "replay", capacity=input_qos.depth)
         for channel in self.cameras.values():
-            channel.open(self, input_qos, output_qos, s.output_namespace, self._on_frame, self._frame_group)
+            channel.open(self, input_qos, output_qos, s.output_namespace, self._on_frame, self._frame_group,
+                         self._subscription_events(channel))
         self._teaching_subs = [
             self.create_subscription(ReferenceTarget, s.reference_topic, self._on_reference,
                                      qos.teaching_qos(), callback_group=self._teach_group),
@@ -173,6 +183,7 @@ class SegmenterNode(LifecycleNode):
                 self.destroy_publisher(pub)
                 setattr(self, attr, None)
         self._latest.clear()
+        self._said_once.clear()
 
     def release(self) -> None:
         """Stop processing and drop services, engine and device memory (cleanup, shutdown, exit)."""
@@ -184,11 +195,29 @@ class SegmenterNode(LifecycleNode):
         SegmentationEngine.release_device_memory()
 
     # ===================================================================== frames
-    def _on_frame(self, channel: CameraChannel, msg) -> None:
+    def _on_frame(self, channel: CameraChannel, data: bytes) -> None:
         channel.stats.on_input()
         mailbox = self._mailbox
-        if mailbox is not None and mailbox.put(channel.name, msg):
+        if mailbox is not None and mailbox.put(channel.name, data, self.get_clock().now().nanoseconds * 1e-9):
             channel.stats.on_dropped()
+
+    def _subscription_events(self, channel: CameraChannel) -> SubscriptionEventCallbacks:
+        def incompatible(info) -> None:
+            self._status(f"camera {channel.name}: a publisher on {channel.topic} has QoS incompatible with "
+                         f"this subscription ({info.last_policy_kind.name}); its frames never arrive. "
+                         f"Set qos_reliability to match the camera (docs/NODE.md)", error=True)
+
+        return SubscriptionEventCallbacks(incompatible_qos=incompatible)
+
+    def _say_once(self, camera: str, kind: str, text: Optional[str]) -> None:
+        """A warning about a camera on the status topic, once per activation (and once more
+        after it stopped applying and came back)."""
+        key = (camera, kind)
+        if text is None:
+            self._said_once.discard(key)
+        elif key not in self._said_once:
+            self._said_once.add(key)
+            self._status(f"camera {camera}: {text}", error=True)
 
     def _work(self, mailbox: FrameMailbox) -> None:
         while True:
@@ -201,6 +230,8 @@ class SegmenterNode(LifecycleNode):
             try:
                 self._process(envelope)
             except Exception as exc:  # the worker must outlive any one frame
+                if not self.context.ok():
+                    return  # shutting down (Ctrl-C): publishers are gone, nothing to report
                 try:
                     self.get_logger().error(f"frame on camera {envelope.camera} failed: "
                                             f"{traceback.format_exc()}")
@@ -210,17 +241,20 @@ class SegmenterNode(LifecycleNode):
 
     def _process(self, envelope: Envelope) -> None:
         channel = self.cameras[envelope.camera]
-        msg = envelope.message
         start = time.perf_counter()
         try:
+            msg = channel.decode(envelope.message)
             rgb = frame_from_message(msg)
         except ValueError as exc:
             self._reject(channel, str(exc))
             return
+        stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+        problem = header_problem(stamp, msg.header.frame_id, envelope.clock, self.settings.stamp_tolerance)
+        channel.stats.on_header(problem)
+        self._say_once(channel.name, "header", problem and f"implausible header: {problem}")
         self._latest[channel.name] = rgb
         results, events, step = [], [], 0.0
         if self.registry.tracked_ids(channel.name):
-            stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
             t0 = time.perf_counter()
             try:
                 res = self.engine.step(channel.name, rgb, stamp)
@@ -233,7 +267,8 @@ class SegmenterNode(LifecycleNode):
         drawn = channel.publish(msg.header, rgb, results, label, self.settings.overlay_alpha,
                                 self.settings.object_masks)
         overhead = time.perf_counter() - start - step
-        latency = (self.get_clock().now() - Time.from_msg(msg.header.stamp)).nanoseconds * 1e-9
+        latency = plausible_latency(stamp, envelope.clock, self.get_clock().now().nanoseconds * 1e-9,
+                                    self.settings.stamp_tolerance)
         channel.stats.on_processed(latency, step, overhead, drawn)
         for event in events:
             self._status(f"camera {channel.name}: {event}")
@@ -357,9 +392,12 @@ class SegmenterNode(LifecycleNode):
         pub, engine, registry, settings = self._diag_pub, self.engine, self.registry, self.settings
         if pub is None or engine is None or registry is None:
             return
-        statuses = [camera_status(self.get_name(), ch.stats.report(), settings.mode,
-                                  len(registry.tracked_ids(name)))
-                    for name, ch in self.cameras.items()]
+        statuses = []
+        for name, channel in self.cameras.items():
+            report, publishers = channel.stats.report(), channel.publisher_count()
+            self._say_once(name, "no frames", missing_frames(report, publishers))
+            statuses.append(camera_status(self.get_name(), report, settings.mode,
+                                          len(registry.tracked_ids(name)), publishers))
         statuses.append(model_status(self.get_name(), settings.model, str(engine.device),
                                      engine.image_size, engine.random_weights, engine.retained_bytes()))
         header = Header(stamp=self.get_clock().now().to_msg())

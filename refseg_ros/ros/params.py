@@ -28,6 +28,8 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "image_size": (1024, "model input size, a multiple of 64"),
     "device": ("auto", "auto, cpu, cuda or cuda:N"),
     "precision": ("auto", "auto, fp32 or bf16"),
+    "compute_threads": (0, "CPU threads of the model (torch intra-op threads); 0: the cores of "
+                        "this process less one, left to frame intake (docs/NODE.md, 'CPU threads')"),
     "compile": (False, "torch.compile the heavy modules (pays off on CUDA; minutes to build on CPU)"),
     "seed": (0, "seed of the random initialisation when no checkpoint is given"),
     "store_dir": ("~/.ros/refseg_ros/targets", "directory of the target store; empty: keep "
@@ -40,6 +42,8 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
                      "pixel to the later object only)"),
     "overlay_alpha": (0.5, "mask opacity in the overlay image"),
     "diagnostics_period": (1.0, "seconds between /diagnostics reports"),
+    "stamp_tolerance": (5.0, "seconds a frame's header.stamp may lie from this node's clock "
+                        "on arrival before the header is reported as implausible"),
     "status_repeat_period": (5.0, "seconds before an identical rejection is reported again"),
     "max_caption_length": (1000, "longest caption accepted, in characters"),
     "max_label_length": (256, "longest label accepted, in characters"),
@@ -63,6 +67,7 @@ class Settings:
     image_size: int = 1024
     device: str = "auto"
     precision: str = "auto"
+    compute_threads: int = 0
     compile: bool = False
     seed: int = 0
     store_dir: str = ""
@@ -72,6 +77,7 @@ class Settings:
     object_masks: bool = False
     overlay_alpha: float = 0.5
     diagnostics_period: float = 1.0
+    stamp_tolerance: float = 5.0
     status_repeat_period: float = 5.0
     max_caption_length: int = 1000
     max_label_length: int = 256
@@ -100,6 +106,10 @@ class Settings:
             raise ValueError(f"parameter image_size must be a positive multiple of 64, got {self.image_size}")
         if not 0.0 <= self.overlay_alpha <= 1.0:
             raise ValueError(f"parameter overlay_alpha must lie in [0, 1], got {self.overlay_alpha}")
+        if self.compute_threads < 0:
+            raise ValueError(f"parameter compute_threads must be 0 (auto) or positive, got {self.compute_threads}")
+        if self.stamp_tolerance <= 0:
+            raise ValueError("parameter stamp_tolerance must be positive")
         if self.diagnostics_period <= 0:
             raise ValueError("parameter diagnostics_period must be positive")
 

@@ -24,8 +24,9 @@ class Envelope:
     """A message as received, with where and when it came in."""
 
     camera: str
-    message: Any
+    message: Any  # as the subscription gave it (the node's: CDR bytes)
     received: float  # time.monotonic()
+    clock: float = 0.0  # the node's ROS clock at arrival, seconds (sim time under use_sim_time)
 
 
 class Closed(Exception):
@@ -44,9 +45,10 @@ class FrameMailbox:
         self._dropped: collections.Counter[str] = collections.Counter()
         self._closed = False
 
-    def put(self, camera: str, message: Any) -> bool:
-        """Hand a frame over; True if it replaced (dropped) a waiting one."""
-        envelope = Envelope(camera, message, time.monotonic())
+    def put(self, camera: str, message: Any, clock: float = 0.0) -> bool:
+        """Hand a frame over (`clock`: the ROS time it arrived, seconds); True if it
+        replaced (dropped) a waiting one."""
+        envelope = Envelope(camera, message, time.monotonic(), clock)
         with self._cond:
             if self._closed:
                 return False

@@ -27,7 +27,7 @@ class CameraReport:
     processed: int
     dropped: int
     rejected: int
-    latency_last: Optional[float]  # seconds, now - header.stamp at publish
+    latency_last: Optional[float]  # seconds, now - header.stamp at publish; None: stamp implausible
     latency_mean: Optional[float]
     latency_max: Optional[float]
     step_mean: Optional[float]  # engine step seconds
@@ -35,12 +35,14 @@ class CameraReport:
     overlays: int  # overlay images drawn (only while someone subscribes)
     last_error: str
     seconds_since_input: Optional[float]
+    header_problem: str  # why the newest processed frame's header is implausible; "" if it is fine
+    seconds_active: float  # since the stats began (the camera's subscription opened)
 
 
 @dataclass
 class _Processed:
     at: float  # time.monotonic()
-    latency: float
+    latency: Optional[float]
     step: float
     overhead: float
 
@@ -54,6 +56,7 @@ class CameraStats:
         self._lock = threading.Lock()
         self.received = self.processed = self.rejected = self.dropped = self.overlays = 0
         self.last_error = ""
+        self.header_problem = ""
         self._last_input: Optional[float] = None
         self._started = time.monotonic()
         self._inputs: collections.deque[float] = collections.deque()  # arrival times in the window
@@ -78,7 +81,13 @@ class CameraStats:
             self.rejected += 1
             self.last_error = reason
 
-    def on_processed(self, latency: float, step: float, overhead: float, overlay: bool = False) -> None:
+    def on_header(self, problem: Optional[str]) -> None:
+        """The newest frame's header problem (None: plausible)."""
+        with self._lock:
+            self.header_problem = problem or ""
+
+    def on_processed(self, latency: Optional[float], step: float, overhead: float, overlay: bool = False) -> None:
+        """A frame was segmented and published; `latency` None when its stamp is implausible."""
         now = time.monotonic()
         with self._lock:
             self.overlays += int(overlay)
@@ -93,7 +102,7 @@ class CameraStats:
         with self._lock:
             self._forget_before(now - self.window)
             interval = max(min(self.window, now - self._started), 1e-9)
-            latencies = [p.latency for p in self._done]
+            latencies = [p.latency for p in self._done if p.latency is not None]
             return CameraReport(
                 camera=self.camera, interval=interval,
                 input_rate=len(self._inputs) / interval,
@@ -105,6 +114,7 @@ class CameraStats:
                 overhead_mean=_mean([p.overhead for p in self._done]),
                 last_error=self.last_error,
                 seconds_since_input=None if self._last_input is None else now - self._last_input,
+                header_problem=self.header_problem, seconds_active=now - self._started,
             )
 
     def _forget_before(self, oldest: float) -> None:

@@ -1,0 +1,388 @@
+"""The model step inside the running node while cameras publish at real rates.
+
+The node runs as its own process (`refseg-node`, live mode, image_size 512 on the CPU,
+one reference target), each camera as another process publishing best-effort frames, as
+camera drivers do. For each load the step time comes from the node's /diagnostics, and is
+printed as its ratio to the no-load step: the same engine, same thread settings, stepping
+the same frames in a process with no camera and no ROS. The fraction of published frames
+the node received comes from the cameras' counts and the node's frames_received.
+
+    python bench/ros_load.py [--quick] [--compute-threads N] [--executor multi|single|events]
+                             [--compare] [--json FILE]
+
+--compare also runs the node with the model on every core (compute_threads = cores) and
+with each executor at 30 Hz, the measurements behind the node's defaults. A section
+before the loads measures what taking one camera message costs a subscriber process,
+serialized (the node's way) against typed.
+
+Goal (issue: live mode under load): ratio <= 1.15 with a 30 Hz camera, received >= 95 %.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from ros_overhead import scene  # noqa: E402  (the same synthetic frames)
+
+IMAGE_SIZE = 512
+CAMERAS = ["/bench/cam0/image_raw", "/bench/cam1/image_raw", "/bench/cam2/image/compressed"]
+DIAG_WINDOW_S = 5.0  # the node's diagnostics average over the last 5 s
+
+
+# ------------------------------------------------------------------------ children
+def camera_main(topic: str, rate: float, width: int, height: int, seconds: float, jpeg: bool) -> None:
+    """Child: publish best effort at `rate` for `seconds`, then print how many were sent."""
+    import cv2
+    import rclpy
+    from rclpy.qos import qos_profile_sensor_data
+    from sensor_msgs.msg import CompressedImage, Image
+
+    from refseg_ros import imaging
+
+    rclpy.init()
+    node = rclpy.create_node("bench_camera")
+    frames = [scene(width, height, t)[0] for t in range(10)]
+    if jpeg:
+        pub = node.create_publisher(CompressedImage, topic, qos_profile_sensor_data)
+        payloads = [cv2.imencode(".jpg", f[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes() for f in frames]
+        messages = [CompressedImage(format="jpeg", data=p) for p in payloads]
+    else:
+        pub = node.create_publisher(Image, topic, qos_profile_sensor_data)
+        messages = []
+        for f in frames:
+            msg = Image()
+            for key, value in imaging.array_to_image_fields(f, "rgb8").items():
+                setattr(msg, key, value)
+            messages.append(msg)
+    for msg in messages:
+        msg.header.frame_id = "bench_camera"
+    deadline = time.monotonic() + 30
+    while pub.get_subscription_count() == 0 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    sent, start = 0, time.monotonic()
+    while time.monotonic() - start < seconds:
+        msg = messages[sent % len(messages)]
+        msg.header.stamp = node.get_clock().now().to_msg()
+        pub.publish(msg)
+        sent += 1
+        time.sleep(max(0.0, start + sent / rate - time.monotonic()))
+    print(json.dumps({"sent": sent}), flush=True)
+    node.destroy_node()
+    rclpy.try_shutdown()
+
+
+def engine_alone_main(threads: int, steps: int) -> None:
+    """Child: the no-load step, the engine with the node's thread settings and no ROS."""
+    from refseg_ros.engine import EngineConfig, MaskPrompt, SegmentationEngine
+    from refseg_ros.runtime.threads import apply_threads, plan_threads
+
+    plan = apply_threads(plan_threads(threads))
+    engine = SegmentationEngine.from_config(EngineConfig(image_size=IMAGE_SIZE, device="cpu"))
+    engine.add_stream("cam")
+    frame0, masks = scene(640, 480, 0)
+    engine.add_target("cam", MaskPrompt(masks[0]), label="object", image=frame0)
+    times = []
+    for i in range(steps + 2):
+        frame, _ = scene(640, 480, i)
+        t0 = time.perf_counter()
+        engine.step("cam", frame, float(i))
+        times.append(time.perf_counter() - t0)
+    print(json.dumps({"step_s": statistics.mean(times[2:]), "threads": plan.intra_op}), flush=True)
+
+
+def intake_main(topic: str, raw: bool, seconds: float) -> None:
+    """Child: subscribe (serialized or typed) for `seconds`; print CPU seconds per message."""
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.qos import qos_profile_sensor_data
+    from sensor_msgs.msg import Image
+
+    rclpy.init()
+    node = rclpy.create_node("bench_intake")
+    count = [0]
+    node.create_subscription(Image, topic, lambda _m: count.__setitem__(0, count[0] + 1),
+                             qos_profile_sensor_data, raw=raw)
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    while count[0] == 0:
+        executor.spin_once(timeout_sec=0.1)
+    cpu0, n0, t0 = time.process_time(), count[0], time.monotonic()
+    while time.monotonic() - t0 < seconds:
+        executor.spin_once(timeout_sec=0.1)
+    cpu, n = time.process_time() - cpu0, count[0] - n0
+    print(json.dumps({"cpu_per_msg_ms": 1e3 * cpu / max(n, 1), "messages": n, "cpu_share": cpu / seconds}),
+          flush=True)
+    node.destroy_node()
+    rclpy.try_shutdown()
+
+
+def child(*args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, str(Path(__file__).resolve()), *args], stdout=subprocess.PIPE,
+                            text=True)
+
+
+def child_json(proc: subprocess.Popen, timeout: float = 600) -> dict:
+    out, _ = proc.communicate(timeout=timeout)
+    lines = [line for line in out.splitlines() if line.startswith("{")]
+    if proc.returncode or not lines:
+        raise RuntimeError(f"child failed ({proc.returncode}): {out[-2000:]}")
+    return json.loads(lines[-1])
+
+
+# --------------------------------------------------------------------------- driver
+class Observer:
+    """The bench's own node: teaches the target and records /diagnostics."""
+
+    def __init__(self):
+        import rclpy
+        from diagnostic_msgs.msg import DiagnosticArray
+        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+        from std_msgs.msg import String
+
+        from refseg_ros.msg import ReferenceTarget
+
+        rclpy.init()
+        self.node = rclpy.create_node("bench_observer")
+        self.reports: list[tuple[float, dict[str, dict[str, str]]]] = []
+        self.status: list[str] = []
+        latched = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, 10)
+        self.node.create_subscription(String, "/refseg/status", lambda m: self.status.append(m.data), latched)
+        self.reference_pub = self.node.create_publisher(ReferenceTarget, "/refseg/reference", 10)
+        self.executor = SingleThreadedExecutor()
+        self.executor.add_node(self.node)
+        self._thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self._thread.start()
+
+    def _on_diag(self, msg) -> None:
+        cams = {s.hardware_id: {kv.key: kv.value for kv in s.values} for s in msg.status}
+        self.reports.append((time.monotonic(), cams))
+
+    def wait_status(self, text: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while not any(text in s for s in self.status):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no status {text!r} within {timeout} s; got {self.status[-5:]}")
+            time.sleep(0.1)
+
+    def teach(self) -> None:
+        from refseg_ros import imaging
+        from refseg_ros.msg import ReferenceTarget
+        from sensor_msgs.msg import Image
+
+        def image(array, encoding):
+            msg = Image()
+            for key, value in imaging.array_to_image_fields(array, encoding).items():
+                setattr(msg, key, value)
+            return msg
+
+        frame, masks = scene(640, 480, 0)
+        while self.reference_pub.get_subscription_count() == 0:
+            time.sleep(0.05)
+        self.reference_pub.publish(ReferenceTarget(label="object", image=image(frame, "rgb8"),
+                                                   mask=image(masks[0].astype(np.uint8) * 255, "mono8")))
+        self.wait_status("taught target", 120)
+
+    def received_after(self, cameras: list[str], since: float, timeout: float = 60.0) -> dict[str, int]:
+        """Each camera's frames_received from the first report made after `since` (monotonic)."""
+        deadline = time.monotonic() + max(0.0, since - time.monotonic()) + timeout
+        while True:
+            fresh = [c for t, c in self.reports if t > since]
+            if fresh:
+                return {k: int(fresh[0].get(k, {}).get("frames_received", "0")) for k in cameras}
+            if time.monotonic() > deadline:
+                raise RuntimeError("no diagnostics report from the node")
+            time.sleep(0.05)
+
+    def steps_between(self, camera: str, start: float, end: float) -> list[float]:
+        return [float(c[camera]["step_time_ms"]) / 1e3 for t, c in self.reports
+                if start <= t <= end and camera in c and c[camera].get("step_time_ms", "n/a") != "n/a"]
+
+    def close(self) -> None:
+        import rclpy
+
+        self.executor.shutdown(timeout_sec=1.0)
+        self.node.destroy_node()
+        rclpy.try_shutdown()
+
+
+def start_node(out: Path, compute_threads: int, executor: str) -> subprocess.Popen:
+    params = out / "ros_load_params.yaml"
+    params.write_text(
+        "refseg:\n  ros__parameters:\n"
+        f"    cameras: {json.dumps(CAMERAS)}\n"
+        f"    image_size: {IMAGE_SIZE}\n    device: cpu\n    checkpoint: ''\n    store_dir: ''\n"
+        f"    compute_threads: {compute_threads}\n    diagnostics_period: 0.5\n")
+    log = open(out / f"ros_load_node_{executor}_{compute_threads}.log", "w")
+    return subprocess.Popen([sys.executable, "-m", "refseg_ros.ros.main", "--executor", executor,
+                             "--ros-args", "-r", "__node:=refseg", "--params-file", str(params)],
+                            stdout=log, stderr=subprocess.STDOUT)
+
+
+def camera_key(topic: str) -> str:
+    return topic[: -len("/compressed")] if topic.endswith("/compressed") else topic
+
+
+def measure_load(obs: Observer, cams: list[tuple[str, float, int, int]], seconds: float, warmup: float) -> dict:
+    """Run cameras (topic, rate, width, height) at once; the step and received fraction."""
+    keys = [camera_key(t) for t, *_ in cams]
+    before = obs.received_after(keys, time.monotonic())
+    procs = [child("--camera", t, str(r), str(w), str(h), str(seconds + warmup)) for t, r, w, h in cams]
+    start = time.monotonic()
+    time.sleep(warmup + DIAG_WINDOW_S)
+    measure_start = time.monotonic()  # diagnostics from here on average steps taken under load only
+    sent = sum(child_json(p)["sent"] for p in procs)
+    end = time.monotonic()
+    after = obs.received_after(keys, end + 1.0)  # the last frames in, then a fresh report
+    received = sum(after[k] - before[k] for k in keys)
+    steps = [s for k in keys for s in obs.steps_between(k, measure_start, end)]
+    return {"step_s": statistics.mean(steps) if steps else float("nan"), "received": received / max(sent, 1),
+            "sent": sent, "seconds": end - start}
+
+
+def run_node_loads(out: Path, threads: int, executor: str, loads: list, seconds: float, warmup: float,
+                   obs: Observer) -> list[dict]:
+    node = start_node(out, threads, executor)
+    rows = []
+    try:
+        obs.status.clear()
+        obs.wait_status("active", 180)
+        obs.teach()
+        for name, cams in loads:
+            if node.poll() is not None:
+                raise RuntimeError(f"the node exited ({node.returncode}); see {out}")
+            r = measure_load(obs, cams, seconds, warmup)
+            r.update(load=name, executor=executor, compute_threads=threads)
+            rows.append(r)
+            print(f"  {executor:6s} threads {threads or 'auto'}: {name:34s} step {r['step_s'] * 1e3:7.0f} ms  "
+                  f"received {r['received'] * 100:5.1f} %", flush=True)
+    finally:
+        node.terminate()
+        try:
+            node.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            node.kill()
+    return rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer loads, shorter windows")
+    parser.add_argument("--compute-threads", type=int, default=0, help="the node's compute_threads (0: auto)")
+    parser.add_argument("--executor", default="multi", choices=("multi", "single", "events"))
+    parser.add_argument("--compare", action="store_true",
+                        help="also all cores for the model, and every executor, at 30 Hz")
+    parser.add_argument("--seconds", type=float, default=0.0, help="measured seconds per load")
+    parser.add_argument("--out", type=Path, default=Path("out/bench"))
+    parser.add_argument("--json", default=None)
+    parser.add_argument("--camera", nargs=5, help=argparse.SUPPRESS)
+    parser.add_argument("--engine-alone", nargs=2, type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--intake", nargs=3, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.camera:
+        topic, rate, w, h, secs = args.camera
+        return camera_main(topic, float(rate), int(w), int(h), float(secs), topic.endswith("/compressed")) or 0
+    if args.engine_alone:
+        return engine_alone_main(*args.engine_alone) or 0
+    if args.intake:
+        return intake_main(args.intake[0], args.intake[1] == "raw", float(args.intake[2])) or 0
+
+    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    from refseg_ros.runtime.threads import available_cores, plan_threads
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    cores = available_cores()
+    seconds = args.seconds or (6.0 if args.quick else 12.0)
+    warmup = 2.0
+    auto = plan_threads(args.compute_threads).intra_op
+    print(f"node: sam2.1_hiera_t at {IMAGE_SIZE}, CPU, {cores} cores, compute_threads "
+          f"{args.compute_threads or 'auto'} ({auto} intra-op), executor {args.executor}; "
+          f"{seconds:.0f} s measured per load", flush=True)
+
+    # 1. what taking a message costs: serialized vs typed
+    intake = []
+    sizes = [(640, 480)] if args.quick else [(640, 480), (1280, 720)]
+    for w, h in sizes:
+        for mode in ("typed", "raw"):
+            sub = child("--intake", "/bench/intake", mode, str(seconds))
+            time.sleep(3.0)  # the subscriber up before the camera
+            cam = child("--camera", "/bench/intake", "30", str(w), str(h), str(seconds + 4))
+            r = child_json(sub)
+            child_json(cam)
+            r.update(size=f"{w}x{h}", mode=mode)
+            intake.append(r)
+            print(f"  intake {w}x{h} {mode:5s}: {r['cpu_per_msg_ms']:.3f} ms CPU per message "
+                  f"({r['messages']} messages, {r['cpu_share'] * 100:.1f} % of a core)", flush=True)
+
+    # 2. the no-load step
+    alone = {}
+    for threads in sorted({auto} | ({cores} if args.compare else set())):
+        alone[threads] = child_json(child("--engine-alone", str(threads), "6" if args.quick else "10"))["step_s"]
+        print(f"  engine alone, {threads} thread(s): step {alone[threads] * 1e3:.0f} ms", flush=True)
+
+    # 3. the loads
+    cam0, cam1, jpg = CAMERAS
+    loads = [(f"1 camera {r} Hz 640x480 raw", [(cam0, r, 640, 480)]) for r in ((5, 30) if args.quick else (5, 15, 30))]
+    if not args.quick:
+        loads += [("1 camera 30 Hz 1280x720 raw", [(cam0, 30, 1280, 720)]),
+                  ("1 camera 30 Hz 640x480 jpeg", [(jpg, 30, 640, 480)]),
+                  ("1 camera 30 Hz 1280x720 jpeg", [(jpg, 30, 1280, 720)])]
+    loads.append(("2 cameras 30 Hz 640x480 raw", [(cam0, 30, 640, 480), (cam1, 30, 640, 480)]))
+    obs = Observer()
+    rows = []
+    try:
+        rows += run_node_loads(args.out, args.compute_threads, args.executor, loads, seconds, warmup, obs)
+        if args.compare:
+            at30 = [l for l in loads if l[0] == "1 camera 30 Hz 640x480 raw"]
+            rows += run_node_loads(args.out, cores, args.executor, at30, seconds, warmup, obs)
+            for other in ("multi", "single", "events"):
+                if other != args.executor:
+                    rows += run_node_loads(args.out, args.compute_threads, other, at30, seconds, warmup, obs)
+    finally:
+        obs.close()
+
+    print()
+    print("| load | executor | model threads | step ms | no-load step ms | ratio | received |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        threads = plan_threads(r["compute_threads"]).intra_op
+        base = alone.get(threads)
+        r["no_load_step_s"] = base
+        r["ratio"] = r["step_s"] / base if base else float("nan")
+        print(f"| {r['load']} | {r['executor']} | {threads} | {r['step_s'] * 1e3:.0f} | "
+              f"{base * 1e3 if base else float('nan'):.0f} | {r['ratio']:.2f} | {r['received'] * 100:.1f} % |")
+    print()
+    print("| intake, 30 Hz | CPU ms per message, typed | serialized | ratio |")
+    print("|---|---|---|---|")
+    for size in sorted({r["size"] for r in intake}):
+        typed = next(r for r in intake if r["size"] == size and r["mode"] == "typed")["cpu_per_msg_ms"]
+        raw = next(r for r in intake if r["size"] == size and r["mode"] == "raw")["cpu_per_msg_ms"]
+        print(f"| {size} | {typed:.3f} | {raw:.3f} | {raw / typed:.2f} |")
+    main_rows = [r for r in rows if r["executor"] == args.executor and r["compute_threads"] == args.compute_threads]
+    at30 = [r for r in main_rows if "30 Hz" in r["load"]]
+    worst = max((r["ratio"] for r in at30), default=float("nan"))
+    least = min((r["received"] for r in main_rows), default=float("nan"))
+    print()
+    print(f"worst ratio at 30 Hz {worst:.2f} (goal <= 1.15), least received {least * 100:.1f} % (goal >= 95 %)")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"cores": cores, "rows": rows, "intake": intake,
+                                               "no_load": {str(k): v for k, v in alone.items()}}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -17,6 +17,13 @@ SHAPES = {
     "bgra8": ((5, 7, 4), np.uint8),
     "mono8": ((5, 7), np.uint8),
     "mono16": ((5, 7), np.uint16),
+    "rgb16": ((5, 7, 3), np.uint16),
+    "bgr16": ((5, 7, 3), np.uint16),
+    "rgba16": ((5, 7, 4), np.uint16),
+    "bgra16": ((5, 7, 4), np.uint16),
+    "8UC3": ((5, 7, 3), np.uint8),
+    "16UC3": ((5, 7, 3), np.uint16),
+    "16UC4": ((5, 7, 4), np.uint16),
 }
 
 
@@ -59,6 +66,35 @@ def test_to_rgb8():
     assert imaging.to_rgb8(mono16, "mono16")[0, 0].tolist() == [255, 255, 255]
 
 
+def test_to_rgb8_sixteen_bits_round_v_over_257():
+    """One 16 -> 8 bit rule: round(v / 257); k * 257 gives k back."""
+    values = np.array([0, 128, 129, 256, 385, 386, 257 * 100, 65534, 65535], np.uint16)
+    want = [0, 0, 1, 1, 1, 2, 100, 255, 255]
+    assert imaging.to_rgb8(values[None], "mono16")[0, :, 0].tolist() == want
+    every = imaging.u16_to_u8(np.arange(65536, dtype=np.uint16))
+    assert every.dtype == np.uint8 and every.shape == (65536,)
+    np.testing.assert_array_equal(every, np.rint(np.arange(65536) / 257))
+    assert every[np.arange(256) * 257].tolist() == list(range(256))
+    assert np.bincount(every).tolist() == [129] + [257] * 254 + [129]
+    rgb = np.zeros((1, 1, 3), np.uint16)
+    rgb[..., 0] = 65535  # red
+    assert imaging.to_rgb8(rgb, "rgb16")[0, 0].tolist() == [255, 0, 0]
+    assert imaging.to_rgb8(rgb[:, :, ::-1], "bgr16")[0, 0].tolist() == [255, 0, 0]
+    bgra = np.dstack([rgb[:, :, ::-1], np.full((1, 1), 9, np.uint16)])
+    assert imaging.to_rgb8(bgra, "bgra16")[0, 0].tolist() == [255, 0, 0]
+    out = imaging.to_rgb8(np.full((3, 4, 4), 256, np.uint16), "16UC4")
+    assert out.dtype == np.uint8 and out.shape == (3, 4, 3) and out.flags.c_contiguous
+
+
+def test_to_rgb8_refuses_arrays_that_do_not_fit():
+    with pytest.raises(ValueError, match="needs uint16"):
+        imaging.to_rgb8(np.zeros((2, 2), np.uint8), "mono16")
+    with pytest.raises(ValueError, match="does not fit encoding rgb8"):
+        imaging.to_rgb8(np.zeros((2, 2), np.uint8), "rgb8")
+    with pytest.raises(ValueError, match="does not fit encoding mono8"):
+        imaging.to_rgb8(np.zeros((2, 2, 3), np.uint8), "mono8")
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [
@@ -89,10 +125,31 @@ def test_decode_compressed_png_is_exact_and_rgb():
     np.testing.assert_array_equal(imaging.decode_compressed("png", png.tobytes()), rgb)
 
 
+def test_decode_compressed_keeps_depth_and_channels():
+    mono16 = np.array([[0, 256, 60000]], np.uint16)
+    png = cv2.imencode(".png", mono16)[1].tobytes()
+    for fmt, layout in [("16UC1; png compressed ", "16UC1"), ("mono16; png compressed ", "mono16"),
+                        ("png", "mono16")]:
+        pixels, got = imaging.decode_compressed_array(fmt, png)
+        assert pixels.dtype == np.uint16 and got == layout
+        np.testing.assert_array_equal(pixels, mono16)
+        assert imaging.decode_compressed(fmt, png)[0, :, 0].tolist() == [0, 1, 233]
+    bgra = RNG.integers(0, 65536, size=(3, 2, 4)).astype(np.uint16)
+    png = cv2.imencode(".png", bgra)[1].tobytes()
+    pixels, layout = imaging.decode_compressed_array("png", png)
+    assert layout == "bgra16"
+    np.testing.assert_array_equal(pixels, bgra)
+    pixels, layout = imaging.decode_compressed_array("rgba16; png compressed bgr16",
+                                                     cv2.imencode(".png", bgra[:, :, :3])[1])
+    assert layout == "bgr16" and pixels.shape == (3, 2, 3)
+
+
 def test_decode_compressed_errors():
     with pytest.raises(ValueError, match="could not be decoded"):
         imaging.decode_compressed("jpeg", b"not an image")
     with pytest.raises(ValueError, match="no data"):
         imaging.decode_compressed("jpeg", b"")
-    with pytest.raises(ValueError, match="depth"):
+    with pytest.raises(ValueError, match="compressed depth images .* are not supported"):
         imaging.decode_compressed("16UC1; compressedDepth", b"\x00" * 20)
+    with pytest.raises(ValueError, match="compressed depth"):
+        imaging.decode_compressed_array("32FC1; compressedDepth png", b"\x00" * 20)

@@ -39,6 +39,10 @@ def test_bgr_and_mono_become_rgb():
     big = (mono.astype(">u2") * 257)
     out = frame_from_message(raw(big, "mono16", big=True))
     assert np.array_equal(out[:, :, 0], mono)
+    rgb16 = RGB.astype(np.uint16) * 257
+    assert np.array_equal(frame_from_message(raw(rgb16, "rgb16")), RGB)
+    assert np.array_equal(frame_from_message(raw(rgb16[:, :, ::-1].astype(">u2"), "bgr16", big=True)),
+                          RGB)
 
 
 def test_compressed_jpeg_and_png():
@@ -48,6 +52,23 @@ def test_compressed_jpeg_and_png():
     jpg = cv2.imencode(".jpg", big[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 95])[1].tobytes()
     out = frame_from_message(CompressedImage(format="rgb8; jpeg compressed bgr8", data=jpg))
     assert out.shape == big.shape and np.abs(out.astype(int) - big).mean() < 8
+
+
+def test_sixteen_bit_png_gives_the_raw_frame():
+    """Same picture, raw mono16 or 16-bit png: the same frame (round(v / 257) both ways)."""
+    mono16 = np.array([[256, 385, 386, 60000]], np.uint16)
+    png = cv2.imencode(".png", mono16)[1].tobytes()
+    want = frame_from_message(raw(mono16, "mono16"))
+    assert want[0, :, 0].tolist() == [1, 1, 2, 233]
+    for fmt in ("16UC1; png compressed ", "mono16; png compressed ", "png"):
+        assert np.array_equal(frame_from_message(CompressedImage(format=fmt, data=png)), want)
+    rgb16 = np.random.default_rng(1).integers(0, 65536, (5, 4, 3)).astype(np.uint16)
+    png = cv2.imencode(".png", rgb16[:, :, ::-1])[1].tobytes()
+    assert np.array_equal(
+        frame_from_message(CompressedImage(format="rgb16; png compressed bgr16", data=png)),
+        frame_from_message(raw(rgb16, "rgb16")))
+    with pytest.raises(ValueError, match="compressed depth"):
+        frame_from_message(CompressedImage(format="16UC1; compressedDepth", data=bytes(12) + png))
 
 
 @pytest.mark.parametrize("msg,reason", [

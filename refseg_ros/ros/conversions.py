@@ -34,7 +34,12 @@ def image_array(msg: Image) -> np.ndarray:
 
 
 def frame_from_message(msg: Union[Image, CompressedImage]) -> np.ndarray:
-    """A camera message as the engine's frame: H x W x 3 uint8 RGB."""
+    """A camera message as the engine's frame: H x W x 3 uint8 RGB.
+
+    Raw and compressed messages of one picture give the same bytes (the same
+    conversion, imaging.to_rgb8; see imaging.TRANSPORT_TABLE). Masks need no such
+    rule: ReferenceTarget and AddTarget carry them as sensor_msgs/Image only.
+    """
     if isinstance(msg, CompressedImage):
         return imaging.decode_compressed(msg.format, memoryview(msg.data))
     return imaging.to_rgb8(image_array(msg), msg.encoding)

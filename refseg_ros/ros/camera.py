@@ -83,9 +83,10 @@ class CameraChannel:
             raise ValueError(f"could not deserialize a {self.message_type.__name__} "
                              f"({len(data)} bytes): {exc}") from None
 
-    def publisher_count(self) -> int:
-        """Publishers matched on the camera topic (0 while closed)."""
-        return self.subscription.get_publisher_count() if self.subscription is not None else 0
+    def publisher_count(self, node: Node) -> int:
+        """Publishers on the camera topic in the ROS graph, matched or not (a publisher with
+        incompatible QoS counts too: it is there, its frames just never arrive)."""
+        return node.count_publishers(self.topic)
 
     def close(self, node: Node) -> None:
         if self.subscription is not None:

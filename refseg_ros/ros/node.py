@@ -33,7 +33,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from std_msgs.msg import Header, String
 
 from ..engine import EngineConfig, EngineError, SegmentationEngine
-from ..runtime.headers import header_problem, plausible_latency
+from ..runtime.headers import HEADER_PROBLEMS, header_problems, plausible_latency
 from ..runtime.mailbox import Closed, Envelope, FrameMailbox
 from ..runtime.registry import TargetRegistry, TeachError, camera_key
 from ..runtime.render import label_image
@@ -203,8 +203,9 @@ class SegmenterNode(LifecycleNode):
 
     def _subscription_events(self, channel: CameraChannel) -> SubscriptionEventCallbacks:
         def incompatible(info) -> None:
+            policy = info.last_policy_kind.name.removeprefix("RMW_QOS_POLICY_").lower()
             self._status(f"camera {channel.name}: a publisher on {channel.topic} has QoS incompatible with "
-                         f"this subscription ({info.last_policy_kind.name}); its frames never arrive. "
+                         f"this subscription ({policy}); its frames never arrive. "
                          f"Set qos_reliability to match the camera (docs/NODE.md)", error=True)
 
         return SubscriptionEventCallbacks(incompatible_qos=incompatible)
@@ -249,9 +250,11 @@ class SegmenterNode(LifecycleNode):
             self._reject(channel, str(exc))
             return
         stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
-        problem = header_problem(stamp, msg.header.frame_id, envelope.clock, self.settings.stamp_tolerance)
-        channel.stats.on_header(problem)
-        self._say_once(channel.name, "header", problem and f"implausible header: {problem}")
+        problems = header_problems(stamp, msg.header.frame_id, envelope.clock, self.settings.stamp_tolerance)
+        channel.stats.on_header("; ".join(problems.values()))
+        for kind in HEADER_PROBLEMS:
+            reason = problems.get(kind)
+            self._say_once(channel.name, kind, reason and f"implausible header: {reason}")
         self._latest[channel.name] = rgb
         results, events, step = [], [], 0.0
         if self.registry.tracked_ids(channel.name):
@@ -394,7 +397,7 @@ class SegmenterNode(LifecycleNode):
             return
         statuses = []
         for name, channel in self.cameras.items():
-            report, publishers = channel.stats.report(), channel.publisher_count()
+            report, publishers = channel.stats.report(), channel.publisher_count(self)
             self._say_once(name, "no frames", missing_frames(report, publishers))
             statuses.append(camera_status(self.get_name(), report, settings.mode,
                                           len(registry.tracked_ids(name)), publishers))

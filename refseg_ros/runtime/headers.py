@@ -14,11 +14,14 @@ from typing import Optional
 # How far a stamp may lie from the clock when the message arrives, in seconds: DDS
 # delivers in milliseconds, so this only catches clocks that disagree.
 DEFAULT_STAMP_TOLERANCE = 5.0
+HEADER_PROBLEMS = ("zero_stamp", "stamp_skew", "empty_frame_id")
 
 
-def header_problem(stamp: float, frame_id: str, received: float,
-                   tolerance: float = DEFAULT_STAMP_TOLERANCE) -> Optional[str]:
-    """Why a header is implausible, or None.
+def header_problems(stamp: float, frame_id: str, received: float,
+                    tolerance: float = DEFAULT_STAMP_TOLERANCE) -> dict[str, str]:
+    """What is implausible about a header: {kind: reason}, empty when nothing is.
+
+    Kinds: HEADER_PROBLEMS.
 
     Args:
         stamp: header.stamp in seconds.
@@ -27,16 +30,16 @@ def header_problem(stamp: float, frame_id: str, received: float,
             time under use_sim_time).
         tolerance: largest plausible distance between stamp and clock, seconds.
     """
-    problems = []
+    problems = {}
     if stamp == 0.0:
-        problems.append("header.stamp is 0 (the driver does not stamp its frames)")
+        problems["zero_stamp"] = "header.stamp is 0 (the driver does not stamp its frames)"
     elif abs(received - stamp) > tolerance:
         way = "ahead of" if stamp > received else "behind"
-        problems.append(f"header.stamp is {abs(received - stamp):.1f} s {way} this node's clock "
-                        f"(clocks of different machines, or use_sim_time unset for a bag)")
+        problems["stamp_skew"] = (f"header.stamp is {abs(received - stamp):.1f} s {way} this node's clock "
+                                  f"(clocks of different machines, or use_sim_time unset for a bag)")
     if not frame_id:
-        problems.append("header.frame_id is empty (results cannot be placed in a TF frame)")
-    return "; ".join(problems) or None
+        problems["empty_frame_id"] = "header.frame_id is empty (results cannot be placed in a TF frame)"
+    return problems
 
 
 def plausible_latency(stamp: float, received: float, now: float,

@@ -17,6 +17,7 @@ transport and what holds for each.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from dataclasses import dataclass
 
 import numpy as np
@@ -331,3 +332,22 @@ def decode_compressed(format: str, data: bytes | bytearray | memoryview | np.nda
     """
     pixels, layout = decode_compressed_array(format, data)
     return to_rgb8(pixels, layout)
+
+
+def read_image_file(path: str | Path) -> np.ndarray:
+    """An image file (PNG, JPEG, or anything OpenCV reads) as H x W x 3 uint8 RGB, by the
+    same rule as a CompressedImage carrying its bytes, so a 16-bit PNG taught from a file
+    reaches the model as it would from a camera.
+
+    Raises:
+        ValueError: the file cannot be read or decoded (the message names it).
+    """
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ValueError(f"cannot read image {path}: {exc.strerror}") from None
+    try:
+        return decode_compressed(path.suffix.lstrip(".").lower(), data)
+    except ValueError as exc:
+        raise ValueError(f"cannot read image {path}: {exc}") from None

@@ -153,3 +153,19 @@ def test_decode_compressed_errors():
         imaging.decode_compressed("16UC1; compressedDepth", b"\x00" * 20)
     with pytest.raises(ValueError, match="compressed depth"):
         imaging.decode_compressed_array("32FC1; compressedDepth png", b"\x00" * 20)
+
+
+def test_image_files_follow_the_compressed_image_rule(tmp_path):
+    """A 16-bit PNG file (taught with refseg-teach, or read by a bag builder) becomes the
+    same model input as the same picture arriving as a raw mono16 Image."""
+    import cv2
+
+    from refseg_ros.eval.builders import read_rgb
+
+    ramp = np.linspace(0, 60000, 64 * 48).astype(np.uint16).reshape(48, 64)
+    cv2.imwrite(str(tmp_path / "ramp.png"), ramp)
+    expected = imaging.to_rgb8(ramp, "mono16")
+    assert np.array_equal(imaging.read_image_file(tmp_path / "ramp.png"), expected)
+    assert np.array_equal(read_rgb(tmp_path / "ramp.png"), expected)
+    with pytest.raises(ValueError, match="cannot read image .*missing.png"):
+        imaging.read_image_file(tmp_path / "missing.png")

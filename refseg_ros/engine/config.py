@@ -17,6 +17,12 @@ class EngineConfig:
     image_size: Optional[int] = None  # None keeps the config's size (1024)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16
+    # How a frame becomes the model's square input (engine.frames.FramePreprocessor):
+    # "device" resizes the uint8 frame on the model's device (float bicubic, antialiased);
+    # "official" resizes it with PIL on the CPU exactly as sam2's SAM2VideoPredictor loads
+    # frames, so that frames of any size give SAM2's output. Same result for frames that
+    # are already image_size x image_size.
+    preprocessing: str = "device"  # device | official
     compile: bool = False  # torch.compile the heavy modules (pays off on CUDA; slow to build on CPU)
     seed: int = 0  # seeds the random initialisation when no checkpoint is given
     # Memory policy. SAM2 writes every frame into memory; with keep_memory_when_absent the

@@ -77,7 +77,7 @@ class SegmentationEngine:
         self.checkpoint: Optional[str] = None
         self.device = next(model.parameters()).device
         self.image_size = int(model.image_size)
-        self.preprocess = FramePreprocessor(self.image_size, self.device)
+        self.preprocess = FramePreprocessor(self.image_size, self.device, config.preprocessing)
         self._streams: dict[str, Stream] = {}
         self._next_target_id = 1
         self._lock = threading.RLock()

@@ -19,17 +19,16 @@ from typing import Optional, Sequence
 import cv2
 import numpy as np
 
+from refseg_ros import imaging
 from refseg_ros.eval import bags, synthetic
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
 def read_rgb(path: Path) -> np.ndarray:
-    """An image file as H x W x 3 uint8 RGB; a clear error when it is not readable."""
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise ValueError(f"cannot read image {path}")
-    return np.ascontiguousarray(bgr[:, :, ::-1])
+    """An image file as H x W x 3 uint8 RGB (imaging.read_image_file: the node's rule for
+    every encoding); ValueError naming the file when it is not readable."""
+    return imaging.read_image_file(path)
 
 
 def _voc_palette() -> dict[tuple[int, int, int], int]:

@@ -21,6 +21,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from .. import imaging
+
 ACK_PREFIXES = ("taught ", "replaced ", "added view ", "rejected reference", "rejected caption")
 
 
@@ -53,12 +55,10 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
 
 def read_image(path: str) -> np.ndarray:
-    import cv2
-
-    bgr = cv2.imread(path, cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise SystemExit(f"refseg-teach: cannot read image {path}")
-    return np.ascontiguousarray(bgr[:, :, ::-1])
+    try:
+        return imaging.read_image_file(path)
+    except ValueError as exc:
+        raise SystemExit(f"refseg-teach: {exc}") from None
 
 
 def read_mask(path: str) -> np.ndarray:

@@ -5,6 +5,11 @@ published over DDS on this machine; a reference (the red disc shown alone on ano
 background) is taught on the reference topic; the node, in its own process, publishes
 masks, objects and overlays, which are written to the output folder as PNG images and
 JSON lines, with a contact sheet of the overlays.
+
+The model runs on the checkpoint given, else the weights cache's; a checkpoint missing
+from the cache is fetched there first (refseg-weights' resumable download) unless
+--no-download. A machine that cannot reach the server goes on with random weights, and
+the first line of output says which weights are used.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -25,18 +31,107 @@ import numpy as np
 TOPIC = "/camera/image_raw"
 STATE_NAMES = ("acquiring", "tracked", "occluded", "lost")  # SegmentedObject.STATE_*
 NODE = "/refseg"
+CONNECT_TIMEOUT = 3.0  # seconds for name lookup + connection before the demo calls itself offline
 
 
-def resolve_checkpoint(given: Optional[str], model: str) -> Optional[str]:
-    """The checkpoint to use: the one given, else the weights cache's, else none."""
+@dataclass(frozen=True)
+class Weights:
+    """The weights the demo runs on: a checkpoint file, or random ones and why."""
+
+    checkpoint: Optional[str]
+    note: str = ""  # where a checkpoint came from, or why there is none
+
+    def first_line(self) -> str:
+        """The demo's first line of output: which weights it uses."""
+        if self.checkpoint:
+            return f"refseg-demo: weights from {self.checkpoint}{f' ({self.note})' if self.note else ''}"
+        return (f"refseg-demo: RANDOM WEIGHTS - {self.note}, so the masks show the pipeline at work, "
+                f"not what a trained SAM2 finds.")
+
+
+def resolve_checkpoint(
+    given: Optional[str],
+    model: str,
+    download: bool = True,
+    base_url: Optional[str] = None,
+    connect_timeout: float = CONNECT_TIMEOUT,
+    read_timeout: float = 30.0,
+) -> Weights:
+    """The weights to use: the checkpoint given, else the weights cache's, else a download.
+
+    A model whose official checkpoint is not in the cache ($REFSEG_WEIGHTS) is fetched into
+    it from `base_url` (default `$REFSEG_WEIGHTS_URL`, else the official site) with
+    refseg-weights' resumable, size-checked download, unless `download` is false. The
+    server must accept a connection within `connect_timeout` seconds and then send
+    something at least every `read_timeout` seconds; a fetched file is loaded into the
+    model once before it is used, and removed from the cache if it does not load. Any
+    failure to fetch gives random weights with the reason, never an error. Progress and
+    notes go to stderr.
+
+    Raises SystemExit when `given` names a file that does not exist.
+    """
     if given:
         if not Path(given).is_file():
             raise SystemExit(f"refseg-demo: checkpoint {given} does not exist")
-        return given
-    from .engine.weights import cached_checkpoint
+        return Weights(given)
+    from .engine import weights
 
-    found = cached_checkpoint(model)
-    return str(found) if found else None
+    found = weights.cached_checkpoint(model)
+    if found:
+        return Weights(str(found))
+    entry = weights.CHECKPOINTS.get(model)
+    if entry is None:
+        return Weights(None, f"no checkpoint given, and {model} has no official checkpoint to fetch")
+    dest = weights.cache_dir() / entry.filename
+    if not download:
+        return Weights(None, f"no checkpoint given or cached ({dest}), and --no-download")
+    url = weights.checkpoint_url(model, base_url)
+    print(f"refseg-demo: fetching the {model} checkpoint from {url} into {dest} "
+          f"(--no-download to skip) ...", file=sys.stderr, flush=True)
+    show = weights._print_progress(model)
+    line_open = False  # a progress line without its newline is on stderr
+
+    def progress(done: int, total: Optional[int]) -> None:
+        nonlocal line_open
+        line_open = True
+        show(done, total)
+
+    def note(text: str) -> None:
+        nonlocal line_open
+        print(("\n" if line_open else "") + f"refseg-demo: {text}", file=sys.stderr, flush=True)
+        line_open = False
+
+    try:
+        weights.probe(url, connect_timeout)
+        weights.download(url, dest, entry.sha256, progress=progress, timeout=read_timeout)
+    except (weights.DownloadError, OSError) as exc:
+        note(str(exc))
+        note(f"for trained weights run `refseg-weights {model}` when online, copy {entry.filename} "
+             f"into {dest.parent}, or pass --checkpoint PATH")
+        return Weights(None, f"the {model} checkpoint is not cached and could not be fetched from {url}")
+    note(f"saved {dest}; checking that it loads into {model}")
+    problem = checkpoint_problem(dest, model)
+    if problem:
+        for path in (dest, dest.with_name(dest.name + ".sha256")):
+            path.unlink(missing_ok=True)
+        note(f"removed it again: {problem}")
+        return Weights(None, f"the {model} checkpoint fetched from {url} does not load")
+    return Weights(str(dest), f"fetched from {url}")
+
+
+def checkpoint_problem(path: Path, model: str) -> Optional[str]:
+    """Why the checkpoint file at `path` does not load into `model` (None when it does).
+
+    The state dict does not depend on the image size, so a small model is built to check.
+    """
+    from .engine.errors import CheckpointError
+    from .engine.model import build_model, load_checkpoint
+
+    try:
+        load_checkpoint(build_model(model, image_size=128), path)
+    except CheckpointError as exc:
+        return str(exc)
+    return None
 
 
 def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
@@ -47,22 +142,28 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     parser.add_argument("--height", type=int, default=240)
     parser.add_argument("--rate", type=float, default=5.0, help="camera frames per second")
     parser.add_argument("--model", default="sam2.1_hiera_t")
-    parser.add_argument("--checkpoint", default=None, help="SAM2 checkpoint (default: the weights cache's, if any)")
+    parser.add_argument("--checkpoint", default=None,
+                        help="SAM2 checkpoint (default: the weights cache's, fetched there first if missing)")
+    parser.add_argument("--no-download", action="store_true",
+                        help="do not fetch a missing checkpoint (random weights unless one is given or cached)")
+    parser.add_argument("--weights-url", default=None,
+                        help="where to fetch checkpoints from (default $REFSEG_WEIGHTS_URL, else the official site)")
+    parser.add_argument("--connect-timeout", type=float, default=CONNECT_TIMEOUT,
+                        help="seconds to reach the weights server before going on offline")
     parser.add_argument("--image-size", type=int, default=None,
                         help="model input size (default: 1024 with a checkpoint, 256 on random weights)")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--timeout", type=float, default=300.0, help="give up after this many seconds")
+    parser.add_argument("--timeout", type=float, default=300.0,
+                        help="give up when the node has sent nothing for this many seconds")
     return parser.parse_args(argv)
 
 
 def main(argv: Optional[list[str]] = None) -> int:
     args = parse_args(argv)
-    checkpoint = resolve_checkpoint(args.checkpoint, args.model)
-    if checkpoint is None:
-        print("refseg-demo: RANDOM WEIGHTS - no checkpoint given or cached, so the masks show the "
-              "pipeline at work, not what a trained SAM2 finds (get weights: refseg-weights).", flush=True)
-    else:
-        print(f"refseg-demo: weights from {checkpoint}", flush=True)
+    chosen = resolve_checkpoint(args.checkpoint, args.model, download=not args.no_download,
+                                base_url=args.weights_url, connect_timeout=args.connect_timeout)
+    checkpoint = chosen.checkpoint
+    print(chosen.first_line(), flush=True)
     image_size = args.image_size or (1024 if checkpoint else 256)
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     os.environ.setdefault("ROS_DOMAIN_ID", str(1 + os.getpid() % 100))
@@ -125,8 +226,14 @@ def run_camera(args, scene, reference, node_process: subprocess.Popen) -> int:
     lock = threading.Condition()
     stamp_to_index = {scene.stamp_ns(i): i for i in range(len(scene))}
 
+    # The time of the node's last message. The run is allowed as long as the node keeps
+    # answering: at 1024 px on a small CPU a frame can take 10 s, so 30 frames outlast
+    # any fixed limit that still catches a stuck node quickly.
+    heard = [time.monotonic()]
+
     def on_status(msg: String) -> None:
         with lock:
+            heard[0] = time.monotonic()
             status.append(msg.data)
             print(f"  status: {msg.data}", flush=True)
             lock.notify_all()
@@ -138,6 +245,7 @@ def run_camera(args, scene, reference, node_process: subprocess.Popen) -> int:
             if index is None:
                 return
             with lock:
+                heard[0] = time.monotonic()
                 results.setdefault(index, {})[kind] = msg
                 lock.notify_all()
         return callback
@@ -148,7 +256,6 @@ def run_camera(args, scene, reference, node_process: subprocess.Popen) -> int:
     node.create_subscription(Image, f"{TOPIC}/refseg/overlay", keep("overlay"), reliable)
     spinner = threading.Thread(target=rclpy.spin, args=(node,), daemon=True)
     spinner.start()
-    deadline = time.monotonic() + args.timeout
 
     def wait_for(predicate, what: str) -> None:
         with lock:
@@ -156,8 +263,9 @@ def run_camera(args, scene, reference, node_process: subprocess.Popen) -> int:
                 if node_process.poll() is not None:
                     raise SystemExit(f"refseg-demo: the node exited ({node_process.returncode}) while waiting for "
                                      f"{what}; see {args.out / 'node.log'}")
-                if time.monotonic() > deadline:
-                    raise SystemExit(f"refseg-demo: timed out waiting for {what}")
+                if time.monotonic() - heard[0] > args.timeout:
+                    raise SystemExit(f"refseg-demo: timed out waiting for {what} (nothing from the node "
+                                     f"for {args.timeout:g} s)")
                 lock.wait(0.2)
 
     try:

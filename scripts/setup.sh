@@ -180,7 +180,7 @@ link_if_missing "$NP_INCLUDE_LINK" "$np_include"
 
 # --------------------------------------------------------------------------- editable install
 STEP=package
-PKG_HASH=$(echo "$VENV $(hash_of "$REPO/pyproject.toml")" | sha256sum | cut -d' ' -f1)
+PKG_HASH=$(echo "$VENV $(hash_of "$REPO/pyproject.toml" "$REPO/setup.py")" | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$STAMPS/package.sha256" 2>/dev/null)" != "$PKG_HASH" ] || [ ! -x "$VENV/bin/refseg-demo" ]; then
     rm -f "$STAMPS/package.sha256"
     log=$LOGDIR/package.log

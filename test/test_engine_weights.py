@@ -14,12 +14,20 @@ from refseg_ros.engine import weights
 from refseg_ros.engine.model import build_model, load_checkpoint
 
 
+@pytest.fixture(autouse=True)
+def _loopback_without_proxy(monkeypatch):
+    """A proxy set in the environment is not asked for the servers on 127.0.0.1."""
+    monkeypatch.setenv("no_proxy", "127.0.0.1")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+
+
 class _Server(http.server.ThreadingHTTPServer):
     """Serves one file; the first GET can be cut short to test resuming."""
 
     def __init__(self, payload: bytes, cut_first_at: int | None):
         self.payload, self.cut_first_at = payload, cut_first_at
         self.requests: list[str | None] = []
+        self.paths: list[str] = []
         super().__init__(("127.0.0.1", 0), _Handler)
 
 
@@ -30,6 +38,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         server: _Server = self.server
         server.requests.append(self.headers.get("Range"))
+        server.paths.append(self.path)
         start = 0
         if self.headers.get("Range"):
             start = int(self.headers["Range"].split("=")[1].split("-")[0])
@@ -117,6 +126,37 @@ def test_offline_says_what_to_do(tmp_path, capsys):
     assert weights.main(["sam2.1_hiera_t", "--dir", str(tmp_path), "--base-url", f"http://127.0.0.1:{port}"]) == 1
     err = capsys.readouterr().err
     assert "offline" in err and str(tmp_path / "sam2.1_hiera_tiny.pt") in err
+
+
+def test_mirror_from_the_environment(serve, tmp_path, monkeypatch):
+    server = serve(b"w" * 2000)
+    monkeypatch.setenv("REFSEG_WEIGHTS_URL", _url(server) + "/")
+    assert weights.checkpoint_url("sam2.1_hiera_t") == _url(server) + "/092824/sam2.1_hiera_tiny.pt"
+    assert weights.main(["sam2.1_hiera_t", "--dir", str(tmp_path)]) == 0
+    assert server.paths == ["/092824/sam2.1_hiera_tiny.pt"]
+    monkeypatch.delenv("REFSEG_WEIGHTS_URL")
+    assert weights.base_url() == weights.OFFICIAL_BASE_URL
+
+
+def test_probe_is_quick_and_names_the_server(serve, monkeypatch):
+    import socket
+    import time
+    for name in ("http_proxy", "HTTP_PROXY", "no_proxy", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    server = serve(b"")
+    weights.probe(_url(server) + "/x.pt", timeout=2)  # listening: returns, sends nothing
+    assert server.requests == []
+    with socket.socket() as sock:  # a loopback port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    started = time.monotonic()
+    with pytest.raises(weights.DownloadError, match=r"cannot reach .*127\.0\.0\.1:\d+: .*offline"):
+        weights.probe(dead + "/x.pt", timeout=2)
+    assert time.monotonic() - started < 2
+    # Behind a proxy, the proxy is what must be reachable: here a dead one before a live server.
+    monkeypatch.setenv("http_proxy", dead)
+    with pytest.raises(weights.DownloadError):
+        weights.probe(_url(server) + "/x.pt", timeout=2)
 
 
 def test_corrupted_cache_is_reported(serve, tmp_path):

@@ -9,6 +9,8 @@ installed copy's engine and evaluation modules import there, while rclpy does no
 
 from __future__ import annotations
 
+import ast
+import email.parser
 import json
 import os
 import re
@@ -16,6 +18,7 @@ import shutil
 import subprocess
 import sys
 import tomllib
+import zipfile
 from importlib import metadata
 from pathlib import Path
 
@@ -88,7 +91,7 @@ def test_pip_install_into_fresh_venv_imports_without_ros(tmp_path):
     # Install from a copy, so the source tree gets no build/ or egg-info from this test.
     src = tmp_path / "src"
     src.mkdir()
-    for name in ("pyproject.toml", "README.md"):
+    for name in ("pyproject.toml", "setup.py", "README.md"):
         shutil.copy2(REPO_ROOT / name, src / name)
     shutil.copytree(
         REPO_ROOT / "refseg_ros",
@@ -109,7 +112,15 @@ def test_pip_install_into_fresh_venv_imports_without_ros(tmp_path):
         env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300,
     )
     assert build.returncode == 0, build.stdout + build.stderr
-    (wheel,) = wheels.glob("refseg_ros-*.whl")
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    (wheel,) = wheels.glob(f"refseg_ros-{project['version']}-*.whl")
+    # setup.py is the entry, pyproject.toml the metadata: the wheel has pyproject's.
+    with zipfile.ZipFile(wheel) as archive:
+        (meta_name,) = [n for n in archive.namelist() if n.endswith(".dist-info/METADATA")]
+        meta = email.parser.Parser().parsestr(archive.read(meta_name).decode())
+    assert (meta["Name"], meta["Version"]) == (project["name"], project["version"])
+    assert sorted(meta.get_all("Requires-Dist")) == sorted(
+        project["dependencies"] + [f'{r}; extra == "test"' for r in project["optional-dependencies"]["test"]])
     install = subprocess.run(
         [str(vpy), "-m", "pip", "install", "--no-deps", "--no-index", str(wheel)],
         env=env,
@@ -124,7 +135,7 @@ def test_pip_install_into_fresh_venv_imports_without_ros(tmp_path):
         assert (venv / "bin" / script).exists(), f"console script {script} not installed"
 
     # Only the declared runtime dependencies (and what they need) are visible.
-    declared = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    declared = project["dependencies"]
     deps_dir = tmp_path / "deps"
     deps_dir.mkdir()
     closure = runtime_closure(declared)
@@ -159,3 +170,18 @@ def test_pip_install_into_fresh_venv_imports_without_ros(tmp_path):
     assert not any(p == str(REPO_ROOT) or p.startswith(str(REPO_ROOT) + os.sep) for p in result["sys_path"])
     # The generated interfaces come from a colcon build, not from pip.
     assert result["msg_spec"] is False
+
+
+def test_setup_py_takes_everything_from_pyproject():
+    """setup.py is the pip entry, pyproject.toml the one place for the metadata.
+
+    setup.py calls setup() with no arguments and declares nothing else; that the wheel
+    built through it carries pyproject's name, version and dependencies is checked by
+    the install test above.
+    """
+    tree = ast.parse((REPO_ROOT / "setup.py").read_text())
+    calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call)]
+    assert [ast.unparse(c) for c in calls] == ["setup()"]
+    names = {t.id for n in ast.walk(tree) if isinstance(n, (ast.Assign, ast.AnnAssign))
+             for t in ast.walk(n) if isinstance(t, ast.Name) and isinstance(t.ctx, ast.Store)}
+    assert not names, f"setup.py defines {names}: metadata belongs in pyproject.toml"

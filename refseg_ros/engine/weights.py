@@ -9,8 +9,12 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import socket
 import sys
+import threading
+import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +46,72 @@ CHECKPOINTS: dict[str, Checkpoint] = {c.model: c for c in [
 
 class DownloadError(RuntimeError):
     """A download that could not complete; the cache holds no partial file under the final name."""
+
+
+def base_url() -> str:
+    """Where the releases are fetched from: `$REFSEG_WEIGHTS_URL` (a mirror), else the official site."""
+    return os.environ.get("REFSEG_WEIGHTS_URL") or OFFICIAL_BASE_URL
+
+
+def checkpoint_url(model: str, base: Optional[str] = None) -> str:
+    """The URL of `model`'s checkpoint under `base` (default `base_url()`).
+
+    Raises KeyError for a model without an official checkpoint.
+    """
+    entry = CHECKPOINTS[model]
+    return f"{(base or base_url()).rstrip('/')}/{entry.release}/{entry.filename}"
+
+
+def probe(url: str, timeout: float = 3.0) -> None:
+    """Return once a TCP connection to `url`'s server (or its proxy) opened within `timeout` s.
+
+    A quick answer to "is this machine online?" before a download whose read timeout is
+    long: name resolution and the connection together get at most `timeout` seconds (an
+    offline machine whose resolver never answers costs no more). A proxy from the usual
+    environment variables (`https_proxy`, ...) is probed instead of the server. The
+    connection is closed again at once; nothing is sent.
+
+    Raises DownloadError (saying why) when the server cannot be reached in time.
+    """
+    parts = urllib.parse.urlsplit(url)
+    proxy = urllib.request.getproxies().get(parts.scheme)
+    if proxy and not urllib.request.proxy_bypass(parts.hostname or ""):
+        parts = urllib.parse.urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+    host = parts.hostname
+    if not host:
+        raise DownloadError(f"cannot reach {url}: no host in the URL")
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    deadline = time.monotonic() + timeout
+    found: list = []
+
+    def resolve() -> None:
+        try:
+            found.append(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))
+        except OSError as exc:
+            found.append(exc)
+
+    # getaddrinfo has no timeout of its own: resolve in a thread and stop waiting for it.
+    resolver = threading.Thread(target=resolve, daemon=True)
+    resolver.start()
+    resolver.join(timeout)
+    if not found:
+        raise DownloadError(f"cannot reach {url}: no answer for the name {host} within {timeout:g} s (offline?)")
+    if isinstance(found[0], OSError):
+        raise DownloadError(f"cannot reach {url}: {host}: {found[0]} (offline?)")
+    last: Optional[OSError] = None
+    for family, kind, proto, _, address in found[0]:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        try:
+            with socket.socket(family, kind, proto) as sock:
+                sock.settimeout(left)
+                sock.connect(address)
+            return
+        except OSError as exc:
+            last = exc
+    reason = last if last is not None else f"no connection within {timeout:g} s"
+    raise DownloadError(f"cannot reach {url}: {host}:{port}: {reason} (offline?)")
 
 
 def cache_dir() -> Path:
@@ -137,7 +207,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("models", nargs="*", default=["sam2.1_hiera_t"],
                         help=f"models to fetch (default sam2.1_hiera_t); known: {', '.join(CHECKPOINTS)}")
     parser.add_argument("--dir", type=Path, default=None, help="cache directory (default $REFSEG_WEIGHTS or ~/.cache/refseg_ros/weights)")
-    parser.add_argument("--base-url", default=OFFICIAL_BASE_URL, help="where the releases live (a mirror)")
+    parser.add_argument("--base-url", default=None,
+                        help=f"where the releases live, a mirror (default $REFSEG_WEIGHTS_URL or {OFFICIAL_BASE_URL})")
     parser.add_argument("--sha256", default=None, help="expected digest (with a single model)")
     parser.add_argument("--list", action="store_true", help="list known models and what is cached")
     args = parser.parse_args(argv)
@@ -160,7 +231,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             print(f"{name}: {dest} {'already cached' if ok else 'is CORRUPT (digest changed); delete it and run again'}")
             status = status or (0 if ok else 1)
             continue
-        url = f"{args.base_url.rstrip('/')}/{entry.release}/{entry.filename}"
+        url = checkpoint_url(name, args.base_url)
         try:
             download(url, dest, args.sha256 or entry.sha256, progress=_print_progress(name))
         except DownloadError as exc:

@@ -61,6 +61,9 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--image-size", type=int, default=None)
     run.add_argument("--device", default="auto")
     run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--compute-threads", type=int, default=0,
+                     help="CPU threads of the model (0: every core offline; live: the node's "
+                          "default, the cores less one for frame intake)")
     run.add_argument("--max-frames", type=int, default=None)
     run.add_argument("--worst-frames", type=int, default=4)
     run.add_argument("--overlaps", choices=OVERLAP_RULES, default="keep",
@@ -135,7 +138,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
                     progress=False if args.no_progress else None,
                     worst_frames=args.worst_frames, overlaps=args.overlaps,
                     engine=EngineSettings(args.model, args.checkpoint, args.image_size,
-                                          args.device, args.seed))
+                                          args.device, args.seed, args.compute_threads))
     source = None
     if args.mode == "live":
         from refseg_ros.eval.live import LiveNodeSource, LiveSettings

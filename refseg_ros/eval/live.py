@@ -192,6 +192,8 @@ class LiveSession:
         }
         if self.engine.image_size is not None:
             params["image_size"] = self.engine.image_size
+        if self.engine.compute_threads:
+            params["compute_threads"] = self.engine.compute_threads
         return params
 
     def start(self) -> None:

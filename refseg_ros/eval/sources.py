@@ -59,6 +59,10 @@ class EngineSettings:
     image_size: Optional[int] = None
     device: str = "auto"
     seed: int = 0
+    # CPU threads of the model; 0: every core offline (nothing else runs beside it), the
+    # node's own default live (refseg_ros.runtime.threads). Not part of as_dict: results
+    # do not depend on it beyond float rounding, and a resumed run may use another.
+    compute_threads: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {"model": self.model, "checkpoint": self.checkpoint,
@@ -81,7 +85,9 @@ class EngineReplaySource:
     def engine(self) -> Any:
         if self._engine is None:
             from refseg_ros.engine import EngineConfig, SegmentationEngine
+            from refseg_ros.runtime.threads import apply_threads, plan_threads
 
+            apply_threads(plan_threads(self.settings.compute_threads, reserve=0))
             cfg = EngineConfig(model=self.settings.model, checkpoint=self.settings.checkpoint,
                                image_size=self.settings.image_size, device=self.settings.device,
                                seed=self.settings.seed)

@@ -93,7 +93,8 @@ class SegmenterNode(LifecycleNode):
             engine = SegmentationEngine.from_config(EngineConfig(
                 model=settings.model, checkpoint=settings.checkpoint or None,
                 image_size=settings.image_size, device=settings.device,
-                precision=settings.precision, compile=settings.compile, seed=settings.seed))
+                precision=settings.precision, compile=settings.compile, seed=settings.seed,
+                preprocessing=settings.preprocessing))
             registry = TargetRegistry(engine, store, list(cameras), settings.max_caption_length,
                                       settings.max_label_length, settings.max_targets)
             restored = registry.restore()

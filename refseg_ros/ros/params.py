@@ -28,6 +28,8 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "image_size": (1024, "model input size, a multiple of 64"),
     "device": ("auto", "auto, cpu, cuda or cuda:N"),
     "precision": ("auto", "auto, fp32 or bf16"),
+    "preprocessing": ("device", "frame resize rule: device (on the model's device, fast) or official "
+                      "(SAM2's video predictor's: PIL on the CPU, its exact numbers; docs/ENGINE.md)"),
     "compute_threads": (0, "CPU threads of the model (torch intra-op threads); 0: the cores of "
                         "this process less one, left to frame intake (docs/NODE.md, 'CPU threads')"),
     "compile": (False, "torch.compile the heavy modules (pays off on CUDA; minutes to build on CPU)"),
@@ -67,6 +69,7 @@ class Settings:
     image_size: int = 1024
     device: str = "auto"
     precision: str = "auto"
+    preprocessing: str = "device"
     compute_threads: int = 0
     compile: bool = False
     seed: int = 0
@@ -106,6 +109,8 @@ class Settings:
             raise ValueError(f"parameter image_size must be a positive multiple of 64, got {self.image_size}")
         if not 0.0 <= self.overlay_alpha <= 1.0:
             raise ValueError(f"parameter overlay_alpha must lie in [0, 1], got {self.overlay_alpha}")
+        if self.preprocessing not in ("device", "official"):
+            raise ValueError(f"parameter preprocessing must be device or official, got {self.preprocessing!r}")
         if self.compute_threads < 0:
             raise ValueError(f"parameter compute_threads must be 0 (auto) or positive, got {self.compute_threads}")
         if self.stamp_tolerance <= 0:

@@ -423,3 +423,30 @@ def test_registry_add_view_pins_another_example_all_or_none_and_across_restarts(
     engine2 = engine_with_streams()
     TargetRegistry(engine2, TargetStore(tmp_path), ["/a", "/b"]).restore()
     assert examples(engine2, "/a") == examples(engine2, "/b") == 2, "views come back after a restart"
+
+
+def test_registry_refuses_a_mask_that_vanishes_at_the_model_resolution(tmp_path):
+    """The engine's refusal of a prompt too small for the model reaches the caller as the
+    reply's reason, and nothing is taught: not the engine, not the store, not the list."""
+    from refseg_ros.engine import EngineConfig, SegmentationEngine
+
+    engine = SegmentationEngine.from_config(EngineConfig(image_size=128, device="cpu"))
+    reg = TargetRegistry(engine, TargetStore(tmp_path), ["/a", "/b"])
+    hd = np.zeros((1080, 1920, 3), np.uint8)
+    speck = np.zeros((1080, 1920), bool)
+    speck[500:502, 900:902] = True
+    with pytest.raises(TeachError, match=r"mask covers 4 pixels \(a 2x2 box\) of the 1920x1080 image .*"
+                                         r"empty at the model's 128x128 input.*at least 120x68 pixels"):
+        reg.teach(TaughtTarget(0, "speck", "reference", image=hd, mask=speck))
+    assert reg.ids() == [] and reg.statuses() == [] and TargetStore(tmp_path).ids() == []
+    assert engine.targets("/a") == engine.targets("/b") == []
+
+    taught = reference(label="mug", h=48, w=64)
+    reg.teach(taught)
+    (tid,) = reg.ids()
+    dot = np.zeros((48, 64), bool)
+    dot[20, 30] = True  # 2 x 2.7 model pixels: less than one cell of the 32x32 mask prompt
+    with pytest.raises(TeachError, match=r"mask covers 1 pixel .*vanishes from SAM2's 32x32 mask prompt"):
+        reg.add_view(tid, taught.image, dot)
+    assert [len(engine._streams[c].targets[tid].memory.conditioning) for c in ("/a", "/b")] == [1, 1]
+    assert TargetStore(tmp_path).load(tid).views == []

@@ -137,9 +137,9 @@ class SegmentationEngine:
                 raise DuplicateTargetError(f"target {target_id} already exists on stream {stream_id!r}")
             if image is not None:
                 check_frame(image)
-                check_prompt(prompt, image.shape[0], image.shape[1])
+                check_prompt(prompt, image.shape[0], image.shape[1], self.image_size)
             else:
-                check_prompt(prompt, *(stream.last_size or (None, None)))
+                check_prompt(prompt, *(stream.last_size or (None, None)), self.image_size)
             tid = target_id if target_id is not None else self._next_target_id
             self._next_target_id = max(self._next_target_id, tid + 1)
             target = Target(tid, label, self._new_memory())
@@ -163,7 +163,7 @@ class SegmentationEngine:
             if target is None:
                 raise UnknownTargetError(f"no target {target_id} on stream {stream_id!r}")
             check_frame(image)
-            check_prompt(prompt, image.shape[0], image.shape[1])
+            check_prompt(prompt, image.shape[0], image.shape[1], self.image_size)
             index = min(stream.next_index, *target.memory.conditioning) - 1 \
                 if target.memory.conditioning else stream.next_index - 1
             self._pin_reference(target, prompt, image, index)
@@ -334,24 +334,54 @@ class SegmentationEngine:
         return results
 
     def _update_state(self, target: Target, present: bool, events: list[str]) -> None:
+        """Move `target` to its state on this frame; append one event per change a user
+        wants to hear of.
+
+        `present` is the object head's verdict on this frame. `absent_frames` counts the
+        frames since the target was last present (since it was taught, while it has never
+        been). P is `config.occlusion_patience` (frames). Every transition:
+
+        | state now | this frame                     | next state | event ("target N (label) ...")  |
+        |-----------|--------------------------------|------------|---------------------------------|
+        | acquiring | present                        | tracked    | "tracked"                       |
+        | acquiring | absent, first frame looked for | acquiring  | "not in view yet: acquiring     |
+        |           |                                |            | until it first appears"         |
+        | acquiring | absent, later frames           | acquiring  | none                            |
+        | tracked   | present                        | tracked    | none                            |
+        | tracked   | absent, P >= 1                 | occluded   | "occluded"                      |
+        | tracked   | absent, P = 0                  | lost       | "lost"                          |
+        | occluded  | present                        | tracked    | "re-acquired"                   |
+        | occluded  | absent, absent_frames <= P     | occluded   | none                            |
+        | occluded  | absent, absent_frames > P      | lost       | "lost"                          |
+        | lost      | present                        | tracked    | "re-acquired"                   |
+        | lost      | absent                         | lost       | none                            |
+
+        A target never seen on this stream (a reference target out of view, a prompt the
+        decoder finds nothing at) stays `acquiring`, however long: it was never there to
+        be occluded or lost. It says once, on the first frame it is looked for, that it
+        is not in view, so a target taught by example and absent is not silent.
+        """
         before = target.state
+        name = f"target {target.target_id}" + (f" ({target.label})" if target.label else "")
         if present:
             target.absent_frames = 0
             target.state = TargetState.TRACKED
         else:
             target.absent_frames += 1
+            if before == TargetState.ACQUIRING:
+                if target.absent_frames == 1:
+                    events.append(f"{name} not in view yet: acquiring until it first appears")
+                return
             patient = target.absent_frames <= self.config.occlusion_patience
             target.state = TargetState.OCCLUDED if patient else TargetState.LOST
-        if target.state != before:
-            name = f"target {target.target_id}" + (f" ({target.label})" if target.label else "")
-            if target.state == TargetState.TRACKED and before in (TargetState.OCCLUDED, TargetState.LOST):
-                events.append(f"{name} re-acquired")
-            elif target.state == TargetState.LOST:
-                events.append(f"{name} lost")
-            elif target.state == TargetState.OCCLUDED and before == TargetState.TRACKED:
-                events.append(f"{name} occluded")
-            elif target.state == TargetState.TRACKED:
-                events.append(f"{name} tracked")
+        if target.state == before:
+            return
+        if target.state == TargetState.TRACKED:
+            events.append(f"{name} tracked" if before == TargetState.ACQUIRING else f"{name} re-acquired")
+        elif target.state == TargetState.OCCLUDED:
+            events.append(f"{name} occluded")
+        else:
+            events.append(f"{name} lost")
 
     # ---------------------------------------------------------------------- inspection
     def retained_bytes(self) -> int:

@@ -13,6 +13,15 @@ class InvalidPromptError(EngineError):
     """An empty or out-of-frame box, an all-zero mask, malformed points."""
 
 
+class PromptBelowResolutionError(InvalidPromptError):
+    """A prompt that is valid on its image but vanishes or degenerates at the model's
+    resolution: a mask empty once scaled to the model's input or to SAM2's mask-prompt
+    size (image_size / 4), a box under one model pixel wide or high, an object click and
+    a background click less than one model pixel apart. The message names the size the
+    prompt had there and the size it would need.
+    """
+
+
 class UnknownStreamError(EngineError, KeyError):
     """A stream id that was never added (or was removed)."""
 

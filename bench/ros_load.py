@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -220,7 +221,7 @@ class Observer:
         rclpy.try_shutdown()
 
 
-def start_node(out: Path, compute_threads: int, executor: str) -> subprocess.Popen:
+def start_node(out: Path, compute_threads: int, executor: str, env: dict | None = None) -> subprocess.Popen:
     params = out / "ros_load_params.yaml"
     params.write_text(
         "refseg:\n  ros__parameters:\n"
@@ -230,7 +231,7 @@ def start_node(out: Path, compute_threads: int, executor: str) -> subprocess.Pop
     log = open(out / f"ros_load_node_{executor}_{compute_threads}.log", "w")
     return subprocess.Popen([sys.executable, "-m", "refseg_ros.ros.main", "--executor", executor,
                              "--ros-args", "-r", "__node:=refseg", "--params-file", str(params)],
-                            stdout=log, stderr=subprocess.STDOUT)
+                            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
 
 
 def camera_key(topic: str) -> str:
@@ -255,8 +256,8 @@ def measure_load(obs: Observer, cams: list[tuple[str, float, int, int]], seconds
 
 
 def run_node_loads(out: Path, threads: int, executor: str, loads: list, seconds: float, warmup: float,
-                   obs: Observer) -> list[dict]:
-    node = start_node(out, threads, executor)
+                   obs: Observer, env: dict | None = None) -> list[dict]:
+    node = start_node(out, threads, executor, env)
     rows = []
     try:
         obs.status.clear()
@@ -266,12 +267,13 @@ def run_node_loads(out: Path, threads: int, executor: str, loads: list, seconds:
             if node.poll() is not None:
                 raise RuntimeError(f"the node exited ({node.returncode}); see {out}")
             r = measure_load(obs, cams, seconds, warmup)
-            r.update(load=name, executor=executor, compute_threads=threads)
+            r.update(load=name, executor=executor, compute_threads=threads, env=" ".join(
+                f"{k}={v}" for k, v in (env or {}).items()))
             rows.append(r)
-            print(f"  {executor:6s} threads {threads or 'auto'}: {name:34s} step {r['step_s'] * 1e3:7.0f} ms  "
+            print(f"  {executor:6s} threads {threads or 'auto'} {r['env']}: {name:34s} step {r['step_s'] * 1e3:7.0f} ms  "
                   f"received {r['received'] * 100:5.1f} %", flush=True)
     finally:
-        node.terminate()
+        node.send_signal(signal.SIGINT)  # as Ctrl-C: the node stops cleanly
         try:
             node.wait(timeout=20)
         except subprocess.TimeoutExpired:
@@ -287,6 +289,8 @@ def main() -> int:
     parser.add_argument("--compare", action="store_true",
                         help="also all cores for the model, and every executor, at 30 Hz")
     parser.add_argument("--seconds", type=float, default=0.0, help="measured seconds per load")
+    parser.add_argument("--only", default="", help="run only the loads whose name contains this")
+    parser.add_argument("--no-intake", action="store_true", help="skip the intake cost section")
     parser.add_argument("--out", type=Path, default=Path("out/bench"))
     parser.add_argument("--json", default=None)
     parser.add_argument("--camera", nargs=5, help=argparse.SUPPRESS)
@@ -315,7 +319,7 @@ def main() -> int:
 
     # 1. what taking a message costs: serialized vs typed
     intake = []
-    sizes = [(640, 480)] if args.quick else [(640, 480), (1280, 720)]
+    sizes = [] if args.no_intake else [(640, 480)] if args.quick else [(640, 480), (1280, 720)]
     for w, h in sizes:
         for mode in ("typed", "raw"):
             sub = child("--intake", "/bench/intake", mode, str(seconds))
@@ -342,16 +346,24 @@ def main() -> int:
                   ("1 camera 30 Hz 640x480 jpeg", [(jpg, 30, 640, 480)]),
                   ("1 camera 30 Hz 1280x720 jpeg", [(jpg, 30, 1280, 720)])]
     loads.append(("2 cameras 30 Hz 640x480 raw", [(cam0, 30, 640, 480), (cam1, 30, 640, 480)]))
+    loads = [l for l in loads if args.only in l[0]]
     obs = Observer()
-    rows = []
+    rows, failures = [], []
     try:
         rows += run_node_loads(args.out, args.compute_threads, args.executor, loads, seconds, warmup, obs)
         if args.compare:
             at30 = [l for l in loads if l[0] == "1 camera 30 Hz 640x480 raw"]
-            rows += run_node_loads(args.out, cores, args.executor, at30, seconds, warmup, obs)
-            for other in ("multi", "single", "events"):
-                if other != args.executor:
-                    rows += run_node_loads(args.out, args.compute_threads, other, at30, seconds, warmup, obs)
+            variants = [(cores, args.executor, None),
+                        # OpenMP threads that sleep at once instead of spinning at a barrier
+                        (cores, args.executor, {"OMP_WAIT_POLICY": "PASSIVE"})]
+            variants += [(args.compute_threads, other, None) for other in ("multi", "single", "events")
+                         if other != args.executor]
+            for threads, executor, env in variants:
+                try:
+                    rows += run_node_loads(args.out, threads, executor, at30, seconds, warmup, obs, env)
+                except RuntimeError as exc:  # a variant that cannot run is a result too
+                    print(f"  {executor} threads {threads}: FAILED: {exc}", flush=True)
+                    failures.append(f"{executor}, model threads {threads}: {exc}")
     finally:
         obs.close()
 
@@ -363,8 +375,10 @@ def main() -> int:
         base = alone.get(threads)
         r["no_load_step_s"] = base
         r["ratio"] = r["step_s"] / base if base else float("nan")
-        print(f"| {r['load']} | {r['executor']} | {threads} | {r['step_s'] * 1e3:.0f} | "
+        print(f"| {r['load']} | {r['executor']} | {threads}{' ' + r['env'] if r['env'] else ''} | {r['step_s'] * 1e3:.0f} | "
               f"{base * 1e3 if base else float('nan'):.0f} | {r['ratio']:.2f} | {r['received'] * 100:.1f} % |")
+    for failure in failures:
+        print(f"| {failure} | | | | | | |")
     print()
     print("| intake, 30 Hz | CPU ms per message, typed | serialized | ratio |")
     print("|---|---|---|---|")
@@ -372,7 +386,8 @@ def main() -> int:
         typed = next(r for r in intake if r["size"] == size and r["mode"] == "typed")["cpu_per_msg_ms"]
         raw = next(r for r in intake if r["size"] == size and r["mode"] == "raw")["cpu_per_msg_ms"]
         print(f"| {size} | {typed:.3f} | {raw:.3f} | {raw / typed:.2f} |")
-    main_rows = [r for r in rows if r["executor"] == args.executor and r["compute_threads"] == args.compute_threads]
+    main_rows = [r for r in rows if r["executor"] == args.executor and r["compute_threads"] == args.compute_threads
+                 and not r["env"]]
     at30 = [r for r in main_rows if "30 Hz" in r["load"]]
     worst = max((r["ratio"] for r in at30), default=float("nan"))
     least = min((r["received"] for r in main_rows), default=float("nan"))

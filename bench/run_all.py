@@ -22,6 +22,7 @@ HERE = Path(__file__).resolve().parent
 BENCHMARKS = [
     ("Engine vs official SAM2 video predictor", "engine_bench.py"),
     ("ROS overhead per frame", "ros_overhead.py"),
+    ("Model step under camera load", "ros_load.py"),
 ]
 GPU_BENCHMARK = ("GPU frames/s", "gpu_fps.py")
 
@@ -59,6 +60,11 @@ def summary(results: dict) -> list[str]:
     ros = results.get("ros_overhead.py") or {}
     for r in ros.get("rows", []):
         rows.append((f"ROS overhead / engine step, {r['width']}x{r['height']}", f"{r['ratio']:.3f}", "< 0.05"))
+    load = results.get("ros_load.py") or {}
+    for r in load.get("rows", []):
+        if "30 Hz" in r["load"] and r["executor"] == "multi" and not r["env"] and r["compute_threads"] == 0:
+            rows.append((f"step under load / no-load step, {r['load']}", f"{r['ratio']:.2f}", "<= 1.15"))
+            rows.append((f"frames received, {r['load']}", f"{r['received'] * 100:.1f} %", ">= 95 %"))
     gpu = results.get("gpu_fps.py") or {}
     for r in gpu.get("rows", []):
         if r["goal_fps"] and r["compile"]:

@@ -114,3 +114,25 @@ def test_k_shot_episodes_pin_every_support_in_the_engine(tmp_path, engine, monke
     out = runner.evaluate(cfg(bag, tmp_path / "out"), source=EngineReplaySource(SETTINGS, engine))
     assert out.report.summary["episodes"] == 2
     assert pinned == [{1: 3}, {1: 3}]
+
+
+def test_a_prompt_the_model_cannot_see_is_scored_without_a_prediction(tmp_path, engine, caplog):
+    """A 1-pixel support mask in a 960x720 picture vanishes at 256 px: the engine refuses it,
+    the run goes on and scores that episode with no prediction, saying why in the log."""
+    import cv2
+    import numpy as np
+
+    root = tmp_path / "fss" / "speck"
+    root.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for k in (1, 2):
+        cv2.imwrite(str(root / f"{k}.jpg"), rng.integers(0, 256, size=(720, 960, 3), dtype=np.uint8))
+        mask = np.zeros((720, 960), np.uint8)
+        mask[301, 401] = 255
+        cv2.imwrite(str(root / f"{k}.png"), mask)
+    bag = builders.fss_to_bag(tmp_path / "fss", tmp_path / "bag", episodes_per_class=1)
+    with caplog.at_level("WARNING", logger="refseg_ros.eval"):
+        out = runner.evaluate(cfg(bag, tmp_path / "out"), source=EngineReplaySource(SETTINGS, engine))
+    assert out.report.summary["episodes"] == 1
+    assert out.report.oneshot["class_iou"]["speck"] == 0.0
+    assert any("refused" in r.getMessage() and "256x256" in r.getMessage() for r in caplog.records), caplog.text

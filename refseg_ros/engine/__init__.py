@@ -3,12 +3,13 @@
 from .config import EngineConfig
 from .engine import SegmentationEngine
 from .errors import (CheckpointError, DuplicateTargetError, EngineError, InvalidFrameError, InvalidPromptError,
-                     UnknownStreamError, UnknownTargetError)
+                     PromptBelowResolutionError, UnknownStreamError, UnknownTargetError)
 from .types import (BoxPrompt, MaskPrompt, PointsPrompt, Prompt, StepResult, TargetResult,
                     TargetState)
 
 __all__ = [
     "BoxPrompt", "CheckpointError", "DuplicateTargetError", "EngineConfig", "EngineError", "InvalidFrameError",
-    "InvalidPromptError", "MaskPrompt", "PointsPrompt", "Prompt", "SegmentationEngine",
+    "InvalidPromptError", "MaskPrompt", "PointsPrompt", "Prompt", "PromptBelowResolutionError",
+    "SegmentationEngine",
     "StepResult", "TargetResult", "TargetState", "UnknownStreamError", "UnknownTargetError",
 ]

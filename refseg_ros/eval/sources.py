@@ -107,7 +107,7 @@ class EngineReplaySource:
 
     def results(self, plan: EvalPlan, reader: bags.BagReader, camera_topic: str,
                 skip: set[int]) -> Iterator[FrameResult]:
-        from refseg_ros.engine import MaskPrompt
+        from refseg_ros.engine import MaskPrompt, PromptBelowResolutionError
 
         engine = self.engine
         todo = {i: ep for ep in plan.episodes if ep.index not in skip for i in ep.frames}
@@ -134,11 +134,17 @@ class EngineReplaySource:
                 engine_to_gt = {}
             while pending and pending[0].stamp_ns <= frame.stamp_ns:
                 p = pending.pop(0)
-                if p.target_id in engine_to_gt and p.image is not None:  # one more example (k-shot)
-                    engine.add_reference(stream, p.target_id, MaskPrompt(p.mask), p.image)
+                try:
+                    if p.target_id in engine_to_gt and p.image is not None:  # one more example (k-shot)
+                        engine.add_reference(stream, p.target_id, MaskPrompt(p.mask), p.image)
+                        continue
+                    tid = engine.add_target(stream, MaskPrompt(p.mask), label=p.label,
+                                            target_id=p.target_id, image=p.image)
+                except PromptBelowResolutionError as exc:
+                    # The protocol gives this prompt, the model cannot see it: the target
+                    # is scored with no prediction, as the node would refuse it too.
+                    log.warning("frame %d: prompt for target %d refused: %s", frame.index, p.target_id, exc)
                     continue
-                tid = engine.add_target(stream, MaskPrompt(p.mask), label=p.label,
-                                        target_id=p.target_id, image=p.image)
                 engine_to_gt[tid] = p.target_id
             start = time.perf_counter()
             step = engine.step(stream, frame.image, frame.stamp_ns * 1e-9)

@@ -8,6 +8,7 @@ frame writes to memory.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -82,6 +83,88 @@ def attend_memory(
     return out.permute(1, 2, 0).reshape(batch, C, h, w)
 
 
+# A per-target change to memory attention's cross-attention (FSSAM's support calibration).
+# Called once per memory-attention layer with the layer index and the projected, RoPE-rotated
+# cross-attention inputs q (B, heads, Nq, d), k (B, heads, Nk, d), v (B, heads, Nk, d); returns
+# (k', v', bias): the keys and values to attend to (Nk' tokens, may differ from Nk) and an
+# additive logit bias (B, heads, Nq, Nk') on q k'^T / sqrt(d), or None for no bias.
+CrossAttentionHook = Callable[
+    [int, torch.Tensor, torch.Tensor, torch.Tensor],
+    tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]],
+]
+
+
+def attend_memory_tokens(
+    model: torch.nn.Module,
+    curr: torch.Tensor,
+    curr_pos: torch.Tensor,
+    memory: torch.Tensor,
+    memory_pos: torch.Tensor,
+    num_obj_ptr_tokens: int,
+    cross_attention_hook: Optional[CrossAttentionHook] = None,
+) -> torch.Tensor:
+    """SAM2's memory attention on token tensors, optionally with a cross-attention hook.
+
+    curr, curr_pos: (HW, B, C) frame tokens and their position encoding; memory,
+    memory_pos: (M, B, mem_dim), the last `num_obj_ptr_tokens` of them object-pointer tokens
+    (no RoPE). Returns the conditioned tokens (HW, B, C), sequence first, as
+    `model.memory_attention` does.
+
+    Without a hook this *is* `model.memory_attention(...)`. With one, every layer runs the
+    module's own self-attention, norms and MLP; only the cross-attention's softmax step is
+    done here, after the module's projections and RoPE, so that the hook can replace keys
+    and values and bias the logits (softmax(q k'^T / sqrt(d) + bias) v', then the module's
+    output projection).
+    """
+    attention = model.memory_attention
+    if cross_attention_hook is None:
+        return attention(curr=[curr], curr_pos=[curr_pos], memory=memory,
+                         memory_pos=memory_pos, num_obj_ptr_tokens=num_obj_ptr_tokens)
+    output = curr
+    if attention.pos_enc_at_input:
+        output = output + 0.1 * curr_pos
+    if attention.batch_first:
+        output, curr_pos = output.transpose(0, 1), curr_pos.transpose(0, 1)
+        memory, memory_pos = memory.transpose(0, 1), memory_pos.transpose(0, 1)
+    for index, layer in enumerate(attention.layers):
+        output = layer._forward_sa(output, curr_pos)
+        normed = layer.norm2(output)
+        query = normed + curr_pos if layer.pos_enc_at_cross_attn_queries else normed
+        keys = memory + memory_pos if layer.pos_enc_at_cross_attn_keys else memory
+        attended = _hooked_rope_attention(
+            layer.cross_attn_image, query, keys, memory, num_obj_ptr_tokens,
+            lambda q, k, v, i=index: cross_attention_hook(i, q, k, v),
+        )
+        output = output + layer.dropout2(attended)
+        hidden = layer.linear1(layer.norm3(output))
+        output = output + layer.dropout3(layer.linear2(layer.dropout(layer.activation(hidden))))
+    output = attention.norm(output)
+    return output.transpose(0, 1) if attention.batch_first else output
+
+
+def _hooked_rope_attention(attn, q, k, v, num_k_exclude_rope: int, hook) -> torch.Tensor:
+    """One RoPEAttention step (batch-first (B, N, C) inputs) with `hook` before the softmax."""
+    from sam2.modeling.position_encoding import apply_rotary_enc
+
+    q = attn._separate_heads(attn.q_proj(q), attn.num_heads)
+    k = attn._separate_heads(attn.k_proj(k), attn.num_heads)
+    v = attn._separate_heads(attn.v_proj(v), attn.num_heads)
+    side = math.sqrt(q.shape[-2])
+    attn.freqs_cis = attn.freqs_cis.to(q.device)
+    if attn.freqs_cis.shape[0] != q.shape[-2]:  # the module's own rule for other sizes
+        attn.freqs_cis = attn.compute_cis(end_x=side, end_y=side).to(q.device)
+    num_k_rope = k.size(-2) - num_k_exclude_rope
+    k = k.clone()
+    q, k[:, :, :num_k_rope] = apply_rotary_enc(
+        q, k[:, :, :num_k_rope], freqs_cis=attn.freqs_cis, repeat_freqs_k=attn.rope_k_repeat)
+    k, v, bias = hook(q, k, v)
+    logits = (q @ k.transpose(-2, -1)) / math.sqrt(q.size(-1))
+    if bias is not None:
+        logits = logits + bias
+    out = torch.softmax(logits, dim=-1) @ v
+    return attn.out_proj(attn._recombine_heads(out))
+
+
 def pointer_time_encoding(model: torch.nn.Module, dists: torch.Tensor) -> torch.Tensor:
     """Temporal code of object pointers at signed frame distances (P, B) -> (P, B, mem_dim)."""
     from sam2.modeling.sam2_utils import get_1d_sine_pe
@@ -113,11 +196,14 @@ def decode(
     mask_inputs: Optional[torch.Tensor] = None,
     multimask: bool = False,
     extra_tokens: Optional[torch.Tensor] = None,
+    gate_by_object_score: bool = True,
 ) -> Decoded:
     """Prompt encoder + mask decoder for B targets.
 
     `points` are (B, N, 2) coordinates in model-input pixels and (B, N) labels;
     `extra_tokens` (B, K, C) are appended to the sparse prompt (e.g. a caption's).
+    `gate_by_object_score=False` keeps the decoder's masks when the object score says
+    absent (FSSAM disables SAM2's replacement by -1024); the pointer is gated as always.
     """
     B = pix_feat.shape[0]
     device = pix_feat.device
@@ -146,7 +232,7 @@ def decode(
         high_res_features=high_res,
     )
     present = obj_logits > 0
-    if model.pred_obj_scores:
+    if model.pred_obj_scores and gate_by_object_score:
         multi_logits = torch.where(present[:, None, None], multi_logits, NO_OBJECT_LOGIT)
     multi_logits = multi_logits.float()
     out_token = tokens[:, 0]

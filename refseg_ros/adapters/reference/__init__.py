@@ -1,0 +1,8 @@
+"""Reference (one-shot / k-shot) adapters. FSSAM: `fssam.FssamSegmenter`."""
+
+from .calibration import SupportCalibration
+from .checkpoint import load_fssam_checkpoint
+from .fssam import FssamEncoded, FssamOptions, FssamOutput, FssamSegmenter
+
+__all__ = ["FssamEncoded", "FssamOptions", "FssamOutput", "FssamSegmenter", "SupportCalibration",
+           "load_fssam_checkpoint"]

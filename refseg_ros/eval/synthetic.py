@@ -10,6 +10,12 @@ so every score is exact. The scene holds the events a tracker must survive:
 - a textured, slowly panning background, so no object is found by colour alone.
 
 Paths depend only on the frame count and size; ``seed`` changes the textures.
+
+The scene also has exact depth and a pinhole camera (`intrinsics`, no distortion): every
+object is a flat card facing the camera at its own distance (OBJECT_DEPTHS: the square
+nearest, then the triangle, then the disc, as they are painted), in front of a tilted
+background plane, so each object's 3D point is known exactly (`object_positions`): on the
+ray through its visible mask's centroid, at its card's depth.
 """
 
 from __future__ import annotations
@@ -41,6 +47,42 @@ OBJECTS: tuple[SceneObject, ...] = (
 #: Bottom to top: later objects hide earlier ones where they overlap.
 PAINT_ORDER: tuple[int, ...] = (1, 3, 2)
 
+#: Distance of each object's card from the camera (its depth, z), metres.
+OBJECT_DEPTHS: dict[int, float] = {1: 1.6, 3: 1.3, 2: 1.0}
+#: Depth of the background plane at the top and the bottom row, metres.
+BACKGROUND_DEPTH: tuple[float, float] = (3.0, 2.2)
+
+
+def intrinsics(height: int, width: int) -> np.ndarray:
+    """The scene camera's K (3 x 3 float64, pixels): f = 0.8 * width (a 64 degree
+    horizontal field of view), principal point at the image centre; no distortion."""
+    f = 0.8 * width
+    return np.array([[f, 0.0, (width - 1) / 2], [0.0, f, (height - 1) / 2], [0.0, 0.0, 1.0]])
+
+
+def depth_map(masks: dict[int, np.ndarray], height: int, width: int) -> np.ndarray:
+    """Exact depth of one frame: H x W float32 metres (z), from its visible masks."""
+    top, bottom = BACKGROUND_DEPTH
+    rows = np.linspace(top, bottom, height, dtype=np.float32)
+    depth = np.repeat(rows[:, None], width, axis=1)
+    for oid, mask in masks.items():
+        depth[mask] = OBJECT_DEPTHS[oid]
+    return depth
+
+
+def object_positions(masks: dict[int, np.ndarray], K: np.ndarray) -> dict[int, np.ndarray]:
+    """Ground-truth 3D point (3,) float64 metres in the optical frame of every visible
+    object: its card's depth on the ray through its visible mask's centroid."""
+    out = {}
+    for oid, mask in masks.items():
+        rows, cols = np.nonzero(mask)
+        if rows.size == 0:
+            continue
+        u, v = cols.mean(), rows.mean()
+        z = OBJECT_DEPTHS[oid]
+        out[oid] = np.array([(u - K[0, 2]) / K[0, 0] * z, (v - K[1, 2]) / K[1, 1] * z, z])
+    return out
+
 
 @dataclass
 class SyntheticSequence:
@@ -53,6 +95,19 @@ class SyntheticSequence:
     start_ns: int
     seed: int
     amodal: list[dict[int, np.ndarray]] = field(default_factory=list, repr=False)
+
+    @property
+    def K(self) -> np.ndarray:
+        """The scene camera's intrinsics (see `intrinsics`)."""
+        return intrinsics(self.height, self.width)
+
+    def depth(self, index: int) -> np.ndarray:
+        """Exact depth of frame ``index``: H x W float32 metres."""
+        return depth_map(self.masks[index], self.height, self.width)
+
+    def positions(self, index: int) -> dict[int, np.ndarray]:
+        """Ground-truth 3D point of every object visible in frame ``index`` (metres)."""
+        return object_positions(self.masks[index], self.K)
 
     @property
     def height(self) -> int:

@@ -33,6 +33,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from std_msgs.msg import Header, String
 
 from ..engine import EngineConfig, EngineError, SegmentationEngine
+from ..runtime import geometry
 from ..runtime.headers import HEADER_PROBLEMS, header_problems, plausible_latency
 from ..runtime.mailbox import Closed, Envelope, FrameMailbox
 from ..runtime.registry import TargetRegistry, TeachError, camera_key
@@ -43,7 +44,7 @@ from refseg_ros.msg import ReferenceTarget, TargetInfo
 from refseg_ros.srv import AddTarget, ListTargets, RemoveTarget, ResetTargets
 from . import params, qos, requests
 from .camera import CameraChannel
-from .conversions import frame_from_message
+from .conversions import depth_from_message, frame_from_message, intrinsics_from_camera_info
 from .diagnostics import camera_status, diagnostic_array, missing_frames, model_status
 
 NODE_NAME = "refseg"
@@ -80,7 +81,8 @@ class SegmenterNode(LifecycleNode):
             settings = params.read(self)
             cameras = {}
             for i, topic in enumerate(settings.cameras):
-                channel = CameraChannel(camera_key(topic), topic, settings.transport(i))
+                channel = CameraChannel(camera_key(topic), topic, settings.transport(i),
+                                        info_topic=settings.camera_info_topic(i), depth_topic=settings.depth_topic(i))
                 if channel.name in cameras:
                     raise ValueError(f"cameras {cameras[channel.name].topic} and {topic} are the same camera")
                 cameras[channel.name] = channel
@@ -128,6 +130,8 @@ class SegmenterNode(LifecycleNode):
         for channel in self.cameras.values():
             channel.open(self, input_qos, output_qos, s.output_namespace, self._on_frame, self._frame_group,
                          self._subscription_events(channel))
+            channel.open_geometry(self, input_qos, output_qos, s.output_namespace, self._on_camera_info,
+                                  self._frame_group, s.point_targets, s.depth_queue_size)
         self._teaching_subs = [
             self.create_subscription(ReferenceTarget, s.reference_topic, self._on_reference,
                                      qos.teaching_qos(), callback_group=self._teach_group),
@@ -257,6 +261,8 @@ class SegmenterNode(LifecycleNode):
             reason = problems.get(kind)
             self._say_once(channel.name, kind, reason and f"implausible header: {reason}")
         self._latest[channel.name] = rgb
+        stamp_ns = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+        depth_data = channel.pair_depth(stamp_ns, self.settings.depth_stamp_tolerance)
         results, events, step = [], [], 0.0
         if self.registry.tracked_ids(channel.name):
             t0 = time.perf_counter()
@@ -268,14 +274,81 @@ class SegmenterNode(LifecycleNode):
             step = time.perf_counter() - t0
             results, events = res.targets, res.events
         label = label_image(results, rgb.shape[0], rgb.shape[1])
+        if depth_data is None:  # the depth message may have come in during the step
+            depth_data = channel.pair_depth(stamp_ns, self.settings.depth_stamp_tolerance)
+        located = self._locate(channel, results, rgb.shape[0], rgb.shape[1], depth_data)
         drawn = channel.publish(msg.header, rgb, results, label, self.settings.overlay_alpha,
-                                self.settings.object_masks)
+                                self.settings.object_masks, located)
         overhead = time.perf_counter() - start - step
         latency = plausible_latency(stamp, envelope.clock, self.get_clock().now().nanoseconds * 1e-9,
                                     self.settings.stamp_tolerance)
         channel.stats.on_processed(latency, step, overhead, drawn)
         for event in events:
             self._status(f"camera {channel.name}: {event}")
+
+    # ================================================================== geometry
+    def _on_camera_info(self, channel: CameraChannel, msg) -> None:
+        """Keep the camera's newest valid CameraInfo; say once why an invalid one is refused
+        (bearing and position then stay unset until a valid one arrives)."""
+        key = (tuple(msg.k), tuple(msg.d), msg.width, msg.height, msg.distortion_model)
+        if key == channel.info_key:
+            return  # the same calibration again (CameraInfo comes with every frame)
+        channel.info_key = key
+        try:
+            channel.intrinsics = intrinsics_from_camera_info(msg)
+        except ValueError as exc:
+            channel.intrinsics = None
+            self._say_once(channel.name, "camera_info", f"CameraInfo on {channel.info_topic} refused: {exc}")
+            return
+        self._say_once(channel.name, "camera_info", None)
+
+    def _locate(self, channel: CameraChannel, results, height: int, width: int,
+                depth_data: Optional[bytes]) -> list:
+        """Every result's centroid, and its bearing and position where CameraInfo and a
+        paired depth image allow; problems with either are said once on the status topic."""
+        s = self.settings
+        intrinsics = channel.intrinsics
+        if intrinsics is not None and intrinsics.width and intrinsics.height \
+                and (intrinsics.width, intrinsics.height) != (width, height):
+            self._say_once(channel.name, "camera_info_size",
+                           f"CameraInfo on {channel.info_topic} is for {intrinsics.width}x{intrinsics.height} "
+                           f"images, the frames are {width}x{height}: no bearing or position")
+            intrinsics = None
+        else:
+            self._say_once(channel.name, "camera_info_size", None)
+        visible = any(r.mask is not None and r.box is not None for r in results)
+        depth = None
+        if depth_data is not None and visible:
+            depth = self._depth_for(channel, depth_data, height, width, intrinsics)
+        located = [geometry.locate(r.mask, r.box, intrinsics, depth, s.depth_percentile, s.depth_min_range,
+                                   s.depth_max_range) for r in results]
+        if depth is not None:
+            if any(w.position is not None and w.position.valid_pixels for w in located):
+                self._say_once(channel.name, "depth_empty", None)
+            elif not np.any((depth >= s.depth_min_range) & (depth <= s.depth_max_range)):
+                self._say_once(channel.name, "depth_empty",
+                               f"depth image on {channel.depth_topic} has no valid pixel (all 0, NaN, inf or "
+                               f"outside [{s.depth_min_range:g}, {s.depth_max_range:g}] m): no position")
+        return located
+
+    def _depth_for(self, channel: CameraChannel, data: bytes, height: int, width: int,
+                   intrinsics) -> Optional[np.ndarray]:
+        """The paired depth image in metres at the colour frame's size, or None (said why)."""
+        kind = "depth_decode"
+        try:
+            depth = depth_from_message(channel.decode_depth(data))
+            if depth.shape != (height, width):
+                kind = "depth_size"
+                if intrinsics is None:
+                    raise ValueError(f"depth image is {depth.shape[1]}x{depth.shape[0]}, the colour frame "
+                                     f"{width}x{height}, and no valid CameraInfo has arrived to scale it by")
+                depth = geometry.fit_depth(depth, height, width)
+        except ValueError as exc:
+            self._say_once(channel.name, kind, f"depth on {channel.depth_topic} not used: {exc}")
+            return None
+        for problem in ("depth_decode", "depth_size"):
+            self._say_once(channel.name, problem, None)
+        return depth
 
     def _reject(self, channel: CameraChannel, reason: str) -> None:
         """Count a rejected frame and say why, without repeating the same words too often."""

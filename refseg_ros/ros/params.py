@@ -17,6 +17,18 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
                 "/compressed is read as sensor_msgs/CompressedImage"),
     "camera_transports": (Parameter.Type.STRING_ARRAY, "per camera: raw or compressed "
                           "(overrides the /compressed suffix rule); empty: by suffix"),
+    "camera_info_topics": (Parameter.Type.STRING_ARRAY, "per camera: its sensor_msgs/CameraInfo topic "
+                           "(bearing and position need it); empty entry or list: none"),
+    "depth_topics": (Parameter.Type.STRING_ARRAY, "per camera: an aligned depth image topic (registered "
+                     "to the colour camera; 16UC1 mm or 32FC1 m) for the targets' 3D positions; empty: none"),
+    "depth_stamp_tolerance": (0.02, "seconds: a depth image is paired with the colour frame whose stamp is "
+                              "closest, if within this"),
+    "depth_queue_size": (30, "depth images kept per camera for pairing (cover a step's time at the depth rate)"),
+    "depth_percentile": (50.0, "which percentile of a mask's valid depths is the target's depth (50: median)"),
+    "depth_min_range": (0.0, "metres: nearer depth values are invalid"),
+    "depth_max_range": (100.0, "metres: farther depth values are invalid"),
+    "point_targets": (Parameter.Type.INTEGER_ARRAY, "target ids whose position is also published as "
+                      "geometry_msgs/PointStamped on <camera>/<output_namespace>/target_<id>/point"),
     "mode": ("live", "live: newest frame only, never a backlog; replay: every frame, in order"),
     "qos_reliability": ("", "override for image subscriptions: reliable or best_effort"),
     "qos_depth": (0, "override for the image subscriptions' queue depth (0: by mode)"),
@@ -59,6 +71,14 @@ class Settings:
 
     cameras: list[str] = field(default_factory=list)
     camera_transports: list[str] = field(default_factory=list)
+    camera_info_topics: list[str] = field(default_factory=list)
+    depth_topics: list[str] = field(default_factory=list)
+    depth_stamp_tolerance: float = 0.02
+    depth_queue_size: int = 30
+    depth_percentile: float = 50.0
+    depth_min_range: float = 0.0
+    depth_max_range: float = 100.0
+    point_targets: list[int] = field(default_factory=list)
     mode: str = "live"
     qos_reliability: str = ""
     qos_depth: int = 0
@@ -92,6 +112,14 @@ class Settings:
             return self.camera_transports[index]
         return "compressed" if self.cameras[index].rstrip("/").endswith("/compressed") else "raw"
 
+    def camera_info_topic(self, index: int) -> str:
+        """The CameraInfo topic of the camera at `index` ("" for none)."""
+        return self.camera_info_topics[index] if index < len(self.camera_info_topics) else ""
+
+    def depth_topic(self, index: int) -> str:
+        """The aligned depth topic of the camera at `index` ("" for none)."""
+        return self.depth_topics[index] if index < len(self.depth_topics) else ""
+
     def check(self) -> None:
         """Refuse settings that cannot work, naming the parameter."""
         if not self.cameras:
@@ -103,6 +131,18 @@ class Settings:
         for i, transport in enumerate(self.camera_transports):
             if transport not in ("", "raw", "compressed"):
                 raise ValueError(f"camera_transports[{i}] must be raw or compressed, got {transport!r}")
+        for name in ("camera_info_topics", "depth_topics"):
+            if len(getattr(self, name)) > len(self.cameras):
+                raise ValueError(f"parameter {name} has {len(getattr(self, name))} entries for "
+                                 f"{len(self.cameras)} camera(s): one per camera, in the order of cameras")
+        if self.depth_stamp_tolerance < 0:
+            raise ValueError("parameter depth_stamp_tolerance must not be negative")
+        if self.depth_queue_size < 1:
+            raise ValueError("parameter depth_queue_size must be at least 1")
+        if not 0.0 <= self.depth_percentile <= 100.0:
+            raise ValueError(f"parameter depth_percentile must lie in [0, 100], got {self.depth_percentile}")
+        if not 0.0 <= self.depth_min_range < self.depth_max_range:
+            raise ValueError("parameters depth_min_range and depth_max_range must satisfy 0 <= min < max")
         if self.qos_reliability.strip().lower().replace("-", "_") not in ("", "reliable", "best_effort"):
             raise ValueError(f"parameter qos_reliability must be reliable or best_effort, got {self.qos_reliability!r}")
         if self.image_size <= 0 or self.image_size % 64:
@@ -148,6 +188,8 @@ def _coerce(name: str, value: Any, default: Any) -> Any:
             if isinstance(value, str):
                 return value.strip().lower() in ("1", "true", "yes", "on")
             return bool(value)
+        if default == Parameter.Type.INTEGER_ARRAY:
+            return [int(v) for v in value]
         if isinstance(default, (list, Parameter.Type)):
             if isinstance(value, str):
                 return [value] if value else []

@@ -284,3 +284,45 @@ def project(intrinsics: Intrinsics, points: np.ndarray) -> np.ndarray:
     else:
         out, _ = cv2.projectPoints(pts, zero, zero, intrinsics.K, intrinsics.D)
     return out.reshape(-1, 2)
+
+
+@dataclass(frozen=True)
+class TargetGeometry:
+    """Where one target is on one frame.
+
+    centroid: always (area 0 when the mask is empty or missing).
+    bearing: (3,) unit ray in the optical frame, or None (no intrinsics, empty mask).
+    position: None when no depth image was paired with the frame (or no bearing);
+        otherwise a Position whose point is None when the mask has no valid depth pixel.
+    """
+
+    centroid: Centroid
+    bearing: Optional[np.ndarray] = None
+    position: Optional[Position] = None
+
+
+EMPTY = TargetGeometry(Centroid(0.0, 0.0, 0))
+
+
+def locate(mask: Optional[np.ndarray], box: Optional[Sequence[int]], intrinsics: Optional[Intrinsics],
+           depth_m: Optional[np.ndarray] = None, percentile: float = 50.0, min_range: float = 0.0,
+           max_range: float = float("inf")) -> TargetGeometry:
+    """Centroid, bearing and position of one target's mask on one frame.
+
+    Args:
+        mask: H x W bool or None (not visible). box: its inclusive (x0, y0, x1, y1) or None.
+        intrinsics: the colour camera's, or None (no bearing, no position).
+        depth_m: H x W float32 metres (invalid NaN) registered to the colour frame, or None.
+        percentile, min_range, max_range: as mask_position.
+    """
+    if mask is None or box is None:
+        return EMPTY
+    centroid = mask_centroid(mask, box)
+    if centroid.area == 0:
+        return EMPTY
+    if intrinsics is None:
+        return TargetGeometry(centroid)
+    ray = bearing(intrinsics, centroid.u, centroid.v)
+    if depth_m is None or depth_m.shape != mask.shape:
+        return TargetGeometry(centroid, ray)
+    return TargetGeometry(centroid, ray, mask_position(depth_m, mask, ray, percentile, min_range, max_range, box))

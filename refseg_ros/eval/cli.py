@@ -101,6 +101,8 @@ def _build_parser() -> argparse.ArgumentParser:
             k.add_argument("--frames", type=int, default=30)
             k.add_argument("--size", type=_size, default=(320, 240), help="WIDTHxHEIGHT")
             k.add_argument("--seed", type=int, default=0)
+            k.add_argument("--depth", action="store_true",
+                           help="also exact depth and CameraInfo: the report adds position errors")
         if name == "davis":
             k.add_argument("--max-frames", type=int, default=None)
         if name == "fss":
@@ -171,7 +173,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
         w, h = args.size
         out = builders.synthetic_to_bag(args.out, num_frames=args.frames, height=h, width=w,
                                         seed=args.seed, fps=args.fps, storage=args.storage,
-                                        overwrite=args.overwrite)
+                                        overwrite=args.overwrite, depth=args.depth)
     elif args.kind == "davis":
         out = builders.davis_to_bag(args.root, args.sequence, args.out, storage=args.storage,
                                     fps=args.fps, max_frames=args.max_frames,

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from refseg_ros.eval import bags
+from refseg_ros.eval import depth as depth_io
 from refseg_ros.eval.outdir import (COMPLETE, INFERENCE_DONE, RUN_FILE, RunDirectory,
                                     mask_digest)
 from refseg_ros.eval.plan import EvalPlan, make_plan
@@ -192,6 +193,11 @@ def evaluate(cfg: RunConfig, source: Optional[ResultSource] = None,
                          targets={str(k): v for k, v in plan.targets.items()})
         data = build_report(plan, scores, records, full_info, timing, overlays,
                             title or f"Evaluation of {Path(cfg.bag).name}")
+        if depth_io.has_depth(reader):  # depth and CameraInfo: where the targets are, too
+            data.summary.update(depth_io.position_errors(reader, run, scores.rows, cfg.gt_topic))
+            data.notes.append("Position error: metres between the 3D points of the predicted and the "
+                              "ground-truth mask (median valid depth on the centroid ray, the node's rule) "
+                              f"on the bag's depth ({depth_io.DEPTH_TOPIC}, {depth_io.CAMERA_INFO_TOPIC}).")
         path = write_report(run.path, data)
         return RunOutcome(path, data, resumed)
 

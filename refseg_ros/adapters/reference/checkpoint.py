@@ -59,6 +59,19 @@ def load_fssam_checkpoint(path: str | os.PathLike, sam2: torch.nn.Module, dino: 
     is loaded then. Returns the checkpoint's other entries (e.g. {'epoch': ...}).
     """
     state, info = read_fssam_state(path)
+    load_fssam_state(state, sam2, dino, source=f"FSSAM checkpoint {path}")
+    return info
+
+
+def load_fssam_state(state: Mapping[str, torch.Tensor], sam2: torch.nn.Module, dino: torch.nn.Module,
+                     source: str = "FSSAM state dict") -> None:
+    """Load an FSSAM state dict (keys 'sam2.*' and 'dino.*', 'module.' already removed).
+
+    All checks come first; on any problem CheckpointError names the keys (as 'module.*')
+    and neither model is touched.
+    """
+    if state and all(k.startswith(DDP_PREFIX) for k in state):
+        state = {k[len(DDP_PREFIX):]: v for k, v in state.items()}
     sam2_state = {k[len("sam2."):]: v for k, v in state.items() if k.startswith("sam2.")}
     hub_state = {k[len("dino."):]: v for k, v in state.items() if k.startswith("dino.")}
     outside = sorted(DDP_PREFIX + k for k in state if not k.startswith(("sam2.", "dino.")))
@@ -79,11 +92,10 @@ def load_fssam_checkpoint(path: str | os.PathLike, sam2: torch.nn.Module, dino: 
         if bad_dtype:
             problems.append(f"non-floating tensors {_preview(bad_dtype)}")
     if problems:
-        raise CheckpointError(f"FSSAM checkpoint {path} does not match SAM 2.0 Hiera-S at 512 + DINOv2 ViT-B/14: "
+        raise CheckpointError(f"{source} does not match SAM 2.0 Hiera-S at 512 + DINOv2 ViT-B/14: "
                               + "; ".join(problems))
     sam2.load_state_dict(sam2_state, strict=True)
     dino.load_state_dict(renamed, strict=True)
-    return info
 
 
 def _compare(prefix: str, given: Mapping[str, torch.Tensor], expected: Mapping[str, tuple],

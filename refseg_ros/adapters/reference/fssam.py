@@ -260,11 +260,8 @@ class FssamSegmenter:
             if refinement.support_similarity is not None:
                 stages["imr_prior_mem_qry_sup_fg"] = refinement.support_similarity
                 stages["imr_prior_mem_qry_qry_fg"] = torch.stack(refinement.disc_similarities)
-        stages["logits_512"] = logits[:, 0] if trace else logits
-        if trace:
+            stages["logits_512"] = logits[:, 0]
             stages["logits_input_size"] = at_input[:, 0]
-        else:
-            stages.clear()
         return FssamOutput(logits=logits, logits_input_size=at_input, low_res_logits=decoded.low_res_masks,
                            ious=decoded.ious, object_score_logits=decoded.object_score_logits, trace=stages)
 

@@ -193,40 +193,54 @@ def _depth(array: np.ndarray, encoding: str) -> Image:
                  data=a.tobytes())
 
 
-def _result_for(listener: Listener, node, stamp, what: str) -> SegmentedObjectArray:
+def _result_for(listener: Listener, node, stamp, what: str, timeout: float = 120) -> SegmentedObjectArray | None:
     def find():
         for m in arrays(listener, BAD):
             if (m.header.stamp.sec, m.header.stamp.nanosec) == stamp:
                 return m
         return None
 
-    return listener.wait_for(find, 120, f"the objects of the frame with {what}", node)
+    return listener.wait_for(find, timeout, f"the objects of the frame with {what}", node)
+
+
+def _send_processed(listener: Listener, node, make_info, make_depth, t: int, what: str) -> SegmentedObjectArray:
+    """Send a frame (with fresh CameraInfo and depth) until the node has published its
+    objects: the node takes images best effort, so on a busy machine one may be lost."""
+    for attempt in range(3):
+        stamp = _send(listener, node, make_info(), make_depth(), t)
+        try:
+            return _result_for(listener, node, stamp, what, timeout=40 if attempt < 2 else 120)
+        except AssertionError:
+            if attempt == 2 or not node.alive():
+                raise
+    raise AssertionError("unreachable")
 
 
 @pytest.mark.parametrize("case", ["k_all_zero", "unknown_encoding", "other_size_without_info", "nan_only"])
 def test_bad_geometry_input_is_reported_and_the_rest_goes_on(rgbd, case):
     listener, node, _ = rgbd
     since = listener.count("/refseg/status")
-    depth_ok = _depth(synthetic.generate(FRAMES, H, W).depth(1), "32FC1")
-    if case == "k_all_zero":
+    depth_ok = lambda: _depth(synthetic.generate(FRAMES, H, W).depth(1), "32FC1")  # noqa: E731
+
+    def zero_k():
         info = _good_info()
         info.k = [0.0] * 9
-        stamp = _send(listener, node, info, depth_ok, 1)
+        return info
+
+    if case == "k_all_zero":
+        msg = _send_processed(listener, node, zero_k, depth_ok, 1, case)
         words = "K is all zero"
     elif case == "unknown_encoding":
-        stamp = _send(listener, node, _good_info(), _depth(np.full((H, W), 7), "8UC1"), 1)
+        msg = _send_processed(listener, node, _good_info, lambda: _depth(np.full((H, W), 7), "8UC1"), 1, case)
         words = "depth encoding '8UC1' is not supported"
     elif case == "other_size_without_info":
         # A CameraInfo that is refused leaves the camera without one.
-        info = _good_info()
-        info.k = [0.0] * 9
-        stamp = _send(listener, node, info, _depth(np.full((H // 2, W // 2), 1.5), "32FC1"), 1)
+        msg = _send_processed(listener, node, zero_k, lambda: _depth(np.full((H // 2, W // 2), 1.5), "32FC1"), 1, case)
         words = "no valid CameraInfo has arrived"
     else:
-        stamp = _send(listener, node, _good_info(), _depth(np.full((H, W), np.nan), "32FC1"), 1)
+        msg = _send_processed(listener, node, _good_info, lambda: _depth(np.full((H, W), np.nan), "32FC1"), 1, case)
         words = "has no valid pixel"
-    listener.wait_status(words, since, timeout=120, node=node)
-    msg = _result_for(listener, node, stamp, case)
+    listener.wait_status(words, since, timeout=60, node=node)
     assert msg.header.frame_id == "bad_optical"
     for obj in msg.objects:
         assert not obj.has_position
@@ -242,8 +256,8 @@ def test_a_good_frame_after_bad_input_is_located_again(rgbd):
     listener, node, _ = rgbd
     clip = synthetic.generate(FRAMES, H, W)
     for attempt in range(6):
-        stamp = _send(listener, node, _good_info(), _depth(clip.depth(attempt), "32FC1"), attempt)
-        msg = _result_for(listener, node, stamp, "good input")
+        msg = _send_processed(listener, node, _good_info, lambda: _depth(clip.depth(attempt), "32FC1"), attempt,
+                              "good input")
         if visible(msg):
             for obj in visible(msg):
                 assert obj.has_bearing and obj.has_position

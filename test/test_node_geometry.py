@@ -263,3 +263,27 @@ def test_a_good_frame_after_bad_input_is_located_again(rgbd):
                 assert obj.has_bearing and obj.has_position
             return
     pytest.skip("the random-weight model showed no mask on BAD in 6 frames")
+
+
+def test_depth_of_half_the_size_is_scaled_by_the_camera_info(rgbd):
+    """Registered depth at 160x120 for 320x240 frames: with the colour CameraInfo it is
+    brought to the frame (nearest neighbour), and the position is that of the depth the
+    node sees: the exact depth's every other pixel, repeated."""
+    listener, node, _ = rgbd
+    clip = synthetic.generate(FRAMES, H, W)
+    K = clip.K
+    for attempt in range(6):
+        half = clip.depth(attempt)[::2, ::2]
+        msg = _send_processed(listener, node, _good_info, lambda: _depth(half, "32FC1"), attempt, "half-size depth")
+        if not visible(msg):
+            continue
+        seen = np.repeat(np.repeat(half, 2, axis=0), 2, axis=1)
+        for obj in visible(msg):
+            mask = mask_of(obj)
+            rows, cols = np.nonzero(mask)
+            ray = np.array([(cols.mean() - K[0, 2]) / K[0, 0], (rows.mean() - K[1, 2]) / K[1, 1], 1.0])
+            assert obj.has_position
+            z = float(np.median(seen[mask]))
+            assert np.allclose([obj.position.x, obj.position.y, obj.position.z], ray * z, atol=1e-3)
+        return
+    pytest.skip("the random-weight model showed no mask on BAD in 6 frames")

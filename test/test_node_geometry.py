@@ -12,14 +12,13 @@ mask is an object's, that is the object's card depth on its centroid ray, the sc
 
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from _node_harness import REPO_ROOT, Listener, Process, image_msg, start_node
+from _node_harness import Listener, Process, image_msg, start_node
 from geometry_msgs.msg import PointStamped
 from sensor_msgs.msg import CameraInfo, Image
 from visualization_msgs.msg import Marker, MarkerArray

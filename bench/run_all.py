@@ -60,6 +60,9 @@ def summary(results: dict) -> list[str]:
     ros = results.get("ros_overhead.py") or {}
     for r in ros.get("rows", []):
         rows.append((f"ROS overhead / engine step, {r['width']}x{r['height']}", f"{r['ratio']:.3f}", "< 0.05"))
+    for r in ros.get("geometry_rows", []):
+        rows.append((f"target geometry / engine step, {r['width']}x{r['height']}, {r['targets']} target(s)",
+                     f"{r['ratio']:.4f}", "< 0.01"))
     load = results.get("ros_load.py") or {}
     for r in load.get("rows", []):
         if "30 Hz" in r["load"] and r["executor"] == "multi" and not r["env"] and r["compute_threads"] == 0:

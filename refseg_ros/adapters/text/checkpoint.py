@@ -48,28 +48,35 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return payload["model"]
 
 
-def split_state(state: dict[str, torch.Tensor], adapter: SamwiseAdapter):
-    """Official keys -> (sam keys, adapter keys in our names, fairseq keys); unknown
-    names are collected, not raised, so that every problem is reported at once."""
-    sam, ours, fairseq, unknown = {}, {}, {}, []
+def split_state(state: dict[str, torch.Tensor]):
+    """Official keys -> (sam keys, adapter keys in our names, fairseq keys, unknown keys,
+    our adapter name -> official name). Unknown names are collected, not raised, so that
+    every problem is reported at once."""
+    sam, ours, fairseq, unknown, official_of = {}, {}, {}, [], {}
     for key, tensor in state.items():
         try:
             if key.startswith(PROJECT_TEXT):
-                ours["text_prompt." + key[len(PROJECT_TEXT):]] = tensor
+                name = "text_prompt." + key[len(PROJECT_TEXT):]
             elif key.startswith("sam."):
                 sam[key[len("sam."):]] = tensor
+                continue
             elif key.startswith("text_encoder."):
                 fairseq[key[len("text_encoder."):]] = tensor
+                continue
             elif key.startswith("cmt_adapters."):
                 index, rest = key[len("cmt_adapters."):].split(".", 1)
-                ours[f"cmt.{int(index)}.{cmt_names.official_to_ours(rest)}"] = tensor
+                name = f"cmt.{int(index)}.{cmt_names.official_to_ours(rest)}"
             elif key.startswith("conditional_memory_encoder."):
-                ours["cme." + cme_names.official_to_ours(key[len("conditional_memory_encoder."):])] = tensor
+                name = "cme." + cme_names.official_to_ours(key[len("conditional_memory_encoder."):])
             else:
                 unknown.append(key)
+                continue
         except (KeyError, ValueError):
             unknown.append(key)
-    return sam, ours, fairseq, unknown
+            continue
+        ours[name] = tensor
+        official_of[name] = key
+    return sam, ours, fairseq, unknown, official_of
 
 
 def _check(label: str, expected: dict, given: dict, names: dict) -> list[str]:
@@ -101,12 +108,7 @@ def load_samwise(
     sam = sam if sam is not None else build_model(model)
     stage_channels = [sam.image_encoder.trunk.blocks[i].dim_out for i in sam.image_encoder.trunk.stage_ends[1:]]
     adapter = SamwiseAdapter(stage_channels=tuple(stage_channels))
-    sam_part, ours, fairseq, unknown = split_state(state, adapter)
-
-    official_of = {}
-    for key in state:
-        if key.startswith(PROJECT_TEXT):
-            official_of["text_prompt." + key[len(PROJECT_TEXT):]] = key
+    sam_part, ours, fairseq, unknown, official_of = split_state(state)
     problems = [f"unexpected key {k}" for k in unknown]
     problems += _check("SAM2 " + model, {k: v.shape for k, v in sam.state_dict().items()},
                        sam_part, {k: "sam." + k for k in sam.state_dict()} | {k: "sam." + k for k in sam_part})

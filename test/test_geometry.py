@@ -278,3 +278,12 @@ def test_locate_all_equals_locate_per_target():
             assert np.allclose(one.bearing, t.bearing, atol=1e-12)
             assert np.allclose(one.position.point, t.position.point) and one.position.valid_pixels == t.position.valid_pixels
     assert g.locate_all(masks, boxes, None, depth)[0].bearing is None
+
+
+def test_pairing_forgets_depth_no_later_frame_can_use():
+    buf = StampBuffer(capacity=10)
+    for stamp in (100, 200, 300, 400):
+        buf.put(stamp, stamp)
+    assert buf.forget_before(250) == 2
+    assert len(buf) == 2 and buf.closest(200, 60) is None and buf.closest(300, 0) == (300, 300)
+    assert buf.forget_before(0) == 0

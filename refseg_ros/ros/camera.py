@@ -114,19 +114,30 @@ class CameraChannel:
                                                       callback_group=group, raw=True)
 
     def _on_depth(self, data: bytes) -> None:
+        buffer = self.depth_buffer  # read once: close() may drop it meanwhile
+        if buffer is None:
+            return
         try:
             stamp = cdr_header_stamp_ns(data)
         except ValueError:
             return  # too short to be an Image: pairing never finds it, the worker never sees it
-        self.depth_buffer.put(stamp, data)
+        buffer.put(stamp, data)
 
     def pair_depth(self, stamp_ns: int, tolerance_s: float) -> Optional[bytes]:
         """The serialized depth Image whose stamp is closest to `stamp_ns` within the
         tolerance (seconds), or None (no depth topic, or none close enough)."""
-        if self.depth_buffer is None:
+        buffer = self.depth_buffer
+        if buffer is None:
             return None
-        found = self.depth_buffer.closest(stamp_ns, int(round(tolerance_s * 1e9)))
+        tolerance = int(round(tolerance_s * 1e9))
+        found = buffer.closest(stamp_ns, tolerance)
         return None if found is None else found[1]
+
+    def forget_depth_before(self, stamp_ns: int, tolerance_s: float) -> None:
+        """Drop depth that no frame after the one stamped `stamp_ns` can pair with."""
+        buffer = self.depth_buffer
+        if buffer is not None:
+            buffer.forget_before(stamp_ns - int(round(tolerance_s * 1e9)))
 
     @staticmethod
     def decode_depth(data: bytes) -> Image:

@@ -130,8 +130,10 @@ class SegmenterNode(LifecycleNode):
         for channel in self.cameras.values():
             channel.open(self, input_qos, output_qos, s.output_namespace, self._on_frame, self._frame_group,
                          self._subscription_events(channel))
+            # Replay: frames may wait in the deep queue, so may their depth images.
+            depth_queue = s.depth_queue_size if s.mode == "live" else max(s.depth_queue_size, input_qos.depth)
             channel.open_geometry(self, input_qos, output_qos, s.output_namespace, self._on_camera_info,
-                                  self._frame_group, s.point_targets, s.depth_queue_size)
+                                  self._frame_group, s.point_targets, depth_queue)
         self._teaching_subs = [
             self.create_subscription(ReferenceTarget, s.reference_topic, self._on_reference,
                                      qos.teaching_qos(), callback_group=self._teach_group),
@@ -276,6 +278,7 @@ class SegmenterNode(LifecycleNode):
         label = label_image(results, rgb.shape[0], rgb.shape[1])
         if depth_data is None:  # the depth message may have come in during the step
             depth_data = channel.pair_depth(stamp_ns, self.settings.depth_stamp_tolerance)
+        channel.forget_depth_before(stamp_ns, self.settings.depth_stamp_tolerance)
         located = self._locate(channel, results, rgb.shape[0], rgb.shape[1], depth_data)
         drawn = channel.publish(msg.header, rgb, results, label, self.settings.overlay_alpha,
                                 self.settings.object_masks, located)

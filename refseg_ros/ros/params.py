@@ -23,7 +23,8 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
                      "to the colour camera; 16UC1 mm or 32FC1 m) for the targets' 3D positions; empty: none"),
     "depth_stamp_tolerance": (0.02, "seconds: a depth image is paired with the colour frame whose stamp is "
                               "closest, if within this"),
-    "depth_queue_size": (30, "depth images kept per camera for pairing (cover a step's time at the depth rate)"),
+    "depth_queue_size": (30, "depth images kept per camera for pairing (cover a step's time at the depth "
+                         "rate; replay mode keeps at least the image queue's depth)"),
     "depth_percentile": (50.0, "which percentile of a mask's valid depths is the target's depth (50: median)"),
     "depth_min_range": (0.0, "metres: nearer depth values are invalid"),
     "depth_max_range": (100.0, "metres: farther depth values are invalid"),

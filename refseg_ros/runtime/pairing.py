@@ -4,7 +4,9 @@ message_filters' ApproximateTimeSynchronizer is not installable from PyPI; this 
 small part of it the node needs. Each camera keeps its latest few depth messages in a
 bounded buffer keyed by header stamp; when the worker takes a colour frame it asks for
 the depth message whose stamp is closest to the frame's, and gets it only when the two
-lie within a tolerance. A depth stream that runs ahead or behind by more than that, or
+lie within a tolerance; depth older than the processed frame (less the tolerance) is
+then forgotten, so that in replay mode, where frames wait in a deep queue, the buffer
+holds about the depth of the waiting frames and no more. A depth stream that runs ahead or behind by more than that, or
 stops, leaves the frame without depth (it still publishes, with no position).
 """
 
@@ -60,6 +62,15 @@ class StampBuffer:
             if gap > tolerance_ns:
                 return None
             return self._stamps[j], self._items[j]
+
+    def forget_before(self, stamp_ns: int) -> int:
+        """Drop every item stamped before `stamp_ns` (no later frame can pair with it once
+        frames are processed in stamp order); how many went."""
+        with self._lock:
+            i = bisect.bisect_left(self._stamps, stamp_ns)
+            del self._stamps[:i]
+            del self._items[:i]
+            return i
 
     def newest_stamp(self) -> Optional[int]:
         with self._lock:

@@ -26,15 +26,16 @@ def resized_size(height: int, width: int, short: int = 1020, max_size: int = 102
     return (new_small, new_large) if height <= width else (new_large, new_small)
 
 
-def preprocess_frame(frame: np.ndarray, image_size: int = 1024, short: int = 1020,
-                     max_size: int = 1024) -> tuple[torch.Tensor, tuple[int, int]]:
+def preprocess_frame(frame: np.ndarray, image_size: int = 1024) -> tuple[torch.Tensor, tuple[int, int]]:
     """(H, W, 3) uint8 RGB -> ((3, S, S) float32 normalised and zero padded, (h, w) resized).
 
-    S = `image_size`; `short` / `max_size` are the official Resize(1020, max_size=1024).
+    S = `image_size`; at 1024 the resize is the official Resize(1020, max_size=1024);
+    other sizes scale the short-side request alike (round(S * 1020 / 1024), max S).
     """
     from PIL import Image
 
-    h, w = resized_size(*frame.shape[:2], short=short, max_size=max_size)
+    short = round(image_size * 1020 / 1024)
+    h, w = resized_size(*frame.shape[:2], short=short, max_size=image_size)
     image = np.array(Image.fromarray(frame).resize((w, h), Image.Resampling.BILINEAR))
     x = torch.from_numpy(image).permute(2, 0, 1).float().div(255)
     x = (x - torch.tensor(PIXEL_MEAN).view(3, 1, 1)) / torch.tensor(PIXEL_STD).view(3, 1, 1)

@@ -97,3 +97,30 @@ def test_cme_switch_changes_only_memory(small):
     # what frame 5 wrote differs exactly where the memory-free logits are positive
     assert not torch.equal(plain.bank[5].maskmem_features, forced.bank[5].maskmem_features)
     assert all(torch.equal(plain.bank[t].maskmem_features, forced.bank[t].maskmem_features) for t in range(5))
+
+
+def test_adapted_pass_gives_the_engines_feature_form(small):
+    """With the adapters' vision outputs silenced, the adapted pass equals the engine's
+    plain image-encoder pass level by level (same layout, sizes and positional codes)."""
+    from refseg_ros.engine.features import encode_image
+
+    sam, adapter, frames = small
+    images = _images(sam, frames[:2])
+    saved = [(m.vision_up[1].weight.clone(), m.vision_up[1].bias.clone()) for m in adapter.cmt]
+    try:
+        with torch.no_grad():
+            for m in adapter.cmt:
+                m.vision_up[1].weight.zero_()
+                m.vision_up[1].bias.zero_()
+            clip = encode_clip(sam, adapter, images, CAPTION_A)
+            plain = [encode_image(sam, images[i:i + 1]) for i in range(2)]
+    finally:
+        with torch.no_grad():
+            for m, (w, b) in zip(adapter.cmt, saved):
+                m.vision_up[1].weight.copy_(w)
+                m.vision_up[1].bias.copy_(b)
+    for ours, theirs in zip(clip.features, plain):
+        assert ours.feat_sizes == theirs.feat_sizes
+        for a, b in zip(ours.vision_feats + ours.vision_pos, theirs.vision_feats + theirs.vision_pos):
+            assert a.shape == b.shape
+            assert float((a - b).abs().max()) <= 1e-5

@@ -166,9 +166,18 @@ class FssamSegmenter:
         """Run DINOv2 and SAM2's image encoder on the query and the supports."""
         if len(supports) == 0 or len(supports) != len(support_labels):
             raise ValueError(f"{len(supports)} support images for {len(support_labels)} labels")
+        for i, (image, label) in enumerate(zip(supports, support_labels)):
+            if tuple(label.shape) != tuple(image.shape[:2]):
+                raise ValueError(f"support {i}: label {tuple(label.shape)} for an image of {tuple(image.shape[:2])}")
+            values = set(np.unique(label).tolist()) - {0, 1, IGNORE_LABEL}
+            if values:
+                raise ValueError(f"support {i}: label values {sorted(values)[:5]}; expected 0, 1 and {IGNORE_LABEL} (ignore)")
         query_image = self.image_input(query)
         support_images = torch.cat([self.image_input(s) for s in supports])
         masks = torch.cat([self.mask_input(m) for m in support_labels])
+        empty = [i for i in range(masks.shape[0]) if not bool(masks[i].any())]
+        if empty:
+            raise ValueError(f"support masks {empty} hold no object pixel at {IMAGE_SIZE} x {IMAGE_SIZE}")
         dino_query = patch_features(self.dino, normalise_for_dino(query_image))
         dino_supports = patch_features(self.dino, normalise_for_dino(support_images))
         return FssamEncoded(

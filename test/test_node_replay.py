@@ -28,7 +28,9 @@ def test_replay_mode_processes_every_frame_in_order_on_sim_time(tmp_path):
     listener.listen(f"{cam}/refseg/objects", SegmentedObjectArray)
     listener.listen("/diagnostics", DiagnosticArray)
     listener.listen_status(status)
-    # A simulated clock 100 s ahead of the camera's stamps: the node's latency must say ~100 s.
+    # A simulated clock 100 s ahead of the camera's stamps: the node's latency must say ~100 s
+    # (stamp_tolerance above that offset, else the node calls such stamps implausible and
+    # reports latency as unknown: test_node_input_reports.py).
     clock = listener.publisher("/clock", Clock)
     ticking = threading.Event()
 
@@ -39,7 +41,7 @@ def test_replay_mode_processes_every_frame_in_order_on_sim_time(tmp_path):
 
     threading.Thread(target=tick, daemon=True).start()
     node = start_node(tmp_path, {"cameras": [cam], "mode": "replay", "store_dir": "", "use_sim_time": True,
-                                 "status_topic": status, "reference_topic": "/replay_node/reference"})
+                                 "stamp_tolerance": 1000.0, "status_topic": status, "reference_topic": "/replay_node/reference"})
     camera = None
     try:
         listener.wait_status("active", timeout=90, node=node, topic=status)

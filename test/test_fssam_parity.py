@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import sys
 import time
 
 import numpy as np

@@ -5,6 +5,7 @@
     refseg-eval build synthetic OUT [--frames 30 --size 320x240 --seed 0]
     refseg-eval build davis ROOT SEQUENCE OUT [--fps 24]
     refseg-eval build fss ROOT OUT [--episodes-per-class 1 --shots 1 --seed 0]
+    refseg-eval build davis2017 DATA_DIR OUT [--split val]   (a bag per sequence + index.json)
     refseg-eval info BAG
     refseg-eval play BAG [--rate 1.0 --clock]
 
@@ -111,6 +112,17 @@ def _build_parser() -> argparse.ArgumentParser:
             k.add_argument("--seed", type=int, default=0)
             k.add_argument("--classes", nargs="*", default=None)
 
+    k = kinds.add_parser("davis2017", help="DAVIS 2017 semi-supervised: ImageSets/2017/SPLIT.txt, "
+                         "JPEGImages/480p, Annotations/480p -> OUT/bags/<seq> + OUT/index.json")
+    k.add_argument("data_dir", type=Path)
+    k.add_argument("out", type=Path)
+    k.add_argument("--split", default="val")
+    k.add_argument("--resolution", default="480p")
+    k.add_argument("--sequences", nargs="*", default=None, help="instead of the split's list")
+    k.add_argument("--storage", choices=bags.STORAGES, default="mcap")
+    k.add_argument("--fps", type=float, default=24.0)
+    k.add_argument("--overwrite", action="store_true")
+
     info = sub.add_parser("info", help="list a bag's topics and what the evaluation sees")
     info.add_argument("bag", type=Path)
 
@@ -169,6 +181,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_build(args: argparse.Namespace) -> int:
     from refseg_ros.eval import builders
 
+    if args.kind == "davis2017":
+        from refseg_ros.eval.importers import davis2017
+
+        print(davis2017.build(args.data_dir, args.out, split=args.split,
+                              resolution=args.resolution, sequences=args.sequences,
+                              storage=args.storage, fps=args.fps, overwrite=args.overwrite))
+        return 0
     if args.kind == "synthetic":
         w, h = args.size
         out = builders.synthetic_to_bag(args.out, num_frames=args.frames, height=h, width=w,

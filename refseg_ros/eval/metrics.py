@@ -148,11 +148,19 @@ def _recall(values: Sequence[float], threshold: float = 0.5) -> float:
 
 
 def _decay(values: Sequence[float], bins: int = 4) -> float:
-    """DAVIS decay: mean of the first quarter of the frames minus mean of the last."""
-    if len(values) < bins:
+    """DAVIS decay as the official toolkit computes it (davis2017-evaluation,
+    ``utils.db_statistics``): bin edges ``round(linspace(1, n, 5)) - 1``, bin k holding
+    frames ``edge[k] .. edge[k+1]`` inclusive (neighbouring bins share a frame), decay =
+    mean of the first bin minus mean of the last. (The toolkit casts the edges to uint8,
+    which wraps above 256 frames; the edges here do not wrap.)"""
+    n = len(values)
+    if n == 0:
         return float("nan")
-    chunks = np.array_split(np.asarray(values, dtype=float), bins)
-    return float(chunks[0].mean() - chunks[-1].mean())
+    arr = np.asarray(values, dtype=float)
+    edges = (np.round(np.linspace(1, n, bins + 1) + 1e-10) - 1).astype(int)
+    first = arr[edges[0] : edges[1] + 1]
+    last = arr[edges[bins - 1] : edges[bins] + 1]
+    return float(first.mean() - last.mean())
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,15 @@
+"""Benchmark importers: a benchmark's own published layout -> one evaluation bag per
+sequence or episode plus ``index.json`` (see :mod:`.index`), which records the protocol
+that scoring follows.
+
+- ``davis2017``: DAVIS 2017 semi-supervised (:mod:`.davis2017`).
+"""
+
+from __future__ import annotations
+
+from refseg_ros.eval.importers import davis2017
+from refseg_ros.eval.importers.index import INDEX_FILE, read_index, run_options, summarize
+
+BENCHMARKS = {"davis2017": davis2017}
+
+__all__ = ["BENCHMARKS", "INDEX_FILE", "read_index", "run_options", "summarize"]

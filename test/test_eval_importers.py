@@ -1,0 +1,231 @@
+"""Benchmark importers on miniature copies of each published layout (files written
+here): episodes written, protocol recorded, layout errors, and the scoring rule checked
+against hand-computed cases of the official toolkits' conventions."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from refseg_ros.eval import bags, builders, cli, metrics, runner
+from refseg_ros.eval.importers import davis2017, read_index, run_options, summarize
+from refseg_ros.eval.sources import FrameResult
+
+H, W = 24, 32
+
+
+def palette_png(path, labels):
+    im = Image.fromarray(labels.astype(np.uint8), mode="P")
+    pal = []
+    for rgb, _ in sorted(builders._voc_palette().items(), key=lambda kv: kv[1]):
+        pal.extend(rgb)
+    im.putpalette(pal)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    im.save(path)
+
+
+def davis_labels(i):
+    """Frame i of sequence 'blobs': object 1 a moving box, object 2 leaves after frame 2,
+    a void (255) band, and object 3 from frame 2 on (not in the first frame)."""
+    lm = np.zeros((H, W), np.uint8)
+    lm[2 + i : 10 + i, 3:12] = 1
+    if i <= 2:
+        lm[12:20, 15 + i : 25 + i] = 2
+    lm[22:, :] = 255
+    if i >= 2:
+        lm[0:2, 20:30] = 3
+    return lm
+
+
+def make_davis2017(root, seqs=("blobs", "dots"), n=5, split="val"):
+    (root / "ImageSets" / "2017").mkdir(parents=True)
+    (root / "ImageSets" / "2017" / f"{split}.txt").write_text("\n".join(seqs) + "\n")
+    rng = np.random.default_rng(0)
+    for seq in seqs:
+        for i in range(n):
+            img_dir = root / "JPEGImages" / "480p" / seq
+            img_dir.mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(img_dir / f"{i:05d}.jpg"),
+                        rng.integers(0, 256, size=(H, W, 3), dtype=np.uint8))
+            lm = davis_labels(i) if seq == "blobs" else np.where(davis_labels(i) == 1, 1, 0)
+            palette_png(root / "Annotations" / "480p" / seq / f"{i:05d}.png", lm)
+    return root
+
+
+# --- DAVIS 2017 semi-supervised -------------------------------------------------------
+
+
+def test_davis2017_bags_and_index(tmp_path):
+    data = make_davis2017(tmp_path / "DAVIS")
+    path = davis2017.build(data, tmp_path / "out")
+    assert path == tmp_path / "out" / "index.json"
+    index = read_index(tmp_path / "out")
+    assert index["benchmark"] == "davis2017" and index["split"] == "val"
+    assert [b["name"] for b in index["bags"]] == ["blobs", "dots"]
+    assert run_options(index) == {"prompt": "first-frame-gt", "overlaps": "label-map"}
+    assert index["protocol"]["summary"] == "mean-over-objects"
+    blobs = index["bags"][0]
+    assert blobs["frames"] == 5 and blobs["scored_frames"] == 3  # frames 1..3
+    assert blobs["objects"] == {"1": "blobs 1", "2": "blobs 2"}  # 3 is not in frame 0
+    assert "absent_in_first_frame" not in blobs
+    with bags.BagReader(blobs["bag"]) as r:
+        assert r.protocol == "video"
+        frames = list(r.frames())
+        assert len(frames) == 5
+        gts = dict(r.label_maps())
+        # The last annotated frame carries no ground truth (the toolkit scores [1:-1]).
+        assert sorted(gts) == [f.stamp_ns for f in frames[:4]]
+        for i in range(4):
+            want = davis_labels(i).copy()
+            want[want == 255] = 0  # void is background in semi-supervised scoring
+            want[want == 3] = 0  # ids above the first frame's maximum are never scored
+            np.testing.assert_array_equal(gts[frames[i].stamp_ns], want)
+    assert (tmp_path / "out" / "bags" / "dots" / "metadata.yaml").is_file()
+
+
+def test_davis2017_cli_sqlite_and_sequences(tmp_path, capsys):
+    data = make_davis2017(tmp_path / "DAVIS")
+    rc = cli.main(["build", "davis2017", str(data), str(tmp_path / "out"), "--storage", "sqlite3",
+                   "--sequences", "dots"])
+    assert rc == 0
+    assert capsys.readouterr().out.strip() == str(tmp_path / "out" / "index.json")
+    index = read_index(tmp_path / "out" / "index.json")
+    assert [b["name"] for b in index["bags"]] == ["dots"]
+    assert index["bags"][0]["storage"] == "sqlite3"
+    assert list((tmp_path / "out" / "bags" / "dots").glob("*.db3"))
+
+
+@pytest.mark.parametrize("remove, named", [
+    ("ImageSets/2017/val.txt", "sequence list .*ImageSets/2017/val.txt"),
+    ("JPEGImages/480p/dots", "frame folder .*JPEGImages/480p/dots"),
+    ("Annotations/480p/blobs", "annotation folder .*Annotations/480p/blobs"),
+    ("Annotations/480p/dots/00000.png", "first-frame annotation .*Annotations/480p/dots/00000.png"),
+])
+def test_davis2017_wrong_layout_names_the_missing_file(tmp_path, capsys, remove, named):
+    import shutil
+
+    data = make_davis2017(tmp_path / "DAVIS")
+    target = data / remove
+    shutil.rmtree(target) if target.is_dir() else target.unlink()
+    with pytest.raises(FileNotFoundError, match=named):
+        davis2017.build(data, tmp_path / "out")
+    rc = cli.main(["build", "davis2017", str(data), str(tmp_path / "out2")])
+    assert rc == cli.EXIT_BAD_INPUT
+    assert str(target) in capsys.readouterr().err
+
+
+def test_davis2017_not_a_davis_folder(tmp_path):
+    with pytest.raises(FileNotFoundError, match="missing DAVIS folder"):
+        davis2017.build(tmp_path / "nowhere", tmp_path / "out")
+
+
+class GroundTruthSource:
+    """Answers every prompted target with its ground truth, emptied where
+    ``spoil(frame, target)``; frames without ground truth get empty masks."""
+
+    def __init__(self, spoil):
+        self.spoil = spoil
+
+    def info(self):
+        return {"kind": "ground truth", "random_weights": False}
+
+    def timing_label(self):
+        return "none"
+
+    def results(self, plan_, reader, camera_topic, skip):
+        gts = dict(reader.label_maps())
+        shape = next(iter(gts.values())).shape
+        for ep in plan_.episodes:
+            for i in ep.frames:
+                stamp = plan_.frame_stamps[i]
+                lm = gts.get(stamp)
+                masks = {}
+                for p in ep.prompts:
+                    m = (lm == p.target_id) if lm is not None else np.zeros(shape, bool)
+                    masks[p.target_id] = np.zeros_like(m) if self.spoil(i, p.target_id) else m
+                yield FrameResult(stamp, ep.index, masks, {}, {}, 0.001)
+
+
+def test_davis2017_scoring_follows_the_toolkit(tmp_path):
+    data = make_davis2017(tmp_path / "DAVIS")
+    index = read_index(davis2017.build(data, tmp_path / "out"))
+    reports = {}
+    for entry in index["bags"]:
+        name = entry["name"]
+        # blobs: object 1 lost on frame 2; frame 4 (the last) lost too but never scored.
+        spoil = (lambda i, t: t == 1 and i in (2, 4)) if name == "blobs" else (lambda i, t: False)
+        cfg = runner.RunConfig(bag=entry["bag"], out=tmp_path / "runs" / name, progress=False,
+                               **run_options(index))
+        runner.evaluate(cfg, source=GroundTruthSource(spoil))
+        reports[name] = json.loads((tmp_path / "runs" / name / "report.json").read_text())
+        rows = [json.loads(l) for l in (tmp_path / "runs" / name / "results.jsonl").read_text().splitlines()]
+        assert rows  # inference ran on every frame
+        assert sorted({r["frame"] for r in reports[name]["frames"]}) == [1, 2, 3]
+    blobs = reports["blobs"]["per_target"]
+    # Object 1 on frames 1, 2, 3: J = F = 1, 0, 1.
+    assert blobs["1"]["j_mean"] == pytest.approx(2 / 3)
+    assert blobs["1"]["j_recall"] == pytest.approx(2 / 3)
+    # Toolkit decay of 3 values: edges round(linspace(1, 3, 5)) - 1 = [0, 1, 1, 2, 2];
+    # first bin [1, 0], last bin [1] -> 0.5 - 1.
+    assert blobs["1"]["j_decay"] == pytest.approx(-0.5)
+    # Object 2 is gone from frame 3 on: both empty there, J = F = 1.
+    assert blobs["2"]["j_mean"] == pytest.approx(1.0) and blobs["2"]["f_mean"] == pytest.approx(1.0)
+    summary = summarize(index, reports)
+    assert summary["objects"] == 3  # blobs_1, blobs_2, dots_1
+    assert summary["j_mean"] == pytest.approx((2 / 3 + 1 + 1) / 3)
+    assert summary["jf_mean"] == pytest.approx((summary["j_mean"] + summary["f_mean"]) / 2)
+    assert set(summary["per_object"]) == {"blobs_1", "blobs_2", "dots_1"}
+    with pytest.raises(KeyError, match="dots"):
+        summarize(index, {"blobs": reports["blobs"]})
+
+
+# --- metric conventions (davis2017-evaluation, hand-computed) -------------------------
+
+
+def stripe(h, w, col):
+    m = np.zeros((h, w), bool)
+    m[:, col:] = True
+    return m
+
+
+def test_davis_boundary_tolerance_is_ceil_of_diagonal_fraction():
+    # 480p DAVIS frame: ceil(0.008 * hypot(480, 854)) = ceil(7.84) = 8 pixels.
+    assert metrics.boundary_tolerance_px((480, 854)) == 8
+    assert metrics.boundary_tolerance_px((H, W)) == 1  # ceil(0.32)
+    gt = stripe(480, 854, 400)  # its boundary is column 399 only (seg2bmap rule)
+    assert np.array_equal(np.nonzero(metrics.boundary_map(gt).any(0))[0], [399])
+    assert metrics.boundary_f(stripe(480, 854, 408), gt) == 1.0  # 8 px: matched
+    assert metrics.boundary_f(stripe(480, 854, 409), gt) == 0.0  # 9 px: precision = recall = 0
+    # J of the 8 px shift: 446 / 454 columns.
+    assert metrics.region_similarity(stripe(480, 854, 408), gt) == pytest.approx(446 / 454)
+
+
+def test_davis_empty_frame_conventions():
+    empty = np.zeros((H, W), bool)
+    full = np.ones((H, W), bool)  # touches every border: no boundary pixel at all
+    box = np.zeros((H, W), bool)
+    box[5:10, 5:10] = True
+    assert metrics.score_frame(empty, empty) == metrics.FrameScore(1.0, 1.0)  # absent, said absent
+    assert metrics.score_frame(box, empty) == metrics.FrameScore(0.0, 0.0)  # precision 0, recall 1
+    assert metrics.score_frame(empty, box) == metrics.FrameScore(0.0, 0.0)  # precision 1, recall 0
+    assert metrics.score_frame(full, full) == metrics.FrameScore(1.0, 1.0)  # both boundaries empty
+    s = metrics.boundary_score(full, box)
+    assert (s.precision, s.recall, s.f) == (1.0, 0.0, 0.0)
+
+
+@pytest.mark.parametrize("values, decay", [
+    ([1.0], 0.0),  # edges [0,0,0,0,0]: every bin is frame 0
+    # linspace(1, 2, 5) = 1, 1.25, 1.5, 1.75, 2 -> round(+1e-10) - 1 = [0, 0, 1, 1, 1]:
+    # first bin frame 0 = [1], last bin frame 1 = [0].
+    ([1.0, 0.0], 1.0),
+    ([1.0, 0.8, 0.6, 0.4, 0.2], 0.6),  # edges [0,1,2,3,4]: (1+.8)/2 - (.4+.2)/2
+    ([1, 1, 1, 1, 0, 0, 0, 0, 0], 1.0),  # edges [0,2,4,6,8]: [1,1,1] - [0,0,0]
+])
+def test_davis_decay_bins(values, decay):
+    s = metrics.score_sequence([metrics.FrameScore(v, v) for v in values])
+    assert s.j_decay == pytest.approx(decay)
+    assert np.isnan(metrics.score_sequence([]).j_decay)

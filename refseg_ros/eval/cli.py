@@ -63,8 +63,8 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--device", default="auto")
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--compute-threads", type=int, default=0,
-                     help="CPU threads of the model (0: every core offline; live: the node's "
-                          "default, the cores less one for frame intake)")
+                     help="CPU threads of the model, offline and in the node (0: the node's "
+                          "default, the cores less one; the same count gives the same masks)")
     run.add_argument("--max-frames", type=int, default=None)
     run.add_argument("--worst-frames", type=int, default=4)
     run.add_argument("--overlaps", choices=OVERLAP_RULES, default="keep",

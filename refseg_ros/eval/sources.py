@@ -59,9 +59,10 @@ class EngineSettings:
     image_size: Optional[int] = None
     device: str = "auto"
     seed: int = 0
-    # CPU threads of the model; 0: every core offline (nothing else runs beside it), the
-    # node's own default live (refseg_ros.runtime.threads). Not part of as_dict: results
-    # do not depend on it beyond float rounding, and a resumed run may use another.
+    # CPU threads of the model; 0: the node's default (refseg_ros.runtime.threads: the
+    # cores less one), offline too, since float sums depend on the thread count and the
+    # offline masks must equal the node's bit for bit. Not part of as_dict: a resumed run
+    # may use another count.
     compute_threads: int = 0
 
     def as_dict(self) -> dict[str, Any]:
@@ -87,7 +88,7 @@ class EngineReplaySource:
             from refseg_ros.engine import EngineConfig, SegmentationEngine
             from refseg_ros.runtime.threads import apply_threads, plan_threads
 
-            apply_threads(plan_threads(self.settings.compute_threads, reserve=0))
+            apply_threads(plan_threads(self.settings.compute_threads))
             cfg = EngineConfig(model=self.settings.model, checkpoint=self.settings.checkpoint,
                                image_size=self.settings.image_size, device=self.settings.device,
                                seed=self.settings.seed)

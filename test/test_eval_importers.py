@@ -229,3 +229,207 @@ def test_davis_decay_bins(values, decay):
     s = metrics.score_sequence([metrics.FrameScore(v, v) for v in values])
     assert s.j_decay == pytest.approx(decay)
     assert np.isnan(metrics.score_sequence([]).j_decay)
+
+
+# --- COCO RLE (MeViS mask_dict.json) --------------------------------------------------
+
+
+def test_rle_hand_cases_and_round_trip():
+    from refseg_ros.eval.importers import rle
+
+    # 2x2 [[0, 1], [0, 1]]: column-major runs 2 background, 2 foreground -> "22".
+    want = np.array([[0, 1], [0, 1]], bool)
+    assert rle.encode(want) == {"size": [2, 2], "counts": "22"}
+    np.testing.assert_array_equal(rle.decode({"size": [2, 2], "counts": "22"}), want)
+    np.testing.assert_array_equal(rle.decode({"size": [2, 2], "counts": [2, 2]}), want)
+    # Starts with foreground: a zero-length background run first.
+    np.testing.assert_array_equal(rle.decode({"size": [1, 3], "counts": [0, 1, 2]}), [[1, 0, 0]])
+    rng = np.random.default_rng(3)
+    for shape in [(24, 32), (7, 5), (40, 41)]:
+        m = rng.random(shape) > 0.6
+        m[3:6, 2:5] = True  # long runs need several 5-bit groups; differences go negative
+        np.testing.assert_array_equal(rle.decode(rle.encode(m)), m)
+    with pytest.raises(ValueError, match="cover 5 pixels, the mask has 2x2"):
+        rle.decode({"size": [2, 2], "counts": [2, 3]})
+
+
+# --- referring VOS: Ref-YouTube-VOS, Ref-DAVIS 2017, MeViS -----------------------------
+
+
+def _frames(root, vid, n=3, seed=0):
+    rng = np.random.default_rng(seed)
+    (root / vid).mkdir(parents=True, exist_ok=True)
+    names = [f"{5 * i:05d}" for i in range(n)]  # Ref-YouTube-VOS lists every 5th frame
+    for name in names:
+        cv2.imwrite(str(root / vid / f"{name}.jpg"),
+                    rng.integers(0, 256, size=(H, W, 3), dtype=np.uint8))
+    return names
+
+
+def two_objects(i):
+    lm = np.zeros((H, W), np.uint8)
+    lm[2 + i : 9 + i, 2:10] = 1
+    if i != 1:  # object 2 out of view on frame 1
+        lm[12:20, 14:26] = 2
+    return lm
+
+
+def make_ytvos_layout(root, split, exps, annotate=True):
+    """Ref-YouTube-VOS / ReferFormer's Ref-DAVIS layout: one video 'v1', 3 frames."""
+    names = _frames(root / split / "JPEGImages", "v1")
+    if annotate:
+        for i, name in enumerate(names):
+            palette_png(root / split / "Annotations" / "v1" / f"{name}.png", two_objects(i))
+    meta = {"videos": {"v1": {"expressions": {str(k): e for k, e in enumerate(exps)},
+                              "frames": names}}}
+    (root / "meta_expressions" / split).mkdir(parents=True)
+    (root / "meta_expressions" / split / "meta_expressions.json").write_text(json.dumps(meta))
+    return names
+
+
+def read_bag(path):
+    with bags.BagReader(path) as r:
+        return (r.protocol, r.object_labels(), [c.text for c in r.captions()],
+                list(r.frames()), dict(r.label_maps()), [c.stamp_ns for c in r.captions()])
+
+
+def test_ref_youtube_vos_train_one_bag_per_expression(tmp_path):
+    from refseg_ros.eval.importers import refvos
+
+    exps = [{"exp": "a cat on the left", "obj_id": "1"}, {"exp": "the dog", "obj_id": "2"}]
+    make_ytvos_layout(tmp_path / "ytvos", "train", exps)
+    index = read_index(refvos.build("ref-youtube-vos", tmp_path / "ytvos", tmp_path / "out",
+                                    split="train"))
+    assert index["benchmark"] == "ref-youtube-vos"
+    assert [e["name"] for e in index["bags"]] == ["v1_0", "v1_1"]
+    assert run_options(index) == {"prompt": "caption", "overlaps": "keep"}
+    for k, entry in enumerate(index["bags"]):
+        assert entry["caption"] == exps[k]["exp"] and entry["scored_frames"] == 3
+        protocol, objects, captions, frames, gts, cap_stamps = read_bag(entry["bag"])
+        assert protocol == "video" and objects == {1: exps[k]["exp"]}
+        assert captions == [exps[k]["exp"]]
+        assert cap_stamps[0] < frames[0].stamp_ns  # the caption comes before the first frame
+        assert len(frames) == 3 and sorted(gts) == [f.stamp_ns for f in frames]
+        for i, f in enumerate(frames):  # 1 = the referred object only
+            np.testing.assert_array_equal(gts[f.stamp_ns], two_objects(i) == k + 1)
+    # Object 2 is absent on frame 1: its ground truth is empty there (scored: J = F = 1
+    # when the prediction is empty too).
+    _, _, _, frames, gts, _ = read_bag(index["bags"][1]["bag"])
+    assert not gts[frames[1].stamp_ns].any()
+
+
+def test_ref_youtube_vos_valid_has_no_ground_truth(tmp_path):
+    from refseg_ros.eval.importers import refvos
+
+    make_ytvos_layout(tmp_path / "ytvos", "valid", [{"exp": "a cat"}], annotate=False)
+    index = read_index(refvos.build("ref-youtube-vos", tmp_path / "ytvos", tmp_path / "out"))
+    assert index["split"] == "valid"
+    assert index["protocol"]["scored_frames"] == "none (server)"
+    entry = index["bags"][0]
+    assert entry["scored_frames"] == 0
+    with bags.BagReader(entry["bag"]) as r:
+        assert [c.text for c in r.captions()] == ["a cat"] and len(list(r.frames())) == 3
+        assert bags.GROUND_TRUTH_TOPIC not in r.topics  # results go to the server
+
+
+def test_ref_davis_four_annotators(tmp_path):
+    from refseg_ros.eval.importers import refvos
+
+    # ReferFormer's order: per object, annotator 1 first-frame, 1 full, 2 first-frame, 2 full.
+    exps = [{"exp": f"object {o} text {a}", "obj_id": str(o)} for o in (1, 2) for a in range(4)]
+    make_ytvos_layout(tmp_path / "refdavis", "valid", exps)
+    index = read_index(refvos.build("ref-davis", tmp_path / "refdavis", tmp_path / "out"))
+    assert index["protocol"]["annotators"] == 4
+    assert [e["annotator"] for e in index["bags"]] == [0, 1, 2, 3, 0, 1, 2, 3]
+    assert [e["obj_id"] for e in index["bags"]] == ["1"] * 4 + ["2"] * 4
+    assert index["protocol"]["scored_frames"] == "every listed frame"  # unsupervised task
+    _, _, captions, frames, gts, _ = read_bag(index["bags"][5]["bag"])
+    assert captions == ["object 2 text 1"] and len(gts) == 3
+    np.testing.assert_array_equal(gts[frames[2].stamp_ns], two_objects(2) == 2)
+
+
+def make_mevis(root, split="valid_u"):
+    from refseg_ros.eval.importers import rle
+
+    names = _frames(root / split / "JPEGImages", "m1", n=3)
+    masks = {"10": [], "11": []}
+    for i in range(3):
+        lm = two_objects(i)
+        masks["10"].append(rle.encode(lm == 1))
+        masks["11"].append(None if i == 1 else rle.encode(lm == 2))  # absent on frame 1
+    (root / split / "mask_dict.json").write_text(json.dumps(masks))
+    meta = {"videos": {"m1": {"frames": names, "expressions": {
+        "0": {"exp": "the two moving things", "obj_id": [1, 2], "anno_id": [10, 11]},
+        "1": {"exp": "the one that leaves", "obj_id": [2], "anno_id": [11]}}}}}
+    (root / split / "meta_expressions.json").write_text(json.dumps(meta))
+
+
+def test_mevis_expression_is_the_union_of_its_objects(tmp_path, capsys):
+    make_mevis(tmp_path / "mevis")
+    rc = cli.main(["build", "mevis", str(tmp_path / "mevis"), str(tmp_path / "out"),
+                   "--storage", "sqlite3"])
+    assert rc == 0
+    index = read_index(capsys.readouterr().out.strip())
+    assert index["split"] == "valid_u" and index["benchmark"] == "mevis"
+    both, leaves = index["bags"]
+    assert both["anno_id"] == [10, 11] and both["storage"] == "sqlite3"
+    _, _, captions, frames, gts, _ = read_bag(both["bag"])
+    assert captions == ["the two moving things"]
+    for i, f in enumerate(frames):
+        np.testing.assert_array_equal(gts[f.stamp_ns], two_objects(i) > 0)
+    _, _, _, frames, gts, _ = read_bag(leaves["bag"])
+    assert [int(gts[f.stamp_ns].any()) for f in frames] == [1, 0, 1]  # null RLE: empty
+
+
+@pytest.mark.parametrize("benchmark, remove, named", [
+    ("mevis", "valid_u/meta_expressions.json", "expression file .*valid_u/meta_expressions.json"),
+    ("mevis", "valid_u/mask_dict.json", "mask file .*valid_u/mask_dict.json"),
+    ("mevis", "valid_u/JPEGImages/m1/00005.jpg", "frame .*JPEGImages/m1/00005.jpg"),
+    ("ref-youtube-vos", "train/Annotations/v1/00010.png", "annotation .*Annotations/v1/00010.png"),
+    ("ref-youtube-vos", "train/Annotations", "annotation folder .*train/Annotations"),
+    ("ref-youtube-vos", "meta_expressions/train/meta_expressions.json",
+     "expression file .*meta_expressions/train/meta_expressions.json"),
+])
+def test_refvos_wrong_layout_names_the_missing_file(tmp_path, benchmark, remove, named):
+    import shutil
+
+    from refseg_ros.eval.importers import refvos
+
+    root = tmp_path / "data"
+    if benchmark == "mevis":
+        make_mevis(root)
+        split = "valid_u"
+    else:
+        make_ytvos_layout(root, "train", [{"exp": "x", "obj_id": "1"}])
+        split = "train"
+    target = root / remove
+    shutil.rmtree(target) if target.is_dir() else target.unlink()
+    with pytest.raises(FileNotFoundError, match=named):
+        refvos.build(benchmark, root, tmp_path / "out", split=split)
+    assert not (tmp_path / "out" / "index.json").exists()
+
+
+def test_refvos_expression_without_object_is_named(tmp_path):
+    from refseg_ros.eval.importers import refvos
+
+    make_ytvos_layout(tmp_path / "y", "train", [{"exp": "no id here"}])
+    with pytest.raises(ValueError, match="video 'v1' expression 0 has no obj_id"):
+        refvos.build("ref-youtube-vos", tmp_path / "y", tmp_path / "out", split="train")
+
+
+def test_refvos_summary_is_the_mean_over_expressions(tmp_path):
+    """J&F per expression, then the mean over expressions (each bag one object)."""
+    from refseg_ros.eval.importers import refvos
+
+    exps = [{"exp": f"e{a}", "obj_id": "1"} for a in range(4)]
+    make_ytvos_layout(tmp_path / "rd", "valid", exps)
+    index = read_index(refvos.build("ref-davis", tmp_path / "rd", tmp_path / "out"))
+    js, fs = [0.9, 0.5, 0.7, 0.3], [0.8, 0.6, 0.4, 0.2]
+    reports = {e["name"]: {"per_target": {"1": {"frames": 3, "j_mean": j, "f_mean": f,
+                                                "j_recall": 1.0, "f_recall": 1.0,
+                                                "j_decay": 0.0, "f_decay": 0.0}}}
+               for e, j, f in zip(index["bags"], js, fs)}
+    s = summarize(index, reports)
+    assert s["objects"] == 4
+    assert s["j_mean"] == pytest.approx(0.6) and s["f_mean"] == pytest.approx(0.5)
+    assert s["jf_mean"] == pytest.approx(0.55)

@@ -6,6 +6,8 @@
     refseg-eval build davis ROOT SEQUENCE OUT [--fps 24]
     refseg-eval build fss ROOT OUT [--episodes-per-class 1 --shots 1 --seed 0]
     refseg-eval build davis2017 DATA_DIR OUT [--split val]   (a bag per sequence + index.json)
+    refseg-eval build ref-davis|ref-youtube-vos|mevis DATA_DIR OUT [--split S]
+                                                 (a bag per expression + index.json)
     refseg-eval info BAG
     refseg-eval play BAG [--rate 1.0 --clock]
 
@@ -123,6 +125,18 @@ def _build_parser() -> argparse.ArgumentParser:
     k.add_argument("--fps", type=float, default=24.0)
     k.add_argument("--overwrite", action="store_true")
 
+    for name in ("ref-davis", "ref-youtube-vos", "mevis"):
+        k = kinds.add_parser(name, help="referring VOS: a bag per expression (caption topic) "
+                             "+ OUT/index.json")
+        k.add_argument("data_dir", type=Path)
+        k.add_argument("out", type=Path)
+        k.add_argument("--split", default=None,
+                       help="default: valid (ref-davis, ref-youtube-vos), valid_u (mevis)")
+        k.add_argument("--videos", nargs="*", default=None)
+        k.add_argument("--storage", choices=bags.STORAGES, default="mcap")
+        k.add_argument("--fps", type=float, default=24.0)
+        k.add_argument("--overwrite", action="store_true")
+
     info = sub.add_parser("info", help="list a bag's topics and what the evaluation sees")
     info.add_argument("bag", type=Path)
 
@@ -187,6 +201,13 @@ def _cmd_build(args: argparse.Namespace) -> int:
         print(davis2017.build(args.data_dir, args.out, split=args.split,
                               resolution=args.resolution, sequences=args.sequences,
                               storage=args.storage, fps=args.fps, overwrite=args.overwrite))
+        return 0
+    if args.kind in ("ref-davis", "ref-youtube-vos", "mevis"):
+        from refseg_ros.eval.importers import refvos
+
+        print(refvos.build(args.kind, args.data_dir, args.out, split=args.split,
+                           videos=args.videos, storage=args.storage, fps=args.fps,
+                           overwrite=args.overwrite))
         return 0
     if args.kind == "synthetic":
         w, h = args.size

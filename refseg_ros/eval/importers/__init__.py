@@ -2,14 +2,17 @@
 sequence or episode plus ``index.json`` (see :mod:`.index`), which records the protocol
 that scoring follows.
 
-- ``davis2017``: DAVIS 2017 semi-supervised (:mod:`.davis2017`).
+- ``davis2017``: DAVIS 2017 semi-supervised (:mod:`.davis2017`);
+- ``ref-davis``, ``ref-youtube-vos``, ``mevis``: referring VOS, a bag per expression
+  (:mod:`.refvos`).
 """
 
 from __future__ import annotations
 
-from refseg_ros.eval.importers import davis2017
+from refseg_ros.eval.importers import davis2017, refvos
 from refseg_ros.eval.importers.index import INDEX_FILE, read_index, run_options, summarize
 
-BENCHMARKS = {"davis2017": davis2017}
+BENCHMARKS = {"davis2017": davis2017, "ref-davis": refvos, "ref-youtube-vos": refvos,
+              "mevis": refvos}
 
 __all__ = ["BENCHMARKS", "INDEX_FILE", "read_index", "run_options", "summarize"]

@@ -433,3 +433,199 @@ def test_refvos_summary_is_the_mean_over_expressions(tmp_path):
     assert s["objects"] == 4
     assert s["j_mean"] == pytest.approx(0.6) and s["f_mean"] == pytest.approx(0.5)
     assert s["jf_mean"] == pytest.approx(0.55)
+
+
+# --- few-shot: FSS-1000 and the cross-domain sets (PATNet's episodes) ------------------
+
+
+def _pair_files(img_path, mask_path, seed, h=20, w=28):
+    rng = np.random.default_rng(seed)
+    img_path.parent.mkdir(parents=True, exist_ok=True)
+    mask_path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8)).save(img_path)
+    m = np.zeros((h, w), np.uint8)
+    m[2 + seed % 5 : 12, 3 : 10 + seed % 7] = 200  # >= 128: object
+    m[0, 0] = 100  # < 128: background
+    Image.fromarray(m, mode="L").save(mask_path)
+
+
+def make_fss(root, classes=("bee", "cup", "owl")):
+    for c, name in enumerate(classes):
+        for n in range(1, 11):
+            _pair_files(root / name / f"{n}.jpg", root / name / f"{n}.png", 10 * c + n)
+    return root
+
+
+def make_deepglobe(root, per_class=3):
+    for c in range(1, 7):
+        for n in range(per_class):
+            _pair_files(root / str(c) / "test" / "origin" / f"{c}{n}_sat.jpg",
+                        root / str(c) / "test" / "groundtruth" / f"{c}{n}_sat.png", c + n)
+    return root
+
+
+def test_fss1000_every_query_of_the_listed_classes(tmp_path):
+    from refseg_ros.eval.importers import fewshot
+
+    data = make_fss(tmp_path / "FSS-1000")
+    (tmp_path / "test.txt").write_text("owl\nbee\n")  # PATNet sorts the names
+    eps = fewshot.sample_episodes("fss1000", data, shots=5, classes_file=tmp_path / "test.txt")
+    assert [e["class"] for e in eps] == ["bee"] * 10 + ["owl"] * 10
+    # Queries in sorted-path order: 1, 10, 2, ..., 9.
+    assert [e["query"].name for e in eps[:3]] == ["1.jpg", "10.jpg", "2.jpg"]
+    for e in eps:
+        assert len(e["supports"]) == 5 and e["query"] not in e["supports"]
+        assert {s.parent for s in e["supports"]} == {e["query"].parent}
+    # Hand check of the first draw: RandomState(0).permutation(10)[0] = 2 -> "3.jpg"
+    # (the query is 1.jpg, so it is kept).
+    assert np.random.RandomState(0).permutation(10)[0] == 2
+    assert eps[0]["supports"][0].name == "3.jpg"
+    assert eps == fewshot.sample_episodes("fss1000", data, shots=5,
+                                          classes_file=tmp_path / "test.txt")
+
+
+def test_cross_domain_episode_lists_fixed_seed(tmp_path):
+    from refseg_ros.eval.importers import fewshot
+
+    data = make_deepglobe(tmp_path / "Deepglobe")
+    one = fewshot.sample_episodes("deepglobe", data, shots=1, episodes=12)
+    assert [e["class"] for e in one] == [str(c) for c in range(1, 7)] * 2  # e mod 6
+    five = fewshot.sample_episodes("deepglobe", data, shots=5, episodes=12)
+    for e in one + five:
+        assert e["query"].parent.parent.parent.name == e["class"]
+        assert e["query"] not in e["supports"]
+    assert [len(e["supports"]) for e in five] == [5] * 12
+    assert five == fewshot.sample_episodes("deepglobe", data, shots=5, episodes=12)
+    other = fewshot.sample_episodes("deepglobe", data, shots=5, episodes=12, seed=1)
+    assert other != five
+    # Episode 0's query: the first draw of RandomState(0) over class 1's 3 images.
+    first = np.random.RandomState(0).permutation(3)[0]
+    assert one[0]["query"].name == f"1{first}_sat.jpg"
+
+
+def test_isic_and_chest_xray_pairs(tmp_path):
+    from refseg_ros.eval.importers import fewshot
+
+    isic = tmp_path / "ISIC"
+    for c in (1, 2, 3):
+        for n in range(2):
+            ident = f"ISIC_00{c}{n}"
+            _pair_files(isic / "ISIC2018_Task1-2_Training_Input" / str(c) / f"{ident}.jpg",
+                        isic / "ISIC2018_Task1_Training_GroundTruth" / f"{ident}_segmentation.png",
+                        c + n)
+    index = read_index(fewshot.build("isic", isic, tmp_path / "out_isic", episodes=3, size=None))
+    assert [e["class"] for e in index["bags"]] == ["1", "2", "3"]
+    assert index["bags"][0]["query"].startswith("ISIC2018_Task1-2_Training_Input/1/ISIC_001")
+    lung = tmp_path / "LungSegmentation"
+    for n in range(3):
+        _pair_files(lung / "CXR_png" / f"CHNCXR_000{n}_0.png",
+                    lung / "masks" / f"CHNCXR_000{n}_0_mask.png", n)
+    index = read_index(fewshot.build("chest-xray", lung, tmp_path / "out_lung", episodes=2,
+                                     shots=5, size=None))
+    assert index["protocol"]["shots"] == 5 and index["protocol"]["episodes"] == 2
+    entry = index["bags"][0]
+    assert entry["query"].startswith("masks/CHNCXR_000") and len(entry["supports"]) == 5
+    with bags.BagReader(entry["bag"]) as r:
+        refs = list(r.references())
+        assert len(refs) == 5 and {x.target_id for x in refs} == {1}
+        n = entry["query"].split("/")[1][:-9]
+        img = np.array(Image.open(lung / "CXR_png" / f"{n}.png").convert("RGB"))
+        frame = next(r.frames())
+        assert frame.image.tobytes() == img.tobytes()
+        gt = next(iter(dict(r.label_maps()).values()))
+        want = np.array(Image.open(lung / "masks" / f"{n}_mask.png")) >= 128
+        np.testing.assert_array_equal(gt, want)
+
+
+def test_fewshot_bags_resized_to_the_evaluation_size(tmp_path):
+    from refseg_ros.eval.importers import fewshot
+
+    data = make_fss(tmp_path / "FSS-1000", classes=("bee",))
+    index = read_index(fewshot.build("fss1000", data, tmp_path / "out", size=10))
+    assert len(index["bags"]) == 10 and index["protocol"]["eval_size"] == 10
+    entry = index["bags"][0]
+    assert entry["size"] == [10, 10]
+    with bags.BagReader(entry["bag"]) as r:
+        assert r.protocol == "one-shot"
+        gt = next(iter(dict(r.label_maps()).values()))
+        ref = next(r.references())
+    # torch nearest: source row floor(i * 20 / 10) = 2i, column floor(i * 28 / 10).
+    src = np.array(Image.open(data / "bee" / "1.png")) >= 128
+    rows, cols = np.arange(10) * 2, np.floor(np.arange(10) * 2.8).astype(int)
+    np.testing.assert_array_equal(gt.astype(bool), src[rows][:, cols])
+    assert ref.image.shape == (10, 10, 3) and ref.label == "bee"
+
+
+@pytest.mark.parametrize("remove, named", [
+    ("bee/3.png", "mask .*bee/3.png"),
+    ("cup", "class folder .*cup"),
+])
+def test_fewshot_wrong_layout_names_the_missing_file(tmp_path, remove, named):
+    import shutil
+
+    from refseg_ros.eval.importers import fewshot
+
+    data = make_fss(tmp_path / "FSS-1000", classes=("bee", "cup"))
+    (tmp_path / "test.txt").write_text("bee\ncup\n")
+    target = data / remove
+    shutil.rmtree(target) if target.is_dir() else target.unlink()
+    with pytest.raises(FileNotFoundError, match=named):
+        fewshot.build("fss1000", data, tmp_path / "out", classes_file=tmp_path / "test.txt")
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(FileNotFoundError, match="class list .*nothere.txt"):
+        fewshot.build("fss1000", data, tmp_path / "out", classes_file=tmp_path / "nothere.txt")
+    (tmp_path / "Deepglobe").mkdir()
+    with pytest.raises(FileNotFoundError, match="image folder .*Deepglobe/1/test/origin"):
+        fewshot.build("deepglobe", tmp_path / "Deepglobe", tmp_path / "o2")
+
+
+def test_fewshot_scoring_miou_fbiou(tmp_path, capsys):
+    """Run the bags with a stand-in source (ground truth, shifted for class 2), then
+    check mIoU and FB-IoU against sums computed here from the masks."""
+    data = make_deepglobe(tmp_path / "Deepglobe")
+    rc = cli.main(["build", "deepglobe", str(data), str(tmp_path / "out"), "--episodes", "4",
+                   "--shots", "5", "--size", "0", "--storage", "sqlite3"])
+    assert rc == 0
+    index = read_index(capsys.readouterr().out.strip())
+    assert run_options(index) == {"prompt": "reference-topic", "overlaps": "keep"}
+
+    class Shifted:
+        def info(self):
+            return {"kind": "shifted ground truth", "random_weights": False}
+
+        def timing_label(self):
+            return "none"
+
+        def results(self, plan_, reader, camera_topic, skip):
+            gts = dict(reader.label_maps())
+            for ep in plan_.episodes:
+                for i in ep.frames:
+                    stamp = plan_.frame_stamps[i]
+                    m = gts[stamp] == 1
+                    if ep.prompts[0].label == "2":
+                        m = np.roll(m, 2, axis=1)
+                    yield FrameResult(stamp, ep.index, {1: m}, {}, {}, 0.001)
+
+    inter, union, bg = {}, {}, [0, 0]
+    reports = {}
+    for entry in index["bags"]:
+        out = tmp_path / "runs" / entry["name"]
+        runner.evaluate(runner.RunConfig(bag=entry["bag"], out=out, progress=False,
+                                         **run_options(index)), source=Shifted())
+        reports[entry["name"]] = json.loads((out / "report.json").read_text())
+        with bags.BagReader(entry["bag"]) as r:
+            gt = next(iter(dict(r.label_maps()).values())) == 1
+        pred = np.roll(gt, 2, axis=1) if entry["class"] == "2" else gt
+        c = entry["class"]
+        inter[c] = inter.get(c, 0) + int((gt & pred).sum())
+        union[c] = union.get(c, 0) + int((gt | pred).sum())
+        bg[0] += int((~gt & ~pred).sum())
+        bg[1] += int((~gt | ~pred).sum())
+    s = summarize(index, reports)
+    assert s["episodes"] == 4 and sorted(s["class_iou"]) == ["1", "2", "3", "4"]
+    assert s["class_iou"]["1"] == 1.0 and s["class_iou"]["2"] < 1.0
+    want = {c: inter[c] / union[c] for c in inter}
+    assert s["class_iou"] == pytest.approx(want)
+    assert s["miou"] == pytest.approx(np.mean(list(want.values())))
+    fg = sum(inter.values()) / sum(union.values())
+    assert s["fb_iou"] == pytest.approx((fg + bg[0] / bg[1]) / 2)

@@ -8,6 +8,8 @@
     refseg-eval build davis2017 DATA_DIR OUT [--split val]   (a bag per sequence + index.json)
     refseg-eval build ref-davis|ref-youtube-vos|mevis DATA_DIR OUT [--split S]
                                                  (a bag per expression + index.json)
+    refseg-eval build fss1000|deepglobe|isic|chest-xray DATA_DIR OUT [--shots 1 --seed 0]
+                                                 (a bag per episode + index.json)
     refseg-eval info BAG
     refseg-eval play BAG [--rate 1.0 --clock]
 
@@ -137,6 +139,22 @@ def _build_parser() -> argparse.ArgumentParser:
         k.add_argument("--fps", type=float, default=24.0)
         k.add_argument("--overwrite", action="store_true")
 
+    for name in ("fss1000", "deepglobe", "isic", "chest-xray"):
+        k = kinds.add_parser(name, help="few-shot: PATNet's episodes (fixed seed), a bag per "
+                             "episode + OUT/index.json")
+        k.add_argument("data_dir", type=Path)
+        k.add_argument("out", type=Path)
+        k.add_argument("--shots", type=int, default=1)
+        k.add_argument("--seed", type=int, default=0)
+        k.add_argument("--episodes", type=int, default=600,
+                       help="cross-domain sets (fss1000: every query image of every class)")
+        k.add_argument("--classes-file", type=Path, default=None,
+                       help="fss1000: class names, one a line (PATNet data/splits/fss/test.txt)")
+        k.add_argument("--size", type=int, default=400,
+                       help="evaluation size, square (0: the images' own size)")
+        k.add_argument("--storage", choices=bags.STORAGES, default="mcap")
+        k.add_argument("--overwrite", action="store_true")
+
     info = sub.add_parser("info", help="list a bag's topics and what the evaluation sees")
     info.add_argument("bag", type=Path)
 
@@ -208,6 +226,14 @@ def _cmd_build(args: argparse.Namespace) -> int:
         print(refvos.build(args.kind, args.data_dir, args.out, split=args.split,
                            videos=args.videos, storage=args.storage, fps=args.fps,
                            overwrite=args.overwrite))
+        return 0
+    if args.kind in ("fss1000", "deepglobe", "isic", "chest-xray"):
+        from refseg_ros.eval.importers import fewshot
+
+        print(fewshot.build(args.kind, args.data_dir, args.out, shots=args.shots,
+                            seed=args.seed, episodes=args.episodes,
+                            classes_file=args.classes_file, size=args.size or None,
+                            storage=args.storage, overwrite=args.overwrite))
         return 0
     if args.kind == "synthetic":
         w, h = args.size

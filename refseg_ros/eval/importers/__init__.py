@@ -4,15 +4,18 @@ that scoring follows.
 
 - ``davis2017``: DAVIS 2017 semi-supervised (:mod:`.davis2017`);
 - ``ref-davis``, ``ref-youtube-vos``, ``mevis``: referring VOS, a bag per expression
-  (:mod:`.refvos`).
+  (:mod:`.refvos`);
+- ``fss1000``, ``deepglobe``, ``isic``, ``chest-xray``: few-shot, PATNet's episodes, a
+  bag per episode (:mod:`.fewshot`).
 """
 
 from __future__ import annotations
 
-from refseg_ros.eval.importers import davis2017, refvos
+from refseg_ros.eval.importers import davis2017, fewshot, refvos
 from refseg_ros.eval.importers.index import INDEX_FILE, read_index, run_options, summarize
 
 BENCHMARKS = {"davis2017": davis2017, "ref-davis": refvos, "ref-youtube-vos": refvos,
-              "mevis": refvos}
+              "mevis": refvos, "fss1000": fewshot, "deepglobe": fewshot, "isic": fewshot,
+              "chest-xray": fewshot}
 
 __all__ = ["BENCHMARKS", "INDEX_FILE", "read_index", "run_options", "summarize"]

@@ -28,7 +28,7 @@ import numpy as np
 INDEX_FILE = "index.json"
 FORMAT = "refseg-eval-index"
 VERSION = 1
-SUMMARIES = ("mean-over-objects",)
+SUMMARIES = ("mean-over-objects", "episodes-miou-fbiou")
 
 
 def write_index(out: Path, benchmark: str, protocol: dict[str, Any], entries: list[dict[str, Any]],
@@ -81,6 +81,8 @@ def summarize(index: Mapping[str, Any], reports: Mapping[str, Mapping[str, Any]]
     over rows, and J&F the mean of J and F. KeyError naming a bag without a report.
     """
     proto = index["protocol"]
+    if proto["summary"] == "episodes-miou-fbiou":
+        return _episodes_summary(index, reports)
     if proto["summary"] != "mean-over-objects":
         raise ValueError(f"unknown summary rule {proto['summary']!r}")
     rows: dict[str, dict[str, float]] = {}
@@ -100,3 +102,37 @@ def summarize(index: Mapping[str, Any], reports: Mapping[str, Mapping[str, Any]]
     out["objects"] = len(rows)
     out["per_object"] = {k: {"j_mean": r["j_mean"], "f_mean": r["f_mean"]} for k, r in rows.items()}
     return out
+
+
+def _episodes_summary(index: Mapping[str, Any], reports: Mapping[str, Mapping[str, Any]]
+                      ) -> dict[str, Any]:
+    """mIoU and FB-IoU over one-episode bags: each report's query row gives J and the two
+    areas, so intersection = J (gt + pred) / (1 + J) and union = gt + pred - intersection;
+    the background's follow from the query size in the index entry. Per class IoU = summed
+    intersections / max(summed unions, 1) (an all-empty class scores 0, as in HSNet);
+    mIoU = their mean; FB-IoU = mean of the foreground and background IoU summed over all
+    episodes."""
+    inter: dict[str, int] = {}
+    union: dict[str, int] = {}
+    fg_i = fg_u = bg_i = bg_u = 0
+    for entry in index["bags"]:
+        name = entry["name"]
+        if name not in reports:
+            raise KeyError(f"no report for bag {name!r} of the index")
+        rows = reports[name]["frames"]
+        if len(rows) != 1:
+            raise ValueError(f"bag {name!r}: expected one scored query, found {len(rows)}")
+        r = rows[0]
+        j, gt, pred = float(r["j"]), int(r["gt_area"]), int(r["pred_area"])
+        i = int(round(j * (gt + pred) / (1 + j)))
+        u = gt + pred - i
+        n = int(entry["size"][0]) * int(entry["size"][1])
+        c = entry["class"]
+        inter[c] = inter.get(c, 0) + i
+        union[c] = union.get(c, 0) + u
+        fg_i, fg_u = fg_i + i, fg_u + u
+        bg_i, bg_u = bg_i + (n - u), bg_u + (n - i)
+    class_iou = {c: inter[c] / max(union[c], 1) for c in inter}
+    miou = float(np.mean(list(class_iou.values()))) if class_iou else float("nan")
+    fb = (fg_i / max(fg_u, 1) + bg_i / max(bg_u, 1)) / 2 if class_iou else float("nan")
+    return {"miou": miou, "fb_iou": fb, "episodes": len(index["bags"]), "class_iou": class_iou}

@@ -10,7 +10,6 @@ yields the "early" mask token 0 (after the first two-way block) that the CME rea
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 import torch
 import torch.nn.functional as F

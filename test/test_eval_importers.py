@@ -629,3 +629,156 @@ def test_fewshot_scoring_miou_fbiou(tmp_path, capsys):
     assert s["miou"] == pytest.approx(np.mean(list(want.values())))
     fg = sum(inter.values()) / sum(union.values())
     assert s["fb_iou"] == pytest.approx((fg + bg[0] / bg[1]) / 2)
+
+
+# --- PASCAL-5i, FSSAM's protocol ------------------------------------------------------
+
+
+def voc_labels(k):
+    """Image k: class 1 always, class 2 on even k, class 7 (another fold) on k = 1, and
+    a 255 ignore band around class 1."""
+    lm = np.zeros((H, W), np.uint8)
+    lm[4:12, 4:12] = 255
+    lm[5:11, 5:11] = 1
+    if k % 2 == 0:
+        lm[14:20, 14 + k : 22 + k] = 2
+    if k == 1:
+        lm[16:22, 2:8] = 7
+    return lm
+
+
+def make_voc(root, n=6):
+    voc = root / "VOC2012"
+    (voc / "JPEGImages").mkdir(parents=True)
+    (voc / "SegmentationClassAug").mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    pairs = []
+    for k in range(n):
+        name = f"2007_00{k:04d}"
+        cv2.imwrite(str(voc / "JPEGImages" / f"{name}.jpg"),
+                    rng.integers(0, 256, size=(H, W, 3), dtype=np.uint8))
+        Image.fromarray(voc_labels(k), mode="L").save(voc / "SegmentationClassAug" / f"{name}.png")
+        pairs.append((f"../data/VOCdevkit2012/VOC2012/JPEGImages/{name}.jpg",
+                      f"../data/VOCdevkit2012/VOC2012/SegmentationClassAug/{name}.png"))
+    lists = root / "lists" / "pascal" / "fss_list" / "val"
+    lists.mkdir(parents=True)
+    (lists / "data_list_0.txt").write_text("".join(f"{i} {l}\n" for i, l in pairs))
+    per_class = {1: pairs, 2: [p for k, p in enumerate(pairs) if k % 2 == 0],
+                 3: [], 4: [], 5: []}
+    (lists / "sub_class_file_list_0.txt").write_text(str(per_class))
+    return voc, lists
+
+
+def test_pascal5i_episodes_follow_fssam_draws(tmp_path):
+    import random
+
+    from refseg_ros.eval.importers import pascal5i
+
+    voc, lists = make_voc(tmp_path)
+    eps = pascal5i.sample_episodes(voc, lists, 0, episodes=10)
+    assert len(eps) == 10
+    assert [e["query"][0].name for e in eps[:7]] == [f"2007_00{k:04d}.jpg"
+                                                     for k in (0, 1, 2, 3, 4, 5, 0)]
+    # Hand replay of SemData's calls: query 0 has fold classes [1, 2] -> randint(1, 2);
+    # then the support loop's first draw is always redrawn.
+    rng = random.Random(321)
+    cls = [1, 2][rng.randint(1, 2) - 1]
+    files = 6 if cls == 1 else 3  # class 2: images 0, 2, 4
+    rng.randint(1, files)
+    idx = rng.randint(1, files) - 1
+    while idx == 0:  # the query itself is image 0 in both class lists
+        idx = rng.randint(1, files) - 1
+    assert eps[0]["class"] == cls
+    assert eps[0]["supports"][0][0].name == f"2007_00{idx * (1 if cls == 1 else 2):04d}.jpg"
+    # Query 1 holds class 1 and class 7 (fold 1): only class 1 counts.
+    assert eps[1]["class"] == 1
+    for e in eps:
+        assert e["query"] not in e["supports"]
+    two = pascal5i.sample_episodes(voc, lists, 0, episodes=10, shots=2)
+    for e in two:
+        assert len(set(e["supports"])) == 2 and e["query"] not in e["supports"]
+    assert eps == pascal5i.sample_episodes(voc, lists, 0, episodes=10)
+
+
+def test_pascal5i_layout_errors(tmp_path):
+    from refseg_ros.eval.importers import pascal5i
+
+    voc, lists = make_voc(tmp_path)
+    with pytest.raises(ValueError, match="fold must be 0, 1, 2 or 3, got 4"):
+        pascal5i.sample_episodes(voc, lists, 4)
+    with pytest.raises(FileNotFoundError, match="data list .*data_list_1.txt"):
+        pascal5i.sample_episodes(voc, lists, 1)
+    (voc / "SegmentationClassAug" / "2007_000002.png").unlink()
+    with pytest.raises(FileNotFoundError, match="label .*SegmentationClassAug/2007_000002.png"):
+        pascal5i.build(voc, lists, tmp_path / "out", fold=0, episodes=4)
+    assert not (tmp_path / "out").exists()
+
+
+def test_episode_accumulator_leaves_ignored_pixels_out():
+    gt = np.zeros((4, 5), bool)
+    gt[1:3, 1:3] = True  # 4 pixels
+    pred = gt.copy()
+    pred[0, :] = True  # 5 more pixels, all in the ignored row
+    valid = np.ones((4, 5), bool)
+    valid[0, :] = False
+    acc = metrics.EpisodeAccumulator()
+    assert acc.add("c", pred, gt, valid) == 1.0
+    # Foreground 4/4; background: 11 valid pixels outside the object, all right.
+    assert (acc.bg_inter, acc.bg_union) == (11, 11) and acc.fb_iou() == 1.0
+    plain = metrics.EpisodeAccumulator()
+    assert plain.add("c", pred, gt) == pytest.approx(4 / 9)
+
+
+def test_pascal5i_scoring_ignores_255(tmp_path, capsys):
+    voc, lists = make_voc(tmp_path)
+    rc = cli.main(["build", "pascal5i", str(voc), str(tmp_path / "out"), "--lists", str(lists),
+                   "--fold", "0", "--episodes", "4"])
+    assert rc == 0
+    index = read_index(capsys.readouterr().out.strip())
+    assert index["protocol"]["ignore_label"] == 255 and index["protocol"]["seed"] == 321
+    assert index["protocol"]["classes"] == ["aeroplane", "bicycle", "bird", "boat", "bottle"]
+    entry = index["bags"][0]
+    with bags.BagReader(entry["bag"]) as r:
+        assert r.ignore_label() == 255
+        gt = next(iter(dict(r.label_maps()).values()))
+    assert entry["ignore_pixels"] == int((gt == 255).sum()) == 64 - 36
+
+    class GroundTruthAndIgnored:
+        """The object plus every ignored pixel; class 'bicycle' loses half its object."""
+
+        def info(self):
+            return {"kind": "stand-in", "random_weights": False}
+
+        def timing_label(self):
+            return "none"
+
+        def results(self, plan_, reader, camera_topic, skip):
+            gts = dict(reader.label_maps())
+            for ep in plan_.episodes:
+                for i in ep.frames:
+                    stamp = plan_.frame_stamps[i]
+                    m = (gts[stamp] == 1) | (gts[stamp] == 255)
+                    if ep.prompts[0].label == "bicycle":
+                        m[:, : W // 2] = False
+                    yield FrameResult(stamp, ep.index, {1: m}, {}, {}, 0.001)
+
+    reports = {}
+    for entry in index["bags"]:
+        out = tmp_path / "runs" / entry["name"]
+        runner.evaluate(runner.RunConfig(bag=entry["bag"], out=out, progress=False,
+                                         **run_options(index)), source=GroundTruthAndIgnored())
+        reports[entry["name"]] = json.loads((out / "report.json").read_text())
+    s = summarize(index, reports)
+    for name, rep in reports.items():
+        cls = next(e["class"] for e in index["bags"] if e["name"] == name)
+        if cls == "aeroplane":  # predictions on ignored pixels cost nothing
+            assert rep["frames"][0]["j"] == 1.0
+        # The run's own mIoU/FB-IoU (one episode) equal the index rule's sums.
+        one = summarize({**index, "bags": [e for e in index["bags"] if e["name"] == name]},
+                        {name: rep})
+        assert one["miou"] == pytest.approx(rep["oneshot"]["miou"])
+        assert one["fb_iou"] == pytest.approx(rep["oneshot"]["fb_iou"])
+    # Seed 321 draws bicycle for episode 0, aeroplane for the rest.
+    assert [e["class"] for e in index["bags"]] == ["bicycle"] + ["aeroplane"] * 3
+    assert s["class_iou"]["aeroplane"] == 1.0 and 0 < s["class_iou"]["bicycle"] < 1.0
+    assert s["miou"] == pytest.approx((1.0 + s["class_iou"]["bicycle"]) / 2)

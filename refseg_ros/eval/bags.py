@@ -45,6 +45,7 @@ REFERENCE_TYPE = "refseg_ros/msg/ReferenceTarget"
 OBJECTS_KEY = "refseg.objects"  # JSON {"<id>": "<label>"}
 PROTOCOL_KEY = "refseg.protocol"  # "video" or "one-shot"
 FORMAT_KEY = "refseg.format"
+IGNORE_KEY = "refseg.ignore_label"  # ground-truth value scored by nobody (e.g. "255")
 
 STORAGES = ("mcap", "sqlite3")
 
@@ -195,6 +196,10 @@ class BagWriter:
         """Record the label of each ground-truth id."""
         text = json.dumps({str(k): v for k, v in labels.items()})
         self._writer.set_custom_data(OBJECTS_KEY, text)
+
+    def set_ignore_label(self, value: int) -> None:
+        """Ground-truth pixels of this value are left out of every score (PASCAL's 255)."""
+        self._writer.set_custom_data(IGNORE_KEY, str(int(value)))
 
     def set_protocol(self, protocol: str) -> None:
         """'video' (a sequence) or 'one-shot' (independent reference/query episodes)."""
@@ -435,6 +440,15 @@ class BagReader:
     def protocol(self) -> str:
         """'video' unless the bag says it holds one-shot episodes."""
         return self.custom_data.get(PROTOCOL_KEY, "video")
+
+    def ignore_label(self) -> Optional[int]:
+        """The ground-truth value left out of scoring, if the bag names one."""
+        raw = self.custom_data.get(IGNORE_KEY)
+        try:
+            return None if raw is None else int(raw)
+        except ValueError:
+            raise BagError(f"bag {self.path}: custom_data {IGNORE_KEY} is {raw!r}, not an "
+                           "integer") from None
 
     def object_labels(self) -> dict[int, str]:
         """Labels of ground-truth ids recorded by the writer (may be empty)."""

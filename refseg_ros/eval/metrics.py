@@ -229,13 +229,22 @@ class EpisodeAccumulator:
     bg_union: int = 0
     episodes: int = 0
 
-    def add(self, class_name: str, pred: np.ndarray, gt: np.ndarray) -> float:
-        """Add one episode; returns its own foreground IoU (1.0 when both are empty)."""
+    def add(self, class_name: str, pred: np.ndarray, gt: np.ndarray,
+            valid: np.ndarray | None = None) -> float:
+        """Add one episode; returns its own foreground IoU (1.0 when both are empty).
+        ``valid``: the pixels that count (ignored ground-truth pixels left out of the
+        foreground and the background alike)."""
         p, g = _check_pair(pred, gt)
+        if valid is not None:
+            v = _as_bool(valid, "valid")
+            p, g = p & v, g & v
+            bi = int(np.count_nonzero(~p & ~g & v))
+            bu = int(np.count_nonzero((~p | ~g) & v))
+        else:
+            bi = int(np.count_nonzero(~p & ~g))
+            bu = int(np.count_nonzero(~p | ~g))
         i = int(np.count_nonzero(p & g))
         u = int(np.count_nonzero(p | g))
-        bi = int(np.count_nonzero(~p & ~g))
-        bu = int(np.count_nonzero(~p | ~g))
         self.inter[class_name] = self.inter.get(class_name, 0) + i
         self.union[class_name] = self.union.get(class_name, 0) + u
         self.fg_inter += i

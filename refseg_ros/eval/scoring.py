@@ -9,6 +9,9 @@ Which (frame, target) pairs count:
 - a frame without a result (dropped by a live node) is scored with the target's most
   recent earlier result in the episode, which is what a consumer of the node would have
   used, or an empty mask if there is none; offline replay never drops frames;
+- a bag naming an ignore label (``refseg.ignore_label``, PASCAL's 255) leaves those
+  ground-truth pixels out: the prediction there is dropped before scoring, and the
+  background of mIoU/FB-IoU counts only the other pixels;
 - overlaps between targets (``overlaps``): ``keep`` scores each target's own mask as the
   source returned it, so an overlapped pixel counts for both (the engine's per-target
   masks are what the node's object list carries); ``label-map`` first merges a frame's
@@ -64,6 +67,7 @@ def score_results(plan: EvalPlan, reader: bags.BagReader, run: RunDirectory,
     out = Scores(episodes=metrics.EpisodeAccumulator() if plan.protocol == "one-shot" else None)
     last: dict[tuple[int, int], np.ndarray] = {}  # (episode, target) -> latest prediction
     frame_scores: dict[int, list[metrics.FrameScore]] = {t: [] for t in plan.targets}
+    ignore = reader.ignore_label()
 
     for stamp, lm in reader.label_maps(gt_topic):
         i = index_of.get(stamp)
@@ -92,8 +96,11 @@ def score_results(plan: EvalPlan, reader: bags.BagReader, run: RunDirectory,
         if overlaps == "label-map":
             scored = as_label_map(scored)
         labels = {p.target_id: p.label for p in ep.prompts}
+        valid = None if ignore is None else lm != ignore
         for tid, mask in scored.items():
             gt = lm == tid
+            if valid is not None:
+                mask = mask & valid
             s = metrics.score_frame(mask, gt)
             frame_scores[tid].append(s)
             out.rows.append({"frame": i, "stamp_ns": stamp, "episode": ep.index,
@@ -101,7 +108,7 @@ def score_results(plan: EvalPlan, reader: bags.BagReader, run: RunDirectory,
                              "gt_area": int(gt.sum()), "pred_area": int(mask.sum()),
                              "has_result": rec is not None})
             if out.episodes is not None:
-                out.episodes.add(labels[tid], mask, gt)
+                out.episodes.add(labels[tid], mask, gt, valid)
     out.per_target = {t: metrics.score_sequence(v) for t, v in frame_scores.items()}
     return out
 

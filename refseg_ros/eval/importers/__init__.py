@@ -6,16 +6,17 @@ that scoring follows.
 - ``ref-davis``, ``ref-youtube-vos``, ``mevis``: referring VOS, a bag per expression
   (:mod:`.refvos`);
 - ``fss1000``, ``deepglobe``, ``isic``, ``chest-xray``: few-shot, PATNet's episodes, a
-  bag per episode (:mod:`.fewshot`).
+  bag per episode (:mod:`.fewshot`);
+- ``pascal5i``: PASCAL-5i folds, FSSAM's protocol (:mod:`.pascal5i`).
 """
 
 from __future__ import annotations
 
-from refseg_ros.eval.importers import davis2017, fewshot, refvos
+from refseg_ros.eval.importers import davis2017, fewshot, pascal5i, refvos
 from refseg_ros.eval.importers.index import INDEX_FILE, read_index, run_options, summarize
 
 BENCHMARKS = {"davis2017": davis2017, "ref-davis": refvos, "ref-youtube-vos": refvos,
               "mevis": refvos, "fss1000": fewshot, "deepglobe": fewshot, "isic": fewshot,
-              "chest-xray": fewshot}
+              "chest-xray": fewshot, "pascal5i": pascal5i}
 
 __all__ = ["BENCHMARKS", "INDEX_FILE", "read_index", "run_options", "summarize"]

@@ -108,7 +108,8 @@ def _episodes_summary(index: Mapping[str, Any], reports: Mapping[str, Mapping[st
                       ) -> dict[str, Any]:
     """mIoU and FB-IoU over one-episode bags: each report's query row gives J and the two
     areas, so intersection = J (gt + pred) / (1 + J) and union = gt + pred - intersection;
-    the background's follow from the query size in the index entry. Per class IoU = summed
+    the background's follow from the query size in the index entry, less its ignored
+    pixels (``ignore_pixels``; the run leaves them out of J and the areas). Per class IoU = summed
     intersections / max(summed unions, 1) (an all-empty class scores 0, as in HSNet);
     mIoU = their mean; FB-IoU = mean of the foreground and background IoU summed over all
     episodes."""
@@ -126,7 +127,7 @@ def _episodes_summary(index: Mapping[str, Any], reports: Mapping[str, Mapping[st
         j, gt, pred = float(r["j"]), int(r["gt_area"]), int(r["pred_area"])
         i = int(round(j * (gt + pred) / (1 + j)))
         u = gt + pred - i
-        n = int(entry["size"][0]) * int(entry["size"][1])
+        n = int(entry["size"][0]) * int(entry["size"][1]) - int(entry.get("ignore_pixels", 0))
         c = entry["class"]
         inter[c] = inter.get(c, 0) + i
         union[c] = union.get(c, 0) + u

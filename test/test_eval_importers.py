@@ -274,12 +274,16 @@ def two_objects(i):
     return lm
 
 
-def make_ytvos_layout(root, split, exps, annotate=True):
-    """Ref-YouTube-VOS / ReferFormer's Ref-DAVIS layout: one video 'v1', 3 frames."""
+def make_ytvos_layout(root, split, exps, annotate=True, void=False):
+    """Ref-YouTube-VOS / ReferFormer's Ref-DAVIS layout: one video 'v1', 3 frames;
+    ``void``: a 255 band on the right (DAVIS annotations)."""
     names = _frames(root / split / "JPEGImages", "v1")
     if annotate:
         for i, name in enumerate(names):
-            palette_png(root / split / "Annotations" / "v1" / f"{name}.png", two_objects(i))
+            lm = two_objects(i)
+            if void:
+                lm[:, 30:] = 255
+            palette_png(root / split / "Annotations" / "v1" / f"{name}.png", lm)
     meta = {"videos": {"v1": {"expressions": {str(k): e for k, e in enumerate(exps)},
                               "frames": names}}}
     (root / "meta_expressions" / split).mkdir(parents=True)
@@ -337,7 +341,7 @@ def test_ref_davis_four_annotators(tmp_path):
 
     # ReferFormer's order: per object, annotator 1 first-frame, 1 full, 2 first-frame, 2 full.
     exps = [{"exp": f"object {o} text {a}", "obj_id": str(o)} for o in (1, 2) for a in range(4)]
-    make_ytvos_layout(tmp_path / "refdavis", "valid", exps)
+    make_ytvos_layout(tmp_path / "refdavis", "valid", exps, void=True)
     index = read_index(refvos.build("ref-davis", tmp_path / "refdavis", tmp_path / "out"))
     assert index["protocol"]["annotators"] == 4
     assert [e["annotator"] for e in index["bags"]] == [0, 1, 2, 3, 0, 1, 2, 3]
@@ -345,7 +349,11 @@ def test_ref_davis_four_annotators(tmp_path):
     assert index["protocol"]["scored_frames"] == "every listed frame"  # unsupervised task
     _, _, captions, frames, gts, _ = read_bag(index["bags"][5]["bag"])
     assert captions == ["object 2 text 1"] and len(gts) == 3
-    np.testing.assert_array_equal(gts[frames[2].stamp_ns], two_objects(2) == 2)
+    want = (two_objects(2) == 2).astype(np.uint8)
+    want[:, 30:] = 255  # the void band stays void: the toolkit leaves it out of J and F
+    np.testing.assert_array_equal(gts[frames[2].stamp_ns], want)
+    with bags.BagReader(index["bags"][5]["bag"]) as r:
+        assert r.ignore_label() == 255
 
 
 def make_mevis(root, split="valid_u"):

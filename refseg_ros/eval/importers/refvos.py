@@ -31,8 +31,9 @@ annotator 2 full-video, so annotator = expression index mod 4)::
     Scored as ReferFormer's ``eval_davis.py`` (the DAVIS toolkit, task ``unsupervised``:
     every frame, no [1:-1] slice) per annotator, then averaged over the four annotators,
     which equals the mean over expressions since every annotator describes every object.
-    Not reproduced: the toolkit's Hungarian matching of result ids to objects (identity
-    here) and its void pixels (255 is background here).
+    Void pixels (255) stay 255 and the bag names 255 its ignore label, so that J and F
+    leave them out as the toolkit does. Not reproduced: the toolkit's Hungarian matching
+    of result ids to objects (identity here).
 
 ``mevis`` (the MeViS release, as its ``lmpm/data/datasets/mevis.py`` reads it)::
 
@@ -64,6 +65,7 @@ from refseg_ros.eval.importers import rle
 from refseg_ros.eval.importers.index import write_index
 
 BENCHMARKS = ("ref-youtube-vos", "ref-davis", "mevis")
+VOID = 255
 UNANNOTATED_SPLITS = {"ref-youtube-vos": ("valid", "test"), "ref-davis": (), "mevis": ("valid",)}
 DEFAULT_SPLIT = {"ref-youtube-vos": "valid", "ref-davis": "valid", "mevis": "valid_u"}
 
@@ -78,8 +80,8 @@ def protocol(benchmark: str, annotated: bool) -> dict[str, Any]:
         "ref-davis": {"name": "Ref-DAVIS 2017", "toolkit": "davis2017-evaluation, task "
                       "unsupervised, per annotator (ReferFormer eval_davis.py), mean over "
                       "the 4 annotators", "annotators": 4,
-                      "not_reproduced": "Hungarian id matching (identity here); void pixels "
-                                        "(background here)"},
+                      "ignore_label": VOID,
+                      "not_reproduced": "Hungarian id matching (identity here)"},
         "mevis": {"name": "MeViS", "toolkit": "MeViS eval (db_eval_iou/db_eval_boundary per "
                   "expression over all frames, mean over expressions)",
                   "target": "union of the expression's anno_id masks"},
@@ -114,6 +116,7 @@ class _Truth:
 
     def mask(self, vid: str, exp_id: str, exp: dict[str, Any], index: int, frame: str,
              shape: tuple[int, int]) -> Optional[np.ndarray]:
+        """uint8 ground truth: 1 referred, 0 not, 255 void (ref-davis); None: no masks."""
         if not self.annotated:
             return None
         where = f"video {vid!r} expression {exp_id}"
@@ -133,7 +136,7 @@ class _Truth:
                                          f"{m.shape[1]}x{m.shape[0]}, the frame "
                                          f"{shape[1]}x{shape[0]}")
                     out |= m
-            return out
+            return out.astype(np.uint8)
         if "obj_id" not in exp:
             raise ValueError(f"{self.benchmark}: {where} has no obj_id")
         path = _need(self.ann_root / vid / f"{frame}.png", "annotation", self.benchmark)
@@ -141,7 +144,10 @@ class _Truth:
         if lm.shape != shape:
             raise ValueError(f"annotation {path} is {lm.shape[1]}x{lm.shape[0]}, the frame "
                              f"{shape[1]}x{shape[0]}")
-        return lm == int(exp["obj_id"])
+        out = (lm == int(exp["obj_id"])).astype(np.uint8)
+        if self.benchmark == "ref-davis":
+            out[lm == VOID] = VOID  # void: left out of J and F by the DAVIS toolkit
+        return out
 
 
 def build(benchmark: str, data_dir: str | Path, out: str | Path, *, split: Optional[str] = None,
@@ -178,13 +184,14 @@ def build(benchmark: str, data_dir: str | Path, out: str | Path, *, split: Optio
             with bags.BagWriter(out / rel, storage=storage, overwrite=overwrite) as writer:
                 writer.set_protocol("video")
                 writer.set_objects({1: exp["exp"]})
+                if benchmark == "ref-davis":
+                    writer.set_ignore_label(VOID)
                 writer.write_caption(bags.CAPTION_TOPIC, stamps[0] - 1_000_000, exp["exp"])
                 for i, (frame, image) in enumerate(zip(frames, images)):
                     writer.write_image(bags.CAMERA_TOPIC, stamps[i], image)
                     m = truth.mask(vid, str(exp_id), exp, i, frame, image.shape[:2])
                     if m is not None:
-                        writer.write_label_map(bags.GROUND_TRUTH_TOPIC, stamps[i],
-                                               m.astype(np.uint8))
+                        writer.write_label_map(bags.GROUND_TRUTH_TOPIC, stamps[i], m)
                         scored += 1
             entry: dict[str, Any] = {"name": f"{vid}_{exp_id}", "path": str(rel),
                                      "video": vid, "expression_id": str(exp_id),

@@ -162,8 +162,8 @@ def test_davis2017_scoring_follows_the_toolkit(tmp_path):
                                **run_options(index))
         runner.evaluate(cfg, source=GroundTruthSource(spoil))
         reports[name] = json.loads((tmp_path / "runs" / name / "report.json").read_text())
-        rows = [json.loads(l) for l in (tmp_path / "runs" / name / "results.jsonl").read_text().splitlines()]
-        assert rows  # inference ran on every frame
+        results = (tmp_path / "runs" / name / "results.jsonl").read_text().splitlines()
+        assert len(results) == entry["frames"]  # inference ran on every frame
         assert sorted({r["frame"] for r in reports[name]["frames"]}) == [1, 2, 3]
     blobs = reports["blobs"]["per_target"]
     # Object 1 on frames 1, 2, 3: J = F = 1, 0, 1.

@@ -790,3 +790,40 @@ def test_pascal5i_scoring_ignores_255(tmp_path, capsys):
     assert [e["class"] for e in index["bags"]] == ["bicycle"] + ["aeroplane"] * 3
     assert s["class_iou"]["aeroplane"] == 1.0 and 0 < s["class_iou"]["bicycle"] < 1.0
     assert s["miou"] == pytest.approx((1.0 + s["class_iou"]["bicycle"]) / 2)
+
+
+def test_coco20i_fwb_split_and_layout(tmp_path, capsys):
+    from refseg_ros.eval.importers import pascal5i
+
+    assert pascal5i.fold_classes(0, "coco") == list(range(1, 78, 4))
+    assert pascal5i.fold_classes(3, "coco") == list(range(4, 81, 4))
+    coco = tmp_path / "MSCOCO2014"
+    (coco / "val2014").mkdir(parents=True)
+    (coco / "annotations" / "val2014").mkdir(parents=True)
+    rng = np.random.default_rng(2)
+    pairs = []
+    for k in range(4):
+        name = f"COCO_val2014_{k:012d}"
+        cv2.imwrite(str(coco / "val2014" / f"{name}.jpg"),
+                    rng.integers(0, 256, size=(H, W, 3), dtype=np.uint8))
+        lm = np.zeros((H, W), np.uint8)
+        lm[2:10, 2:10] = 5 if k % 2 else 1  # fold 0 classes
+        lm[12:20, 12:20] = 2  # class 2 is in fold 1: never chosen for fold 0
+        Image.fromarray(lm, mode="L").save(coco / "annotations" / "val2014" / f"{name}.png")
+        pairs.append((f"../data/MSCOCO2014/val2014/{name}.jpg",
+                      f"../data/MSCOCO2014/annotations/val2014/{name}.png"))
+    lists = tmp_path / "lists" / "coco" / "fss_list" / "val"
+    lists.mkdir(parents=True)
+    (lists / "data_list_0.txt").write_text("".join(f"{i} {l}\n" for i, l in pairs))
+    (lists / "sub_class_file_list_0.txt").write_text(str({1: pairs[0::2], 5: pairs[1::2]}))
+    rc = cli.main(["build", "coco20i", str(coco), str(tmp_path / "out"), "--lists", str(lists),
+                   "--fold", "0", "--episodes", "4"])
+    assert rc == 0
+    index = read_index(capsys.readouterr().out.strip())
+    assert index["benchmark"] == "coco20i" and index["protocol"]["name"] == "COCO-20i"
+    assert [e["class_id"] for e in index["bags"]] == [1, 5, 1, 5]
+    assert index["bags"][1]["query"] == "val2014/COCO_val2014_000000000001.jpg"
+    assert index["bags"][1]["supports"] == ["val2014/COCO_val2014_000000000003.jpg"]
+    with bags.BagReader(index["bags"][0]["bag"]) as r:
+        gt = next(iter(dict(r.label_maps()).values()))
+    assert sorted(np.unique(gt).tolist()) == [0, 1]  # class 2 is background here

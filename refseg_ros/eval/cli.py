@@ -10,7 +10,7 @@
                                                  (a bag per expression + index.json)
     refseg-eval build fss1000|deepglobe|isic|chest-xray DATA_DIR OUT [--shots 1 --seed 0]
                                                  (a bag per episode + index.json)
-    refseg-eval build pascal5i VOC2012 OUT --lists FSSAM/lists/pascal/fss_list/val --fold F
+    refseg-eval build pascal5i|coco20i DATA_DIR OUT --lists FSSAM/lists/<set>/fss_list/val --fold F
     refseg-eval info BAG
     refseg-eval play BAG [--rate 1.0 --clock]
 
@@ -156,20 +156,21 @@ def _build_parser() -> argparse.ArgumentParser:
         k.add_argument("--storage", choices=bags.STORAGES, default="mcap")
         k.add_argument("--overwrite", action="store_true")
 
-    k = kinds.add_parser("pascal5i", help="PASCAL-5i, FSSAM's protocol: 1,000 episodes of a "
-                         "fold, a bag per episode + OUT/index.json")
-    k.add_argument("data_dir", type=Path, help="the VOC2012 folder (JPEGImages, "
-                                               "SegmentationClassAug)")
-    k.add_argument("out", type=Path)
-    k.add_argument("--lists", type=Path, required=True,
-                   help="FSSAM's lists/pascal/fss_list/val (data_list_F.txt, "
-                        "sub_class_file_list_F.txt)")
-    k.add_argument("--fold", type=int, required=True, choices=[0, 1, 2, 3])
-    k.add_argument("--shots", type=int, default=1)
-    k.add_argument("--seed", type=int, default=321)
-    k.add_argument("--episodes", type=int, default=1000)
-    k.add_argument("--storage", choices=bags.STORAGES, default="mcap")
-    k.add_argument("--overwrite", action="store_true")
+    for name in ("pascal5i", "coco20i"):
+        k = kinds.add_parser(name, help="FSSAM's protocol: 1,000 episodes of a fold, a bag per "
+                             "episode + OUT/index.json")
+        k.add_argument("data_dir", type=Path, help="VOC2012 (JPEGImages, SegmentationClassAug) "
+                       "or MSCOCO2014 (val2014, annotations/val2014)")
+        k.add_argument("out", type=Path)
+        k.add_argument("--lists", type=Path, required=True,
+                       help="FSSAM's lists/<pascal|coco>/fss_list/val (data_list_F.txt, "
+                            "sub_class_file_list_F.txt)")
+        k.add_argument("--fold", type=int, required=True, choices=[0, 1, 2, 3])
+        k.add_argument("--shots", type=int, default=1)
+        k.add_argument("--seed", type=int, default=321)
+        k.add_argument("--episodes", type=int, default=1000)
+        k.add_argument("--storage", choices=bags.STORAGES, default="mcap")
+        k.add_argument("--overwrite", action="store_true")
 
     info = sub.add_parser("info", help="list a bag's topics and what the evaluation sees")
     info.add_argument("bag", type=Path)
@@ -251,11 +252,12 @@ def _cmd_build(args: argparse.Namespace) -> int:
                             classes_file=args.classes_file, size=args.size or None,
                             storage=args.storage, overwrite=args.overwrite))
         return 0
-    if args.kind == "pascal5i":
+    if args.kind in ("pascal5i", "coco20i"):
         from refseg_ros.eval.importers import pascal5i
 
         print(pascal5i.build(args.data_dir, args.lists, args.out, fold=args.fold,
                              shots=args.shots, seed=args.seed, episodes=args.episodes,
+                             dataset="pascal" if args.kind == "pascal5i" else "coco",
                              storage=args.storage, overwrite=args.overwrite))
         return 0
     if args.kind == "synthetic":

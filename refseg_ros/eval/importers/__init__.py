@@ -7,7 +7,8 @@ that scoring follows.
   (:mod:`.refvos`);
 - ``fss1000``, ``deepglobe``, ``isic``, ``chest-xray``: few-shot, PATNet's episodes, a
   bag per episode (:mod:`.fewshot`);
-- ``pascal5i``: PASCAL-5i folds, FSSAM's protocol (:mod:`.pascal5i`).
+- ``pascal5i``, ``coco20i``: PASCAL-5i / COCO-20i folds, FSSAM's protocol
+  (:mod:`.pascal5i`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from refseg_ros.eval.importers.index import INDEX_FILE, read_index, run_options,
 
 BENCHMARKS = {"davis2017": davis2017, "ref-davis": refvos, "ref-youtube-vos": refvos,
               "mevis": refvos, "fss1000": fewshot, "deepglobe": fewshot, "isic": fewshot,
-              "chest-xray": fewshot, "pascal5i": pascal5i}
+              "chest-xray": fewshot, "pascal5i": pascal5i,
+              "coco20i": pascal5i}
 
 __all__ = ["BENCHMARKS", "INDEX_FILE", "read_index", "run_options", "summarize"]

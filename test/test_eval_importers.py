@@ -827,3 +827,15 @@ def test_coco20i_fwb_split_and_layout(tmp_path, capsys):
     with bags.BagReader(index["bags"][0]["bag"]) as r:
         gt = next(iter(dict(r.label_maps()).values()))
     assert sorted(np.unique(gt).tolist()) == [0, 1]  # class 2 is background here
+
+
+def test_index_errors(tmp_path):
+    from refseg_ros.eval.importers import index as index_mod
+
+    with pytest.raises(FileNotFoundError, match="no benchmark index .*index.json"):
+        read_index(tmp_path)
+    (tmp_path / "index.json").write_text(json.dumps({"format": "other", "bags": []}))
+    with pytest.raises(ValueError, match="not a refseg-eval index"):
+        read_index(tmp_path)
+    with pytest.raises(ValueError, match="protocol summary must be one of"):
+        index_mod.write_index(tmp_path, "x", {"summary": "median"}, [])

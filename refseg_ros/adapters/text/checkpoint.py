@@ -65,9 +65,9 @@ def split_state(state: dict[str, torch.Tensor]):
                 continue
             elif key.startswith("cmt_adapters."):
                 index, rest = key[len("cmt_adapters."):].split(".", 1)
-                name = f"cmt.{int(index)}.{cmt_names.official_to_ours(rest)}"
+                name = f"cmt.{int(index)}.{rename_prefix(rest, cmt_names.OFFICIAL_NAMES)}"
             elif key.startswith("conditional_memory_encoder."):
-                name = "cme." + cme_names.official_to_ours(key[len("conditional_memory_encoder."):])
+                name = "cme." + rename_prefix(key[len("conditional_memory_encoder."):], cme_names.OFFICIAL_NAMES)
             else:
                 unknown.append(key)
                 continue
@@ -131,22 +131,32 @@ def load_samwise(
     return sam.to(device).eval(), adapter.to(device).eval()
 
 
+def rename_prefix(name: str, table: dict[str, str]) -> str:
+    """`name` with the first matching prefix of `table` (prefix -> replacement) replaced.
+
+    Raises:
+        KeyError: no prefix of `table` starts `name`.
+    """
+    for prefix, replacement in table.items():
+        if name.startswith(prefix):
+            return replacement + name[len(prefix):]
+    raise KeyError(name)
+
+
 def _official_adapter_names(ours: dict) -> dict[str, str]:
     """Our adapter key -> its official name (for messages)."""
     out = {}
     inv_cmt = {v: k for k, v in cmt_names.OFFICIAL_NAMES.items()}
     inv_cme = {v: k for k, v in cme_names.OFFICIAL_NAMES.items()}
     for key in ours:
-        if key.startswith("cmt."):
-            _, index, rest = key.split(".", 2)
-            for o, off in inv_cmt.items():
-                if rest.startswith(o):
-                    out[key] = f"cmt_adapters.{index}.{off}{rest[len(o):]}"
-        elif key.startswith("cme."):
-            rest = key[len("cme."):]
-            for o, off in inv_cme.items():
-                if rest.startswith(o):
-                    out[key] = f"conditional_memory_encoder.{off}{rest[len(o):]}"
-        elif key.startswith("text_prompt."):
-            out[key] = PROJECT_TEXT + key[len("text_prompt."):]
+        try:
+            if key.startswith("cmt."):
+                _, index, rest = key.split(".", 2)
+                out[key] = f"cmt_adapters.{index}.{rename_prefix(rest, inv_cmt)}"
+            elif key.startswith("cme."):
+                out[key] = "conditional_memory_encoder." + rename_prefix(key[len("cme."):], inv_cme)
+            elif key.startswith("text_prompt."):
+                out[key] = PROJECT_TEXT + key[len("text_prompt."):]
+        except KeyError:  # a key of ours without an official name: messages use ours
+            pass
     return out

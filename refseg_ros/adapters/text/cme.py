@@ -68,10 +68,3 @@ OFFICIAL_NAMES = {
     "decision_class_head.": "decision_head.",
 }
 
-
-def official_to_ours(name: str) -> str:
-    """One key inside `conditional_memory_encoder.` -> ours; KeyError if unknown."""
-    for official, ours in OFFICIAL_NAMES.items():
-        if name.startswith(official):
-            return ours + name[len(official):]
-    raise KeyError(name)

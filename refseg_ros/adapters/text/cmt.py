@@ -127,10 +127,3 @@ OFFICIAL_NAMES = {
     "ca_T2V.multihead_attn.": "t2v_attention.",
 }
 
-
-def official_to_ours(name: str) -> str:
-    """One key inside `cmt_adapters.{k}.` -> ours; KeyError if unknown."""
-    for official, ours in OFFICIAL_NAMES.items():
-        if name.startswith(official):
-            return ours + name[len(official):]
-    raise KeyError(name)

@@ -269,9 +269,9 @@ def run_node_loads(out: Path, threads: int, executor: str, loads: list, seconds:
     moves both sides of a ratio alike."""
     from refseg_ros.runtime.threads import plan_threads
 
-    node = start_node(out, threads, executor, env)
     intra = plan_threads(threads).intra_op
     rows = []
+    node = start_node(out, threads, executor, env)
     try:
         obs.status.clear()
         obs.wait_status("active", 180)

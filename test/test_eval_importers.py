@@ -124,11 +124,11 @@ def test_davis2017_not_a_davis_folder(tmp_path):
 
 
 class GroundTruthSource:
-    """Answers every prompted target with its ground truth, emptied where
-    ``spoil(frame, target)``; frames without ground truth get empty masks."""
+    """Answers every prompted target with ``answer(mask, label_map, frame, prompt)``, where
+    ``mask`` is the target's ground truth on that frame (empty where the frame has none)."""
 
-    def __init__(self, spoil):
-        self.spoil = spoil
+    def __init__(self, answer):
+        self.answer = answer
 
     def info(self):
         return {"kind": "ground truth", "random_weights": False}
@@ -146,7 +146,7 @@ class GroundTruthSource:
                 masks = {}
                 for p in ep.prompts:
                     m = (lm == p.target_id) if lm is not None else np.zeros(shape, bool)
-                    masks[p.target_id] = np.zeros_like(m) if self.spoil(i, p.target_id) else m
+                    masks[p.target_id] = self.answer(m, lm, i, p)
                 yield FrameResult(stamp, ep.index, masks, {}, {}, 0.001)
 
 
@@ -157,10 +157,11 @@ def test_davis2017_scoring_follows_the_toolkit(tmp_path):
     for entry in index["bags"]:
         name = entry["name"]
         # blobs: object 1 lost on frame 2; frame 4 (the last) lost too but never scored.
-        spoil = (lambda i, t: t == 1 and i in (2, 4)) if name == "blobs" else (lambda i, t: False)
+        lost = {(1, 2), (1, 4)} if name == "blobs" else set()
         cfg = runner.RunConfig(bag=entry["bag"], out=tmp_path / "runs" / name, progress=False,
                                **run_options(index))
-        runner.evaluate(cfg, source=GroundTruthSource(spoil))
+        runner.evaluate(cfg, source=GroundTruthSource(
+            lambda m, lm, i, p, lost=lost: np.zeros_like(m) if (p.target_id, i) in lost else m))
         reports[name] = json.loads((tmp_path / "runs" / name / "report.json").read_text())
         results = (tmp_path / "runs" / name / "results.jsonl").read_text().splitlines()
         assert len(results) == entry["frames"]  # inference ran on every frame
@@ -597,29 +598,15 @@ def test_fewshot_scoring_miou_fbiou(tmp_path, capsys):
     index = read_index(capsys.readouterr().out.strip())
     assert run_options(index) == {"prompt": "reference-topic", "overlaps": "keep"}
 
-    class Shifted:
-        def info(self):
-            return {"kind": "shifted ground truth", "random_weights": False}
-
-        def timing_label(self):
-            return "none"
-
-        def results(self, plan_, reader, camera_topic, skip):
-            gts = dict(reader.label_maps())
-            for ep in plan_.episodes:
-                for i in ep.frames:
-                    stamp = plan_.frame_stamps[i]
-                    m = gts[stamp] == 1
-                    if ep.prompts[0].label == "2":
-                        m = np.roll(m, 2, axis=1)
-                    yield FrameResult(stamp, ep.index, {1: m}, {}, {}, 0.001)
+    # Class "2" is answered with its ground truth shifted 2 pixels right.
+    shifted = GroundTruthSource(lambda m, lm, i, p: np.roll(m, 2, axis=1) if p.label == "2" else m)
 
     inter, union, bg = {}, {}, [0, 0]
     reports = {}
     for entry in index["bags"]:
         out = tmp_path / "runs" / entry["name"]
         runner.evaluate(runner.RunConfig(bag=entry["bag"], out=out, progress=False,
-                                         **run_options(index)), source=Shifted())
+                                         **run_options(index)), source=shifted)
         reports[entry["name"]] = json.loads((out / "report.json").read_text())
         with bags.BagReader(entry["bag"]) as r:
             gt = next(iter(dict(r.label_maps()).values())) == 1
@@ -751,30 +738,18 @@ def test_pascal5i_scoring_ignores_255(tmp_path, capsys):
         gt = next(iter(dict(r.label_maps()).values()))
     assert entry["ignore_pixels"] == int((gt == 255).sum()) == 64 - 36
 
-    class GroundTruthAndIgnored:
+    def with_ignored(m, lm, i, p):
         """The object plus every ignored pixel; class 'bicycle' loses half its object."""
-
-        def info(self):
-            return {"kind": "stand-in", "random_weights": False}
-
-        def timing_label(self):
-            return "none"
-
-        def results(self, plan_, reader, camera_topic, skip):
-            gts = dict(reader.label_maps())
-            for ep in plan_.episodes:
-                for i in ep.frames:
-                    stamp = plan_.frame_stamps[i]
-                    m = (gts[stamp] == 1) | (gts[stamp] == 255)
-                    if ep.prompts[0].label == "bicycle":
-                        m[:, : W // 2] = False
-                    yield FrameResult(stamp, ep.index, {1: m}, {}, {}, 0.001)
+        m = m | (lm == 255)
+        if p.label == "bicycle":
+            m[:, : W // 2] = False
+        return m
 
     reports = {}
     for entry in index["bags"]:
         out = tmp_path / "runs" / entry["name"]
         runner.evaluate(runner.RunConfig(bag=entry["bag"], out=out, progress=False,
-                                         **run_options(index)), source=GroundTruthAndIgnored())
+                                         **run_options(index)), source=GroundTruthSource(with_ignored))
         reports[entry["name"]] = json.loads((out / "report.json").read_text())
     s = summarize(index, reports)
     for name, rep in reports.items():

@@ -90,11 +90,8 @@ SUBSCRIBER = textwrap.dedent("""
 """)
 
 
-def test_player_publishes_bag_frames(tmp_path, spawn_python):
-    """The player's raw CDR bytes arrive as real sensor_msgs/Image in another process,
-    in order, with /clock following bag time."""
-    bag = tmp_path / "bag"
-    cli.main(["build", "synthetic", str(bag), "--frames", "6", "--size", "32x24"])
+def start_subscriber(tmp_path, spawn_python):
+    """The SUBSCRIBER process (60 s, 6 frames), once it says READY."""
     script = tmp_path / "sub.py"
     script.write_text(SUBSCRIBER)
     sub = spawn_python(str(script), "60", "6")
@@ -103,6 +100,15 @@ def test_player_publishes_bag_frames(tmp_path, spawn_python):
             break
         time.sleep(0.1)
     assert "READY" in sub.output(), sub.output()
+    return sub
+
+
+def test_player_publishes_bag_frames(tmp_path, spawn_python):
+    """The player's raw CDR bytes arrive as real sensor_msgs/Image in another process,
+    in order, with /clock following bag time."""
+    bag = tmp_path / "bag"
+    cli.main(["build", "synthetic", str(bag), "--frames", "6", "--size", "32x24"])
+    sub = start_subscriber(tmp_path, spawn_python)
     player = spawn_python("-m", "refseg_ros.eval.cli", "play", str(bag), "--rate", "4",
                           "--topics", bags.CAMERA_TOPIC, "--wait-subscribers", "1",
                           "--start-delay", "0.5", "--clock")
@@ -147,14 +153,7 @@ def test_player_skips_a_topic_of_an_unknown_type(tmp_path, spawn_python):
     are still played and arrive."""
     bag = tmp_path / "bag"
     seq = write_bag_with_custom_topic(bag)
-    script = tmp_path / "sub.py"
-    script.write_text(SUBSCRIBER)
-    sub = spawn_python(str(script), "60", "6")
-    for _ in range(300):
-        if "READY" in sub.output() or sub.poll() is not None:
-            break
-        time.sleep(0.1)
-    assert "READY" in sub.output(), sub.output()
+    sub = start_subscriber(tmp_path, spawn_python)
     player = spawn_python("-m", "refseg_ros.eval.cli", "play", str(bag), "--rate", "4",
                           "--wait-subscribers", "1", "--start-delay", "0.5")
     assert player.wait(timeout=90) == 0, player.output()

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from refseg_ros.adapters.reference import candidates as candidates_module
-from refseg_ros.adapters.reference.acquisition import Acquirer, AcquirerConfig, Proposal
+from refseg_ros.adapters.reference.acquisition import Acquirer, AcquirerConfig, encode_acquisition_memory
 from refseg_ros.adapters.reference.acquisition_worker import AcquisitionWorker
 from refseg_ros.adapters.reference.candidates import (Candidates, ScoringRules, decode_candidates,
                                                       score_candidates, single_click_multimask)
@@ -395,6 +395,20 @@ def test_decide_uses_the_frames_features_and_returns_a_pinnable_mask(sam, frame_
     expected = F.interpolate(found.low_res_logits, size=frame.shape[:2], mode="bilinear", align_corners=False)[0, 0] > 0
     assert np.array_equal(found.mask, expected.numpy())
     assert found.score == decision.best.score == max(v.score for v in decision.verdicts)
+    # its memory is what the engine pins for a user's click at that point on this frame
+    inputs = to_model_inputs(PointsPrompt(found.point_xy[None], np.array([1])), *frame.shape[:2],
+                             sam.image_size, torch.device("cpu"))
+    with torch.inference_mode():
+        single = heads.decode(sam, heads.without_memory(sam, features, 1), features.high_res(1),
+                              points=inputs.points, multimask=single_click_multimask(sam))
+        high = F.interpolate(single.low_res_masks, size=(sam.image_size,) * 2, mode="bilinear",
+                             align_corners=False)
+        clicked, clicked_pos = heads.encode_memory(sam, features, high, single.object_score_logits, from_prompt=True)
+        pinned, pinned_pos = encode_acquisition_memory(sam, features, found)
+    assert float((found.obj_ptr - single.obj_ptr).abs().max()) <= 1e-5
+    assert torch.equal(pinned_pos, clicked_pos)
+    bf16_step = clicked.float().abs() * 2.0 ** -7 + 1e-6  # bf16 memories: at most one rounding step apart
+    assert bool(((pinned.float() - clicked.float()).abs() <= bf16_step).all())
     # the same proposal with an area bound below its masks' areas: every mask refused, nothing accepted
     smallest = min(v.area_fraction for v in decision.verdicts)
     strict = Acquirer(encoder, acquirer.prototypes, AcquirerConfig(

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from refseg_ros.engine import heads
 from refseg_ros.engine.features import FrameFeatures
 
 from .candidates import CandidateScore, ScoringRules, decode_candidates, score_candidates
@@ -100,8 +101,8 @@ class Acquisition:
 
     point_xy: (2,) float32 its click, frame pixels; verdict: its score and parts;
     low_res_logits: (1, 1, S/4, S/4) float32 SAM2 logits (on the model's device), the
-    mask a prompt frame's memory is encoded from (upsample to S x S first, as the engine
-    does for prompts); obj_ptr: (1, C) its object pointer; object_score_logits: (1, 1);
+    mask a prompt frame's memory is encoded from (`encode_acquisition_memory`); obj_ptr:
+    (1, C) its object pointer; object_score_logits: (1, 1);
     mask: (H, W) bool numpy, low_res_logits bilinearly resized to the frame, > 0;
     proposal_stamp: the stamp of the frame the clicks were found on.
     """
@@ -116,6 +117,7 @@ class Acquisition:
 
     @property
     def score(self) -> float:
+        """The accepted candidate's raw score (see `candidates`)."""
         return self.verdict.score
 
 
@@ -212,6 +214,22 @@ class Acquirer:
     def reset(self) -> None:
         """Empty the gate's window (call when the target is tracked again)."""
         self.gate.reset()
+
+
+def encode_acquisition_memory(model: torch.nn.Module, features: FrameFeatures, acquisition: Acquisition,
+                              reweight: Optional[heads.MemoryWeighting] = None
+                              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The conditioning memory of an accepted candidate on the frame it was decided on, as
+    the engine encodes a prompt frame's: its low-resolution logits upsampled to S x S
+    (bilinear), then `heads.encode_memory(..., from_prompt=True)`. Returns
+    (maskmem_features (1, mem_dim, h, w) bf16, maskmem_pos_enc (1, mem_dim, h, w)); pin them
+    with `acquisition.obj_ptr` at the frame's index (`MemoryEntry`). `features` must be that
+    frame's, the ones `decide` was given.
+    """
+    size = int(model.image_size)
+    high = F.interpolate(acquisition.low_res_logits, size=(size, size), mode="bilinear", align_corners=False)
+    return heads.encode_memory(model, features, high, acquisition.object_score_logits,
+                               from_prompt=True, reweight=reweight)
 
 
 def _rescale(points_xy: np.ndarray, source_hw: tuple[int, int], target_hw: tuple[int, int]) -> np.ndarray:

@@ -37,6 +37,7 @@ class ProposalResult:
 
     @property
     def ok(self) -> bool:
+        """True when the proposal finished without raising."""
         return self.error is None
 
 
@@ -140,6 +141,7 @@ class AcquisitionWorker:
 
     @property
     def closed(self) -> bool:
+        """True once `close` was called."""
         return self._closed
 
     # ------------------------------------------------------------------ worker side

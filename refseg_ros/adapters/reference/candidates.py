@@ -157,6 +157,7 @@ class CandidateScore:
 
     @property
     def valid(self) -> bool:
+        """True when no rule refuses the candidate (it may still score below threshold)."""
         return self.refused is None
 
 
@@ -180,7 +181,9 @@ def score_candidates(candidates: Candidates, similarity: torch.Tensor, frame_hw:
     score = mean_sim * iou ** rules.iou_weight * prob ** rules.object_weight
     cols = np.clip((candidates.points_xy[:, 0] / width * cells).astype(np.int64), 0, cells - 1)
     rows = np.clip((candidates.points_xy[:, 1] / height * cells).astype(np.int64), 0, cells - 1)
-    inside = masks[torch.arange(len(candidates)), torch.as_tensor(rows), torch.as_tensor(cols)]
+    device = masks.device
+    inside = masks[torch.arange(len(candidates), device=device), torch.as_tensor(rows, device=device),
+                   torch.as_tensor(cols, device=device)]
     host = torch.stack([score, mean_sim, iou, prob, area, total, inside.float(),
                         candidates.object_score_logits.float()]).cpu().tolist()  # one sync
     verdicts = []

@@ -2,7 +2,8 @@
 # Set up refseg_ros from nothing, idempotently:
 #   1. a Python 3.11 virtual environment (<repo>/.venv, or $REFSEG_VENV),
 #   2. the pinned dependencies from requirements/ (torch, sam2, the ROS 2 Kilted wheels,
-#      colcon/ament/rosidl build tools, model and test libraries),
+#      colcon/ament/rosidl build tools, model and test libraries; then Ray, the optional
+#      `cluster` extra, unless REFSEG_SETUP_CLUSTER=0),
 #   3. the include paths that the ROS wheels' exported CMake targets name,
 #   4. this package installed editable into the venv (console scripts),
 #   5. a colcon build of the messages and services into <repo>/build and <repo>/install.
@@ -11,7 +12,8 @@
 # Step output goes to <repo>/log/setup/<step>.log.
 #
 # Environment: REFSEG_VENV (venv directory), REFSEG_PYTHON (interpreter to create it
-# with, default python3.11), REFSEG_SETUP_QUIET=1 (print only failures).
+# with, default python3.11), REFSEG_SETUP_QUIET=1 (print only failures),
+# REFSEG_SETUP_CLUSTER=0 (no Ray).
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -148,6 +150,31 @@ if [ $deps_needed = 1 ]; then
     echo "$DEPS_HASH" >"$STAMPS/deps.sha256"
 else
     say "dependencies up to date"
+fi
+
+# --------------------------------------------------------------------------- cluster extra
+# Ray, for refseg-eval's fan-out over worker processes (the `cluster` extra). A stamp of
+# its own: adding or bumping it reinstalls nothing else and rebuilds nothing.
+# REFSEG_SETUP_CLUSTER=0 leaves it out (refseg-eval then runs an index in one process).
+STEP=cluster
+CLUSTER_REQ=$REQ/cluster.txt
+if [ "${REFSEG_SETUP_CLUSTER:-1}" = 0 ]; then
+    say "Ray (cluster extra) left out: REFSEG_SETUP_CLUSTER=0"
+else
+    [ -f "$CLUSTER_REQ" ] || fail "missing requirements file $CLUSTER_REQ"
+    CLUSTER_HASH=$(echo "$DEPS_HASH $(hash_of "$CLUSTER_REQ")" | sha256sum | cut -d' ' -f1)
+    if [ "$(cat "$STAMPS/cluster.sha256" 2>/dev/null)" != "$CLUSTER_HASH" ]; then
+        rm -f "$STAMPS/cluster.sha256"
+        log=$LOGDIR/cluster.log
+        : >"$log"
+        say "installing Ray, the cluster extra (log: $log)"
+        run_logged "$log" "$VPY" -m pip install -c "$REQ/constraints.txt" -r "$CLUSTER_REQ" \
+            || fail "$(pip_reason "$log")"
+        run_logged "$log" "$VPY" -c 'import ray' || fail "ray does not import (see $log)"
+        echo "$CLUSTER_HASH" >"$STAMPS/cluster.sha256"
+    else
+        say "Ray (cluster extra) up to date"
+    fi
 fi
 
 # --------------------------------------------------------------------------- include paths

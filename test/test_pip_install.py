@@ -120,7 +120,8 @@ def test_pip_install_into_fresh_venv_imports_without_ros(tmp_path):
         meta = email.parser.Parser().parsestr(archive.read(meta_name).decode())
     assert (meta["Name"], meta["Version"]) == (project["name"], project["version"])
     assert sorted(meta.get_all("Requires-Dist")) == sorted(
-        project["dependencies"] + [f'{r}; extra == "test"' for r in project["optional-dependencies"]["test"]])
+        project["dependencies"] + [f'{r}; extra == "{extra}"'
+                                   for extra, reqs in project["optional-dependencies"].items() for r in reqs])
     install = subprocess.run(
         [str(vpy), "-m", "pip", "install", "--no-deps", "--no-index", str(wheel)],
         env=env,

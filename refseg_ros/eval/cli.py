@@ -2,6 +2,9 @@
 
     refseg-eval run BAG --out DIR [--prompt first-frame-gt|reference-topic] [--checkpoint F]
                     [--mode offline|live]
+    refseg-eval run INDEX --out DIR [--workers N] [--address ADDR]
+                                                 (every bag of an importer's index.json;
+                                                  N > 1 or ADDR: on Ray, pip install .[cluster])
     refseg-eval build synthetic OUT [--frames 30 --size 320x240 --seed 0]
     refseg-eval build davis ROOT SEQUENCE OUT [--fps 24]
     refseg-eval build fss ROOT OUT [--episodes-per-class 1 --shots 1 --seed 0]
@@ -52,8 +55,10 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    run = sub.add_parser("run", help="replay a bag through the engine and score it")
-    run.add_argument("bag", type=Path)
+    run = sub.add_parser("run", help="replay a bag, or every bag of a benchmark index, "
+                                     "through the engine and score it")
+    run.add_argument("bag", type=Path, help="a bag, or a benchmark index (index.json or the "
+                                            "folder holding it)")
     run.add_argument("--out", type=Path, required=True, help="output directory (resumable)")
     run.add_argument("--prompt", default="auto",
                      choices=["auto", "first-frame-gt", "reference-topic", "caption"],
@@ -72,10 +77,11 @@ def _build_parser() -> argparse.ArgumentParser:
                           "default, the cores less one; the same count gives the same masks)")
     run.add_argument("--max-frames", type=int, default=None)
     run.add_argument("--worst-frames", type=int, default=4)
-    run.add_argument("--overlaps", choices=OVERLAP_RULES, default="keep",
-                     help="keep: score each target's own mask (overlapped pixels count for "
-                          "both); label-map: merge a frame's masks into one label map first, "
-                          "the smallest target id keeping overlapped pixels (DAVIS protocol)")
+    run.add_argument("--overlaps", choices=OVERLAP_RULES, default=None,
+                     help="keep (default for a bag): score each target's own mask (overlapped "
+                          "pixels count for both); label-map: merge a frame's masks into one "
+                          "label map first, the smallest target id keeping overlapped pixels "
+                          "(DAVIS protocol); an index's protocol sets it")
     run.add_argument("--overwrite", action="store_true",
                      help="discard another run's results in --out")
     run.add_argument("--no-progress", action="store_true")
@@ -88,6 +94,19 @@ def _build_parser() -> argparse.ArgumentParser:
                      help="live: seconds to wait for any one answer of the node")
     run.add_argument("--window", type=int, default=16,
                      help="live: frames sent ahead of the node's latest result")
+    fan = run.add_argument_group("benchmark index (INDEX instead of BAG)")
+    fan.add_argument("--workers", type=int, default=None,
+                     help="worker processes, each with one model (default 1: in this process; "
+                          "more run on Ray, pip install .[cluster]; with --address: as many as "
+                          "the cluster fits)")
+    fan.add_argument("--address", default=None,
+                     help="an existing Ray cluster to run on (ray.init address, e.g. auto or "
+                          "HOST:6379); default: a local Ray runtime, on this machine only")
+    fan.add_argument("--gpus-per-worker", type=float, default=None,
+                     help="GPU fraction each worker asks Ray for when the model runs on CUDA "
+                          "(default: the GPUs shared evenly, at most one each)")
+    fan.add_argument("--max-retries", type=int, default=3,
+                     help="restarts of a worker process that dies, and retries of its sequence")
 
     build = sub.add_parser("build", help="write an evaluation bag from a dataset")
     kinds = build.add_subparsers(dest="kind", required=True)
@@ -190,28 +209,39 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _live_settings(args: argparse.Namespace) -> dict[str, float | int]:
+    if args.window < 1:
+        raise ValueError(f"--window must be at least 1, got {args.window}")
+    return {"startup_timeout": args.startup_timeout, "result_timeout": args.result_timeout,
+            "window": args.window}
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
+    from refseg_ros.eval import fanout
     from refseg_ros.eval.runner import RunConfig, evaluate
     from refseg_ros.eval.sources import EngineSettings
 
+    engine = EngineSettings(args.model, args.checkpoint, args.image_size, args.device,
+                            args.seed, args.compute_threads)
+    if fanout.is_index(args.bag):
+        return _cmd_run_index(args, engine)
+    if (args.workers or 1) > 1 or args.address is not None:
+        raise ValueError(f"{args.bag} is one bag, one sequence: --workers and --address "
+                         "apply to a benchmark index (index.json)")
     cfg = RunConfig(bag=args.bag, out=args.out, prompt=args.prompt,
                     camera_topic=args.camera_topic, gt_topic=args.gt_topic,
                     reference_topic=args.reference_topic, caption_topic=args.caption_topic,
                     max_frames=args.max_frames, overwrite=args.overwrite,
                     progress=False if args.no_progress else None,
-                    worst_frames=args.worst_frames, overlaps=args.overlaps,
-                    engine=EngineSettings(args.model, args.checkpoint, args.image_size,
-                                          args.device, args.seed, args.compute_threads))
+                    worst_frames=args.worst_frames, overlaps=args.overlaps or "keep",
+                    engine=engine)
     source = None
     if args.mode == "live":
         from refseg_ros.eval.live import LiveNodeSource, LiveSettings
         from refseg_ros.eval.outdir import NODE_LOG
 
-        if args.window < 1:
-            raise ValueError(f"--window must be at least 1, got {args.window}")
-        source = LiveNodeSource(cfg.engine, LiveSettings(
-            startup_timeout=args.startup_timeout, result_timeout=args.result_timeout,
-            window=args.window, log_path=args.out / NODE_LOG))
+        source = LiveNodeSource(cfg.engine, LiveSettings(**_live_settings(args),
+                                                         log_path=args.out / NODE_LOG))
     outcome = evaluate(cfg, source=source)
     if outcome.report is None:
         print(f"already complete: {outcome.report_path}")
@@ -223,6 +253,33 @@ def _cmd_run(args: argparse.Namespace) -> int:
                       for k, v in summary.items()}))
     for note in outcome.report.notes:
         print(f"note: {note}", file=sys.stderr)
+    print(f"report: {outcome.report_path}")
+    return 0
+
+
+def _cmd_run_index(args: argparse.Namespace, engine: object) -> int:
+    from refseg_ros.eval import fanout
+    from refseg_ros.eval.report import finite
+
+    cfg = fanout.IndexRunConfig(
+        index=args.bag, out=args.out, engine=engine, workers=args.workers,
+        address=args.address, gpus_per_worker=args.gpus_per_worker,
+        max_retries=args.max_retries, prompt=args.prompt, overlaps=args.overlaps,
+        camera_topic=args.camera_topic, gt_topic=args.gt_topic,
+        reference_topic=args.reference_topic, caption_topic=args.caption_topic,
+        max_frames=args.max_frames, worst_frames=args.worst_frames, overwrite=args.overwrite,
+        progress=False if args.no_progress else None, mode=args.mode,
+        live=_live_settings(args) if args.mode == "live" else {})
+    outcome = fanout.run_index(cfg)
+    if outcome.summary is None:
+        print(f"already complete: all {len(outcome.reused)} sequences are finished, nothing "
+              f"to do; report: {outcome.report_path}")
+        return 0
+    scalars = {k: v for k, v in finite(outcome.summary).items() if not isinstance(v, dict)}
+    print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in scalars.items()}))
+    workers = f"{outcome.workers} worker" + ("s" if outcome.workers != 1 else "")
+    print(f"{len(outcome.ran)} sequences run ({outcome.runtime}, {workers}), "
+          f"{len(outcome.reused)} finished before, in {outcome.seconds:.1f} s")
     print(f"report: {outcome.report_path}")
     return 0
 
@@ -299,31 +356,42 @@ def _cmd_play(args: argparse.Namespace) -> int:
     return 0
 
 
+def _exit_code(exc: BaseException) -> Optional[int]:
+    """The exit status for an error the command reports in one line; None: not one."""
+    from refseg_ros.eval.outdir import OutputDirError
+    from refseg_ros.eval.plan import PlanError
+
+    if isinstance(exc, (bags.BagError, PlanError, OutputDirError, FileNotFoundError,
+                        FileExistsError, ValueError)):
+        return EXIT_BAD_INPUT
+    if isinstance(exc, RuntimeError):
+        # Matched by name: the engine and rclpy are imported only by the commands using them.
+        name = type(exc).__name__
+        if name in ("CheckpointError", "PlayerError"):
+            return EXIT_BAD_INPUT
+        if name == "LiveEvalError":
+            return 1
+    return None
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = _build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
-    from refseg_ros.eval.outdir import OutputDirError
-    from refseg_ros.eval.plan import PlanError
-
     handlers = {"run": _cmd_run, "build": _cmd_build, "info": _cmd_info, "play": _cmd_play}
     try:
         return handlers[args.command](args)
-    except (bags.BagError, PlanError, OutputDirError, FileNotFoundError, FileExistsError,
-            ValueError) as exc:
-        print(f"refseg-eval: error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except RuntimeError as exc:
-        # Matched by name: the engine and rclpy are imported only by the commands using them.
-        name = type(exc).__name__
-        if name not in ("CheckpointError", "PlayerError", "LiveEvalError"):
-            raise
-        print(f"refseg-eval: error: {exc}", file=sys.stderr)
-        return 1 if name == "LiveEvalError" else EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("refseg-eval: interrupted; run the same command again to resume",
               file=sys.stderr)
         return 130
+    except Exception as exc:
+        cause = getattr(exc, "cause", None) if type(exc).__name__ == "SequenceError" else None
+        code = _exit_code(cause if isinstance(cause, BaseException) else exc)
+        if code is None:
+            raise
+        print(f"refseg-eval: error: {exc}", file=sys.stderr)
+        return code
 
 
 if __name__ == "__main__":

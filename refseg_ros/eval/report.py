@@ -151,6 +151,37 @@ def plot_latency(series: Sequence[dict[str, Any]], summary: dict[str, Any],
     return _png(fig)
 
 
+def plot_per_sequence(names: Sequence[str], series: dict[str, Sequence[Optional[float]]],
+                      ylabel: str, title: str, ylim: Optional[tuple[float, float]] = None) -> bytes:
+    """Grouped bars, one group per sequence and one bar per series (a benchmark's
+    per-sequence J&F, or step times); a missing value (None or NaN) leaves its bar out.
+    Sequence names label the bars up to 40 sequences, beyond that the axis counts them."""
+    n = len(names)
+    fig = _figure(min(max(6.0, 0.35 * n + 2), 20), 3.5)
+    ax = fig.add_subplot(1, 1, 1)
+    keys = list(series)
+    width = 0.8 / max(1, len(keys))
+    xs = np.arange(n, dtype=float)
+    for k, key in enumerate(keys):
+        vals = np.asarray([np.nan if v is None else float(v) for v in series[key]], float)
+        ax.bar(xs + (k - (len(keys) - 1) / 2) * width, np.nan_to_num(vals, nan=0.0),
+               width=width, color=np.asarray(target_colour(k)) / 255, label=key)
+    if 0 < n <= 40:
+        ax.set_xticks(xs)
+        ax.set_xticklabels(names, rotation=60, ha="right", fontsize="small")
+    else:
+        ax.set_xlabel("sequence")
+    if ylim is not None:
+        ax.set_ylim(*ylim)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3, axis="y")
+    if len(keys) > 1:
+        ax.legend(loc="upper right", fontsize="small")
+    fig.tight_layout()
+    return _png(fig)
+
+
 def plot_overlays(overlays: Sequence[Overlay]) -> bytes:
     """A strip of the worst frames: prediction in colour, ground truth contour in white."""
     n = max(1, len(overlays))

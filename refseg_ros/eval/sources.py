@@ -95,6 +95,11 @@ class EngineReplaySource:
             self._engine = SegmentationEngine.from_config(cfg)
         return self._engine
 
+    def fingerprint(self) -> dict[str, Any]:
+        """The settings that make results differ (run.json's ``source``): the same as a
+        run without an explicit source, so a given engine and a built one are one run."""
+        return self.settings.as_dict()
+
     def info(self) -> dict[str, Any]:
         eng = self.engine
         out = self.settings.as_dict()

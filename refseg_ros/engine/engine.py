@@ -11,7 +11,7 @@ import gc
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Iterator, Optional
+from typing import Hashable, Iterator, Optional
 
 import numpy as np
 import torch
@@ -25,6 +25,7 @@ from .frames import FramePreprocessor, check_frame
 from .memory import MemoryEntry, MemorySelection, TargetMemory
 from .model import build_model, resolve_device
 from .prompts import PromptInputs, check_prompt, to_model_inputs
+from .seams import FeatureVariant, TargetTracker, Tracked
 from .types import Prompt, StepResult, TargetResult, TargetState
 from .weights import cached_checkpoint
 
@@ -41,6 +42,7 @@ class Target:
     absent_frames: int = 0
     extra_tokens: Optional[torch.Tensor] = None  # appended to the decoder's sparse prompt
     memory_reweight: Optional[heads.MemoryWeighting] = None
+    tracker: Optional[TargetTracker] = None  # an adapter's own features and tracking (seams.py)
 
 
 @dataclass
@@ -51,6 +53,7 @@ class Stream:
     next_index: int = 0
     last_size: Optional[tuple[int, int]] = None  # (H, W)
     targets: dict[int, Target] = field(default_factory=dict)
+    variants: dict[Hashable, FeatureVariant] = field(default_factory=dict)  # by key (seams.py)
     # (id, label, state) of every target, replaced whole after each change, so readers
     # need not wait for the lock a step holds for a whole frame.
     summary: tuple[tuple[int, str, TargetState], ...] = ()
@@ -151,6 +154,27 @@ class SegmentationEngine:
             stream.summarise()
             return tid
 
+    def add_tracked_target(self, stream_id: str, tracker: TargetTracker, *, label: str = "",
+                           target_id: Optional[int] = None, replace: bool = False) -> int:
+        """Start tracking a target whose frames an adapter decodes (`seams.TargetTracker`),
+        e.g. a caption. It starts `acquiring` with an empty memory on the stream's next frame.
+
+        With `replace`, an existing `target_id` gets the new tracker and a fresh memory (a
+        caption replaced at run time keeps its id). Returns the target id.
+
+        Raises UnknownStreamError, DuplicateTargetError (existing id without `replace`).
+        """
+        with self._lock:
+            stream = self._stream(stream_id)
+            if target_id is not None and target_id in stream.targets and not replace:
+                raise DuplicateTargetError(f"target {target_id} already exists on stream {stream_id!r}")
+            tid = target_id if target_id is not None else self._next_target_id
+            self._next_target_id = max(self._next_target_id, tid + 1)
+            stream.targets[tid] = Target(tid, label, self._new_memory(), tracker=tracker)
+            _drop_unused_variants(stream)
+            stream.summarise()
+            return tid
+
     def add_reference(self, stream_id: str, target_id: int, prompt: Prompt, image: np.ndarray) -> None:
         """Teach a target one more example (k-shot): another pinned conditioning memory.
 
@@ -179,6 +203,7 @@ class SegmentationEngine:
             if target_id not in stream.targets:
                 raise UnknownTargetError(f"no target {target_id} on stream {stream_id!r}")
             del stream.targets[target_id]
+            _drop_unused_variants(stream)
             stream.summarise()
 
     def reset(self, stream_id: Optional[str] = None) -> None:
@@ -187,6 +212,7 @@ class SegmentationEngine:
             streams = [self._stream(stream_id)] if stream_id is not None else self._streams.values()
             for stream in streams:
                 stream.targets.clear()
+                stream.variants.clear()
                 stream.summarise()
 
     # --------------------------------------------------------------------------- step
@@ -200,9 +226,13 @@ class SegmentationEngine:
             height, width = frame.shape[:2]
             events: list[str] = []
             with self._compute(), stream.changing():
-                features = encode_image(self.model, self.preprocess(frame))
                 low_res: dict[int, torch.Tensor] = {}
                 scores: dict[int, torch.Tensor] = {}
+                frame_logits: dict[int, torch.Tensor] = {}
+                adapted = [t for t in stream.targets.values() if t.tracker is not None]
+                self._track_adapted(stream, adapted, frame, index, low_res, scores, frame_logits)
+                plain_needed = len(adapted) < len(stream.targets)
+                features = encode_image(self.model, self.preprocess(frame)) if plain_needed else None
                 for target in list(stream.targets.values()):
                     if target.pending is None:
                         continue
@@ -216,13 +246,13 @@ class SegmentationEngine:
                     low_res[target.target_id] = decoded.low_res_masks
                     scores[target.target_id] = decoded.object_score_logits
                 tracked = [t for t in stream.targets.values()
-                           if t.target_id not in low_res and t.memory.conditioning]
+                           if t.tracker is None and t.target_id not in low_res and t.memory.conditioning]
                 for group, selections in self._layout_groups(tracked, index):
                     decoded = self._track_group(group, selections, features, index)
                     for i, target in enumerate(group):
                         low_res[target.target_id] = decoded.low_res_masks[i:i + 1]
                         scores[target.target_id] = decoded.object_score_logits[i:i + 1]
-                results = self._results(stream, low_res, scores, (height, width), events)
+                results = self._results(stream, low_res, scores, (height, width), events, frame_logits)
             stream.last_size = (height, width)
             stream.next_index += 1
             return StepResult(stream_id, index, stamp, results, time.perf_counter() - start, events)
@@ -271,6 +301,23 @@ class SegmentationEngine:
                             points=inputs.points, mask_inputs=inputs.mask, multimask=multimask,
                             extra_tokens=target.extra_tokens)
 
+    def _track_adapted(self, stream: Stream, targets: list[Target], frame: np.ndarray, index: int,
+                       low_res: dict, scores: dict, frame_logits: dict) -> None:
+        """Targets with their own tracker: one variant pass per key, then each tracker."""
+        encoded: dict = {}
+        for target in targets:
+            key = target.tracker.variant_key
+            if key not in encoded:
+                variant = stream.variants.get(key)
+                if variant is None:
+                    variant = stream.variants[key] = target.tracker.new_variant()
+                encoded[key] = variant.encode(frame, index)
+            out: Tracked = target.tracker.track(self.model, encoded[key], target.memory, index, frame.shape[:2])
+            low_res[target.target_id] = out.low_res_masks
+            scores[target.target_id] = out.object_score_logits
+            if out.frame_logits is not None:
+                frame_logits[target.target_id] = out.frame_logits
+
     def _layout_groups(self, targets: list[Target], index: int):
         """Targets whose memories line up, so one batched pass serves them all."""
         groups: dict[tuple, tuple[list[Target], list[MemorySelection]]] = {}
@@ -308,7 +355,8 @@ class SegmentationEngine:
         return decoded
 
     def _results(self, stream: Stream, low_res: dict[int, torch.Tensor], scores: dict[int, torch.Tensor],
-                 size: tuple[int, int], events: list[str]) -> list[TargetResult]:
+                 size: tuple[int, int], events: list[str],
+                 frame_logits: Optional[dict[int, torch.Tensor]] = None) -> list[TargetResult]:
         results = []
         ids = [tid for tid in stream.targets if tid in low_res]
         masks = np.zeros((0,) + size, dtype=bool)
@@ -316,6 +364,9 @@ class SegmentationEngine:
         if ids:  # three device-to-host copies per frame, whatever the number of targets
             stacked = torch.cat([low_res[tid] for tid in ids], dim=0).float()
             full = F.interpolate(stacked, size=size, mode="bilinear", align_corners=False)
+            for i, tid in enumerate(ids):  # trackers that map their output to the frame themselves
+                if frame_logits and tid in frame_logits:
+                    full[i] = frame_logits[tid][0].float()
             masks = (full[:, 0] > 0).cpu().numpy()
             low_res_host = stacked.cpu()
         logits = torch.cat([scores[tid].flatten() for tid in ids]).float().cpu() if ids else torch.zeros(0)
@@ -385,9 +436,11 @@ class SegmentationEngine:
 
     # ---------------------------------------------------------------------- inspection
     def retained_bytes(self) -> int:
-        """Bytes of tensors the engine keeps between frames: the targets' memories."""
+        """Bytes of tensors the engine keeps between frames: the targets' memories and what
+        feature variants keep of earlier frames."""
         with self._lock:
-            return sum(t.memory.nbytes() for s in self._streams.values() for t in s.targets.values())
+            memories = sum(t.memory.nbytes() for s in self._streams.values() for t in s.targets.values())
+            return memories + sum(v.nbytes() for s in self._streams.values() for v in s.variants.values())
 
     @staticmethod
     def release_device_memory() -> None:
@@ -398,6 +451,13 @@ class SegmentationEngine:
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+
+
+def _drop_unused_variants(stream: Stream) -> None:
+    """Forget variants no target of the stream names any more (and what they kept)."""
+    keys = {t.tracker.variant_key for t in stream.targets.values() if t.tracker is not None}
+    for key in [k for k in stream.variants if k not in keys]:
+        del stream.variants[key]
 
 
 def _box(mask: np.ndarray) -> Optional[tuple[int, int, int, int]]:

@@ -27,10 +27,9 @@ import numpy as np
 import torch
 
 from .adapter import SamwiseAdapter
-from .cme import SWITCH, reweight_memory_mask
-from .decoding import (MemoryEntry, TextDecoded, attend_memory, decode_with_text, encode_memory,
-                       output_logits, without_memory)
+from .decoding import MemoryEntry, TextDecoded, attend_memory, decode_with_text, encode_memory, output_logits
 from .encoder import AdaptedClip, encode_clip
+from .memory_write import cme_due, decide_memory_mask
 from .preprocess import preprocess_frame
 
 
@@ -109,16 +108,12 @@ class ClipRunner:
         decoded = decode_with_text(sam, pix, features, clip.text_token)
         logits = output_logits(decoded.low_res_masks, sam.image_size, tuple(resized_hw), tuple(frame_hw))
         out = FrameOutput(frame_idx, memory_idx, decoded, clip.text_token, logits)
-        mem_masks = decoded.high_res_masks
-        w = self.cme_window
-        if self.cme_enabled and memory_idx - self.last_switch >= w - 1 and memory_idx > w:
-            free = decode_with_text(sam, without_memory(sam, features), features, clip.text_token)
-            cme_logits = self.adapter.cme(decoded.obj_ptr, free.early_token)
-            out.cme_logits = cme_logits[0]
-            out.cme_nomem_object_score = float(free.object_score_logits)
-            if int(cme_logits.argmax()) == SWITCH:
-                mem_masks = reweight_memory_mask(mem_masks, free.high_res_masks)
-                self.last_switch = memory_idx
-                out.cme_switched = True
+        run_cme = self.cme_enabled and cme_due(memory_idx, self.last_switch, self.cme_window)
+        decision = decide_memory_mask(sam, self.adapter, features, decoded, clip.text_token, run_cme)
+        out.cme_logits, out.cme_switched = decision.cme_logits, decision.switched
+        out.cme_nomem_object_score = decision.nomem_object_score
+        if decision.switched:
+            self.last_switch = memory_idx
+        mem_masks = decision.mask
         self.bank[memory_idx] = encode_memory(sam, features, mem_masks, decoded.obj_ptr)
         return out

@@ -19,7 +19,7 @@ treat the pass as one more feature variant.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 import torch
@@ -36,12 +36,15 @@ class AdaptedClip:
 
     features: T FrameFeatures, each with (H*W, 1, 256) token maps at strides 4, 8, 16;
     text_state: (768,) float32, the first-token (<s>) state after layer 11 and CMT 2;
-    text_token: (1, 256) float32, the caption's extra sparse prompt token.
+    text_token: (1, 256) float32, the caption's extra sparse prompt token;
+    adapter_inputs: per CMT adapter, the Hiera stream of the clip's frames entering it,
+    (T, h_k, w_k, C_k) channels-last (what a causal window keeps of a frame).
     """
 
     features: list[FrameFeatures]
     text_state: torch.Tensor
     text_token: torch.Tensor
+    adapter_inputs: list[torch.Tensor] = field(default_factory=list)
 
 
 def stage_blocks(trunk: torch.nn.Module) -> list[tuple[int, int]]:
@@ -56,8 +59,15 @@ def encode_clip(
     images: torch.Tensor,
     input_ids: torch.Tensor,
     probe: Optional[dict] = None,
+    past: Optional[list[Optional[torch.Tensor]]] = None,
 ) -> AdaptedClip:
     """images (T, 3, S, S) float32 normalised, input_ids (L,) int64 -> AdaptedClip.
+
+    `past`, if given, holds per CMT adapter k the Hiera stream of P earlier frames
+    entering it, (P, h_k, w_k, C_k) (their `adapter_inputs`), or None: each adapter then
+    attends over P + T frames (HSA, time code and text-to-vision mean included) and only
+    the T new frames come out. This is the causal window of the streaming mode; the
+    official clip mode passes no `past`.
 
     `probe`, if a dict, receives the streams around each adapter k, on every frame:
     `adapter{k}_txt_in/_txt_out` (L, 768) and `adapter{k}_vis_in/_vis_out`
@@ -69,7 +79,7 @@ def encode_clip(
     vis = vis + trunk._get_pos_embed(vis.shape[1:3])
     text = adapter.text_encoder
     txt = text.embed(input_ids.view(1, -1))  # (1, L, 768)
-    stage_outputs = []
+    stage_outputs, adapter_inputs = [], []
     for stage, ((v0, v1), (t0, t1)) in enumerate(zip(stage_blocks(trunk), LAYER_GROUPS)):
         for block in trunk.blocks[v0:v1]:
             vis = block(vis)
@@ -79,8 +89,10 @@ def encode_clip(
             if probe is not None:
                 probe[f"adapter{k}_txt_in"] = txt[0].detach().clone()
                 probe[f"adapter{k}_vis_in"] = vis.permute(0, 3, 1, 2).detach().clone()
-            v_update, t_update = adapter.cmt[k](vis.permute(0, 3, 1, 2), txt.transpose(0, 1))
-            vis = vis + v_update.permute(0, 2, 3, 1)
+            adapter_inputs.append(vis)
+            window = vis if past is None or past[k] is None else torch.cat([past[k], vis], dim=0)
+            v_update, t_update = adapter.cmt[k](window.permute(0, 3, 1, 2), txt.transpose(0, 1))
+            vis = vis + v_update[window.shape[0] - T:].permute(0, 2, 3, 1)
             txt = txt + t_update.transpose(0, 1)
             if probe is not None:
                 probe[f"adapter{k}_txt_out"] = txt[0].detach().clone()
@@ -88,7 +100,8 @@ def encode_clip(
         stage_outputs.append(vis.permute(0, 3, 1, 2))
     features = neck_features(sam, stage_outputs)
     state = txt[0, 0]
-    return AdaptedClip(features=features, text_state=state, text_token=adapter.text_prompt(state)[None])
+    return AdaptedClip(features=features, text_state=state, text_token=adapter.text_prompt(state)[None],
+                       adapter_inputs=adapter_inputs)
 
 
 def neck_features(sam: torch.nn.Module, stage_outputs: list[torch.Tensor]) -> list[FrameFeatures]:

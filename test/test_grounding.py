@@ -233,6 +233,10 @@ def test_owlv2_threshold_and_full_frame_refusal(owl, folders):
     full = wide.detect(_frame(7), CAPTION)
     assert full and all(d.box == pytest.approx((0.0, 0.0, WIDTH, HEIGHT), abs=0.01) for d in full)
     assert best_box(full, 0.0) is None
+    # a box wholly in the padding under the frame (y 100..124 of the 128 square) is no box
+    with torch.no_grad():
+        wide.model.box_head.dense2.bias.copy_(torch.logit(torch.tensor([0.5, 0.875, 0.25, 0.1875])))
+    assert wide.detect(_frame(7), CAPTION) == []
 
 
 def test_detect_rejects_bad_input(owl):
@@ -557,6 +561,7 @@ def test_close_joins_and_refuses_new_work(owl):
     gated.let_through(10)
     closer.join(30)
     assert not closer.is_alive() and not worker.alive  # ... and joins the thread
-    assert gated.seen == [1] and worker.close() is True  # again: harmless
+    assert gated.seen == [1] and not worker.pending("t")
+    assert worker.close() is True  # again: harmless
     with pytest.raises(RuntimeError, match="closed"):
         worker.submit("t", _frame(), CAPTION, 3.0)

@@ -34,7 +34,8 @@ class GroundingDetector:
     """A caption -> boxes detector around one transformers model and its processor.
 
     Build one with `from_folder`; `detect(image, caption)` returns the boxes, best
-    first. `model`, `processor` and `family` are the loaded objects (read-only use).
+    first. `model`, `processor` and `family` are the loaded objects (read-only use);
+    `device` and `dtype` are where and in what the model runs.
     """
 
     def __init__(self, model: Any, processor: Any, family: Family, *,
@@ -66,7 +67,7 @@ class GroundingDetector:
         self.text_threshold = float(text_threshold)
         self.max_detections = int(max_detections)
         self.source = source
-        self._dtype = next(model.parameters()).dtype
+        self.dtype = next(model.parameters()).dtype  # the parameters' dtype; float inputs are cast to it
         self._max_text_tokens = _max_text_tokens(model.config, family)
         special = getattr(processor.tokenizer, "all_special_tokens", None) or []
         self._special_tokens = frozenset(special)
@@ -97,7 +98,9 @@ class GroundingDetector:
         (x0, y0, x1, y1) in pixels of `image` clipped to [0, W] x [0, H], with
         `frame_size` (H, W); boxes with no area inside the frame (e.g. in the square
         padding OWLv2 adds) are left out. Equal scores keep the model's order. Raises
-        ValueError for an image that is not H x W x 3 uint8 or an empty caption.
+        ValueError for an image that is not H x W x 3 uint8 or an empty caption;
+        transformers may raise (ValueError) for a frame too small to resize, a few
+        pixels a side.
         """
         height, width = _check_image(image)
         caption = _check_caption(caption)
@@ -106,15 +109,16 @@ class GroundingDetector:
                 text: Any = _grounding_caption(caption)
             else:
                 text = [[caption]]
+            # `device`: the image processors resize and normalise on the model's device
             inputs = self.processor(images=image, text=text, return_tensors="pt",
-                                    input_data_format="channels_last", truncation=True,
-                                    max_length=self._max_text_tokens)
+                                    input_data_format="channels_last", device=self.device,
+                                    truncation=True, max_length=self._max_text_tokens)
             inputs = {key: self._to_device(value) for key, value in inputs.items()}
             outputs = self.model(**inputs)
             target_sizes = [(height, width)]
             if self.family.grounded:
                 result = self.processor.post_process_grounded_object_detection(
-                    outputs, input_ids=inputs["input_ids"], threshold=self.min_score,
+                    outputs, input_ids=inputs["input_ids"].cpu(), threshold=self.min_score,
                     text_threshold=self.text_threshold, target_sizes=target_sizes)[0]
                 labels = [self._clean_label(label, caption) for label in result["text_labels"]]
             else:
@@ -130,7 +134,7 @@ class GroundingDetector:
         if not isinstance(value, torch.Tensor):
             return value
         if value.is_floating_point():
-            return value.to(self.device, dtype=self._dtype)
+            return value.to(self.device, dtype=self.dtype)
         return value.to(self.device)
 
     def _clean_label(self, label: str, caption: str) -> str:

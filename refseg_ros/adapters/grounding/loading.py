@@ -3,11 +3,20 @@
 A folder is what `save_pretrained` writes for a model and its processor. Its
 config.json `model_type` picks the family:
 
-| model_type | family | model class (transformers) | processor |
-|---|---|---|---|
-| `grounding-dino` | Grounding DINO (Liu et al. 2023, "Grounding DINO: Marrying DINO with Grounded Pre-Training for Open-Set Object Detection") | `GroundingDinoForObjectDetection` | `GroundingDinoProcessor` |
-| `mm-grounding-dino` | MM-Grounding-DINO (Zhao et al. 2024) and LLMDet (Fu et al. 2025), whose checkpoints use the same classes | `MMGroundingDinoForObjectDetection` | `GroundingDinoProcessor` |
-| `owlv2` | OWLv2 (Minderer et al. 2023, "Scaling Open-Vocabulary Object Detection") | `Owlv2ForObjectDetection` | `Owlv2Processor` |
+| model_type | model class (transformers) | processor |
+|---|---|---|
+| `grounding-dino` | `GroundingDinoForObjectDetection` | `GroundingDinoProcessor` |
+| `mm-grounding-dino` | `MMGroundingDinoForObjectDetection` | `GroundingDinoProcessor` |
+| `owlv2` | `Owlv2ForObjectDetection` | `Owlv2Processor` |
+
+- Grounding DINO: Liu et al. 2023, "Grounding DINO: Marrying DINO with Grounded
+  Pre-Training for Open-Set Object Detection";
+- MM-Grounding-DINO: Zhao et al. 2024, "An Open and Comprehensive Pipeline for Unified
+  Object Grounding and Detection"; LLMDet checkpoints (Fu et al. 2025, "LLMDet: Learning
+  Strong Open-Vocabulary Object Detectors under the Supervision of Large Language
+  Models") are Grounding DINO models too and load by whichever of these two
+  model_types their config.json names;
+- OWLv2: Minderer et al. 2023, "Scaling Open-Vocabulary Object Detection".
 
 Everything is read with `local_files_only=True`: nothing is fetched from a network.
 """

@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 from typing import Optional, Sequence
 
-from .detection import Box, Detection
+from .detection import Detection
 
 DEFAULT_MIN_SIDE = 1.0  # pixels
 DEFAULT_MAX_AREA_FRACTION = 0.95  # of the frame's area

@@ -31,5 +31,6 @@ class EngineConfig:
     keep_memory_when_absent: bool = True
     max_obj_ptrs: int = 16  # object pointers visible to memory attention (SAM2: 16)
     max_cond_frames: int = -1  # pinned conditioning entries attended (-1: all, as SAM2)
+    max_seeds: int = 4  # conditioning entries a proposer's seeds keep per target (oldest goes)
     occlusion_patience: int = 15  # absent frames before an occluded target counts as lost
     batch_targets: bool = True  # batch targets whose memory layouts match

@@ -25,7 +25,7 @@ from .frames import FramePreprocessor, check_frame
 from .memory import MemoryEntry, MemorySelection, TargetMemory
 from .model import build_model, resolve_device
 from .prompts import PromptInputs, check_prompt, to_model_inputs
-from .seams import FeatureVariant, TargetTracker, Tracked
+from .seams import FeatureVariant, Proposer, Seed, TargetTracker, Tracked
 from .types import Prompt, StepResult, TargetResult, TargetState
 from .weights import cached_checkpoint
 
@@ -43,6 +43,9 @@ class Target:
     extra_tokens: Optional[torch.Tensor] = None  # appended to the decoder's sparse prompt
     memory_reweight: Optional[heads.MemoryWeighting] = None
     tracker: Optional[TargetTracker] = None  # an adapter's own features and tracking (seams.py)
+    proposer: Optional[Proposer] = None  # looks for the target while it is not tracked (seams.py)
+    seeds: list[int] = field(default_factory=list)  # frames of the pinned seeds, oldest first
+    last_box: Optional[tuple[int, int, int, int]] = None
 
 
 @dataclass
@@ -166,11 +169,49 @@ class SegmentationEngine:
         """
         with self._lock:
             stream = self._stream(stream_id)
-            if target_id is not None and target_id in stream.targets and not replace:
-                raise DuplicateTargetError(f"target {target_id} already exists on stream {stream_id!r}")
+            if target_id is not None and target_id in stream.targets:
+                if not replace:
+                    raise DuplicateTargetError(f"target {target_id} already exists on stream {stream_id!r}")
+                _close_proposer(stream.targets[target_id])
             tid = target_id if target_id is not None else self._next_target_id
             self._next_target_id = max(self._next_target_id, tid + 1)
             stream.targets[tid] = Target(tid, label, self._new_memory(), tracker=tracker)
+            _drop_unused_variants(stream)
+            stream.summarise()
+            return tid
+
+    def set_proposer(self, stream_id: str, target_id: int, proposer: Optional[Proposer]) -> None:
+        """Give a target (not one with a tracker) a proposer, or take it away (None).
+
+        Raises UnknownStreamError, UnknownTargetError, ValueError for a tracker target.
+        """
+        with self._lock:
+            stream = self._stream(stream_id)
+            target = stream.targets.get(target_id)
+            if target is None:
+                raise UnknownTargetError(f"no target {target_id} on stream {stream_id!r}")
+            if target.tracker is not None:
+                raise ValueError(f"target {target_id} is decoded by an adapter; it takes no proposer")
+            _close_proposer(target)
+            target.proposer = proposer
+
+    def add_proposed_target(self, stream_id: str, proposer: Proposer, *, label: str = "",
+                            target_id: Optional[int] = None, replace: bool = False) -> int:
+        """Start a target that only a proposer can find (a caption through a grounding
+        model): no memory until the first seed, state `acquiring`, no mask until then.
+
+        With `replace`, an existing `target_id` is forgotten and started afresh. Returns
+        the target id. Raises UnknownStreamError, DuplicateTargetError.
+        """
+        with self._lock:
+            stream = self._stream(stream_id)
+            if target_id is not None and target_id in stream.targets:
+                if not replace:
+                    raise DuplicateTargetError(f"target {target_id} already exists on stream {stream_id!r}")
+                _close_proposer(stream.targets[target_id])
+            tid = target_id if target_id is not None else self._next_target_id
+            self._next_target_id = max(self._next_target_id, tid + 1)
+            stream.targets[tid] = Target(tid, label, self._new_memory(), proposer=proposer)
             _drop_unused_variants(stream)
             stream.summarise()
             return tid
@@ -202,7 +243,7 @@ class SegmentationEngine:
             stream = self._stream(stream_id)
             if target_id not in stream.targets:
                 raise UnknownTargetError(f"no target {target_id} on stream {stream_id!r}")
-            del stream.targets[target_id]
+            _close_proposer(stream.targets.pop(target_id))
             _drop_unused_variants(stream)
             stream.summarise()
 
@@ -211,6 +252,8 @@ class SegmentationEngine:
         with self._lock:
             streams = [self._stream(stream_id)] if stream_id is not None else self._streams.values()
             for stream in streams:
+                for target in stream.targets.values():
+                    _close_proposer(target)
                 stream.targets.clear()
                 stream.variants.clear()
                 stream.summarise()
@@ -233,26 +276,36 @@ class SegmentationEngine:
                 self._track_adapted(stream, adapted, frame, index, low_res, scores, frame_logits)
                 plain_needed = len(adapted) < len(stream.targets)
                 features = encode_image(self.model, self.preprocess(frame)) if plain_needed else None
+                gated = self._propose(stream, features, frame, index, events)
                 for target in list(stream.targets.values()):
                     if target.pending is None:
                         continue
                     prompt, target.pending = target.pending, None
+                    seeded = bool(target.seeds) and target.seeds[-1] == index
                     try:
                         decoded = self._apply_prompt(target, features, prompt, (height, width), index)
                     except InvalidPromptError as exc:  # the frame turned out not to fit the prompt
+                        if seeded:  # a proposer's mistake: drop the seed, keep the target
+                            target.seeds.pop()
+                            events.append(f"{_name(target)} seed refused: {exc}")
+                            if target.state in (TargetState.ACQUIRING, TargetState.LOST):
+                                gated.add(target.target_id)
+                            continue
                         del stream.targets[target.target_id]
                         events.append(f"target {target.target_id} rejected: {exc}")
                         continue
+                    if seeded:
+                        self._forget_old_seeds(target)
                     low_res[target.target_id] = decoded.low_res_masks
                     scores[target.target_id] = decoded.object_score_logits
-                tracked = [t for t in stream.targets.values()
-                           if t.tracker is None and t.target_id not in low_res and t.memory.conditioning]
+                tracked = [t for t in stream.targets.values() if t.tracker is None and t.target_id not in low_res
+                           and t.target_id not in gated and t.memory.conditioning]
                 for group, selections in self._layout_groups(tracked, index):
                     decoded = self._track_group(group, selections, features, index)
                     for i, target in enumerate(group):
                         low_res[target.target_id] = decoded.low_res_masks[i:i + 1]
                         scores[target.target_id] = decoded.object_score_logits[i:i + 1]
-                results = self._results(stream, low_res, scores, (height, width), events, frame_logits)
+                results = self._results(stream, low_res, scores, (height, width), events, frame_logits, gated)
             stream.last_size = (height, width)
             stream.next_index += 1
             return StepResult(stream_id, index, stamp, results, time.perf_counter() - start, events)
@@ -300,6 +353,31 @@ class SegmentationEngine:
         return heads.decode(model, heads.without_memory(model, features, 1), features.high_res(1),
                             points=inputs.points, mask_inputs=inputs.mask, multimask=multimask,
                             extra_tokens=target.extra_tokens)
+
+    def _propose(self, stream: Stream, features: Optional[FrameFeatures], frame: np.ndarray, index: int,
+                 events: list[str]) -> set[int]:
+        """Ask each proposer target's proposer for a seed; a seed becomes the target's
+        prompt on this frame. Returns the ids whose output is withheld on this frame."""
+        gated: set[int] = set()
+        for target in stream.targets.values():
+            proposer = target.proposer
+            if proposer is None or target.pending is not None or features is None:
+                continue
+            seed: Optional[Seed] = proposer.propose(self.model, features, frame, index, target.state,
+                                                    target.last_box)
+            if seed is not None:
+                target.pending = seed.prompt
+                target.seeds.append(index)
+                if seed.reason:
+                    events.append(f"{_name(target)} seeded: {seed.reason}")
+            elif proposer.gates_output and target.state in (TargetState.ACQUIRING, TargetState.LOST):
+                gated.add(target.target_id)
+        return gated
+
+    def _forget_old_seeds(self, target: Target) -> None:
+        """Keep the newest `max_seeds` seeds pinned; older ones leave the memory."""
+        while len(target.seeds) > max(self.config.max_seeds, 1):
+            target.memory.unpin(target.seeds.pop(0))
 
     def _track_adapted(self, stream: Stream, targets: list[Target], frame: np.ndarray, index: int,
                        low_res: dict, scores: dict, frame_logits: dict) -> None:
@@ -356,7 +434,8 @@ class SegmentationEngine:
 
     def _results(self, stream: Stream, low_res: dict[int, torch.Tensor], scores: dict[int, torch.Tensor],
                  size: tuple[int, int], events: list[str],
-                 frame_logits: Optional[dict[int, torch.Tensor]] = None) -> list[TargetResult]:
+                 frame_logits: Optional[dict[int, torch.Tensor]] = None,
+                 gated: frozenset[int] | set[int] = frozenset()) -> list[TargetResult]:
         results = []
         ids = [tid for tid in stream.targets if tid in low_res]
         masks = np.zeros((0,) + size, dtype=bool)
@@ -374,12 +453,16 @@ class SegmentationEngine:
         for i, tid in enumerate(ids):
             target = stream.targets[tid]
             self._update_state(target, bool(logits[i] > 0), events)
+            target.last_box = _box(masks[i])
             results.append(TargetResult(
                 target_id=tid, label=target.label, mask=masks[i], score=probabilities[i],
-                box=_box(masks[i]), state=target.state, low_res_logits=low_res_host[i:i + 1],
+                box=target.last_box, state=target.state, low_res_logits=low_res_host[i:i + 1],
             ))
         for tid, target in stream.targets.items():
-            if tid not in low_res:  # taught but not applied yet
+            if tid in gated:  # looked for and not found: absent on this frame
+                self._update_state(target, False, events)
+                target.last_box = None
+            if tid not in low_res:  # taught but not applied yet, or withheld
                 results.append(TargetResult(tid, target.label, np.zeros(size, dtype=bool), 0.0, None,
                                             target.state))
         return results
@@ -413,7 +496,7 @@ class SegmentationEngine:
         is not in view, so a target taught by example and absent is not silent.
         """
         before = target.state
-        name = f"target {target.target_id}" + (f" ({target.label})" if target.label else "")
+        name = _name(target)
         if present:
             target.absent_frames = 0
             target.state = TargetState.TRACKED
@@ -451,6 +534,15 @@ class SegmentationEngine:
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+
+
+def _name(target: Target) -> str:
+    return f"target {target.target_id}" + (f" ({target.label})" if target.label else "")
+
+
+def _close_proposer(target: Target) -> None:
+    if target.proposer is not None:
+        target.proposer.close()
 
 
 def _drop_unused_variants(stream: Stream) -> None:

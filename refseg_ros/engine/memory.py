@@ -58,6 +58,10 @@ class TargetMemory:
         self.recent = deque((e for e in self.recent if e.frame_index != entry.frame_index),
                             maxlen=self.recent.maxlen)
 
+    def unpin(self, frame_index: int) -> None:
+        """Forget the conditioning entry of `frame_index` (a seed replaced by a newer one)."""
+        self.conditioning.pop(frame_index, None)
+
     def push(self, entry: MemoryEntry) -> None:
         """Add a tracked frame; the oldest falls out, and the one leaving the mask-memory
         window keeps only its object pointer."""

@@ -13,8 +13,11 @@ every frame of its stream:
 3. the engine turns `Tracked` into the target's result and state, as for every target.
 
 Targets without a tracker share the plain image-encoder pass and SAM2's own tracking,
-batched by memory layout. The engine imports no adapter: adapters implement these
-protocols.
+batched by memory layout. Such a target may have a `Proposer` (acquisition): on every
+frame it may return a `Seed`, a prompt on that frame that the engine pins as a
+conditioning memory (at most `EngineConfig.max_seeds` seeds are kept; the oldest goes).
+
+The engine imports no adapter: adapters implement these protocols.
 """
 
 from __future__ import annotations
@@ -25,7 +28,9 @@ from typing import Hashable, Optional, Protocol
 import numpy as np
 import torch
 
+from .features import FrameFeatures
 from .memory import TargetMemory
+from .types import Prompt, TargetState
 
 
 @dataclass
@@ -70,3 +75,32 @@ class TargetTracker(Protocol):
               frame_hw: tuple[int, int]) -> Tracked:
         """Decode frame `index` (its size `frame_hw` = (H, W) pixels) for this target and
         write its memory; `encoded` is what the variant returned for the frame."""
+
+
+@dataclass
+class Seed:
+    """A proposer's answer on one frame: `prompt` lies on that frame (its pixels) and is
+    pinned as a conditioning memory of the target there; `reason` is said in the event."""
+
+    prompt: Prompt
+    reason: str = ""
+
+
+class Proposer(Protocol):
+    """Looks for a target that is not tracked (acquisition seam): a reference prior, a
+    grounding model. Slow work runs in the proposer's own background worker; `propose`
+    only hands a frame over and collects what is finished, so it never blocks a frame.
+
+    `gates_output`: while the target is acquiring or lost, publish no mask and do not
+    track it unless a seed arrives (absence is an answer; never a mask from memory alone).
+    """
+
+    gates_output: bool
+
+    def propose(self, model: torch.nn.Module, features: FrameFeatures, frame: np.ndarray, index: int,
+                state: TargetState, box: Optional[tuple[int, int, int, int]]) -> Optional[Seed]:
+        """A seed for frame `index` (H x W x 3 uint8 `frame`, its plain `features`), given
+        the target's state and box (x0, y0, x1, y1 pixels, or None) before this frame."""
+
+    def close(self) -> None:
+        """Stop background work (the target is forgotten)."""

@@ -25,6 +25,7 @@ from refseg_ros.adapters.grounding import (Detection, GroundingDetector, Groundi
                                            degenerate_reason, match_to_track, read_family)
 
 transformers = pytest.importorskip("transformers")
+from _tiny_models import OWL_PIXELS, OWL_SCORE, load_owl, save_owlv2  # noqa: E402
 
 HEIGHT, WIDTH = 96, 128  # a non-square frame: x and y scale differently
 CAPTION = "a red cup"
@@ -67,69 +68,18 @@ def _save_grounding_dino(folder: Path, mm: bool) -> Path:
     return folder
 
 
-# OWLv2's heads are set so that every patch predicts the same box with the same score.
-# Box head: pred = sigmoid(box_head(features) + box_bias); zero weights and a bias of
-# logit(OWL_BOX) give OWL_BOX (cx, cy, w, h, normalised to the padded square input) once
-# the grid prior `box_bias` (a buffer rebuilt on loading) is zeroed after loading. Class
-# head: zero class embeddings give logits (0 + shift) * (elu(scale) + 1) = OWL_LOGIT.
-OWL_BOX = (0.5, 0.25, 0.5, 0.25)
-OWL_LOGIT = 2.0
-OWL_SCORE = 1.0 / (1.0 + math.exp(-OWL_LOGIT))
-# The OWLv2 processor pads the 96 x 128 frame to a 128 x 128 square (bottom, right), and
-# the box is normalised to that square: (32, 16, 96, 48) in frame pixels.
-OWL_PIXELS = (32.0, 16.0, 96.0, 48.0)
-
-
-def _save_owlv2(folder: Path) -> Path:
-    torch.manual_seed(2)
-    chars = list("abcdefghijklmnopqrstuvwxyz.")
-    vocab = {c: i for i, c in enumerate(chars)}
-    vocab.update({c + "</w>": len(chars) + i for i, c in enumerate(chars)})
-    bos, eos = len(vocab), len(vocab) + 1
-    vocab.update({"<|startoftext|>": bos, "<|endoftext|>": eos})
-    (folder.parent / "clip_vocab.json").write_text(json.dumps(vocab))
-    (folder.parent / "clip_merges.txt").write_text("#version: 0.2\n")  # no merges: one token a letter
-    tokenizer = transformers.CLIPTokenizer(str(folder.parent / "clip_vocab.json"),
-                                           str(folder.parent / "clip_merges.txt"), pad_token="<|endoftext|>")
-    config = transformers.Owlv2Config(
-        text_config=dict(vocab_size=len(vocab), hidden_size=32, intermediate_size=32, num_hidden_layers=1,
-                         num_attention_heads=2, max_position_embeddings=16, bos_token_id=bos,
-                         eos_token_id=eos, pad_token_id=eos),
-        vision_config=dict(hidden_size=32, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
-                           image_size=64, patch_size=16),
-        projection_dim=32)
-    model = transformers.Owlv2ForObjectDetection(config)
-    with torch.no_grad():
-        head = model.box_head.dense2
-        head.weight.zero_()
-        head.bias.copy_(torch.logit(torch.tensor(OWL_BOX)))
-        model.class_head.dense0.weight.zero_()
-        model.class_head.dense0.bias.zero_()
-        model.class_head.logit_shift.weight.zero_()
-        model.class_head.logit_shift.bias.fill_(OWL_LOGIT)
-        model.class_head.logit_scale.weight.zero_()
-        model.class_head.logit_scale.bias.zero_()
-    image_processor = transformers.Owlv2ImageProcessor(size={"height": 64, "width": 64})
-    transformers.Owlv2Processor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(folder)
-    model.save_pretrained(folder)
-    return folder
-
-
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("grounding_models")
     return {
         "grounding-dino": _save_grounding_dino(root / "gdino", mm=False),
         "mm-grounding-dino": _save_grounding_dino(root / "mmgdino", mm=True),
-        "owlv2": _save_owlv2(root / "owlv2"),
+        "owlv2": save_owlv2(root / "owlv2"),
     }
 
 
 def _owl(folder: Path, **options) -> GroundingDetector:
-    detector = GroundingDetector.from_folder(folder, **options)
-    with torch.no_grad():
-        detector.model.box_bias.zero_()  # see OWL_BOX
-    return detector
+    return load_owl(folder, **options)
 
 
 @pytest.fixture(scope="module")

@@ -301,3 +301,24 @@ def test_case_c_cme_switches_and_cme_off_fails(folder, tmp_path_factory, loaded)
           f"{off['object_score']:.3e}, mask agreement {off['mask_agreement']:.5f}")
     assert not frames_match(off)
     assert off["low_res_logits"] > ATOL_LOGIT and off["object_score"] > ATOL_SCORE
+
+
+def test_engine_causal_first_frame_equals_official_per_frame(loaded, folder):
+    """A caption target in the engine (causal mode, window 8) on a stream's first frame
+    gives the official clip-of-one output (case b, frame 0): same pass, same decoder."""
+    from refseg_ros.adapters.text.streaming import SamwiseTracker
+    from refseg_ros.engine import EngineConfig, SegmentationEngine
+
+    sam, adapter, _ = loaded
+    z = np.load(folder / "case_b_clip1.npz")
+    engine = SegmentationEngine(sam, EngineConfig(model="sam2_hiera_b+", device="cpu"), random_weights=False)
+    engine.add_stream("cam")
+    engine.add_tracked_target("cam", SamwiseTracker(sam, adapter, torch.from_numpy(z["c0_input_ids"]), window=8))
+    result = engine.step("cam", z["frames"][0]).targets[0]
+    low_res = maxdiff(result.low_res_logits[0, 0], z["c0_low_res_mask_logits"][0])
+    score = abs(float(torch.logit(torch.tensor(result.score, dtype=torch.float64)))
+                - float(z["c0_object_score_logits"][0]))
+    print(f"engine causal frame 0 vs official clip 1: low-res {low_res:.2e}, object score {score:.2e}")
+    assert low_res <= ATOL_LOGIT
+    assert score <= 1e-3  # through a float32 sigmoid and back
+    assert np.array_equal(result.mask, z["c0_masks"][0])

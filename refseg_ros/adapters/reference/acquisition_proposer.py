@@ -1,0 +1,93 @@
+"""A reference target found again by its prior: the engine's `Proposer` for reference
+targets (acquisition and re-acquisition).
+
+While the target is acquiring or lost, each frame is offered to the shared
+`AcquisitionWorker` (DINOv2 prior + peaks, at its own rate, in the background); a
+finished proposal is decoded and scored on the current frame's SAM2 features
+(`Acquirer.decide`: one batched decode, raw score, M-of-K gate). An accepted candidate
+becomes a click prompt on the current frame, which the engine pins as a conditioning
+memory ("re-acquired"). Until then the engine publishes no mask for the target.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Optional
+
+import numpy as np
+import torch
+
+from refseg_ros.engine.features import FrameFeatures
+from refseg_ros.engine.seams import Seed
+from refseg_ros.engine.types import PointsPrompt, TargetState
+
+from .acquisition import Acquirer, AcquirerConfig
+from .acquisition_worker import AcquisitionWorker
+from .dino_encoder import DinoEncoder
+from .reference_prior import ReferencePrototypes, prototypes_from_examples
+
+_keys = itertools.count(1)
+SEARCHING = (TargetState.ACQUIRING, TargetState.LOST)
+
+
+class AcquisitionService:
+    """The node's acquisition: one DINOv2 encoder, one background worker, the acquirers
+    of every reference target it serves.
+
+    min_interval_s: seconds between two proposals for one target (the prior's own rate).
+    """
+
+    def __init__(self, encoder: DinoEncoder, config: AcquirerConfig = AcquirerConfig(),
+                 min_interval_s: float = 0.0):
+        self.encoder, self.config = encoder, config
+        self._acquirers: dict = {}
+        self.worker = AcquisitionWorker(self._propose, min_interval_s, name="refseg-acquisition")
+
+    def prototypes(self, images: list[np.ndarray], masks: list[np.ndarray]) -> ReferencePrototypes:
+        """A target's prototypes from its examples ((H, W, 3) uint8, (H, W) bool), at teach time."""
+        return prototypes_from_examples(self.encoder, images, masks)
+
+    def proposer(self, prototypes: ReferencePrototypes) -> "ReferenceAcquisition":
+        """A proposer for one target on one stream."""
+        return ReferenceAcquisition(self, Acquirer(self.encoder, prototypes, self.config))
+
+    def close(self) -> None:
+        self.worker.close()
+
+    def _propose(self, key, frame: np.ndarray, stamp: float):
+        return self._acquirers[key].propose(frame, stamp)
+
+
+class ReferenceAcquisition:
+    """`seams.Proposer` for one reference target on one stream (made by
+    `AcquisitionService.proposer`)."""
+
+    gates_output = True
+
+    def __init__(self, service: AcquisitionService, acquirer: Acquirer):
+        self.service, self.worker, self.acquirer = service, service.worker, acquirer
+        self.key = ("acquisition", next(_keys))
+        self.last_click: Optional[tuple[float, float]] = None  # (x, y) pixels of the last seed
+        service._acquirers[self.key] = acquirer
+
+    def propose(self, model: torch.nn.Module, features: FrameFeatures, frame: np.ndarray, index: int,
+                state: TargetState, box: Optional[tuple[int, int, int, int]]) -> Optional[Seed]:
+        if state not in SEARCHING:
+            self.acquirer.reset()
+            return None
+        if self.worker.wants(self.key):
+            self.worker.submit(self.key, frame.copy(), float(index))
+        result = self.worker.poll(self.key)
+        if result is None or not result.ok:
+            return None
+        acquisition = self.acquirer.decide(model, features, result.proposal, frame.shape[:2])
+        if acquisition is None:
+            return None
+        x, y = (float(v) for v in acquisition.point_xy)
+        self.last_click = (x, y)
+        return Seed(PointsPrompt(np.array([[x, y]], dtype=np.float32), np.array([1], dtype=np.int64)),
+                    f"found by its prior (score {acquisition.verdict.score:.2f})")
+
+    def close(self) -> None:
+        self.worker.forget(self.key)
+        self.service._acquirers.pop(self.key, None)

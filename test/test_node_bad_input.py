@@ -178,7 +178,7 @@ def test_a_thousand_add_remove_calls(tracked):
     for i in range(500):
         reply = listener.call_with(add, AddTarget.Request(label=f"c{i}", caption=f"the object number {i}"))
         assert reply.success, reply.message
-        assert "waiting for the text adapter" in reply.message
+        assert "is waiting: no text model configured" in reply.message
         gone = listener.call_with(remove, RemoveTarget.Request(target_id=reply.target_id))
         assert gone.success, gone.message
     elapsed = time.monotonic() - start

@@ -73,7 +73,7 @@ def test_targets_survive_kill_9_with_their_ids(listener, start):
     since = listener.count("/refseg/status")
     listener.publish_when_heard("/refseg/caption", String, String(data="the red cup on the left"), node=node)
     ack = listener.wait_status("taught target", since, node=node)
-    assert "waiting for the text adapter" in ack and "not tracked" in ack
+    assert "is waiting: no text model configured" in ack and "not tracked" in ack
     reply = listener.call(AddTarget, "/refseg/add_target",
                           AddTarget.Request(camera=CAM0, label="boxed", image=image_msg(frame, "rgb8"),
                                             box=[80.0, 80.0, 160.0, 150.0]))

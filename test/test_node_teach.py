@@ -68,7 +68,7 @@ def test_teach_tool_round_trip(node):
 
     r = teach("--caption", "the red mug on the left")
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "(caption)" in r.stdout and "waiting for the text adapter" in r.stdout
+    assert "(caption)" in r.stdout and "is waiting: no text model configured" in r.stdout
 
     r = teach("--image", str(tmp / "frame.png"), "--mask", str(tmp / "small_mask.png"), "--label", "bad")
     assert r.returncode == 1, r.stdout + r.stderr

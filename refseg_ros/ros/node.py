@@ -36,6 +36,8 @@ from ..engine import EngineConfig, EngineError, SegmentationEngine
 from ..runtime import geometry
 from ..runtime.headers import HEADER_PROBLEMS, header_problems, plausible_latency
 from ..runtime.mailbox import Closed, Envelope, FrameMailbox
+from ..runtime.acquisition import open_acquisition
+from ..runtime.captions import open_caption_path
 from ..runtime.registry import TargetRegistry, TeachError, camera_key
 from ..runtime.render import label_image
 from ..runtime.threads import apply_threads, plan_threads
@@ -97,8 +99,13 @@ class SegmenterNode(LifecycleNode):
                 image_size=settings.image_size, device=settings.device,
                 precision=settings.precision, compile=settings.compile, seed=settings.seed,
                 preprocessing=settings.preprocessing))
+            captions, captions_note = open_caption_path(settings.text(), engine, settings.model)
+            (self.get_logger().info if captions else self.get_logger().warning)(captions_note)
+            acquisition, acquisition_note = open_acquisition(settings.acquisition(), engine.device)
+            self.get_logger().info(acquisition_note)
             registry = TargetRegistry(engine, store, list(cameras), settings.max_caption_length,
-                                      settings.max_label_length, settings.max_targets)
+                                      settings.max_label_length, settings.max_targets, captions, captions_note,
+                                      acquisition)
             restored = registry.restore()
         except Exception as exc:  # a bad parameter, checkpoint or store: say which, stay unconfigured
             self.get_logger().error(f"configure failed: {type(exc).__name__}: {exc}")
@@ -137,8 +144,9 @@ class SegmenterNode(LifecycleNode):
         self._teaching_subs = [
             self.create_subscription(ReferenceTarget, s.reference_topic, self._on_reference,
                                      qos.teaching_qos(), callback_group=self._teach_group),
+            # serialized: a caption that is not UTF-8 is refused here, not in the executor
             self.create_subscription(String, s.caption_topic, self._on_caption,
-                                     qos.teaching_qos(), callback_group=self._teach_group),
+                                     qos.teaching_qos(), callback_group=self._teach_group, raw=True),
         ]
         self._diag_timer = self.create_timer(s.diagnostics_period, self._publish_diagnostics,
                                             callback_group=self._diag_group)
@@ -198,6 +206,8 @@ class SegmenterNode(LifecycleNode):
         for service in self._target_services:
             self.destroy_service(service)
         self._target_services = []
+        if self.registry is not None:
+            self.registry.close()
         self.registry, self.engine = None, None
         SegmentationEngine.release_device_memory()
 
@@ -381,20 +391,22 @@ class SegmenterNode(LifecycleNode):
             self.create_service(ResetTargets, "~/reset_targets", self._srv_reset, callback_group=group),
         ]
 
-    def _teach(self, build, replace: bool = False) -> tuple[bool, str, int]:
+    def _teach(self, build, replace: bool = False, must_exist: bool = False) -> tuple[bool, str, int]:
         """Build a target, teach it, and say what happened (after the store has it)."""
         registry = self.registry
         if registry is None:
             return False, "the node is not configured", 0
         try:
             target = build()
-            text = registry.teach(target, replace=replace)
+            text = registry.teach(target, replace=replace, must_exist=must_exist)
         except TeachError as exc:
             return False, str(exc), 0
         return True, text, target.target_id
 
     def _srv_add(self, req: AddTarget.Request, resp: AddTarget.Response) -> AddTarget.Response:
-        ok, text, tid = self._teach(lambda: requests.from_add_request(req, self.latest_frame))
+        replacing = bool(req.target_id)
+        ok, text, tid = self._teach(lambda: requests.from_add_request(req, self.latest_frame),
+                                    replace=replacing, must_exist=replacing)
         resp.success, resp.target_id = ok, tid
         resp.message = text if ok else f"add_target rejected: {text}"
         self._status(resp.message, error=not ok)
@@ -417,7 +429,7 @@ class SegmenterNode(LifecycleNode):
             return resp
         statuses = registry.statuses()
         resp.targets = [TargetInfo(target_id=s.target.target_id, label=s.target.label, kind=s.target.kind,
-                                   camera=s.target.camera, caption=s.target.caption, status=s.status,
+                                   camera=s.target.camera, caption=s.target.caption, status=s.status, path=s.path,
                                    examples=1 + len(s.target.views) if s.target.kind == "reference" else 0)
                         for s in statuses]
         notes = sorted({f"{s.target.target_id}: {s.note}" for s in statuses if s.note})
@@ -450,8 +462,8 @@ class SegmenterNode(LifecycleNode):
         except TeachError as exc:
             return False, str(exc)
 
-    def _on_caption(self, msg: String) -> None:
-        ok, text, _ = self._teach(lambda: requests.from_caption(msg.data))
+    def _on_caption(self, data: bytes) -> None:
+        ok, text, _ = self._teach(lambda: requests.from_caption(requests.caption_text(data)))
         self._status(text if ok else f"rejected caption: {text}", error=not ok)
 
     # ==================================================================== output

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.exceptions import ParameterUninitializedException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
+
+from ..runtime.acquisition import AcquisitionSettings
+from ..runtime.captions import TextSettings
 
 # name -> (default, description). A Parameter.Type default declares a parameter that may
 # stay unset (ROS cannot infer a type from an empty list).
@@ -61,6 +64,27 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
                         "on arrival before the header is reported as implausible"),
     "status_repeat_period": (5.0, "seconds before an identical rejection is reported again"),
     "max_caption_length": (1000, "longest caption accepted, in characters"),
+    "dino_model": ("", "folder of a transformers Dinov2Model: reference targets are looked for by their "
+                   "prior while not tracked (acquisition); empty: off"),
+    "acquisition_threshold": (0.5, "raw candidate score (mask-averaged cosine x IoU and presence terms) a "
+                              "frame needs"),
+    "acquisition_m": (2, "frames above the threshold, out of the last acquisition_k looked at, before a seed"),
+    "acquisition_k": (3, "frames looked at that the M-of-K rule counts"),
+    "acquisition_interval": (0.0, "seconds between two proposals for one target (0: as fast as DINOv2 goes)"),
+    "acquisition_candidates": (5, "similarity peaks decoded per proposal, in one batched SAM2 decode"),
+    "text_path": ("auto", "how captions are tracked: samwise, grounding, none, or auto (samwise when "
+                  "samwise_checkpoint is set, else grounding when grounding_model is set, else none)"),
+    "samwise_checkpoint": ("", "official SAMWISE checkpoint file (its SAM2 must be the model parameter's: "
+                           "sam2_hiera_b+ at 1024)"),
+    "samwise_tokenizer": ("", "folder with roberta-base's vocab.json + merges.txt (or tokenizer.json)"),
+    "text_window": (8, "SAMWISE causal window in frames (1: per-frame streaming)"),
+    "text_cme": (True, "SAMWISE's conditional memory encoder on (as the official model)"),
+    "grounding_model": ("", "folder of a transformers zero-shot detector (Grounding DINO, "
+                        "MM-Grounding-DINO/LLMDet, OWLv2) for the grounding path"),
+    "grounding_threshold": (0.35, "detector score a caption's box needs"),
+    "regrounding_interval": (0.0, "seconds between re-groundings of a tracked caption (0: only when lost)"),
+    "grounding_retry": (0.0, "seconds between grounding calls while a caption is not found (0: as often "
+                        "as the detector keeps up)"),
     "max_label_length": (256, "longest label accepted, in characters"),
     "max_targets": (1000, "most targets the node keeps"),
 }
@@ -104,6 +128,21 @@ class Settings:
     stamp_tolerance: float = 5.0
     status_repeat_period: float = 5.0
     max_caption_length: int = 1000
+    dino_model: str = ""
+    acquisition_threshold: float = 0.5
+    acquisition_m: int = 2
+    acquisition_k: int = 3
+    acquisition_interval: float = 0.0
+    acquisition_candidates: int = 5
+    text_path: str = "auto"
+    samwise_checkpoint: str = ""
+    samwise_tokenizer: str = ""
+    text_window: int = 8
+    text_cme: bool = True
+    grounding_model: str = ""
+    grounding_threshold: float = 0.35
+    regrounding_interval: float = 0.0
+    grounding_retry: float = 0.0
     max_label_length: int = 256
     max_targets: int = 1000
 
@@ -121,8 +160,18 @@ class Settings:
         """The aligned depth topic of the camera at `index` ("" for none)."""
         return self.depth_topics[index] if index < len(self.depth_topics) else ""
 
+    def text(self) -> TextSettings:
+        """The text path's settings."""
+        return TextSettings(**{f.name: getattr(self, f.name) for f in fields(TextSettings)})
+
+    def acquisition(self) -> AcquisitionSettings:
+        """The reference targets' acquisition settings."""
+        return AcquisitionSettings(**{f.name: getattr(self, f.name) for f in fields(AcquisitionSettings)})
+
     def check(self) -> None:
         """Refuse settings that cannot work, naming the parameter."""
+        self.text().check()
+        self.acquisition().check()
         if not self.cameras:
             raise ValueError("parameter cameras is empty: give at least one image topic")
         if len(set(self.cameras)) != len(self.cameras):

@@ -58,6 +58,21 @@ def view_from_reference(msg) -> tuple[int, np.ndarray, np.ndarray]:
     return target.target_id, target.image, target.mask
 
 
+def caption_text(data: bytes) -> str:
+    """The text of a serialized std_msgs/String. Raises TeachError when it is not UTF-8
+    (rclpy replaces invalid bytes with U+FFFD, which no caption needs) or not a String."""
+    from rclpy.serialization import deserialize_message
+    from std_msgs.msg import String
+
+    try:
+        text = deserialize_message(data, String).data
+    except Exception as exc:  # a message of another type on the topic
+        raise TeachError(f"caption could not be read as std_msgs/String ({type(exc).__name__}: {exc})") from None
+    if "\ufffd" in text:
+        raise TeachError(f"caption is not valid UTF-8 (undecodable bytes at character {text.index(chr(0xFFFD))})")
+    return text
+
+
 def from_caption(text: str) -> TaughtTarget:
     """A std_msgs/String caption; the label is the caption (shortened by the registry)."""
     return TaughtTarget(target_id=0, label="", kind="caption", caption=text)
@@ -72,7 +87,7 @@ def from_add_request(req, latest_frame: LatestFrame) -> TaughtTarget:
             raise TeachError(f"give either a caption or an image prompt, not both "
                              f"(got a caption and {', '.join(prompts) or 'an image'})")
         target = from_caption(req.caption)
-        target.label, target.camera = req.label, req.camera
+        target.label, target.camera, target.target_id = req.label, req.camera, int(req.target_id)
         return target
     if len(prompts) != 1:
         raise TeachError("give exactly one of: a caption, a mask, a box or points "
@@ -88,7 +103,7 @@ def from_add_request(req, latest_frame: LatestFrame) -> TaughtTarget:
         if image is None:
             raise TeachError(f"no frame received yet on camera {req.camera}; "
                              "send the image the prompt was drawn on")
-    target = TaughtTarget(target_id=0, label=req.label, kind=kind, camera=req.camera, image=image)
+    target = TaughtTarget(target_id=int(req.target_id), label=req.label, kind=kind, camera=req.camera, image=image)
     if kind == "mask":
         target.mask = decode_mask(req.mask)
         if given(req.image):

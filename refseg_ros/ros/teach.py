@@ -40,7 +40,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--image", help="image file the mask or box lies on")
     p.add_argument("--label", default="", help="name of the target")
     p.add_argument("--camera", default="", help="camera (image topic) it applies to; default: every camera")
-    p.add_argument("--target-id", type=int, default=0, help="replace this target's reference")
+    p.add_argument("--target-id", type=int, default=0,
+                   help="replace this target: its reference, or with --caption its caption (keeps the id)")
     p.add_argument("--add-view", type=int, default=0, metavar="ID",
                    help="with --image and --mask: one more example of reference target ID (k-shot)")
     p.add_argument("--node", default="/refseg", help="the node's name with namespace (default /refseg)")
@@ -149,13 +150,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     where = t.camera or "every camera"
                     extra = f" caption={t.caption!r}" if t.caption else ""
                     examples = f" ({t.examples} examples)" if t.examples > 1 else ""
-                    print(f"{t.target_id:6d}  {t.label!r:24} {t.kind:9} {t.status:9} {where}{extra}{examples}")
+                    path = f" via {t.path}" if t.path else ""
+                    print(f"{t.target_id:6d}  {t.label!r:24} {t.kind:9} {t.status:9} {where}{extra}{examples}{path}")
         elif args.remove is not None:
             reply = teacher.call(RemoveTarget, "remove_target", RemoveTarget.Request(target_id=args.remove))
         elif args.reset:
             reply = teacher.call(ResetTargets, "reset_targets", ResetTargets.Request(camera=args.camera))
-        elif args.box is not None or args.service:
-            req = AddTarget.Request(camera=args.camera, label=args.label)
+        elif args.box is not None or args.service or (args.caption is not None and args.target_id):
+            req = AddTarget.Request(camera=args.camera, label=args.label, target_id=args.target_id)
             if args.caption is not None:
                 req.caption = args.caption
             else:

@@ -19,8 +19,9 @@ import numpy as np
 from ..engine import (BoxPrompt, EngineError, MaskPrompt, PointsPrompt, Prompt, SegmentationEngine,
                       TargetState)
 from ..store import StoreError, TargetStore, TaughtTarget
+from .captions import CaptionPath
 
-CAPTION_WAITING = "waiting for the text adapter (not available in this build): stored, not tracked"
+CAPTION_WAITING = "waiting for a text model: stored, not tracked"
 _STATE_RANK = {TargetState.TRACKED: 3, TargetState.OCCLUDED: 2, TargetState.ACQUIRING: 1,
                TargetState.LOST: 0}
 
@@ -36,6 +37,7 @@ class TargetStatus:
     target: TaughtTarget
     status: str  # acquiring | tracked | occluded | lost | waiting
     note: str = ""  # why it waits, when it does
+    path: str = ""  # samwise or grounding (captions), acquisition (references with a prior), or ""
 
 
 def camera_key(topic: str) -> str:
@@ -55,8 +57,12 @@ class TargetRegistry:
 
     def __init__(self, engine: SegmentationEngine, store: Optional[TargetStore],
                  cameras: Sequence[str], max_caption_length: int = 1000, max_label_length: int = 256,
-                 max_targets: int = 1000):
+                 max_targets: int = 1000, captions: Optional[CaptionPath] = None,
+                 captions_note: str = CAPTION_WAITING, acquisition=None):
         self.engine = engine
+        self.acquisition = acquisition  # adapters.reference.acquisition_proposer.AcquisitionService
+        self.captions = captions
+        self.captions_note = captions_note
         self.store = store
         self.cameras = [camera_key(c) for c in cameras]
         self.max_caption_length = max_caption_length
@@ -71,6 +77,13 @@ class TargetRegistry:
         self._tracked: dict[str, frozenset[int]] = {c: frozenset() for c in self.cameras}
         for camera in self.cameras:
             engine.add_stream(camera)
+
+    def close(self) -> None:
+        """Stop the text path's and acquisition's background work (the node is cleaning up)."""
+        if self.captions is not None:
+            self.captions.close()
+        if self.acquisition is not None:
+            self.acquisition.close()
 
     # ------------------------------------------------------------------------ restore
     def restore(self) -> list[str]:
@@ -93,16 +106,20 @@ class TargetRegistry:
         return lines
 
     # -------------------------------------------------------------------------- teach
-    def teach(self, target: TaughtTarget, replace: bool = False) -> str:
+    def teach(self, target: TaughtTarget, replace: bool = False, must_exist: bool = False) -> str:
         """Validate, apply and store a target; returns the acknowledgement text.
 
-        `target.target_id` 0 asks for a new id. A known id is refused unless `replace`.
+        `target.target_id` 0 asks for a new id. A known id is refused unless `replace`;
+        with `must_exist`, an unknown id is refused (a replacement of nothing).
         """
         self._check(target)
         with self._lock:
             old = self._targets.get(target.target_id) if target.target_id else None
             if old is not None and not replace:
                 raise TeachError(f"target {target.target_id} exists; remove it first or replace it")
+            if old is None and must_exist:
+                known = ", ".join(str(t) for t in sorted(self._targets)) or "none"
+                raise TeachError(f"no target {target.target_id} to replace (known: {known})")
             if old is None and len(self._targets) >= self.max_targets:
                 raise TeachError(f"already {len(self._targets)} targets (max_targets); remove some first")
             try:
@@ -131,7 +148,10 @@ class TargetRegistry:
             verb = "replaced" if old is not None else "taught"
             text = f"{verb} {describe(target)}"
             if target.kind == "caption":
-                text += f": caption {_quote(target.caption)} is {CAPTION_WAITING}"
+                if self.captions is None:
+                    text += f": caption {_quote(target.caption)} is waiting: {self.captions_note}"
+                else:
+                    text += f": caption {_quote(target.caption)} tracked through {self.captions.path}"
             return text
 
     def add_view(self, target_id: int, image: np.ndarray, mask: np.ndarray) -> str:
@@ -155,6 +175,7 @@ class TargetRegistry:
                 if old.target_id not in self._notes:
                     for camera in self._cameras_of(new):
                         self.engine.add_reference(camera, new.target_id, MaskPrompt(view_mask), image)
+                    self._look_for(new)
                 if self.store is not None:
                     self.store.save(new)
             except Exception as exc:  # bad input, device memory, a full disk: teach the old one again
@@ -213,13 +234,14 @@ class TargetRegistry:
             out = []
             for tid in sorted(self._targets):
                 target = self._targets[tid]
+                path = self._path(target)
                 if tid in self._notes:
                     out.append(TargetStatus(target, "waiting", self._notes[tid]))
-                elif target.kind == "caption":
-                    out.append(TargetStatus(target, "waiting", CAPTION_WAITING))
+                elif target.kind == "caption" and self.captions is None:
+                    out.append(TargetStatus(target, "waiting", self.captions_note))
                 else:
                     best = max(states.get(tid, [TargetState.ACQUIRING]), key=_STATE_RANK.__getitem__)
-                    out.append(TargetStatus(target, best.value))
+                    out.append(TargetStatus(target, best.value, path=path))
             return out
 
     def ids(self) -> list[int]:
@@ -227,13 +249,13 @@ class TargetRegistry:
             return sorted(self._targets)
 
     def tracked_ids(self, camera: str) -> frozenset[int]:
-        """Ids the engine tracks on `camera` (captions and kept-only targets excluded)."""
+        """Ids the engine tracks on `camera` (waiting captions and kept-only targets excluded)."""
         return self._tracked.get(camera_key(camera), frozenset())
 
     def _refresh_tracked(self) -> None:
         tracked = {c: set() for c in self.cameras}
         for tid, target in self._targets.items():
-            if target.kind == "caption" or tid in self._notes:
+            if not self._in_engine(target):
                 continue
             for camera in self._cameras_of(target):
                 if camera in tracked:
@@ -296,12 +318,28 @@ class TargetRegistry:
         self._next_id = tid + 1
         return tid
 
+    def _in_engine(self, target: TaughtTarget) -> bool:
+        """Whether the engine holds the target (not kept-only, not a waiting caption)."""
+        if target.target_id in self._notes:
+            return False
+        return target.kind != "caption" or self.captions is not None
+
     def _apply(self, target: TaughtTarget) -> None:
         """Add the target to the engine on its cameras, all or none."""
-        if target.kind != "caption":
-            if target.camera and target.camera not in self.cameras:
-                raise TeachError(f"its camera {target.camera} is not configured "
-                                 f"(cameras: {', '.join(self.cameras) or 'none'})")
+        if target.kind == "caption" and self.captions is not None:
+            self._check_own_camera(target)
+            done = []
+            try:
+                for camera in self._cameras_of(target):
+                    self.captions.add(self.engine, camera, target.caption, label=target.label,
+                                      target_id=target.target_id)
+                    done.append(camera)
+            except Exception as exc:  # a caption the path refuses, device memory: all or none
+                for camera in done:
+                    self._remove_quietly(camera, target.target_id)
+                raise TeachError(_engine_refusal(exc)) from exc
+        elif target.kind != "caption":
+            self._check_own_camera(target)
             prompt = _prompt(target)
             done = []
             try:
@@ -311,6 +349,7 @@ class TargetRegistry:
                     done.append(camera)
                     for image, mask in target.views:
                         self.engine.add_reference(camera, target.target_id, MaskPrompt(mask), image)
+                self._look_for(target)
             except Exception as exc:  # bad input, or e.g. device memory running out: all or none
                 for camera in done:
                     self._remove_quietly(camera, target.target_id)
@@ -319,10 +358,33 @@ class TargetRegistry:
         self._notes.pop(target.target_id, None)
         self._refresh_tracked()
 
+    def _path(self, target: TaughtTarget) -> str:
+        """How the engine finds the target besides its memory (see TargetStatus.path)."""
+        if target.kind == "caption":
+            return "" if self.captions is None else self.captions.path
+        if target.kind == "reference" and self.acquisition is not None:
+            return "acquisition"
+        return ""
+
+    def _look_for(self, target: TaughtTarget) -> None:
+        """Give a reference target its prior on each of its cameras (acquisition)."""
+        if target.kind != "reference" or self.acquisition is None:
+            return
+        images = [target.image] + [image for image, _ in target.views]
+        masks = [np.asarray(target.mask) != 0] + [np.asarray(mask) != 0 for _, mask in target.views]
+        prototypes = self.acquisition.prototypes(images, masks)
+        for camera in self._cameras_of(target):
+            self.engine.set_proposer(camera, target.target_id, self.acquisition.proposer(prototypes))
+
+    def _check_own_camera(self, target: TaughtTarget) -> None:
+        if target.camera and target.camera not in self.cameras:
+            raise TeachError(f"its camera {target.camera} is not configured "
+                             f"(cameras: {', '.join(self.cameras) or 'none'})")
+
     def _unapply(self, target: TaughtTarget) -> None:
         # Only targets the engine holds are removed from it: the engine lock is held for
-        # a whole frame, and forgetting a caption should not wait for one.
-        if target.kind != "caption" and target.target_id not in self._notes:
+        # a whole frame, and forgetting a waiting caption should not wait for one.
+        if self._in_engine(target):
             for camera in self._cameras_of(target):
                 self._remove_quietly(camera, target.target_id)
         self._targets.pop(target.target_id, None)
@@ -367,8 +429,11 @@ def _prompt(target: TaughtTarget) -> Prompt:
 
 
 def _engine_refusal(exc: Exception) -> str:
-    """Why the engine refused: its own message for bad input, the failure otherwise."""
-    return str(exc) if isinstance(exc, EngineError) else f"the engine failed ({type(exc).__name__}: {exc})"
+    """Why the engine refused: its own message for bad input (a ValueError such as an
+    engine error or a caption a text path refuses), the failure otherwise."""
+    if isinstance(exc, (EngineError, ValueError)):
+        return str(exc)
+    return f"the engine failed ({type(exc).__name__}: {exc})"
 
 
 def _quote(text: str, limit: int = 80) -> str:

@@ -1,0 +1,61 @@
+"""Acquisition for reference targets, configured once per node; ROS-free.
+
+With a DINOv2 folder (`dino_model`), every reference target gets a proposer
+(`adapters.reference.acquisition_proposer`): while it is not tracked, its prior looks
+for it beside tracking and seeds the tracker when found; no mask is published for it
+until then. Without one, reference targets are tracked from their pinned examples
+alone (the plain correspondence-as-video baseline), and the node says so.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+
+@dataclass
+class AcquisitionSettings:
+    """dino_model: a transformers Dinov2Model folder; threshold: the raw candidate score
+    a frame needs; m of k: looked-at frames above it before a seed; interval: seconds
+    between two proposals for one target; candidates: peaks decoded per proposal."""
+
+    dino_model: str = ""
+    acquisition_threshold: float = 0.5
+    acquisition_m: int = 2
+    acquisition_k: int = 3
+    acquisition_interval: float = 0.0
+    acquisition_candidates: int = 5
+
+    def check(self) -> None:
+        """Raises ValueError naming the parameter."""
+        if not 1 <= self.acquisition_m <= self.acquisition_k:
+            raise ValueError("parameters acquisition_m and acquisition_k must satisfy 1 <= m <= k, got "
+                             f"{self.acquisition_m} and {self.acquisition_k}")
+        if self.acquisition_interval < 0:
+            raise ValueError("parameter acquisition_interval must not be negative")
+        if self.acquisition_candidates < 1:
+            raise ValueError("parameter acquisition_candidates must be at least 1")
+
+
+def open_acquisition(settings: AcquisitionSettings, device: torch.device) -> tuple[Optional[object], str]:
+    """An `AcquisitionService`, or None and why reference targets go without one.
+    Loading errors are returned as the reason, never raised."""
+    if not settings.dino_model:
+        return None, ("reference targets without acquisition (set dino_model to a DINOv2 folder to look "
+                      "for them while they are not tracked)")
+    try:
+        from ..adapters.reference.acquisition import AcquirerConfig
+        from ..adapters.reference.acquisition_proposer import AcquisitionService
+        from ..adapters.reference.dino_encoder import DinoEncoder
+
+        config = AcquirerConfig(candidates=settings.acquisition_candidates,
+                                threshold=settings.acquisition_threshold, m=settings.acquisition_m,
+                                window=settings.acquisition_k)
+        service = AcquisitionService(DinoEncoder(settings.dino_model, device=device), config,
+                                     settings.acquisition_interval)
+    except Exception as exc:  # a missing folder, weights of another model
+        return None, (f"acquisition could not be loaded from dino_model {settings.dino_model} "
+                      f"({type(exc).__name__}: {exc}); reference targets go without it")
+    return service, f"reference targets looked for by DINOv2 from {settings.dino_model} while not tracked"

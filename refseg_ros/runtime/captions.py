@@ -1,0 +1,149 @@
+"""Captions as engine targets, through whichever text path is configured; ROS-free, so
+the node and the evaluation share it.
+
+Two paths (docs/NODE.md, "Text targets"):
+- `samwise`: an official SAMWISE checkpoint (its `sam.*` weights become the engine's
+  SAM2) and RoBERTa's tokenizer from a folder; the caption's targets are decoded by the
+  adapter in the causal streaming mode (`adapters.text.streaming`);
+- `grounding`: a zero-shot detector from a folder (Grounding DINO, MM-Grounding-DINO,
+  OWLv2) proposes a box for the caption, which SAM2 then tracks with memory; re-grounded
+  when lost and, optionally, every `regrounding_interval` seconds.
+`auto` takes SAMWISE when its checkpoint is given, else grounding when its model is
+given, else none: captions are then kept and listed as waiting, with the reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Protocol
+
+from ..engine import SegmentationEngine
+
+PATHS = ("auto", "samwise", "grounding", "none")
+
+
+@dataclass
+class TextSettings:
+    """The text path's settings (node parameters of the same names).
+
+    window: SAMWISE's causal window T in frames; threshold: the detector score a box
+    needs; regrounding_interval / grounding_retry: seconds (0: only when lost / on every
+    frame while looking).
+    """
+
+    text_path: str = "auto"
+    samwise_checkpoint: str = ""
+    samwise_tokenizer: str = ""
+    text_window: int = 8
+    text_cme: bool = True
+    grounding_model: str = ""
+    grounding_threshold: float = 0.35
+    regrounding_interval: float = 0.0
+    grounding_retry: float = 0.0
+
+    def check(self) -> None:
+        """Raises ValueError naming the parameter."""
+        if self.text_path not in PATHS:
+            raise ValueError(f"parameter text_path must be one of {', '.join(PATHS)}, got {self.text_path!r}")
+        if self.text_window < 1:
+            raise ValueError(f"parameter text_window must be at least 1 frame, got {self.text_window}")
+        if not 0.0 <= self.grounding_threshold <= 1.0:
+            raise ValueError(f"parameter grounding_threshold must lie in [0, 1], got {self.grounding_threshold}")
+        if self.regrounding_interval < 0 or self.grounding_retry < 0:
+            raise ValueError("parameters regrounding_interval and grounding_retry must not be negative")
+
+    def chosen(self) -> str:
+        """The path `auto` resolves to: samwise, grounding or none."""
+        if self.text_path != "auto":
+            return self.text_path
+        if self.samwise_checkpoint:
+            return "samwise"
+        return "grounding" if self.grounding_model else "none"
+
+
+class CaptionPath(Protocol):
+    """Adds caption targets to the engine; `path` is "samwise" or "grounding"."""
+
+    path: str
+
+    def add(self, engine: SegmentationEngine, stream_id: str, caption: str, *, label: str, target_id: int,
+            replace: bool = False) -> None:
+        """Track `caption` as target `target_id` on `stream_id`. Raises ValueError
+        (e.g. CaptionError) for a caption the path cannot take."""
+
+    def close(self) -> None:
+        """Stop background work."""
+
+
+class SamwisePath:
+    """Caption targets decoded by the SAMWISE adapter."""
+
+    path = "samwise"
+
+    def __init__(self, captions):
+        self.captions = captions  # adapters.text.captions.SamwiseCaptions
+
+    def add(self, engine: SegmentationEngine, stream_id: str, caption: str, *, label: str, target_id: int,
+            replace: bool = False) -> None:
+        engine.add_tracked_target(stream_id, self.captions.tracker(caption), label=label, target_id=target_id,
+                                  replace=replace)
+
+    def close(self) -> None:
+        pass
+
+
+class GroundingPath:
+    """Caption targets found by a zero-shot detector and tracked by SAM2."""
+
+    path = "grounding"
+
+    def __init__(self, detector, threshold: float, interval_s: float, retry_s: float):
+        from ..adapters.grounding import GroundingWorker, RegroundPolicy
+
+        self.worker = GroundingWorker(detector)
+        self.threshold = threshold
+        self.policy = RegroundPolicy(interval_s=interval_s, retry_s=retry_s)
+
+    def add(self, engine: SegmentationEngine, stream_id: str, caption: str, *, label: str, target_id: int,
+            replace: bool = False) -> None:
+        from ..adapters.grounding.proposer import GroundingProposer
+
+        if not caption.strip():
+            raise ValueError("caption is empty")
+        proposer = GroundingProposer(self.worker, caption, self.threshold, self.policy)
+        engine.add_proposed_target(stream_id, proposer, label=label, target_id=target_id, replace=replace)
+
+    def close(self) -> None:
+        self.worker.close(timeout=5.0)
+
+
+def open_caption_path(settings: TextSettings, engine: SegmentationEngine,
+                      model_name: str) -> tuple[Optional[CaptionPath], str]:
+    """The configured path, or None and why captions wait. Loading errors (a missing
+    folder, a checkpoint that does not fit the engine's model) are returned as the
+    reason, never raised: the node keeps running without captions.
+
+    `model_name` is the engine's model (a SAMWISE checkpoint must be for it).
+    """
+    chosen = settings.chosen()
+    if chosen == "none":
+        return None, ("no text model configured: set samwise_checkpoint + samwise_tokenizer, or "
+                      "grounding_model (docs/NODE.md, 'Text targets'); captions are kept, not tracked")
+    try:
+        if chosen == "samwise":
+            from ..adapters.text.captions import SamwiseCaptions
+
+            captions = SamwiseCaptions.from_files(engine.model, model_name, settings.samwise_checkpoint,
+                                                  settings.samwise_tokenizer, window=settings.text_window,
+                                                  cme=settings.text_cme)
+            return SamwisePath(captions), f"captions tracked by SAMWISE (causal window {settings.text_window})"
+        from ..adapters.grounding import GroundingDetector
+
+        if not settings.grounding_model:
+            raise ValueError("no grounding model folder given: set the parameter grounding_model")
+        detector = GroundingDetector.from_folder(settings.grounding_model, device=engine.device)
+        path = GroundingPath(detector, settings.grounding_threshold, settings.regrounding_interval,
+                             settings.grounding_retry)
+        return path, f"captions found by {detector.family.name} and tracked by SAM2"
+    except Exception as exc:  # a missing folder, a corrupt file, a checkpoint for another model
+        return None, f"the {chosen} text path could not be loaded ({type(exc).__name__}: {exc}); captions are kept, not tracked"

@@ -1,0 +1,143 @@
+"""Captions through the node over DDS, on the grounding path: a tiny random-weight OWLv2
+saved to a folder (the node loads it through `grounding_model`), the small SAM2, a
+camera process. A caption becomes a tracked target with a result per frame; it can be
+replaced keeping its id; two captions are two targets; a restart keeps them; bad
+captions get a reason and change nothing else.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from rclpy.serialization import serialize_message
+from std_msgs.msg import String
+
+from _node_harness import Listener, start_camera, start_node
+from _tiny_models import save_owlv2
+from refseg_ros.msg import SegmentedObject, SegmentedObjectArray
+from refseg_ros.srv import AddTarget, ListTargets
+
+CAM0 = "/cam0/image_raw"
+OBJECTS = f"{CAM0}/refseg/objects"
+
+
+@pytest.fixture(scope="module")
+def owl_folder(tmp_path_factory):
+    return save_owlv2(tmp_path_factory.mktemp("owl") / "owlv2")
+
+
+@pytest.fixture
+def listener():
+    listener = Listener("captions_listener")
+    listener.listen_status()
+    listener.listen(OBJECTS, SegmentedObjectArray)
+    yield listener
+    listener.close()
+
+
+@pytest.fixture
+def procs():
+    started = []
+    yield started
+    for proc in reversed(started):
+        proc.stop()
+
+
+def _listing(listener) -> dict[int, object]:
+    reply = listener.call(ListTargets, "/refseg/list_targets", ListTargets.Request(), timeout=60)
+    assert reply.success, reply.message
+    return {t.target_id: t for t in reply.targets}
+
+
+def _caption(listener, node, text: str) -> str:
+    since = listener.count("/refseg/status")
+    listener.publish_when_heard("/refseg/caption", String, String(data=text), node=node)
+
+    def answer():
+        return next((m.data for _, m in listener.received("/refseg/status")[since:]
+                     if m.data.startswith(("taught target", "rejected caption"))), None)
+    return listener.wait_for(answer, 60, "the node's answer to a caption", node)
+
+
+def _tracked(listener, node, tid: int, frames: int = 3, timeout: float = 120.0) -> None:
+    """Wait until `frames` object arrays in a row carry `tid` as tracked with a mask."""
+    def run():
+        arrays = [m for _, m in listener.received(OBJECTS)]
+        streak = 0
+        for array in arrays:
+            hit = any(o.target_id == tid and o.state == SegmentedObject.STATE_TRACKED and o.area > 0
+                      for o in array.objects)
+            streak = streak + 1 if hit else 0
+        return streak >= frames
+    listener.wait_for(run, timeout, f"target {tid} tracked on {frames} frames in a row", node)
+
+
+def test_captions_are_tracked_replaced_and_restored(tmp_path, owl_folder, listener, procs):
+    params = {"cameras": [CAM0], "store_dir": str(tmp_path / "store"), "grounding_model": str(owl_folder),
+              "grounding_threshold": 0.5}
+    node = start_node(tmp_path, params, name="first")
+    procs.append(node)
+    procs.append(start_camera(tmp_path, CAM0, "cam0_optical", rate=5))
+    listener.wait_status("active", timeout=120, node=node)
+
+    ack = _caption(listener, node, "the red cup")
+    assert "tracked through grounding" in ack, ack
+    cup = int(re.search(r"taught target (\d+)", ack).group(1))
+    _tracked(listener, node, cup)
+    listed = _listing(listener)[cup]
+    assert (listed.kind, listed.caption, listed.path, listed.status) == ("caption", "the red cup", "grounding",
+                                                                         "tracked")
+
+    # a second caption is a second target
+    ack = _caption(listener, node, "a blue box")
+    box = int(re.search(r"taught target (\d+)", ack).group(1))
+    assert box != cup
+    _tracked(listener, node, box)
+
+    # replaced at run time: same id, new caption, tracked again
+    reply = listener.call(AddTarget, "/refseg/add_target",
+                          AddTarget.Request(target_id=cup, caption="the green mug"))
+    assert reply.success and reply.target_id == cup and reply.message.startswith("replaced"), reply.message
+    listed = _listing(listener)
+    assert listed[cup].caption == "the green mug" and listed[box].caption == "a blue box"
+    listener.clear(OBJECTS)
+    _tracked(listener, node, cup)
+
+    # bad captions: a reason each, nothing else changes
+    for text, reason in (("", "caption is empty"), ("   \t ", "caption is empty"),
+                         ("x" * 10_000, "characters long")):
+        assert reason in _caption(listener, node, text)
+    since = listener.count("/refseg/status")
+    raw = bytearray(serialize_message(String(data="abcd")))
+    raw[9:11] = b"\xff\xfe"  # inside the string's bytes: invalid UTF-8
+    listener.publish_when_heard("/refseg/caption", String, bytes(raw), node=node)
+    assert "not valid UTF-8" in listener.wait_status("rejected caption", since, node=node)
+    reply = listener.call(AddTarget, "/refseg/add_target", AddTarget.Request(target_id=99, caption="a cat"))
+    assert not reply.success and "no target 99 to replace" in reply.message
+    assert {t: (v.caption, v.path) for t, v in _listing(listener).items()} == {
+        cup: ("the green mug", "grounding"), box: ("a blue box", "grounding")}
+
+    # a restart keeps them, tracked through the same path
+    node.stop()
+    node = start_node(tmp_path, params, name="second")
+    procs.append(node)
+    listener.wait_status("active", timeout=120, node=node)
+    listed = _listing(listener)
+    assert {t: (v.caption, v.path) for t, v in listed.items()} == {
+        cup: ("the green mug", "grounding"), box: ("a blue box", "grounding")}
+    listener.clear(OBJECTS)
+    _tracked(listener, node, cup)
+
+
+def test_a_missing_text_model_keeps_captions_waiting(tmp_path, listener, procs):
+    node = start_node(tmp_path, {"cameras": [CAM0], "store_dir": "",
+                                 "grounding_model": str(tmp_path / "no_such_folder")})
+    procs.append(node)
+    status = listener.wait_status("active", timeout=120, node=node)
+    assert status
+    ack = _caption(listener, node, "the red cup")
+    assert "is waiting: the grounding text path could not be loaded" in ack and "no_such_folder" in ack, ack
+    listed = list(_listing(listener).values())
+    assert [(t.status, t.path) for t in listed] == [("waiting", "")]
+    assert node.alive()

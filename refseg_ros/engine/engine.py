@@ -25,7 +25,7 @@ from .frames import FramePreprocessor, check_frame
 from .memory import MemoryEntry, MemorySelection, TargetMemory
 from .model import build_model, resolve_device
 from .prompts import PromptInputs, check_prompt, to_model_inputs
-from .seams import FeatureVariant, Proposer, Seed, TargetTracker, Tracked
+from .seams import FeatureVariant, PlainFrame, Proposer, Seed, TargetTracker, Tracked
 from .types import Prompt, StepResult, TargetResult, TargetState
 from .weights import cached_checkpoint
 
@@ -273,9 +273,10 @@ class SegmentationEngine:
                 scores: dict[int, torch.Tensor] = {}
                 frame_logits: dict[int, torch.Tensor] = {}
                 adapted = [t for t in stream.targets.values() if t.tracker is not None]
-                self._track_adapted(stream, adapted, frame, index, low_res, scores, frame_logits)
-                plain_needed = len(adapted) < len(stream.targets)
+                plain_needed = any(t.tracker is None or t.tracker.variant_key is None
+                                   for t in stream.targets.values())
                 features = encode_image(self.model, self.preprocess(frame)) if plain_needed else None
+                self._track_adapted(stream, adapted, frame, features, index, low_res, scores, frame_logits)
                 gated = self._propose(stream, features, frame, index, events)
                 for target in list(stream.targets.values()):
                     if target.pending is None:
@@ -379,12 +380,15 @@ class SegmentationEngine:
         while len(target.seeds) > max(self.config.max_seeds, 1):
             target.memory.unpin(target.seeds.pop(0))
 
-    def _track_adapted(self, stream: Stream, targets: list[Target], frame: np.ndarray, index: int,
+    def _track_adapted(self, stream: Stream, targets: list[Target], frame: np.ndarray,
+                       features: Optional[FrameFeatures], index: int,
                        low_res: dict, scores: dict, frame_logits: dict) -> None:
         """Targets with their own tracker: one variant pass per key, then each tracker."""
         encoded: dict = {}
         for target in targets:
             key = target.tracker.variant_key
+            if key is None:
+                encoded[key] = PlainFrame(features, frame)
             if key not in encoded:
                 variant = stream.variants.get(key)
                 if variant is None:
@@ -547,7 +551,8 @@ def _close_proposer(target: Target) -> None:
 
 def _drop_unused_variants(stream: Stream) -> None:
     """Forget variants no target of the stream names any more (and what they kept)."""
-    keys = {t.tracker.variant_key for t in stream.targets.values() if t.tracker is not None}
+    keys = {t.tracker.variant_key for t in stream.targets.values()
+            if t.tracker is not None and t.tracker.variant_key is not None}
     for key in [k for k in stream.variants if k not in keys]:
         del stream.variants[key]
 

@@ -6,7 +6,8 @@ every frame of its stream:
 
 1. the engine asks the stream's `FeatureVariant` for `tracker.variant_key` to encode the
    frame (one variant object per stream and key, created by `tracker.new_variant()`, so
-   every target naming the same key shares one pass per frame);
+   every target naming the same key shares one pass per frame); a key of None asks for
+   the plain pass, shared with the plain targets, as a `PlainFrame`;
 2. `tracker.track(model, encoded, memory, index, frame_hw)` decodes the frame against the
    target's bounded `TargetMemory`, writes what the frame leaves behind into it, and
    returns a `Tracked`;
@@ -31,6 +32,16 @@ import torch
 from .features import FrameFeatures
 from .memory import TargetMemory
 from .types import Prompt, TargetState
+
+
+@dataclass
+class PlainFrame:
+    """What a tracker with `variant_key` None gets: the plain pass's features (shared with
+    every plain target of the stream) and the frame itself (H x W x 3 uint8 RGB), for
+    trackers that need more than SAM2's features (e.g. a DINOv2 prior on the frame)."""
+
+    features: FrameFeatures
+    frame: np.ndarray
 
 
 @dataclass

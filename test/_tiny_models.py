@@ -80,3 +80,95 @@ def save_dinov2(folder: Path, size: int = 112, patch: int = 14) -> Path:
                                        patch_size=patch, image_size=size)
     transformers.Dinov2Model(config).eval().save_pretrained(folder)
     return folder
+
+
+# ------------------------------------------------------------------------------ SAMWISE
+# A tiny byte-level BPE for RoBERTa's tokenizer: the specials at roberta-base's ids, the
+# 256 characters of the byte-level alphabet, a handful of merges, and <mask> after them.
+ROBERTA_SPECIALS = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3}
+ROBERTA_MERGES = (("Ġ", "t"), ("h", "e"), ("Ġt", "he"), ("r", "e"), ("Ġ", "c"), ("u", "p"))
+
+
+def save_roberta_tokenizer(folder: Path) -> Path:
+    """vocab.json + merges.txt in `folder`, readable by `transformers.RobertaTokenizer`
+    (every id below roberta-base's 50265)."""
+    from tokenizers.pre_tokenizers import ByteLevel
+
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = dict(ROBERTA_SPECIALS)
+    for char in sorted(ByteLevel.alphabet()):
+        vocab[char] = len(vocab)
+    for left, right in ROBERTA_MERGES:
+        vocab[left + right] = len(vocab)
+    vocab["<mask>"] = len(vocab)
+    (folder / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
+    merges = "#version: 0.2\n" + "".join(f"{left} {right}\n" for left, right in ROBERTA_MERGES)
+    (folder / "merges.txt").write_text(merges, encoding="utf-8")
+    return folder
+
+
+def samwise_state(sam: torch.nn.Module, adapter) -> dict[str, torch.Tensor]:
+    """`sam` (a SAM2 model) and `adapter` (a SamwiseAdapter) as the `model` state dict of
+    an official SAMWISE checkpoint: `sam.*`, `sam.sam_prompt_encoder.project_text.*`,
+    `cmt_adapters.*`, `conditional_memory_encoder.*` and `text_encoder.*` in fairseq's
+    names (the masked-LM head tied to the token embedding, its other tensors zeros)."""
+    from refseg_ros.adapters.text import cme, cmt
+    from refseg_ros.adapters.text.checkpoint import PROJECT_TEXT, rename_prefix
+    from refseg_ros.adapters.text.roberta import fairseq_to_hf
+
+    state = {"sam." + k: v for k, v in sam.state_dict().items()}
+    to_cmt = {ours: official for official, ours in cmt.OFFICIAL_NAMES.items()}
+    to_cme = {ours: official for official, ours in cme.OFFICIAL_NAMES.items()}
+    for key, tensor in adapter.state_dict().items():
+        if key.startswith("text_encoder."):
+            continue
+        group, rest = key.split(".", 1)
+        if group == "cmt":
+            index, rest = rest.split(".", 1)
+            state[f"cmt_adapters.{index}.{rename_prefix(rest, to_cmt)}"] = tensor
+        elif group == "cme":
+            state["conditional_memory_encoder." + rename_prefix(rest, to_cme)] = tensor
+        elif group == "text_prompt":
+            state[PROJECT_TEXT + rest] = tensor
+        else:
+            raise KeyError(key)
+    hf = adapter.text_encoder.model.state_dict()
+    for name, shape in adapter.text_encoder.fairseq_layout().items():
+        target = fairseq_to_hf(name)
+        state["text_encoder." + name] = hf[target] if target is not None else torch.zeros(shape)
+    # fairseq ties the masked-LM head to the token embedding: one storage in the file
+    state["text_encoder.model.encoder.lm_head.weight"] = hf["embeddings.word_embeddings.weight"]
+    return state
+
+
+def write_samwise_checkpoint(path: Path, sam: torch.nn.Module, adapter,
+                             state: dict[str, torch.Tensor] | None = None) -> Path:
+    """An official-layout SAMWISE file at `path` (model, optimizer, lr_scheduler, epoch
+    and an argparse.Namespace in args); `state` overrides `samwise_state(sam, adapter)`."""
+    import argparse
+
+    torch.save({"model": samwise_state(sam, adapter) if state is None else state,
+                "optimizer": {"state": {}, "param_groups": []}, "lr_scheduler": {}, "epoch": 1,
+                "args": argparse.Namespace(HSA=True, use_cme_head=True, lr=1e-4)}, path)
+    return path
+
+
+def tiny_samwise(model: str = "sam2_hiera_t", image_size: int = 256, seed: int = 0):
+    """(SAM2, SamwiseAdapter) with random weights that give masks: the SAM2 of `model` at
+    `image_size` with its object-score head saying "present" (the default init says
+    absent), and an adapter sized by that trunk's stages whose zero-initialised
+    trainable tensors are small random ones instead (else the adapter adds nothing)."""
+    from refseg_ros.adapters.text.adapter import SamwiseAdapter
+    from refseg_ros.engine.model import build_model
+
+    torch.manual_seed(seed)
+    sam = build_model(model, image_size=image_size).eval()
+    with torch.no_grad():
+        sam.sam_mask_decoder.pred_obj_score_head.layers[-1].bias.fill_(10.0)
+    trunk = sam.image_encoder.trunk
+    adapter = SamwiseAdapter(stage_channels=tuple(trunk.blocks[i].dim_out for i in trunk.stage_ends[1:])).eval()
+    with torch.no_grad():
+        for p in adapter.parameters():
+            if p.requires_grad and p.abs().max() == 0:
+                p.normal_(0, 0.02)
+    return sam, adapter

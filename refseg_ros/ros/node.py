@@ -105,7 +105,7 @@ class SegmenterNode(LifecycleNode):
             self.get_logger().info(acquisition_note)
             registry = TargetRegistry(engine, store, list(cameras), settings.max_caption_length,
                                       settings.max_label_length, settings.max_targets, captions, captions_note,
-                                      acquisition)
+                                      acquisition, acquisition_note)
             restored = registry.restore()
         except Exception as exc:  # a bad parameter, checkpoint or store: say which, stay unconfigured
             self.get_logger().error(f"configure failed: {type(exc).__name__}: {exc}")
@@ -117,7 +117,7 @@ class SegmenterNode(LifecycleNode):
         for line in restored:
             self.get_logger().info(line)
         where = f"target store {store.dir}" if store else "no target store (store_dir empty)"
-        self._pending_status = restored + [
+        self._pending_status = [captions_note, acquisition_note] + restored + [
             f"configured: {len(cameras)} camera(s) ({', '.join(cameras)}), {where}, "
             f"{len(registry.ids())} target(s)"]
         self._create_services()

@@ -136,6 +136,8 @@ def open_caption_path(settings: TextSettings, engine: SegmentationEngine,
             captions = SamwiseCaptions.from_files(engine.model, model_name, settings.samwise_checkpoint,
                                                   settings.samwise_tokenizer, window=settings.text_window,
                                                   cme=settings.text_cme)
+            # the checkpoint's sam.* weights are now the engine's SAM2
+            engine.random_weights, engine.checkpoint = False, settings.samwise_checkpoint
             return SamwisePath(captions), f"captions tracked by SAMWISE (causal window {settings.text_window})"
         from ..adapters.grounding import GroundingDetector
 

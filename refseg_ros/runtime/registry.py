@@ -58,8 +58,9 @@ class TargetRegistry:
     def __init__(self, engine: SegmentationEngine, store: Optional[TargetStore],
                  cameras: Sequence[str], max_caption_length: int = 1000, max_label_length: int = 256,
                  max_targets: int = 1000, captions: Optional[CaptionPath] = None,
-                 captions_note: str = CAPTION_WAITING, acquisition=None):
+                 captions_note: str = CAPTION_WAITING, acquisition=None, acquisition_note: str = ""):
         self.engine = engine
+        self.acquisition_note = acquisition_note
         self.acquisition = acquisition  # adapters.reference.acquisition_proposer.AcquisitionService
         self.captions = captions
         self.captions_note = captions_note

@@ -54,7 +54,8 @@ def test_errors_exit_2_with_a_message(tmp_path, capsys):
     code = cli.main(["run", str(tmp_path / "b"), "--out", str(tmp_path / "o"), "--prompt",
                      "caption"])
     assert code == cli.EXIT_BAD_INPUT
-    assert "text adapter" in capsys.readouterr().err
+    assert "caption episodes need a text model" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
     assert cli.main(["build", "synthetic", str(tmp_path / "b")]) == cli.EXIT_BAD_INPUT
     assert "exists already" in capsys.readouterr().err
 

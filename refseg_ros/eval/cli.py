@@ -94,6 +94,13 @@ def _build_parser() -> argparse.ArgumentParser:
                      help="live: seconds to wait for any one answer of the node")
     run.add_argument("--window", type=int, default=16,
                      help="live: frames sent ahead of the node's latest result")
+    text = run.add_argument_group("caption targets (--prompt caption; the node's parameters of the same names)")
+    text.add_argument("--text-path", default="auto", choices=["auto", "samwise", "grounding", "none"])
+    text.add_argument("--samwise-checkpoint", default="", help="official SAMWISE checkpoint (its SAM2 must be --model)")
+    text.add_argument("--samwise-tokenizer", default="", help="folder with roberta-base vocab.json + merges.txt")
+    text.add_argument("--text-window", type=int, default=8, help="SAMWISE causal window, frames")
+    text.add_argument("--grounding-model", default="", help="folder of a zero-shot detector (Grounding DINO, OWLv2)")
+    text.add_argument("--grounding-threshold", type=float, default=0.35)
     fan = run.add_argument_group("benchmark index (INDEX instead of BAG)")
     fan.add_argument("--workers", type=int, default=None,
                      help="worker processes, each with one model (default 1: in this process; "
@@ -221,8 +228,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from refseg_ros.eval.runner import RunConfig, evaluate
     from refseg_ros.eval.sources import EngineSettings
 
+    from refseg_ros.runtime.captions import TextSettings
+
+    text = TextSettings(text_path=args.text_path, samwise_checkpoint=args.samwise_checkpoint,
+                        samwise_tokenizer=args.samwise_tokenizer, text_window=args.text_window,
+                        grounding_model=args.grounding_model, grounding_threshold=args.grounding_threshold)
+    text.check()
     engine = EngineSettings(args.model, args.checkpoint, args.image_size, args.device,
-                            args.seed, args.compute_threads)
+                            args.seed, args.compute_threads, text=text)
     if fanout.is_index(args.bag):
         return _cmd_run_index(args, engine)
     if (args.workers or 1) > 1 or args.address is not None:

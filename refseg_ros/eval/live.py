@@ -194,6 +194,8 @@ class LiveSession:
             params["image_size"] = self.engine.image_size
         if self.engine.compute_threads:
             params["compute_threads"] = self.engine.compute_threads
+        if self.engine.text is not None:
+            params.update({k: v for k, v in vars(self.engine.text).items()})
         return params
 
     def start(self) -> None:
@@ -301,7 +303,7 @@ class LiveSession:
                 current = ep
                 pending = sorted(ep.prompts, key=lambda p: p.stamp_ns)
             references = []
-            while pending and pending[0].stamp_ns <= stamp and pending[0].image is not None:
+            while pending and pending[0].stamp_ns <= stamp and pending[0].kind in ("reference", "caption"):
                 references.append(pending.pop(0))
             on_frame = []
             while pending and pending[0].stamp_ns <= stamp:
@@ -309,7 +311,10 @@ class LiveSession:
             if references:
                 yield from self.drain()
                 for p in references:
-                    self.teach_reference(p)
+                    if p.caption:
+                        self.teach_caption(p)
+                    else:
+                        self.teach_reference(p)
             while len(self.inflight) >= max(1, self.live.window):
                 yield self.collect()
             self.sent_at[stamp] = self.client.publish_frame(raw)
@@ -391,6 +396,18 @@ class LiveSession:
                 raise self.fail(f"the node did not acknowledge the reference for target "
                                 f"{p.target_id} within {self.live.result_timeout:.0f} s")
             self.client.wait(0.05)
+
+    def teach_caption(self, p: TargetPrompt) -> None:
+        """AddTarget with the caption; the node's id is mapped to the ground-truth id."""
+        resp = self.client.add_caption_target(p.label, p.caption, self.live.result_timeout, self.proc.alive)
+        if resp is None:
+            self.check_health(f"caption target {p.target_id} was being taught")
+            raise self.fail(f"AddTarget for caption target {p.target_id} got no answer within "
+                            f"{self.live.result_timeout:.0f} s")
+        if not resp.success or "is waiting" in resp.message:
+            raise self.fail(f"the node does not track caption target {p.target_id} ({p.caption!r}): "
+                            f"{resp.message}")
+        self.id_map[int(resp.target_id)] = p.target_id
 
     def teach_mask(self, p: TargetPrompt, image: np.ndarray, index: int) -> None:
         """AddTarget with the mask on the frame the node has just processed."""

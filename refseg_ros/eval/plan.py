@@ -5,8 +5,11 @@ targets when their prompt's stamp comes up, and processes its frames in order:
 
 - video protocol: one episode holding every frame. Targets come from the ground truth
   (``first-frame-gt``, the semi-supervised VOS protocol: each object's mask on the
-  first frame where it appears, scored from the next frame on) or from the bag's
-  references (``reference-topic``: taught by example, every frame scored);
+  first frame where it appears, scored from the next frame on), from the bag's
+  references (``reference-topic``: taught by example, every frame scored) or from its
+  captions (``caption``: referring VOS, every frame scored; a caption equal to an
+  object's label is that object, otherwise captions in log order go to the objects in
+  id order when their numbers match - the bag builders' convention);
 - one-shot protocol: one episode per reference stamp, holding the frames stamped from
   its references up to the next reference stamp.
 
@@ -42,12 +45,15 @@ class TargetPrompt:
     target_id: int  # the ground-truth id it is scored against
     label: str
     stamp_ns: int  # added just before the first frame stamped at or after this
-    mask: np.ndarray  # H x W bool
+    mask: Optional[np.ndarray]  # H x W bool; None for a caption
     image: Optional[np.ndarray] = None  # reference image; None: the mask lies on a frame
     on_frame: Optional[int] = None  # index of that frame (never scored for this target)
+    caption: str = ""  # the referring expression of a caption target
 
     @property
     def kind(self) -> str:
+        if self.caption:
+            return "caption"
         return "reference" if self.image is not None else "mask"
 
 
@@ -64,7 +70,7 @@ class Episode:
 @dataclass
 class EvalPlan:
     protocol: str  # "video" | "one-shot"
-    prompt_mode: str  # "first-frame-gt" | "reference-topic"
+    prompt_mode: str  # "first-frame-gt" | "reference-topic" | "caption"
     frame_stamps: list[int]  # by frame index
     sequence: bags.SequenceIndex
     episodes: list[Episode]
@@ -113,6 +119,23 @@ def _reference_prompts(reader: bags.BagReader, topic: str, camera_topic: str
     return prompts
 
 
+def _caption_prompts(reader: bags.BagReader, topic: str, labels: dict[int, str]) -> list[TargetPrompt]:
+    captions = [c for c in reader.captions(topic) if c.text.strip()]
+    if not captions:
+        raise PlanError(f"bag {reader.path}: no caption on {topic!r}")
+    by_label = {label: oid for oid, label in labels.items()}
+    if all(c.text in by_label for c in captions):
+        ids = [by_label[c.text] for c in captions]
+    elif len(captions) == len(labels):
+        ids = sorted(labels)
+    else:
+        raise PlanError(f"bag {reader.path}: {len(captions)} caption(s) on {topic!r} for "
+                        f"{len(labels)} object(s), and not every caption is an object's label: "
+                        "cannot tell which object each caption refers to")
+    return [TargetPrompt(oid, c.text if len(c.text) <= 64 else c.text[:61] + "...", c.stamp_ns, None,
+                         caption=c.text) for oid, c in zip(ids, captions)]
+
+
 def make_plan(reader: bags.BagReader, *, prompt: str = "auto",
               camera_topic: str = bags.CAMERA_TOPIC, gt_topic: str = bags.GROUND_TRUTH_TOPIC,
               reference_topic: str = bags.REFERENCE_TOPIC, caption_topic: str = bags.CAPTION_TOPIC,
@@ -121,10 +144,8 @@ def make_plan(reader: bags.BagReader, *, prompt: str = "auto",
     if prompt not in PROMPT_MODES:
         raise PlanError(f"prompt mode must be one of {PROMPT_MODES}, got {prompt!r}")
     protocol = reader.protocol
-    if prompt == "caption":
-        raise PlanError("caption targets need the text adapter, which is not available yet; "
-                        f"evaluate {reader.path} with --prompt first-frame-gt or "
-                        "--prompt reference-topic")
+    if prompt == "caption" and protocol == "one-shot":
+        raise PlanError(f"bag {reader.path} holds one-shot episodes, taught by references, not captions")
     if prompt == "auto":
         prompt = "reference-topic" if protocol == "one-shot" else "first-frame-gt"
     if protocol == "one-shot" and prompt != "reference-topic":
@@ -163,11 +184,12 @@ def make_plan(reader: bags.BagReader, *, prompt: str = "auto",
             raise PlanError(f"{where}: no object appears in the ground truth on {gt_topic!r}"
                             + (f" within the first {max_frames} frames" if max_frames else ""))
     else:
-        prompts = [p for p in _reference_prompts(reader, reference_topic, camera_topic)
-                   if not stamps or p.stamp_ns <= stamps[-1]]
+        found = (_caption_prompts(reader, caption_topic, reader.object_labels() or seq.object_labels)
+                 if prompt == "caption" else _reference_prompts(reader, reference_topic, camera_topic))
+        prompts = [p for p in found if not stamps or p.stamp_ns <= stamps[-1]]
         if not prompts:
-            raise PlanError(f"{where}: every reference on {reference_topic!r} comes after the "
-                            "last frame")
+            topic = caption_topic if prompt == "caption" else reference_topic
+            raise PlanError(f"{where}: every {prompt.split('-')[0]} on {topic!r} comes after the last frame")
     targets = {p.target_id: p.label for p in prompts}
     untaught = {k: v for k, v in seq.object_labels.items() if k not in targets}
     episode = Episode(0, "sequence", list(range(len(stamps))), prompts)

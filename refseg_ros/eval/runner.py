@@ -168,6 +168,8 @@ def evaluate(cfg: RunConfig, source: Optional[ResultSource] = None,
         else:
             fingerprint = getattr(source, "fingerprint", None)
             settings = fingerprint() if callable(fingerprint) else {"kind": type(source).__name__}
+        if plan.prompt_mode == "caption" and callable(getattr(source, "captions", None)):
+            source.captions()  # no text model: refused before anything is written
         info = run_info(cfg, plan, settings)
         run = RunDirectory(cfg.out)
         if not cfg.overwrite and _finished(run, info):

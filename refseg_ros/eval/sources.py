@@ -64,10 +64,16 @@ class EngineSettings:
     # offline masks must equal the node's bit for bit. Not part of as_dict: a resumed run
     # may use another count.
     compute_threads: int = 0
+    # Caption targets (``--prompt caption``): the text path, as the node's parameters of
+    # the same names (refseg_ros.runtime.captions.TextSettings).
+    text: Optional[Any] = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"model": self.model, "checkpoint": self.checkpoint,
-                "image_size": self.image_size, "device": self.device, "seed": self.seed}
+        out = {"model": self.model, "checkpoint": self.checkpoint,
+               "image_size": self.image_size, "device": self.device, "seed": self.seed}
+        if self.text is not None and self.text.chosen() != "none":
+            out["text"] = {k: v for k, v in vars(self.text).items()}
+        return out
 
 
 class EngineReplaySource:
@@ -81,6 +87,7 @@ class EngineReplaySource:
     def __init__(self, settings: EngineSettings, engine: Any = None) -> None:
         self.settings = settings
         self._engine = engine
+        self._captions: Any = None
 
     @property
     def engine(self) -> Any:
@@ -94,6 +101,21 @@ class EngineReplaySource:
                                seed=self.settings.seed)
             self._engine = SegmentationEngine.from_config(cfg)
         return self._engine
+
+    def captions(self) -> Any:
+        """The caption path (`runtime.captions`), opened once. Grounding waits for each
+        detection here, so that offline results do not depend on timing.
+        Raises PlanError when no text model is configured or it cannot be loaded."""
+        if self._captions is None:
+            from refseg_ros.eval.plan import PlanError
+            from refseg_ros.runtime.captions import TextSettings, open_caption_path
+
+            text = self.settings.text or TextSettings()
+            path, note = open_caption_path(text, self.engine, self.settings.model, synchronous=True)
+            if path is None:
+                raise PlanError(f"caption episodes need a text model: {note}")
+            self._captions = path
+        return self._captions
 
     def fingerprint(self) -> dict[str, Any]:
         """The settings that make results differ (run.json's ``source``): the same as a
@@ -141,6 +163,10 @@ class EngineReplaySource:
             while pending and pending[0].stamp_ns <= frame.stamp_ns:
                 p = pending.pop(0)
                 try:
+                    if p.caption:
+                        self.captions().add(engine, stream, p.caption, label=p.label, target_id=p.target_id)
+                        engine_to_gt[p.target_id] = p.target_id
+                        continue
                     if p.target_id in engine_to_gt and p.image is not None:  # one more example (k-shot)
                         engine.add_reference(stream, p.target_id, MaskPrompt(p.mask), p.image)
                         continue

@@ -223,6 +223,11 @@ class ReplayClient:
         req.mask = image_message(np.where(mask, 255, 0).astype(np.uint8), "mono8", header)
         return self._call(self.add_client, req, timeout, alive)
 
+    def add_caption_target(self, label: str, caption: str, timeout: float, alive: Callable[[], bool]) -> Any:
+        """AddTarget: a caption, on our camera; returns the response."""
+        req = AddTarget.Request(camera=self.camera_topic, label=label, caption=caption)
+        return self._call(self.add_client, req, timeout, alive)
+
     def reset_targets(self, timeout: float, alive: Callable[[], bool]) -> Any:
         return self._call(self.reset_client, ResetTargets.Request(camera=""), timeout, alive)
 

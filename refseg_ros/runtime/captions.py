@@ -97,11 +97,12 @@ class GroundingPath:
 
     path = "grounding"
 
-    def __init__(self, detector, threshold: float, interval_s: float, retry_s: float):
+    def __init__(self, detector, threshold: float, interval_s: float, retry_s: float,
+                 synchronous: bool = False):
         from ..adapters.grounding import GroundingWorker, RegroundPolicy
 
         self.worker = GroundingWorker(detector)
-        self.threshold = threshold
+        self.threshold, self.synchronous = threshold, synchronous
         self.policy = RegroundPolicy(interval_s=interval_s, retry_s=retry_s)
 
     def add(self, engine: SegmentationEngine, stream_id: str, caption: str, *, label: str, target_id: int,
@@ -110,20 +111,22 @@ class GroundingPath:
 
         if not caption.strip():
             raise ValueError("caption is empty")
-        proposer = GroundingProposer(self.worker, caption, self.threshold, self.policy)
+        proposer = GroundingProposer(self.worker, caption, self.threshold, self.policy, wait=self.synchronous)
         engine.add_proposed_target(stream_id, proposer, label=label, target_id=target_id, replace=replace)
 
     def close(self) -> None:
         self.worker.close(timeout=5.0)
 
 
-def open_caption_path(settings: TextSettings, engine: SegmentationEngine,
-                      model_name: str) -> tuple[Optional[CaptionPath], str]:
+def open_caption_path(settings: TextSettings, engine: SegmentationEngine, model_name: str,
+                      synchronous: bool = False) -> tuple[Optional[CaptionPath], str]:
     """The configured path, or None and why captions wait. Loading errors (a missing
     folder, a checkpoint that does not fit the engine's model) are returned as the
     reason, never raised: the node keeps running without captions.
 
-    `model_name` is the engine's model (a SAMWISE checkpoint must be for it).
+    `model_name` is the engine's model (a SAMWISE checkpoint must be for it);
+    `synchronous` makes grounding wait for each detection on the frame it was asked on
+    (offline evaluation: results independent of timing; never in the node).
     """
     chosen = settings.chosen()
     if chosen == "none":
@@ -145,7 +148,7 @@ def open_caption_path(settings: TextSettings, engine: SegmentationEngine,
             raise ValueError("no grounding model folder given: set the parameter grounding_model")
         detector = GroundingDetector.from_folder(settings.grounding_model, device=engine.device)
         path = GroundingPath(detector, settings.grounding_threshold, settings.regrounding_interval,
-                             settings.grounding_retry)
+                             settings.grounding_retry, synchronous)
         return path, f"captions found by {detector.family.name} and tracked by SAM2"
     except Exception as exc:  # a missing folder, a corrupt file, a checkpoint for another model
         return None, f"the {chosen} text path could not be loaded ({type(exc).__name__}: {exc}); captions are kept, not tracked"

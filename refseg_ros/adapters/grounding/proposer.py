@@ -35,15 +35,17 @@ class GroundingProposer:
 
     worker: the node's shared GroundingWorker; threshold: the detector score a box needs;
     min_iou: the overlap a re-grounded box needs with the tracked box to continue it;
-    clock: seconds (monotonic by default), the policy's time base.
+    clock: seconds (monotonic by default), the policy's time base; wait: block until the
+    detector has answered on the frame it was given (offline evaluation, where results
+    must not depend on timing; a live node never waits).
     """
 
     gates_output = True
 
     def __init__(self, worker: GroundingWorker, caption: str, threshold: float = 0.35,
                  policy: RegroundPolicy = RegroundPolicy(), min_iou: float = 0.3,
-                 clock: Callable[[], float] = time.monotonic):
-        self.worker, self.caption, self.threshold = worker, caption, threshold
+                 clock: Callable[[], float] = time.monotonic, wait: bool = False):
+        self.worker, self.caption, self.threshold, self.wait = worker, caption, threshold, wait
         self.policy, self.min_iou, self.clock = policy, min_iou, clock
         self.key = ("grounding", next(_keys))
         self.last_call: Optional[float] = None
@@ -54,6 +56,9 @@ class GroundingProposer:
         if not self.worker.pending(self.key) and self.policy.due(state, now, self.last_call):
             self.worker.submit(self.key, frame, self.caption, float(index))
             self.last_call = now
+            if self.wait:
+                while self.worker.pending(self.key):
+                    time.sleep(0.001)
         result = self.worker.poll(self.key)
         if result is None or not result.ok or not result.detections:
             return None

@@ -23,6 +23,7 @@ BENCHMARKS = [
     ("Engine vs official SAM2 video predictor", "engine_bench.py"),
     ("ROS overhead per frame", "ros_overhead.py"),
     ("Model step under camera load", "ros_load.py"),
+    ("Text targets", "text_targets.py"),
 ]
 GPU_BENCHMARK = ("GPU frames/s", "gpu_fps.py")
 

@@ -37,8 +37,8 @@ def parts():
     return sam, adapter, frames
 
 
-def _engine(sam) -> SegmentationEngine:
-    engine = SegmentationEngine(sam, EngineConfig(model="sam2_hiera_t", image_size=256, device="cpu"),
+def _engine(sam, **config) -> SegmentationEngine:
+    engine = SegmentationEngine(sam, EngineConfig(model="sam2_hiera_t", image_size=256, device="cpu", **config),
                                 random_weights=True)
     engine.add_stream("cam")
     return engine
@@ -92,15 +92,15 @@ def test_window_matters_after_the_first_frame(parts):
 
 def test_memory_stays_bounded(parts):
     sam, adapter, frames = parts
-    engine = _engine(sam)
+    engine = _engine(sam, max_obj_ptrs=4)
     engine.add_tracked_target("cam", SamwiseTracker(sam, adapter, CAPTION_A, window=3))
     sizes = []
-    for i in range(20):
+    for i in range(11):
         engine.step("cam", frames[i % len(frames)])
         sizes.append(engine.retained_bytes())
-    # full once the memory window (6 mask memories, 15 pointers: frame 16) and the
-    # causal window (2 earlier frames) are full: flat from then on
-    assert sizes[-1] == sizes[-2] == sizes[-4] == sizes[16]
+    # full once the memory window (6 mask memories, 3 pointers: frame 6) and the causal
+    # window (2 earlier frames) are full: flat from then on
+    assert sizes[6] == sizes[7] == sizes[-1]
     assert sizes[0] < sizes[-1]
 
 

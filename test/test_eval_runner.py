@@ -263,9 +263,10 @@ def assert_no_report(out: Path):
     assert not (out / "report.md").exists()
 
 
-def test_caption_targets_fail_clearly(tmp_path, video_bag):
-    with pytest.raises(plan.PlanError, match="text adapter.*not available"):
-        runner.evaluate(cfg(video_bag, tmp_path / "out", prompt="caption"), source=OracleSource())
+def test_caption_prompt_without_captions_fails_clearly(tmp_path):
+    bag = builders.synthetic_to_bag(tmp_path / "bag", num_frames=2, height=32, width=32, captions=False)
+    with pytest.raises(plan.PlanError, match="no caption on"):
+        runner.evaluate(cfg(bag, tmp_path / "out", prompt="caption"), source=OracleSource())
     assert_no_report(tmp_path / "out")
 
 

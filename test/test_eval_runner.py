@@ -265,7 +265,7 @@ def assert_no_report(out: Path):
 
 def test_caption_prompt_without_captions_fails_clearly(tmp_path):
     bag = builders.synthetic_to_bag(tmp_path / "bag", num_frames=2, height=32, width=32, captions=False)
-    with pytest.raises(plan.PlanError, match="no caption on"):
+    with pytest.raises(bags.BagError, match="has no topic '/refseg/caption'"):
         runner.evaluate(cfg(bag, tmp_path / "out", prompt="caption"), source=OracleSource())
     assert_no_report(tmp_path / "out")
 

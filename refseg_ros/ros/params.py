@@ -12,6 +12,7 @@ from rclpy.parameter import Parameter
 
 from ..runtime.acquisition import AcquisitionSettings
 from ..runtime.captions import TextSettings
+from ..runtime.reference_modes import ReferenceSettings
 
 # name -> (default, description). A Parameter.Type default declares a parameter that may
 # stay unset (ROS cannot infer a type from an empty list).
@@ -72,6 +73,12 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "acquisition_k": (3, "frames looked at that the M-of-K rule counts"),
     "acquisition_interval": (0.0, "seconds between two proposals for one target (0: as fast as DINOv2 goes)"),
     "acquisition_candidates": (5, "similarity peaks decoded per proposal, in one batched SAM2 decode"),
+    "reference_mode": ("baseline", "how reference targets are segmented: baseline (pinned examples, SAM2 "
+                       "tracking) or fssam (FSSAM on every frame; needs fssam_checkpoint, model sam2_hiera_s, "
+                       "image_size 512)"),
+    "fssam_checkpoint": ("", "FSSAM checkpoint file (its SAM2 and DINOv2) for reference_mode fssam"),
+    "fssam_official": (False, "FSSAM as its release computes it instead of as the paper describes "
+                       "(docs/ENGINE.md, FSSAM)"),
     "text_path": ("auto", "how captions are tracked: samwise, grounding, none, or auto (samwise when "
                   "samwise_checkpoint is set, else grounding when grounding_model is set, else none)"),
     "samwise_checkpoint": ("", "official SAMWISE checkpoint file (its SAM2 must be the model parameter's: "
@@ -134,6 +141,9 @@ class Settings:
     acquisition_k: int = 3
     acquisition_interval: float = 0.0
     acquisition_candidates: int = 5
+    reference_mode: str = "baseline"
+    fssam_checkpoint: str = ""
+    fssam_official: bool = False
     text_path: str = "auto"
     samwise_checkpoint: str = ""
     samwise_tokenizer: str = ""
@@ -164,6 +174,10 @@ class Settings:
         """The text path's settings."""
         return TextSettings(**{f.name: getattr(self, f.name) for f in fields(TextSettings)})
 
+    def reference(self) -> ReferenceSettings:
+        """How reference targets are segmented."""
+        return ReferenceSettings(**{f.name: getattr(self, f.name) for f in fields(ReferenceSettings)})
+
     def acquisition(self) -> AcquisitionSettings:
         """The reference targets' acquisition settings."""
         return AcquisitionSettings(**{f.name: getattr(self, f.name) for f in fields(AcquisitionSettings)})
@@ -172,6 +186,7 @@ class Settings:
         """Refuse settings that cannot work, naming the parameter."""
         self.text().check()
         self.acquisition().check()
+        self.reference().check()
         if not self.cameras:
             raise ValueError("parameter cameras is empty: give at least one image topic")
         if len(set(self.cameras)) != len(self.cameras):

@@ -58,8 +58,10 @@ class TargetRegistry:
     def __init__(self, engine: SegmentationEngine, store: Optional[TargetStore],
                  cameras: Sequence[str], max_caption_length: int = 1000, max_label_length: int = 256,
                  max_targets: int = 1000, captions: Optional[CaptionPath] = None,
-                 captions_note: str = CAPTION_WAITING, acquisition=None, acquisition_note: str = ""):
+                 captions_note: str = CAPTION_WAITING, acquisition=None, acquisition_note: str = "",
+                 reference_mode=None):
         self.engine = engine
+        self.reference_mode = reference_mode  # runtime.reference_modes.FssamMode, or None: baseline
         self.acquisition_note = acquisition_note
         self.acquisition = acquisition  # adapters.reference.acquisition_proposer.AcquisitionService
         self.captions = captions
@@ -173,7 +175,12 @@ class TargetRegistry:
             view_mask = np.asarray(mask) != 0
             new = dataclasses.replace(old, views=old.views + [(image, view_mask)])
             try:
-                if old.target_id not in self._notes:
+                if old.target_id not in self._notes and self.reference_mode is not None:
+                    tracker = self._reference_tracker(new)
+                    for camera in self._cameras_of(new):
+                        self.engine.add_tracked_target(camera, tracker, label=new.label, target_id=new.target_id,
+                                                       replace=True)
+                elif old.target_id not in self._notes:
                     for camera in self._cameras_of(new):
                         self.engine.add_reference(camera, new.target_id, MaskPrompt(view_mask), image)
                     self._look_for(new)
@@ -339,6 +346,18 @@ class TargetRegistry:
                 for camera in done:
                     self._remove_quietly(camera, target.target_id)
                 raise TeachError(_engine_refusal(exc)) from exc
+        elif target.kind == "reference" and self.reference_mode is not None:
+            self._check_own_camera(target)
+            done = []
+            try:
+                tracker = self._reference_tracker(target)
+                for camera in self._cameras_of(target):
+                    self.engine.add_tracked_target(camera, tracker, label=target.label, target_id=target.target_id)
+                    done.append(camera)
+            except Exception as exc:  # examples the mode refuses, device memory: all or none
+                for camera in done:
+                    self._remove_quietly(camera, target.target_id)
+                raise TeachError(_engine_refusal(exc)) from exc
         elif target.kind != "caption":
             self._check_own_camera(target)
             prompt = _prompt(target)
@@ -363,9 +382,18 @@ class TargetRegistry:
         """How the engine finds the target besides its memory (see TargetStatus.path)."""
         if target.kind == "caption":
             return "" if self.captions is None else self.captions.path
+        if target.kind == "reference" and self.reference_mode is not None:
+            return self.reference_mode.path
         if target.kind == "reference" and self.acquisition is not None:
             return "acquisition"
         return ""
+
+    def _reference_tracker(self, target: TaughtTarget):
+        """The reference mode's tracker for all of a target's examples (one per target:
+        it keeps no per-stream state)."""
+        images = [target.image] + [image for image, _ in target.views]
+        masks = [np.asarray(target.mask) != 0] + [np.asarray(mask) != 0 for _, mask in target.views]
+        return self.reference_mode.tracker(images, masks)
 
     def _look_for(self, target: TaughtTarget) -> None:
         """Give a reference target its prior on each of its cameras (acquisition)."""

@@ -1,0 +1,77 @@
+"""How reference targets are segmented, configured once per node; ROS-free.
+
+- `baseline` (default): the reference is pinned as a conditioning memory and SAM2's
+  tracker follows the object from it (correspondence as video), with acquisition on top
+  when a DINOv2 folder is given (`runtime.acquisition`);
+- `fssam`: every frame is FSSAM's query against the target's examples (pseudo prompts,
+  iterative memory refinement, support-calibrated memory attention;
+  `adapters.reference.fssam_tracker`). Needs an FSSAM checkpoint: its SAM 2.0 Hiera-S
+  becomes the node's model (`model: sam2_hiera_s`, `image_size: 512`) and its DINOv2
+  ViT-B/14 the prior's encoder. FSSAM has no absence gate; the node's acquisition gate
+  does not apply to it (the target's state follows FSSAM's object score).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+from ..engine import SegmentationEngine
+
+MODES = ("baseline", "fssam")
+
+
+@dataclass
+class ReferenceSettings:
+    """reference_mode: baseline or fssam; fssam_checkpoint: FSSAM's checkpoint file;
+    fssam_official: the release's behaviour (FssamOptions.official) instead of the paper's."""
+
+    reference_mode: str = "baseline"
+    fssam_checkpoint: str = ""
+    fssam_official: bool = False
+
+    def check(self) -> None:
+        """Raises ValueError naming the parameter."""
+        if self.reference_mode not in MODES:
+            raise ValueError(f"parameter reference_mode must be one of {', '.join(MODES)}, "
+                             f"got {self.reference_mode!r}")
+
+
+class FssamMode:
+    """Makes an FSSAM tracker per reference target (the engine's model is FSSAM's SAM2)."""
+
+    path = "fssam"
+
+    def __init__(self, sam2, dino, options):
+        self.sam2, self.dino, self.options = sam2, dino, options
+
+    def tracker(self, images: list[np.ndarray], masks: list[np.ndarray]):
+        """A tracker for a target taught by these examples ((H, W, 3) uint8, (H, W) bool)."""
+        from ..adapters.reference.fssam_tracker import FssamTracker
+
+        return FssamTracker(self.sam2, self.dino, images, [np.asarray(m, bool) for m in masks], self.options)
+
+
+def open_reference_mode(settings: ReferenceSettings, engine: SegmentationEngine) -> tuple[Optional[FssamMode], str]:
+    """The FSSAM mode, or None and what reference targets use instead (never raises:
+    a checkpoint that cannot be loaded is the reason, and targets fall back to baseline)."""
+    if settings.reference_mode == "baseline":
+        return None, "reference targets: baseline (pinned examples, SAM2 tracking)"
+    try:
+        from ..adapters.reference.checkpoint import load_fssam_checkpoint
+        from ..adapters.reference.dino import build_dinov2
+        from ..adapters.reference.fssam import FssamOptions
+
+        if not settings.fssam_checkpoint:
+            raise ValueError("no FSSAM checkpoint given: set the parameter fssam_checkpoint")
+        dino = build_dinov2()
+        load_fssam_checkpoint(settings.fssam_checkpoint, engine.model, dino)
+        engine.random_weights, engine.checkpoint = False, settings.fssam_checkpoint
+        options = FssamOptions.official() if settings.fssam_official else FssamOptions()
+        mode = FssamMode(engine.model, dino.to(engine.device), options)
+    except Exception as exc:  # a missing file, a checkpoint for another model
+        return None, (f"reference_mode fssam could not be loaded ({type(exc).__name__}: {exc}); "
+                      "reference targets use the baseline")
+    return mode, f"reference targets segmented by FSSAM from {settings.fssam_checkpoint}"

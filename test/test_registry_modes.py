@@ -1,0 +1,92 @@
+"""The registry's reference modes and acquisition (ROS-free, the node's own registry):
+with FSSAM, a reference target becomes an FSSAM tracker in the engine, a new example
+rebuilds it with one more support, and the listing says `fssam`; with acquisition, the
+target gets its prior on every camera and the listing says `acquisition`. Small random
+models: sam2_hiera_t at 512, DINOv2 of width 32.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from _tiny_models import save_dinov2
+from refseg_ros.adapters.reference.dino import build_dinov2
+from refseg_ros.adapters.reference.fssam import FssamOptions
+from refseg_ros.adapters.reference.fssam_tracker import FssamTracker
+from refseg_ros.engine import EngineConfig, SegmentationEngine
+from refseg_ros.engine.model import build_model
+from refseg_ros.runtime.acquisition import AcquisitionSettings, open_acquisition
+from refseg_ros.runtime.reference_modes import FssamMode, ReferenceSettings, open_reference_mode
+from refseg_ros.runtime.registry import TargetRegistry
+from refseg_ros.store import TaughtTarget
+
+CAMERAS = ["/cam0/image_raw", "/cam1/image_raw"]
+
+
+@pytest.fixture(scope="module")
+def engine():
+    torch.manual_seed(0)
+    sam = build_model("sam2_hiera_t", image_size=512).eval()
+    return SegmentationEngine(sam, EngineConfig(model="sam2_hiera_t", image_size=512, device="cpu"),
+                              random_weights=True)
+
+
+def _example(seed: int):
+    rng = np.random.default_rng(seed)
+    image = rng.integers(0, 256, size=(96, 128, 3), dtype=np.uint8)
+    mask = np.zeros((96, 128), bool)
+    mask[30:70, 40:90] = True
+    return image, mask
+
+
+def _trackers(engine, tid):
+    return [engine._stream(c).targets[tid].tracker for c in CAMERAS]
+
+
+def test_fssam_mode_tracks_references_with_fssam(engine):
+    dino = build_dinov2(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, mlp_ratio=2)
+    registry = TargetRegistry(engine, None, CAMERAS, reference_mode=FssamMode(engine.model, dino, FssamOptions()))
+    image, mask = _example(1)
+    text = registry.teach(TaughtTarget(0, "mug", "reference", image=image, mask=mask))
+    tid = int(text.split()[2])
+    trackers = _trackers(engine, tid)
+    assert all(isinstance(t, FssamTracker) for t in trackers) and trackers[0] is trackers[1]
+    assert trackers[0].shots == 1
+    assert [(s.target.target_id, s.path) for s in registry.statuses()] == [(tid, "fssam")]
+    registry.add_view(tid, *_example(2))
+    assert all(t.shots == 2 for t in _trackers(engine, tid))  # rebuilt with both examples
+    step = engine.step(CAMERAS[0], _example(3)[0])
+    assert [r.target_id for r in step.targets] == [tid]
+    registry.remove(tid)
+    assert engine.targets(CAMERAS[0]) == []
+
+
+def test_a_missing_fssam_checkpoint_falls_back_to_the_baseline(engine):
+    mode, note = open_reference_mode(ReferenceSettings("fssam", "/nowhere/fssam.pth"), engine)
+    assert mode is None and "/nowhere/fssam.pth" in note and "baseline" in note
+    with pytest.raises(ValueError, match="reference_mode"):
+        ReferenceSettings("fssam2").check()
+
+
+def test_acquisition_gives_every_camera_its_prior(engine, tmp_path):
+    service, note = open_acquisition(AcquisitionSettings(dino_model=str(save_dinov2(tmp_path / "dino"))),
+                                     engine.device)
+    assert service is not None, note
+    try:
+        registry = TargetRegistry(engine, None, CAMERAS, acquisition=service)
+        image, mask = _example(4)
+        tid = int(registry.teach(TaughtTarget(0, "cup", "reference", image=image, mask=mask)).split()[2])
+        proposers = [engine._stream(c).targets[tid].proposer for c in CAMERAS]
+        assert all(p is not None for p in proposers) and proposers[0] is not proposers[1]
+        assert [s.path for s in registry.statuses()] == ["acquisition"]
+        before = proposers[0].acquirer.prototypes.foreground.shape[0]
+        registry.add_view(tid, *_example(5))
+        after = engine._stream(CAMERAS[0]).targets[tid].proposer.acquirer.prototypes.foreground.shape[0]
+        assert after == before + 1  # the new example's prototype joins
+        registry.remove(tid)
+    finally:
+        service.close()
+    missing, note = open_acquisition(AcquisitionSettings(dino_model=str(tmp_path / "none")), engine.device)
+    assert missing is None and str(tmp_path / "none") in note

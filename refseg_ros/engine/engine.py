@@ -111,7 +111,8 @@ class SegmentationEngine:
 
     def remove_stream(self, stream_id: str) -> None:
         with self._lock:
-            self._stream(stream_id)
+            for target in self._stream(stream_id).targets.values():
+                _close_proposer(target)
             del self._streams[stream_id]
 
     def streams(self) -> list[str]:

@@ -101,6 +101,19 @@ def _build_parser() -> argparse.ArgumentParser:
     text.add_argument("--text-window", type=int, default=8, help="SAMWISE causal window, frames")
     text.add_argument("--grounding-model", default="", help="folder of a zero-shot detector (Grounding DINO, OWLv2)")
     text.add_argument("--grounding-threshold", type=float, default=0.35)
+    ref = run.add_argument_group("reference targets (one-shot episodes, --prompt reference-topic)")
+    ref.add_argument("--reference-mode", default="baseline", choices=["baseline", "acquisition", "fssam"],
+                     help="baseline: pinned examples, SAM2 tracking; acquisition: + the DINOv2 prior's "
+                          "gate (no mask until found); fssam: FSSAM on every frame")
+    ref.add_argument("--dino-model", default="", help="acquisition: a Dinov2Model folder")
+    ref.add_argument("--acquisition-threshold", type=float, default=0.5)
+    ref.add_argument("--acquisition-m", type=int, default=1,
+                     help="acquisition: frames above the threshold among the last --acquisition-k "
+                          "(1 of 1 for one-frame episodes)")
+    ref.add_argument("--acquisition-k", type=int, default=1)
+    ref.add_argument("--fssam-checkpoint", default="", help="fssam: FSSAM's checkpoint (--model sam2_hiera_s, "
+                                                            "--image-size 512)")
+    ref.add_argument("--fssam-official", action="store_true", help="fssam: the release's computation")
     fan = run.add_argument_group("benchmark index (INDEX instead of BAG)")
     fan.add_argument("--workers", type=int, default=None,
                      help="worker processes, each with one model (default 1: in this process; "
@@ -198,6 +211,11 @@ def _build_parser() -> argparse.ArgumentParser:
         k.add_argument("--storage", choices=bags.STORAGES, default="mcap")
         k.add_argument("--overwrite", action="store_true")
 
+    compare = sub.add_parser("compare", help="runs side by side (e.g. one per --reference-mode): "
+                                             "mIoU, FB-IoU, J&F, false-positive rate, step time")
+    compare.add_argument("runs", type=Path, nargs="+", help="output directories of finished runs")
+    compare.add_argument("--out", type=Path, default=None, help="also write the table to this Markdown file")
+
     info = sub.add_parser("info", help="list a bag's topics and what the evaluation sees")
     info.add_argument("bag", type=Path)
 
@@ -234,8 +252,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
                         samwise_tokenizer=args.samwise_tokenizer, text_window=args.text_window,
                         grounding_model=args.grounding_model, grounding_threshold=args.grounding_threshold)
     text.check()
+    from refseg_ros.runtime.acquisition import AcquisitionSettings
+    from refseg_ros.runtime.reference_modes import ReferenceSettings
+
+    acquisition = AcquisitionSettings(dino_model=args.dino_model, acquisition_threshold=args.acquisition_threshold,
+                                      acquisition_m=args.acquisition_m, acquisition_k=args.acquisition_k)
+    acquisition.check()
+    fssam = ReferenceSettings("fssam", args.fssam_checkpoint, args.fssam_official)
     engine = EngineSettings(args.model, args.checkpoint, args.image_size, args.device,
-                            args.seed, args.compute_threads, text=text)
+                            args.seed, args.compute_threads, text=text, reference_mode=args.reference_mode,
+                            acquisition=acquisition, fssam=fssam)
     if fanout.is_index(args.bag):
         return _cmd_run_index(args, engine)
     if (args.workers or 1) > 1 or args.address is not None:
@@ -347,6 +373,18 @@ def _cmd_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from refseg_ros.eval.report import compare_runs
+
+    table = compare_runs(args.runs)
+    print(table)
+    if args.out is not None:
+        from refseg_ros.atomicfile import atomic_write
+
+        atomic_write(args.out, (table + "\n").encode())
+    return 0
+
+
 def _cmd_info(args: argparse.Namespace) -> int:
     with bags.BagReader(args.bag) as r:
         print(f"bag: {r.path}")
@@ -391,7 +429,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = _build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
-    handlers = {"run": _cmd_run, "build": _cmd_build, "info": _cmd_info, "play": _cmd_play}
+    handlers = {"run": _cmd_run, "build": _cmd_build, "info": _cmd_info, "play": _cmd_play,
+                "compare": _cmd_compare}
     try:
         return handlers[args.command](args)
     except KeyboardInterrupt:

@@ -318,3 +318,28 @@ def write_report(out_dir: str | Path, data: ReportData) -> Path:
     atomic_write_text(out / "report.md", render_markdown(data, rel))
     atomic_write_json(out / COMPLETE, {"report": "report.md"})
     return out / "report.md"
+
+
+COMPARED = (("miou", "mIoU"), ("fb_iou", "FB-IoU"), ("jf_mean", "J&F"),
+            ("false_positive_rate", "false-positive rate"), ("absent_pairs", "absent pairs"))
+
+
+def compare_runs(runs: list[Path]) -> str:
+    """A Markdown table of finished runs side by side: per run, its reference mode (from
+    run.json) and the summary numbers of COMPARED plus the median step time (seconds).
+    The false-positive rate is the share of (frame, target) pairs whose object is absent
+    that got a mask. Raises FileNotFoundError naming a run without report.json."""
+    header = ["run", "mode"] + [name for _, name in COMPARED] + ["median step (s)"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for run in runs:
+        report = Path(run) / "report.json"
+        if not report.is_file():
+            raise FileNotFoundError(f"{run} has no report.json: not a finished run")
+        data = json.loads(report.read_text())
+        info = json.loads((Path(run) / "run.json").read_text()) if (Path(run) / "run.json").is_file() else {}
+        mode = (info.get("source") or {}).get("reference_mode", "baseline")
+        summary = data.get("summary", {})
+        cells = [Path(run).name, mode] + [_fmt(summary.get(key)) for key, _ in COMPARED]
+        cells.append(_fmt((data.get("latency") or {}).get("p50")))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)

@@ -185,6 +185,11 @@ def build_report(plan: EvalPlan, scores: Scores, records: list[dict[str, Any]],
                 "targets")
         summary.update({k: ov[k] for k in keys})
     summary["scored_pairs"] = len(scores.rows)
+    absent = [r for r in scores.rows if r["gt_area"] == 0]
+    summary["absent_pairs"] = len(absent)  # (frame, target) pairs where the object is not there
+    # share of those with a published mask: a mask where there is no object
+    summary["false_positive_rate"] = (sum(r["pred_area"] > 0 for r in absent) / len(absent)
+                                      if absent else float("nan"))
     timing = [r["seconds"] for r in records if r.get("seconds") is not None]
     latency = dict(metrics.latency_summary(timing), what=timing_label)
     sent = [plan.frame_stamps[i] for ep in plan.episodes for i in ep.frames]

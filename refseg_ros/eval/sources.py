@@ -67,12 +67,23 @@ class EngineSettings:
     # Caption targets (``--prompt caption``): the text path, as the node's parameters of
     # the same names (refseg_ros.runtime.captions.TextSettings).
     text: Optional[Any] = None
+    # How references are segmented: baseline (pinned examples, SAM2 tracking),
+    # acquisition (+ the DINOv2 prior's gate: `acquisition`, runtime.acquisition's
+    # AcquisitionSettings) or fssam (`fssam`, runtime.reference_modes' ReferenceSettings).
+    reference_mode: str = "baseline"
+    acquisition: Optional[Any] = None
+    fssam: Optional[Any] = None
 
     def as_dict(self) -> dict[str, Any]:
         out = {"model": self.model, "checkpoint": self.checkpoint,
                "image_size": self.image_size, "device": self.device, "seed": self.seed}
         if self.text is not None and self.text.chosen() != "none":
             out["text"] = {k: v for k, v in vars(self.text).items()}
+        if self.reference_mode != "baseline":
+            out["reference_mode"] = self.reference_mode
+            extra = self.acquisition if self.reference_mode == "acquisition" else self.fssam
+            if extra is not None:
+                out["reference"] = dict(vars(extra))
         return out
 
 
@@ -88,6 +99,7 @@ class EngineReplaySource:
         self.settings = settings
         self._engine = engine
         self._captions: Any = None
+        self._reference: Any = None
 
     @property
     def engine(self) -> Any:
@@ -116,6 +128,53 @@ class EngineReplaySource:
                 raise PlanError(f"caption episodes need a text model: {note}")
             self._captions = path
         return self._captions
+
+    def reference_adapter(self) -> Any:
+        """The AcquisitionService or FssamMode of `settings.reference_mode`, opened once
+        (acquisition waits for each proposal, so results do not depend on timing).
+        Raises PlanError when it cannot be loaded; None for the baseline."""
+        mode = self.settings.reference_mode
+        if mode == "baseline" or self._reference is not None:
+            return self._reference
+        from refseg_ros.eval.plan import PlanError
+
+        if mode == "acquisition":
+            from refseg_ros.runtime.acquisition import AcquisitionSettings, open_acquisition
+
+            adapter, note = open_acquisition(self.settings.acquisition or AcquisitionSettings(),
+                                             self.engine.device, synchronous=True)
+        elif mode == "fssam":
+            from refseg_ros.runtime.reference_modes import ReferenceSettings, open_reference_mode
+
+            adapter, note = open_reference_mode(self.settings.fssam or ReferenceSettings("fssam"), self.engine)
+        else:
+            raise PlanError(f"unknown reference mode {mode!r} (baseline, acquisition, fssam)")
+        if adapter is None:
+            raise PlanError(f"reference mode {mode}: {note}")
+        self._reference = adapter
+        return adapter
+
+    def _teach_reference(self, engine: Any, stream: str, p: Any, examples: dict, engine_to_gt: dict) -> int:
+        """Teach reference prompt `p` in the configured mode; returns the engine id."""
+        from refseg_ros.engine import MaskPrompt
+
+        adapter = self.reference_adapter()
+        shots = examples.setdefault(p.target_id, [])
+        shots.append((p.image, p.mask))
+        images, masks = [s[0] for s in shots], [s[1] for s in shots]
+        known = p.target_id in engine_to_gt
+        if self.settings.reference_mode == "fssam":
+            return engine.add_tracked_target(stream, adapter.tracker(images, masks), label=p.label,
+                                             target_id=p.target_id, replace=known)
+        if known:  # one more example (k-shot)
+            engine.add_reference(stream, p.target_id, MaskPrompt(p.mask), p.image)
+            tid = p.target_id
+        else:
+            tid = engine.add_target(stream, MaskPrompt(p.mask), label=p.label, target_id=p.target_id,
+                                    image=p.image)
+        if adapter is not None:  # acquisition: the prior from every example so far
+            engine.set_proposer(stream, tid, adapter.proposer(adapter.prototypes(images, masks)))
+        return tid
 
     def fingerprint(self) -> dict[str, Any]:
         """The settings that make results differ (run.json's ``source``): the same as a
@@ -146,6 +205,7 @@ class EngineReplaySource:
         stream = ""
         pending: list = []
         engine_to_gt: dict[int, int] = {}
+        examples: dict[int, list] = {}
         for frame in reader.frames(camera_topic):
             if frame.index > last:
                 break
@@ -160,6 +220,7 @@ class EngineReplaySource:
                 engine.add_stream(stream)
                 pending = sorted(ep.prompts, key=lambda p: p.stamp_ns)
                 engine_to_gt = {}
+                examples: dict[int, list] = {}
             while pending and pending[0].stamp_ns <= frame.stamp_ns:
                 p = pending.pop(0)
                 try:
@@ -167,11 +228,10 @@ class EngineReplaySource:
                         self.captions().add(engine, stream, p.caption, label=p.label, target_id=p.target_id)
                         engine_to_gt[p.target_id] = p.target_id
                         continue
-                    if p.target_id in engine_to_gt and p.image is not None:  # one more example (k-shot)
-                        engine.add_reference(stream, p.target_id, MaskPrompt(p.mask), p.image)
-                        continue
-                    tid = engine.add_target(stream, MaskPrompt(p.mask), label=p.label,
-                                            target_id=p.target_id, image=p.image)
+                    if p.image is not None:
+                        tid = self._teach_reference(engine, stream, p, examples, engine_to_gt)
+                    else:
+                        tid = engine.add_target(stream, MaskPrompt(p.mask), label=p.label, target_id=p.target_id)
                 except PromptBelowResolutionError as exc:
                     # The protocol gives this prompt, the model cannot see it: the target
                     # is scored with no prediction, as the node would refuse it too.

@@ -39,9 +39,11 @@ class AcquisitionSettings:
             raise ValueError("parameter acquisition_candidates must be at least 1")
 
 
-def open_acquisition(settings: AcquisitionSettings, device: torch.device) -> tuple[Optional[object], str]:
+def open_acquisition(settings: AcquisitionSettings, device: torch.device,
+                     synchronous: bool = False) -> tuple[Optional[object], str]:
     """An `AcquisitionService`, or None and why reference targets go without one.
-    Loading errors are returned as the reason, never raised."""
+    Loading errors are returned as the reason, never raised. `synchronous`: wait for each
+    proposal (offline evaluation)."""
     if not settings.dino_model:
         return None, ("reference targets without acquisition (set dino_model to a DINOv2 folder to look "
                       "for them while they are not tracked)")
@@ -54,7 +56,7 @@ def open_acquisition(settings: AcquisitionSettings, device: torch.device) -> tup
                                 threshold=settings.acquisition_threshold, m=settings.acquisition_m,
                                 window=settings.acquisition_k)
         service = AcquisitionService(DinoEncoder(settings.dino_model, device=device), config,
-                                     settings.acquisition_interval)
+                                     settings.acquisition_interval, synchronous=synchronous)
     except Exception as exc:  # a missing folder, weights of another model
         return None, (f"acquisition could not be loaded from dino_model {settings.dino_model} "
                       f"({type(exc).__name__}: {exc}); reference targets go without it")

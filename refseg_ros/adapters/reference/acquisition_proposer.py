@@ -12,6 +12,7 @@ memory ("re-acquired"). Until then the engine publishes no mask for the target.
 from __future__ import annotations
 
 import itertools
+import time
 from typing import Optional
 
 import numpy as np
@@ -34,12 +35,14 @@ class AcquisitionService:
     """The node's acquisition: one DINOv2 encoder, one background worker, the acquirers
     of every reference target it serves.
 
-    min_interval_s: seconds between two proposals for one target (the prior's own rate).
+    min_interval_s: seconds between two proposals for one target (the prior's own rate);
+    synchronous: each proposal is waited for on the frame it was asked on (offline
+    evaluation: results independent of timing; never in the node).
     """
 
     def __init__(self, encoder: DinoEncoder, config: AcquirerConfig = AcquirerConfig(),
-                 min_interval_s: float = 0.0):
-        self.encoder, self.config = encoder, config
+                 min_interval_s: float = 0.0, synchronous: bool = False):
+        self.encoder, self.config, self.synchronous = encoder, config, synchronous
         self._acquirers: dict = {}
         self.worker = AcquisitionWorker(self._propose, min_interval_s, name="refseg-acquisition")
 
@@ -75,9 +78,13 @@ class ReferenceAcquisition:
         if state not in SEARCHING:
             self.acquirer.reset()
             return None
-        if self.worker.wants(self.key):
+        submitted = self.worker.wants(self.key)
+        if submitted:
             self.worker.submit(self.key, frame.copy(), float(index))
         result = self.worker.poll(self.key)
+        while submitted and result is None and self.service.synchronous:
+            time.sleep(0.001)
+            result = self.worker.poll(self.key)
         if result is None or not result.ok:
             return None
         acquisition = self.acquirer.decide(model, features, result.proposal, frame.shape[:2])

@@ -1,0 +1,71 @@
+"""One-shot episodes evaluated per reference mode and compared side by side: baseline
+(pinned examples, SAM2 tracking) and acquisition (a tiny random DINOv2 prior from a
+folder, each proposal waited for offline). With the gate held shut, acquisition
+publishes no mask at all; the baseline does. `refseg-eval compare` puts the runs in one
+table.
+"""
+
+from __future__ import annotations
+
+import json
+
+from _tiny_models import save_dinov2
+from clips import write_fss_folder
+from refseg_ros.eval import builders, cli, outdir, runner
+from refseg_ros.eval.sources import EngineReplaySource, EngineSettings
+from refseg_ros.runtime.acquisition import AcquisitionSettings
+
+COMMON = ["--image-size", "256", "--device", "cpu", "--no-progress"]
+
+
+def _present_engine():
+    """The evaluation's engine with SAM2's object head saying "present" (random weights
+    otherwise call every object absent, and no run would publish a mask)."""
+    import torch
+
+    from refseg_ros.engine import EngineConfig, SegmentationEngine
+
+    engine = SegmentationEngine.from_config(EngineConfig(model="sam2.1_hiera_t", image_size=256, device="cpu"))
+    with torch.no_grad():
+        engine.model.sam_mask_decoder.pred_obj_score_head.layers[-1].bias.fill_(10.0)
+    return engine
+
+
+def test_modes_side_by_side(tmp_path, capsys):
+    write_fss_folder(tmp_path / "fss", pairs=2, seed=0, step=5)
+    bag = builders.fss_to_bag(tmp_path / "fss", tmp_path / "bag", episodes_per_class=2)
+    dino = save_dinov2(tmp_path / "dino")
+    engine = _present_engine()
+    modes = {"baseline": EngineSettings(image_size=256, device="cpu"),
+             "acquisition": EngineSettings(image_size=256, device="cpu", reference_mode="acquisition",
+                                           acquisition=AcquisitionSettings(str(dino), acquisition_threshold=2.0,
+                                                                           acquisition_m=1, acquisition_k=1))}
+    published = {}
+    for name, settings in modes.items():
+        cfg = runner.RunConfig(bag=bag, out=tmp_path / name, progress=False, engine=settings)
+        runner.evaluate(cfg, source=EngineReplaySource(settings, engine))
+        run = outdir.RunDirectory(tmp_path / name)
+        published[name] = sum(int(m.sum()) for r in run.read_results() for m in run.load_masks(r["frame"]).values())
+    assert published["baseline"] > 0  # SAM2 tracks from the pinned reference
+    assert published["acquisition"] == 0  # the prior never found it: no mask, ever
+    run = json.loads((tmp_path / "acquisition" / "run.json").read_text())
+    assert run["source"]["reference_mode"] == "acquisition"
+    assert run["source"]["reference"]["dino_model"] == str(dino)
+
+    assert cli.main(["compare", str(tmp_path / "baseline"), str(tmp_path / "acquisition"),
+                     "--out", str(tmp_path / "modes.md")]) == 0
+    table = capsys.readouterr().out
+    assert "| acquisition | acquisition |" in table and "| baseline | baseline |" in table
+    assert "false-positive rate" in table and (tmp_path / "modes.md").read_text().strip() == table.strip()
+    miou = {n: json.loads((tmp_path / n / "report.json").read_text())["summary"]["miou"] for n in modes}
+    assert miou["acquisition"] < miou["baseline"]
+
+
+def test_a_missing_dino_folder_is_refused_before_writing(tmp_path, capsys):
+    write_fss_folder(tmp_path / "fss", pairs=2, seed=0, step=5)
+    bag = builders.fss_to_bag(tmp_path / "fss", tmp_path / "bag", episodes_per_class=1)
+    code = cli.main(["run", str(bag), "--out", str(tmp_path / "o"), "--reference-mode", "acquisition",
+                     "--dino-model", str(tmp_path / "nope"), *COMMON])
+    assert code == cli.EXIT_BAD_INPUT
+    assert str(tmp_path / "nope") in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

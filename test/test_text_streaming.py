@@ -186,3 +186,47 @@ def test_cme_changes_memory_only(parts):
         assert torch.equal(_logits(on[i]), _logits(off[i])), i
     if tracker_on.last_switch == 5:  # it switched: frame 6 reads a different memory
         assert not torch.equal(_logits(on[6]), _logits(off[6]))
+
+
+def _clip_run(parts, frames, window):
+    sam, adapter, _ = parts
+    engine = _engine(sam)
+    tid = engine.add_tracked_target("cam", SamwiseTracker(sam, adapter, CAPTION_A, window=window, mode="clip"))
+    got = {}
+    for f in frames:
+        step = engine.step("cam", f)
+        for index, _, result in step.late:
+            got[index] = result
+        for result in step.targets:
+            got[step.frame_index] = result
+    for index, _, result in engine.flush("cam"):
+        got[index] = result
+    return tid, got
+
+
+@pytest.mark.parametrize("window", [2, 1])
+def test_clip_mode_is_the_official_computation(parts, window):
+    """Clip mode through the engine (results late, the last short clip flushed) equals
+    ClipRunner, the official clip mode that test_samwise_parity pins to the fixtures."""
+    sam, adapter, frames = parts
+    tid, got = _clip_run(parts, frames[:7], window)
+    with torch.no_grad():
+        official = ClipRunner(sam, adapter, clip_window=window).run_video(frames[:7], CAPTION_A)
+    assert sorted(got) == list(range(7))
+    if window == 2:  # the CME ran (frames 5 and 6), so its schedule is compared too
+        assert [o.frame_idx for o in official if o.cme_logits is not None] == [5, 6]
+    for out in official:
+        ours = got[out.frame_idx]
+        assert ours.target_id == tid
+        assert float((ours.low_res_logits - out.decoded.low_res_masks).abs().max()) < 1e-4, out.frame_idx
+        assert np.array_equal(ours.mask, (out.mask_logits[0, 0] > 0).numpy())
+
+
+def test_clip_mode_results_come_when_the_clip_completes(parts):
+    sam, adapter, frames = parts
+    engine = _engine(sam)
+    engine.add_tracked_target("cam", SamwiseTracker(sam, adapter, CAPTION_A, window=3, mode="clip"))
+    steps = [engine.step("cam", f, stamp=float(i)) for i, f in enumerate(frames[:3])]
+    assert [len(s.targets) for s in steps] == [0, 0, 1]  # nothing until the clip's last frame
+    assert [(i, stamp) for i, stamp, _ in steps[2].late] == [(0, 0.0), (1, 1.0)]
+    assert engine.flush("cam") == []  # nothing buffered

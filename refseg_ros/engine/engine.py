@@ -57,6 +57,7 @@ class Stream:
     last_size: Optional[tuple[int, int]] = None  # (H, W)
     targets: dict[int, Target] = field(default_factory=dict)
     variants: dict[Hashable, FeatureVariant] = field(default_factory=dict)  # by key (seams.py)
+    stamps: dict[int, float] = field(default_factory=dict)  # recent frames' stamps, for late results
     # (id, label, state) of every target, replaced whole after each change, so readers
     # need not wait for the lock a step holds for a whole frame.
     summary: tuple[tuple[int, str, TargetState], ...] = ()
@@ -277,7 +278,13 @@ class SegmentationEngine:
                 plain_needed = any(t.tracker is None or t.tracker.variant_key is None
                                    for t in stream.targets.values())
                 features = encode_image(self.model, self.preprocess(frame)) if plain_needed else None
-                self._track_adapted(stream, adapted, frame, features, index, low_res, scores, frame_logits)
+                stream.stamps[index] = stamp
+                stream.stamps.pop(index - 256, None)
+                late: list = []
+                pending: set[int] = set()
+                self._track_adapted(stream, adapted, frame, features, index, low_res, scores, frame_logits,
+                                    late, pending)
+                late_results = self._late_results(stream, late, events)
                 gated = self._propose(stream, features, frame, index, events)
                 for target in list(stream.targets.values()):
                     if target.pending is None:
@@ -307,10 +314,12 @@ class SegmentationEngine:
                     for i, target in enumerate(group):
                         low_res[target.target_id] = decoded.low_res_masks[i:i + 1]
                         scores[target.target_id] = decoded.object_score_logits[i:i + 1]
-                results = self._results(stream, low_res, scores, (height, width), events, frame_logits, gated)
+                results = self._results(stream, low_res, scores, (height, width), events, frame_logits, gated,
+                                        pending)
             stream.last_size = (height, width)
             stream.next_index += 1
-            return StepResult(stream_id, index, stamp, results, time.perf_counter() - start, events)
+            return StepResult(stream_id, index, stamp, results, time.perf_counter() - start, events,
+                              late_results)
 
     # ------------------------------------------------------------------------ internals
     def _stream(self, stream_id: str) -> Stream:
@@ -383,8 +392,10 @@ class SegmentationEngine:
 
     def _track_adapted(self, stream: Stream, targets: list[Target], frame: np.ndarray,
                        features: Optional[FrameFeatures], index: int,
-                       low_res: dict, scores: dict, frame_logits: dict) -> None:
-        """Targets with their own tracker: one variant pass per key, then each tracker."""
+                       low_res: dict, scores: dict, frame_logits: dict, late: list, pending: set) -> None:
+        """Targets with their own tracker: one variant pass per key, then each tracker.
+        Trackers with no result yet go to `pending`; results of earlier frames to `late`
+        as (target, frame index, Tracked)."""
         encoded: dict = {}
         for target in targets:
             key = target.tracker.variant_key
@@ -395,11 +406,48 @@ class SegmentationEngine:
                 if variant is None:
                     variant = stream.variants[key] = target.tracker.new_variant()
                 encoded[key] = variant.encode(frame, index)
-            out: Tracked = target.tracker.track(self.model, encoded[key], target.memory, index, frame.shape[:2])
+            out: Optional[Tracked] = target.tracker.track(self.model, encoded[key], target.memory, index,
+                                                          frame.shape[:2])
+            if out is None:
+                pending.add(target.target_id)
+                continue
+            late += [(target, i, t) for i, t in out.late]
             low_res[target.target_id] = out.low_res_masks
             scores[target.target_id] = out.object_score_logits
             if out.frame_logits is not None:
                 frame_logits[target.target_id] = out.frame_logits
+
+    def flush(self, stream_id: str) -> list[tuple[int, float, TargetResult]]:
+        """The stream has ended: trackers decode what their variants still buffer (a
+        clip-mode caption's last, shorter clip). Returns those frames' results as
+        (frame index, stamp, result), oldest first; empty when nothing was buffered."""
+        with self._lock:
+            stream = self._stream(stream_id)
+            late: list = []
+            with self._compute(), stream.changing():
+                for target in [t for t in stream.targets.values() if t.tracker is not None]:
+                    variant = stream.variants.get(target.tracker.variant_key)
+                    encoded = variant.flush() if hasattr(variant, "flush") else None
+                    if encoded is None:
+                        continue
+                    out = target.tracker.track(self.model, encoded, target.memory, stream.next_index - 1,
+                                               stream.last_size or (0, 0))
+                    late += [(target, i, t) for i, t in out.late] + [(target, encoded[-1].index, out)]
+                events: list[str] = []
+                return self._late_results(stream, late, events)
+
+    def _late_results(self, stream: Stream, late: list, events: list[str]) -> list[tuple[int, float, TargetResult]]:
+        """Results of earlier frames, in frame order, moving each target's state."""
+        out = []
+        for target, index, tracked in sorted(late, key=lambda item: item[1]):
+            logits = tracked.frame_logits.float()
+            mask = (logits[0, 0] > 0).cpu().numpy()
+            score_logit = float(tracked.object_score_logits.flatten()[0])
+            self._update_state(target, score_logit > 0, events)
+            out.append((index, stream.stamps.get(index, 0.0), TargetResult(
+                target.target_id, target.label, mask, float(torch.sigmoid(torch.tensor(score_logit))),
+                _box(mask), target.state, tracked.low_res_masks.float().cpu())))
+        return out
 
     def _layout_groups(self, targets: list[Target], index: int):
         """Targets whose memories line up, so one batched pass serves them all."""
@@ -440,7 +488,8 @@ class SegmentationEngine:
     def _results(self, stream: Stream, low_res: dict[int, torch.Tensor], scores: dict[int, torch.Tensor],
                  size: tuple[int, int], events: list[str],
                  frame_logits: Optional[dict[int, torch.Tensor]] = None,
-                 gated: frozenset[int] | set[int] = frozenset()) -> list[TargetResult]:
+                 gated: frozenset[int] | set[int] = frozenset(),
+                 pending: frozenset[int] | set[int] = frozenset()) -> list[TargetResult]:
         results = []
         ids = [tid for tid in stream.targets if tid in low_res]
         masks = np.zeros((0,) + size, dtype=bool)
@@ -467,6 +516,8 @@ class SegmentationEngine:
             if tid in gated:  # looked for and not found: absent on this frame
                 self._update_state(target, False, events)
                 target.last_box = None
+            if tid in pending:  # its result comes later (StepResult.late)
+                continue
             if tid not in low_res:  # taught but not applied yet, or withheld
                 results.append(TargetResult(tid, target.label, np.zeros(size, dtype=bool), 0.0, None,
                                             target.state))

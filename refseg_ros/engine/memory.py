@@ -113,5 +113,10 @@ class TargetMemory:
         entries = list(self.conditioning.values()) + list(self.recent)
         return sum(e.nbytes() for e in entries)
 
+    def clear(self) -> None:
+        """Forget every entry (a mode that segments each frame on its own)."""
+        self.conditioning.clear()
+        self.recent.clear()
+
     def __len__(self) -> int:
         return len(self.conditioning) + len(self.recent)

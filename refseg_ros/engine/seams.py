@@ -23,7 +23,7 @@ The engine imports no adapter: adapters implement these protocols.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Hashable, Optional, Protocol
 
 import numpy as np
@@ -52,12 +52,15 @@ class Tracked:
     object_score_logits: (1, 1) float32, > 0 means present;
     frame_logits: (1, 1, H, W) float32 logits at the frame's size, when the tracker maps
     its output to the frame itself (e.g. after an aspect-preserving resize); None lets
-    the engine resize `low_res_masks` bilinearly, as for plain targets.
+    the engine resize `low_res_masks` bilinearly, as for plain targets;
+    late: results of earlier frames of the stream completed only now, as (frame index,
+    Tracked with frame_logits set), oldest first (a tracker that decodes clips).
     """
 
     low_res_masks: torch.Tensor
     object_score_logits: torch.Tensor
     frame_logits: Optional[torch.Tensor] = None
+    late: list = field(default_factory=list)
 
 
 class FeatureVariant(Protocol):
@@ -83,9 +86,11 @@ class TargetTracker(Protocol):
         """A fresh variant for one stream; called once per stream and key."""
 
     def track(self, model: torch.nn.Module, encoded: object, memory: TargetMemory, index: int,
-              frame_hw: tuple[int, int]) -> Tracked:
+              frame_hw: tuple[int, int]) -> Optional[Tracked]:
         """Decode frame `index` (its size `frame_hw` = (H, W) pixels) for this target and
-        write its memory; `encoded` is what the variant returned for the frame."""
+        write its memory; `encoded` is what the variant returned for the frame (None from
+        a variant still buffering). None: no result for this frame yet (it comes later,
+        in a `Tracked.late`); the engine then leaves the target out of this frame's results."""
 
 
 @dataclass

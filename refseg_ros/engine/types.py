@@ -66,3 +66,6 @@ class StepResult:
     targets: list[TargetResult]
     step_seconds: float = 0.0
     events: list[str] = field(default_factory=list)  # human-readable state changes
+    # results of earlier frames completed on this step (a clip-mode caption target):
+    # (frame index, that frame's stamp, result), oldest first
+    late: list[tuple[int, float, TargetResult]] = field(default_factory=list)

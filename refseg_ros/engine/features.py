@@ -1,8 +1,16 @@
-"""One image-encoder pass per frame, in the token layout the rest of SAM2 expects."""
+"""One image-encoder pass per frame, in the token layout the rest of SAM2 expects.
+
+The pass runs in two steps, as SAM2's `ImageEncoder` does: the Hiera trunk, then the FPN
+neck (with the scalp and the mask decoder's conv_s0/conv_s1 projections that
+`SAM2Base.forward_image` applies). The trunk's stage maps stay on the `FrameFeatures`, so
+an adapter with a neck of its own (a target's test-time tuned copy) can reuse the shared
+trunk pass and run only its neck (`neck_features(model, features.trunk, neck)`).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 
@@ -12,11 +20,15 @@ class FrameFeatures:
     """Backbone output of one image, shared by every target of a stream.
 
     Token tensors are (H*W, 1, C), lowest resolution last, as SAM2 lays them out.
+    `trunk`, when the plain pass made them, are the Hiera trunk's four stage maps
+    (1, C_i, h_i, w_i), finest first (strides 4, 8, 16, 32), the neck's input; None
+    otherwise (e.g. an adapted pass whose trunk maps are not the plain trunk's).
     """
 
     vision_feats: list[torch.Tensor]
     vision_pos: list[torch.Tensor]
     feat_sizes: list[tuple[int, int]]
+    trunk: Optional[list[torch.Tensor]] = None
 
     def top(self, batch: int) -> torch.Tensor:
         """Top-level feature tokens expanded to `batch` targets: (H*W, B, C)."""
@@ -42,13 +54,42 @@ class FrameFeatures:
 
 
 def encode_image(model: torch.nn.Module, image: torch.Tensor) -> FrameFeatures:
-    """Run the image encoder on a (1, 3, S, S) normalised image."""
-    backbone_out = model.forward_image(image)
+    """Run the image encoder on a (1, 3, S, S) normalised image.
+
+    Trunk, then `neck_features`: the same operations as `model.forward_image`, so the
+    features are bit-identical to it; the trunk's stage maps are kept in `trunk`.
+    `model.forward_image` and `model.image_encoder.forward` are not called: a wrapper
+    around either (torch.compile, a test's guard) must wrap the trunk and the neck.
+    """
+    trunk = model.image_encoder.trunk(image)
+    features = neck_features(model, trunk)[0]
+    features.trunk = trunk
+    return features
+
+
+def neck_features(model: torch.nn.Module, trunk_outputs: list[torch.Tensor],
+                  neck: Optional[torch.nn.Module] = None) -> list[FrameFeatures]:
+    """SAM2's FPN neck, scalp and conv_s0/conv_s1 on the trunk's stage maps.
+
+    trunk_outputs: the four (T, C_i, h_i, w_i) stage maps of T images, finest first (what
+    `model.image_encoder.trunk` returns, or an adapted trunk's equivalent); `neck`: the FPN
+    neck to run, `model.image_encoder.neck` when None (a caller may pass a tuned copy of
+    it; the scalp and conv_s0/conv_s1 are always the model's). Returns one FrameFeatures
+    per image (`trunk` left None), exactly as `SAM2Base.forward_image` + the flattening
+    of `encode_image` lay them out: (H*W, 1, C) tokens per level.
+    """
+    encoder = model.image_encoder
+    maps, pos = (encoder.neck if neck is None else neck)(trunk_outputs)
+    if encoder.scalp > 0:
+        maps, pos = maps[: -encoder.scalp], pos[: -encoder.scalp]
+    if model.use_high_res_features_in_sam:
+        maps[0] = model.sam_mask_decoder.conv_s0(maps[0])
+        maps[1] = model.sam_mask_decoder.conv_s1(maps[1])
     levels = model.num_feature_levels
-    maps = backbone_out["backbone_fpn"][-levels:]
-    pos = backbone_out["vision_pos_enc"][-levels:]
-    return FrameFeatures(
-        vision_feats=[m.flatten(2).permute(2, 0, 1) for m in maps],
-        vision_pos=[p.flatten(2).permute(2, 0, 1) for p in pos],
-        feat_sizes=[(p.shape[-2], p.shape[-1]) for p in pos],
-    )
+    maps, pos = maps[-levels:], pos[-levels:]
+    sizes = [(p.shape[-2], p.shape[-1]) for p in pos]
+    return [FrameFeatures(
+        vision_feats=[m[i:i + 1].flatten(2).permute(2, 0, 1) for m in maps],
+        vision_pos=[p[i:i + 1].flatten(2).permute(2, 0, 1) for p in pos],
+        feat_sizes=sizes,
+    ) for i in range(maps[0].shape[0])]

@@ -24,7 +24,7 @@ from typing import Optional
 
 import torch
 
-from refseg_ros.engine.features import FrameFeatures
+from refseg_ros.engine.features import FrameFeatures, neck_features
 
 from .adapter import SamwiseAdapter
 from .roberta import LAYER_GROUPS
@@ -102,25 +102,3 @@ def encode_clip(
     state = txt[0, 0]
     return AdaptedClip(features=features, text_state=state, text_token=adapter.text_prompt(state)[None],
                        adapter_inputs=adapter_inputs)
-
-
-def neck_features(sam: torch.nn.Module, stage_outputs: list[torch.Tensor]) -> list[FrameFeatures]:
-    """SAM2's FPN neck, scalp and conv_s0/conv_s1 on the four (T, C_i, h_i, w_i) stage
-    maps -> one FrameFeatures per frame (as `SAM2Base.forward_image` + `encode_image`)."""
-    encoder = sam.image_encoder
-    maps, pos = encoder.neck(stage_outputs)
-    if encoder.scalp > 0:
-        maps, pos = maps[: -encoder.scalp], pos[: -encoder.scalp]
-    if sam.use_high_res_features_in_sam:
-        maps[0] = sam.sam_mask_decoder.conv_s0(maps[0])
-        maps[1] = sam.sam_mask_decoder.conv_s1(maps[1])
-    levels = sam.num_feature_levels
-    maps, pos = maps[-levels:], pos[-levels:]
-    out = []
-    for i in range(maps[0].shape[0]):
-        out.append(FrameFeatures(
-            vision_feats=[m[i:i + 1].flatten(2).permute(2, 0, 1) for m in maps],
-            vision_pos=[p[i:i + 1].flatten(2).permute(2, 0, 1) for p in pos],
-            feat_sizes=[(p.shape[-2], p.shape[-1]) for p in pos],
-        ))
-    return out

@@ -54,9 +54,9 @@ def procs():
         proc.stop()
 
 
-def _start(tmp_path, procs, listener, checkpoint, tokenizer, camera: bool = False):
+def _start(tmp_path, procs, listener, checkpoint, tokenizer, camera: bool = False, **extra):
     params = {**MODEL, "cameras": [CAM0], "store_dir": "", "samwise_checkpoint": str(checkpoint),
-              "samwise_tokenizer": str(tokenizer), "text_window": 2}
+              "samwise_tokenizer": str(tokenizer), "text_window": 2, **extra}
     node = start_node(tmp_path, params)
     procs.append(node)
     if camera:
@@ -133,3 +133,25 @@ def test_a_missing_tokenizer_folder_names_the_parameter(tmp_path, samwise, liste
     assert f"tokenizer folder {absent} (parameter samwise_tokenizer) does not exist" in ack, ack
     assert [(t.status, t.path) for t in _listing(listener).values()] == [("waiting", "")]
     assert node.alive()
+
+
+def test_clip_mode_publishes_each_clip_with_its_frames_headers(tmp_path, samwise, listener, procs):
+    """text_mode clip: the caption's results come when a clip of 2 frames completes: the
+    clip's last frame carries it in its own array, the first frame gets an extra array
+    with its own header (its array, published at once, left the caption target out)."""
+    node = _start(tmp_path, procs, listener, samwise["checkpoint"], samwise["tokenizer"], camera=True,
+                  text_mode="clip")
+    assert "captions tracked by SAMWISE (clips of 2, results 1 frames late)" in node.output()
+    cup = int(re.search(r"taught target (\d+)", _caption(listener, node, "the red cup")).group(1))
+
+    def stamps():
+        with_cup, without = [], []
+        for _, array in listener.received(OBJECTS):
+            key = (array.header.stamp.sec, array.header.stamp.nanosec)
+            (with_cup if any(o.target_id == cup for o in array.objects) else without).append(key)
+        return with_cup, without
+    listener.wait_for(lambda: len(stamps()[0]) >= 4, 120, "4 clip results", node)
+    with_cup, without = stamps()
+    assert len(set(with_cup)) == len(with_cup)  # each frame's clip result once
+    late = set(with_cup) & set(without)  # first frames of clips: published first without it
+    assert len(late) >= 1 and len(late) >= len(with_cup) // 2 - 1

@@ -71,6 +71,7 @@ class SegmenterNode(LifecycleNode):
         self._mailbox: Optional[FrameMailbox] = None
         self._worker: Optional[threading.Thread] = None
         self._latest: dict[str, np.ndarray] = {}
+        self._history: dict[str, dict[int, tuple]] = {}  # clip mode: frame index -> (header, rgb)
         self._pending_status: list[str] = []
         self._last_reported: dict[tuple[str, str], float] = {}
         self._said_once: set[tuple[str, str]] = set()  # (camera, kind) of warnings given once
@@ -201,6 +202,7 @@ class SegmenterNode(LifecycleNode):
                 self.destroy_publisher(pub)
                 setattr(self, attr, None)
         self._latest.clear()
+        self._history.clear()
         self._said_once.clear()
 
     def release(self) -> None:
@@ -288,6 +290,7 @@ class SegmenterNode(LifecycleNode):
                 return
             step = time.perf_counter() - t0
             results, events = res.targets, res.events
+            self._publish_late(channel, res, msg.header, rgb)
         label = label_image(results, rgb.shape[0], rgb.shape[1])
         if depth_data is None:  # the depth message may have come in during the step
             depth_data = channel.pair_depth(stamp_ns, self.settings.depth_stamp_tolerance)
@@ -303,6 +306,27 @@ class SegmenterNode(LifecycleNode):
             self._status(f"camera {channel.name}: {event}")
 
     # ================================================================== geometry
+    def _publish_late(self, channel: CameraChannel, res, header, rgb: np.ndarray) -> None:
+        """Results of earlier frames (a clip-mode caption target: its clip completed on
+        this frame) go out as extra messages with those frames' headers; the frame's own
+        messages carry the other targets. Frames are kept for this only in clip mode."""
+        history = self._history.setdefault(channel.name, {})
+        if self.settings.text_mode == "clip":
+            history[res.frame_index] = (header, rgb)
+            for old in [i for i in history if i <= res.frame_index - self.settings.text_window]:
+                del history[old]
+        by_frame: dict[int, list] = {}
+        for index, _, result in res.late:
+            by_frame.setdefault(index, []).append(result)
+        for index, results in sorted(by_frame.items()):
+            if index not in history:
+                continue
+            then, frame = history[index]
+            label = label_image(results, frame.shape[0], frame.shape[1])
+            located = self._locate(channel, results, frame.shape[0], frame.shape[1], None)
+            channel.publish(then, frame, results, label, self.settings.overlay_alpha, self.settings.object_masks,
+                            located)
+
     def _on_camera_info(self, channel: CameraChannel, msg) -> None:
         """Keep the camera's newest valid CameraInfo; say once why an invalid one is refused
         (bearing and position then stay unset until a valid one arrives)."""

@@ -84,7 +84,10 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "samwise_checkpoint": ("", "official SAMWISE checkpoint file (its SAM2 must be the model parameter's: "
                            "sam2_hiera_b+ at 1024)"),
     "samwise_tokenizer": ("", "folder with roberta-base's vocab.json + merges.txt (or tokenizer.json)"),
-    "text_window": (8, "SAMWISE causal window in frames (1: per-frame streaming)"),
+    "text_window": (8, "SAMWISE window T in frames: the causal window (1: per-frame streaming) or the clip"),
+    "text_mode": ("causal", "SAMWISE streaming mode: causal (a result every frame, adapted with the T-1 "
+                  "frames before) or clip (the official non-overlapping clips; results T-1 frames late, "
+                  "published with their frames' headers)"),
     "text_cme": (True, "SAMWISE's conditional memory encoder on (as the official model)"),
     "grounding_model": ("", "folder of a transformers zero-shot detector (Grounding DINO, "
                         "MM-Grounding-DINO/LLMDet, OWLv2) for the grounding path"),
@@ -148,6 +151,7 @@ class Settings:
     samwise_checkpoint: str = ""
     samwise_tokenizer: str = ""
     text_window: int = 8
+    text_mode: str = "causal"
     text_cme: bool = True
     grounding_model: str = ""
     grounding_threshold: float = 0.35

@@ -35,6 +35,7 @@ class TextSettings:
     samwise_checkpoint: str = ""
     samwise_tokenizer: str = ""
     text_window: int = 8
+    text_mode: str = "causal"
     text_cme: bool = True
     grounding_model: str = ""
     grounding_threshold: float = 0.35
@@ -45,6 +46,8 @@ class TextSettings:
         """Raises ValueError naming the parameter."""
         if self.text_path not in PATHS:
             raise ValueError(f"parameter text_path must be one of {', '.join(PATHS)}, got {self.text_path!r}")
+        if self.text_mode not in ("causal", "clip"):
+            raise ValueError(f"parameter text_mode must be causal or clip, got {self.text_mode!r}")
         if self.text_window < 1:
             raise ValueError(f"parameter text_window must be at least 1 frame, got {self.text_window}")
         if not 0.0 <= self.grounding_threshold <= 1.0:
@@ -138,10 +141,12 @@ def open_caption_path(settings: TextSettings, engine: SegmentationEngine, model_
 
             captions = SamwiseCaptions.from_files(engine.model, model_name, settings.samwise_checkpoint,
                                                   settings.samwise_tokenizer, window=settings.text_window,
-                                                  cme=settings.text_cme)
+                                                  cme=settings.text_cme, mode=settings.text_mode)
             # the checkpoint's sam.* weights are now the engine's SAM2
             engine.random_weights, engine.checkpoint = False, settings.samwise_checkpoint
-            return SamwisePath(captions), f"captions tracked by SAMWISE (causal window {settings.text_window})"
+            what = (f"causal window {settings.text_window}" if settings.text_mode == "causal" else
+                    f"clips of {settings.text_window}, results {settings.text_window - 1} frames late")
+            return SamwisePath(captions), f"captions tracked by SAMWISE ({what})"
         from ..adapters.grounding import GroundingDetector
 
         if not settings.grounding_model:

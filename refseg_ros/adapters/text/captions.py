@@ -57,22 +57,24 @@ def load_tokenizer(folder: str | os.PathLike, parameter: str = "samwise_tokenize
 class SamwiseCaptions:
     """The SAMWISE path: `tracker(caption)` gives a `SamwiseTracker` for the engine.
 
-    `window` is the causal window T in frames (1 = per-frame streaming); `cme` turns the
-    conditional memory encoder on (as the official model runs).
+    `window` is T in frames: the causal window, or the clip length in `mode` clip (the
+    official computation, results T-1 frames late); `cme` turns the conditional memory
+    encoder on (as the official model runs).
     """
 
     path = "samwise"
 
     def __init__(self, sam: torch.nn.Module, adapter: SamwiseAdapter, tokenizer, window: int = 8,
-                 cme: bool = True, cme_window: int = 4):
+                 cme: bool = True, cme_window: int = 4, mode: str = "causal"):
         if window < 1:
             raise ValueError(f"text window must be at least 1 frame, got {window}")
         self.sam, self.adapter, self.tokenizer = sam, adapter, tokenizer
-        self.window, self.cme, self.cme_window = window, cme, cme_window
+        self.window, self.cme, self.cme_window, self.mode = window, cme, cme_window, mode
 
     @classmethod
     def from_files(cls, sam: torch.nn.Module, model_name: str, checkpoint: str, tokenizer_folder: str,
-                   window: int = 8, cme: bool = True, verbose: bool = False) -> "SamwiseCaptions":
+                   window: int = 8, cme: bool = True, verbose: bool = False,
+                   mode: str = "causal") -> "SamwiseCaptions":
         """Load an official SAMWISE checkpoint into the engine's `sam` (its `sam.*`
         weights; nothing changes unless the whole file is valid) and the tokenizer.
 
@@ -87,7 +89,7 @@ class SamwiseCaptions:
         device = next(sam.parameters()).device
         sam, adapter = load_samwise(Path(checkpoint).expanduser(), model=model_name, device=device, sam=sam,
                                     verbose=verbose)
-        return cls(sam, adapter, tokenizer, window=window, cme=cme)
+        return cls(sam, adapter, tokenizer, window=window, cme=cme, mode=mode)
 
     def encode(self, caption: str) -> torch.Tensor:
         """The caption's token ids, (L,) int64 with <s> and </s>. Raises CaptionError."""
@@ -102,4 +104,4 @@ class SamwiseCaptions:
         """A tracker for `caption` (or for given token ids)."""
         ids = self.encode(caption) if input_ids is None else input_ids
         return SamwiseTracker(self.sam, self.adapter, ids, window=self.window, cme_window=self.cme_window,
-                              cme_enabled=self.cme)
+                              cme_enabled=self.cme, mode=self.mode)

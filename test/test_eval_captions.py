@@ -106,3 +106,35 @@ def test_live_caption_run_through_the_node(synthetic, tmp_path, owl):
     assert all(v["frames"] == 4 for v in report["per_target"].values())
     run = json.loads((tmp_path / "live" / "run.json").read_text())
     assert run["source"]["text"]["grounding_model"] == str(owl)
+
+
+@pytest.fixture(scope="module")
+def samwise_files(tmp_path_factory):
+    from _tiny_models import save_roberta_tokenizer, tiny_samwise, write_samwise_checkpoint
+
+    root = tmp_path_factory.mktemp("samwise")
+    sam, adapter = tiny_samwise("sam2_hiera_t", 256)
+    return write_samwise_checkpoint(root / "samwise.pth", sam, adapter), save_roberta_tokenizer(root / "tok")
+
+
+@pytest.mark.parametrize("mode", ["clip", "causal"])
+def test_offline_samwise_modes_score_every_frame(synthetic, tmp_path, samwise_files, mode):
+    """SAMWISE offline, clip mode (clips of 3 over 4 frames: the last clip of 1 comes from
+    the engine's flush at the episode's end) and causal mode: every caption scored on
+    every frame, every frame recorded whole (late results merged before it is written)."""
+    checkpoint, tokenizer = samwise_files
+    args = ["run", str(synthetic), "--prompt", "caption", "--model", "sam2_hiera_t", "--image-size", "256",
+            "--device", "cpu", "--samwise-checkpoint", str(checkpoint), "--samwise-tokenizer", str(tokenizer),
+            "--text-window", "3", "--text-mode", mode, "--no-progress"]
+    assert cli.main(args + ["--out", str(tmp_path / mode)]) == 0
+    report = json.loads((tmp_path / mode / "report.json").read_text())
+    with bags.BagReader(synthetic) as reader:
+        assert set(report["per_target"]) == {str(k) for k in reader.object_labels()}
+    assert all(v["frames"] == 4 for v in report["per_target"].values())
+    from refseg_ros.eval import outdir
+
+    run = outdir.RunDirectory(tmp_path / mode)
+    records = run.read_results()
+    assert len(records) == 4 and all(len(r["targets"]) == len(report["per_target"]) for r in records)
+    run_info = json.loads((tmp_path / mode / "run.json").read_text())
+    assert run_info["source"]["text"]["text_mode"] == mode

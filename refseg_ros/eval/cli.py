@@ -98,7 +98,9 @@ def _build_parser() -> argparse.ArgumentParser:
     text.add_argument("--text-path", default="auto", choices=["auto", "samwise", "grounding", "none"])
     text.add_argument("--samwise-checkpoint", default="", help="official SAMWISE checkpoint (its SAM2 must be --model)")
     text.add_argument("--samwise-tokenizer", default="", help="folder with roberta-base vocab.json + merges.txt")
-    text.add_argument("--text-window", type=int, default=8, help="SAMWISE causal window, frames")
+    text.add_argument("--text-window", type=int, default=8, help="SAMWISE window T, frames")
+    text.add_argument("--text-mode", default="causal", choices=["causal", "clip"],
+                      help="SAMWISE: causal (a result every frame) or clip (the official clips of T frames)")
     text.add_argument("--grounding-model", default="", help="folder of a zero-shot detector (Grounding DINO, OWLv2)")
     text.add_argument("--grounding-threshold", type=float, default=0.35)
     ref = run.add_argument_group("reference targets (one-shot episodes, --prompt reference-topic)")
@@ -250,6 +252,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     text = TextSettings(text_path=args.text_path, samwise_checkpoint=args.samwise_checkpoint,
                         samwise_tokenizer=args.samwise_tokenizer, text_window=args.text_window,
+                        text_mode=args.text_mode,
                         grounding_model=args.grounding_model, grounding_threshold=args.grounding_threshold)
     text.check()
     from refseg_ros.runtime.acquisition import AcquisitionSettings

@@ -113,6 +113,11 @@ class LiveNodeSource:
     def results(self, plan: EvalPlan, reader: bags.BagReader, camera_topic: str,
                 skip: set[int]) -> Iterator[FrameResult]:
         check_reproducible(plan)
+        text = self.settings.text
+        if text is not None and text.text_mode == "clip" and text.chosen() == "samwise":
+            raise LiveEvalError("the live mode evaluates SAMWISE's causal mode; in clip mode the node "
+                                "publishes a clip's results late, as extra messages (evaluate clip mode "
+                                "offline)")
         todo = {i: ep for ep in plan.episodes if ep.index not in skip for i in ep.frames}
         if not todo:
             return

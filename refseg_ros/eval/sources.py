@@ -87,6 +87,42 @@ class EngineSettings:
         return out
 
 
+def _put(result: FrameResult, gid: int, r: Any) -> None:
+    result.masks[gid] = np.asarray(r.mask, bool)
+    result.scores[gid] = float(r.score)
+    result.states[gid] = getattr(r.state, "value", str(r.state))
+
+
+class _LateResults:
+    """Frames whose results are not all in yet (a clip-mode caption target reports a
+    clip's frames when the clip completes): held, filled by later steps' late results,
+    and released in frame order once complete, so the runner sees whole frames."""
+
+    def __init__(self) -> None:
+        self.frames: list[tuple[int, FrameResult, set[int]]] = []  # (engine index, result, awaited ids)
+
+    def add(self, index: int, result: FrameResult, waiting: set[int], late: list,
+            engine_to_gt: dict[int, int]) -> Iterator[FrameResult]:
+        self.frames.append((index, result, set(waiting)))
+        self._fill(late, engine_to_gt)
+        while self.frames and not self.frames[0][2]:
+            yield self.frames.pop(0)[1]
+
+    def finish(self, late: list, engine_to_gt: dict[int, int]) -> Iterator[FrameResult]:
+        """The episode ended (after `engine.flush`): everything goes, complete or not."""
+        self._fill(late, engine_to_gt)
+        while self.frames:
+            yield self.frames.pop(0)[1]
+
+    def _fill(self, late: list, engine_to_gt: dict[int, int]) -> None:
+        by_index = {index: (result, waiting) for index, result, waiting in self.frames}
+        for index, _, r in late:
+            if index in by_index:
+                result, waiting = by_index[index]
+                _put(result, engine_to_gt.get(r.target_id, r.target_id), r)
+                waiting.discard(r.target_id)
+
+
 class EngineReplaySource:
     """Offline replay: every frame through the engine, in bag order, nothing dropped.
 
@@ -201,6 +237,7 @@ class EngineReplaySource:
         if not todo:
             return
         last = max(todo)
+        held = _LateResults()
         current: Optional[int] = None
         stream = ""
         pending: list = []
@@ -214,6 +251,7 @@ class EngineReplaySource:
                 continue
             if ep.index != current:
                 if current is not None:
+                    yield from held.finish(engine.flush(stream), engine_to_gt)
                     engine.remove_stream(stream)
                 current = ep.index
                 stream = f"eval-episode-{ep.index}"
@@ -244,12 +282,12 @@ class EngineReplaySource:
             for event in getattr(step, "events", None) or []:
                 level = logging.WARNING if "rejected" in event else logging.INFO
                 log.log(level, "frame %d: %s", frame.index, event)
-            masks, scores, states = {}, {}, {}
+            result = FrameResult(frame.stamp_ns, ep.index, {}, {}, {}, seconds)
             for r in step.targets:
-                gid = engine_to_gt.get(r.target_id, r.target_id)
-                masks[gid] = np.asarray(r.mask, bool)
-                scores[gid] = float(r.score)
-                states[gid] = getattr(r.state, "value", str(r.state))
-            yield FrameResult(frame.stamp_ns, ep.index, masks, scores, states, seconds)
+                _put(result, engine_to_gt.get(r.target_id, r.target_id), r)
+            reported = {r.target_id for r in step.targets}
+            waiting = {tid for tid, _, _ in engine.targets(stream) if tid not in reported}
+            yield from held.add(step.frame_index, result, waiting, getattr(step, "late", []), engine_to_gt)
         if current is not None:
+            yield from held.finish(engine.flush(stream), engine_to_gt)
             engine.remove_stream(stream)

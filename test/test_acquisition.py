@@ -380,12 +380,13 @@ def test_decide_uses_the_frames_features_and_returns_a_pinnable_mask(sam, frame_
     def no_encoder(*args, **kwargs):
         raise AssertionError("the fast phase ran the image encoder")
 
-    saved = sam.forward_image
-    sam.forward_image = no_encoder
+    trunk = sam.image_encoder.trunk  # what engine.features.encode_image runs first
+    saved = trunk.forward
+    trunk.forward = no_encoder
     try:
         decision = acquirer.evaluate(sam, features, proposal, frame.shape[:2])
     finally:
-        sam.forward_image = saved
+        trunk.forward = saved
     assert decision.accepted, [v for v in decision.verdicts]
     found = decision.acquisition
     s = sam.image_size // 4

@@ -14,6 +14,7 @@ from clips import write_fss_folder
 from refseg_ros.eval import builders, cli, outdir, runner
 from refseg_ros.eval.sources import EngineReplaySource, EngineSettings
 from refseg_ros.runtime.acquisition import AcquisitionSettings
+from refseg_ros.runtime.reference_modes import ReferenceSettings
 
 COMMON = ["--image-size", "256", "--device", "cpu", "--no-progress"]
 
@@ -40,6 +41,8 @@ def test_modes_side_by_side(tmp_path, capsys):
              "acquisition": EngineSettings(image_size=256, device="cpu", reference_mode="acquisition",
                                            acquisition=AcquisitionSettings(str(dino), acquisition_threshold=2.0,
                                                                            acquisition_m=1, acquisition_k=1))}
+    modes["ttga"] = EngineSettings(image_size=256, device="cpu", reference_mode="ttga",
+                                   fssam=ReferenceSettings("ttga", ttga_steps=2))
     published = {}
     for name, settings in modes.items():
         cfg = runner.RunConfig(bag=bag, out=tmp_path / name, progress=False, engine=settings)
@@ -56,6 +59,8 @@ def test_modes_side_by_side(tmp_path, capsys):
                      "--out", str(tmp_path / "modes.md")]) == 0
     table = capsys.readouterr().out
     assert "| acquisition | acquisition |" in table and "| baseline | baseline |" in table
+    assert json.loads((tmp_path / "ttga" / "run.json").read_text())["source"]["reference_mode"] == "ttga"
+    assert published["ttga"] > 0
     assert "false-positive rate" in table and (tmp_path / "modes.md").read_text().strip() == table.strip()
     miou = {n: json.loads((tmp_path / n / "report.json").read_text())["summary"]["miou"] for n in modes}
     assert miou["acquisition"] < miou["baseline"]

@@ -90,3 +90,20 @@ def test_acquisition_gives_every_camera_its_prior(engine, tmp_path):
         service.close()
     missing, note = open_acquisition(AcquisitionSettings(dino_model=str(tmp_path / "none")), engine.device)
     assert missing is None and str(tmp_path / "none") in note
+
+
+def test_ttga_mode_tracks_references_through_a_tuned_neck(engine):
+    from refseg_ros.adapters.reference.ttga import TtgaTracker
+    from refseg_ros.runtime.reference_modes import TtgaMode
+
+    registry = TargetRegistry(engine, None, CAMERAS, reference_mode=TtgaMode(engine, steps=2, synchronous=True))
+    image, mask = _example(6)
+    tid = int(registry.teach(TaughtTarget(0, "box", "reference", image=image, mask=mask)).split()[2])
+    tracker = _trackers(engine, tid)[0]
+    assert isinstance(tracker, TtgaTracker) and tracker.job.done  # tuned before tracking (synchronous)
+    assert [s.path for s in registry.statuses()] == ["ttga"]
+    step = engine.step(CAMERAS[0], _example(7)[0])
+    assert [r.target_id for r in step.targets] == [tid]
+    registry.add_view(tid, *_example(8))
+    assert _trackers(engine, tid)[0] is not tracker  # rebuilt on both examples
+    registry.remove(tid)

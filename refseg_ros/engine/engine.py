@@ -113,7 +113,7 @@ class SegmentationEngine:
     def remove_stream(self, stream_id: str) -> None:
         with self._lock:
             for target in self._stream(stream_id).targets.values():
-                _close_proposer(target)
+                _close_hooks(target)
             del self._streams[stream_id]
 
     def streams(self) -> list[str]:
@@ -174,7 +174,7 @@ class SegmentationEngine:
             if target_id is not None and target_id in stream.targets:
                 if not replace:
                     raise DuplicateTargetError(f"target {target_id} already exists on stream {stream_id!r}")
-                _close_proposer(stream.targets[target_id])
+                _close_hooks(stream.targets[target_id])
             tid = target_id if target_id is not None else self._next_target_id
             self._next_target_id = max(self._next_target_id, tid + 1)
             stream.targets[tid] = Target(tid, label, self._new_memory(), tracker=tracker)
@@ -194,7 +194,7 @@ class SegmentationEngine:
                 raise UnknownTargetError(f"no target {target_id} on stream {stream_id!r}")
             if target.tracker is not None:
                 raise ValueError(f"target {target_id} is decoded by an adapter; it takes no proposer")
-            _close_proposer(target)
+            _close_hooks(target)
             target.proposer = proposer
 
     def add_proposed_target(self, stream_id: str, proposer: Proposer, *, label: str = "",
@@ -210,7 +210,7 @@ class SegmentationEngine:
             if target_id is not None and target_id in stream.targets:
                 if not replace:
                     raise DuplicateTargetError(f"target {target_id} already exists on stream {stream_id!r}")
-                _close_proposer(stream.targets[target_id])
+                _close_hooks(stream.targets[target_id])
             tid = target_id if target_id is not None else self._next_target_id
             self._next_target_id = max(self._next_target_id, tid + 1)
             stream.targets[tid] = Target(tid, label, self._new_memory(), proposer=proposer)
@@ -245,7 +245,7 @@ class SegmentationEngine:
             stream = self._stream(stream_id)
             if target_id not in stream.targets:
                 raise UnknownTargetError(f"no target {target_id} on stream {stream_id!r}")
-            _close_proposer(stream.targets.pop(target_id))
+            _close_hooks(stream.targets.pop(target_id))
             _drop_unused_variants(stream)
             stream.summarise()
 
@@ -255,7 +255,7 @@ class SegmentationEngine:
             streams = [self._stream(stream_id)] if stream_id is not None else self._streams.values()
             for stream in streams:
                 for target in stream.targets.values():
-                    _close_proposer(target)
+                    _close_hooks(target)
                 stream.targets.clear()
                 stream.variants.clear()
                 stream.summarise()
@@ -596,9 +596,13 @@ def _name(target: Target) -> str:
     return f"target {target.target_id}" + (f" ({target.label})" if target.label else "")
 
 
-def _close_proposer(target: Target) -> None:
+def _close_hooks(target: Target) -> None:
+    """Stop a forgotten target's background work: its proposer's, its tracker's (if any)."""
     if target.proposer is not None:
         target.proposer.close()
+    close = getattr(target.tracker, "close", None)
+    if close is not None:
+        close()
 
 
 def _drop_unused_variants(stream: Stream) -> None:
@@ -627,7 +631,9 @@ def _autocast_dtype(precision: str, device: torch.device) -> Optional[torch.dtyp
 
 def _compile_modules(model: torch.nn.Module) -> None:
     """Compile the heavy modules; memory attention sees a varying number of memories."""
-    model.image_encoder.forward = torch.compile(model.image_encoder.forward, dynamic=False)
+    # encode_image runs the trunk and the neck apart (features.py), so those are compiled
+    model.image_encoder.trunk.forward = torch.compile(model.image_encoder.trunk.forward, dynamic=False)
+    model.image_encoder.neck.forward = torch.compile(model.image_encoder.neck.forward, dynamic=False)
     model.memory_encoder.forward = torch.compile(model.memory_encoder.forward, dynamic=False)
     model.memory_attention.forward = torch.compile(model.memory_attention.forward, dynamic=True)
     model.sam_mask_decoder.forward = torch.compile(model.sam_mask_decoder.forward, dynamic=False)

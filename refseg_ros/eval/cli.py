@@ -104,9 +104,11 @@ def _build_parser() -> argparse.ArgumentParser:
     text.add_argument("--grounding-model", default="", help="folder of a zero-shot detector (Grounding DINO, OWLv2)")
     text.add_argument("--grounding-threshold", type=float, default=0.35)
     ref = run.add_argument_group("reference targets (one-shot episodes, --prompt reference-topic)")
-    ref.add_argument("--reference-mode", default="baseline", choices=["baseline", "acquisition", "fssam"],
+    ref.add_argument("--reference-mode", default="baseline", choices=["baseline", "acquisition", "ttga", "fssam"],
                      help="baseline: pinned examples, SAM2 tracking; acquisition: + the DINOv2 prior's "
-                          "gate (no mask until found); fssam: FSSAM on every frame")
+                          "gate (no mask until found); ttga: a per-target neck tuned by CAV-SAM's TTGA "
+                          "(tuned before the episode's frames offline); fssam: FSSAM on every frame")
+    ref.add_argument("--ttga-steps", type=int, default=100, help="ttga: Adam steps")
     ref.add_argument("--dino-model", default="", help="acquisition: a Dinov2Model folder")
     ref.add_argument("--acquisition-threshold", type=float, default=0.5)
     ref.add_argument("--acquisition-m", type=int, default=1,
@@ -261,7 +263,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     acquisition = AcquisitionSettings(dino_model=args.dino_model, acquisition_threshold=args.acquisition_threshold,
                                       acquisition_m=args.acquisition_m, acquisition_k=args.acquisition_k)
     acquisition.check()
-    fssam = ReferenceSettings("fssam", args.fssam_checkpoint, args.fssam_official)
+    fssam = ReferenceSettings(args.reference_mode if args.reference_mode in ("ttga", "fssam") else "fssam",
+                              args.fssam_checkpoint, args.fssam_official, args.ttga_steps)
+    fssam.check()
     engine = EngineSettings(args.model, args.checkpoint, args.image_size, args.device,
                             args.seed, args.compute_threads, text=text, reference_mode=args.reference_mode,
                             acquisition=acquisition, fssam=fssam)

@@ -69,7 +69,8 @@ class EngineSettings:
     text: Optional[Any] = None
     # How references are segmented: baseline (pinned examples, SAM2 tracking),
     # acquisition (+ the DINOv2 prior's gate: `acquisition`, runtime.acquisition's
-    # AcquisitionSettings) or fssam (`fssam`, runtime.reference_modes' ReferenceSettings).
+    # AcquisitionSettings), ttga or fssam (`fssam`: runtime.reference_modes'
+    # ReferenceSettings, which holds both modes' options).
     reference_mode: str = "baseline"
     acquisition: Optional[Any] = None
     fssam: Optional[Any] = None
@@ -179,12 +180,14 @@ class EngineReplaySource:
 
             adapter, note = open_acquisition(self.settings.acquisition or AcquisitionSettings(),
                                              self.engine.device, synchronous=True)
-        elif mode == "fssam":
+        elif mode in ("fssam", "ttga"):
             from refseg_ros.runtime.reference_modes import ReferenceSettings, open_reference_mode
 
-            adapter, note = open_reference_mode(self.settings.fssam or ReferenceSettings("fssam"), self.engine)
+            settings = self.settings.fssam or ReferenceSettings(mode)
+            settings = ReferenceSettings(mode, settings.fssam_checkpoint, settings.fssam_official, settings.ttga_steps)
+            adapter, note = open_reference_mode(settings, self.engine, synchronous=True)
         else:
-            raise PlanError(f"unknown reference mode {mode!r} (baseline, acquisition, fssam)")
+            raise PlanError(f"unknown reference mode {mode!r} (baseline, acquisition, ttga, fssam)")
         if adapter is None:
             raise PlanError(f"reference mode {mode}: {note}")
         self._reference = adapter
@@ -199,7 +202,7 @@ class EngineReplaySource:
         shots.append((p.image, p.mask))
         images, masks = [s[0] for s in shots], [s[1] for s in shots]
         known = p.target_id in engine_to_gt
-        if self.settings.reference_mode == "fssam":
+        if self.settings.reference_mode in ("fssam", "ttga"):
             return engine.add_tracked_target(stream, adapter.tracker(images, masks), label=p.label,
                                              target_id=p.target_id, replace=known)
         if known:  # one more example (k-shot)

@@ -74,9 +74,11 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "acquisition_interval": (0.0, "seconds between two proposals for one target (0: as fast as DINOv2 goes)"),
     "acquisition_candidates": (5, "similarity peaks decoded per proposal, in one batched SAM2 decode"),
     "reference_mode": ("baseline", "how reference targets are segmented: baseline (pinned examples, SAM2 "
-                       "tracking) or fssam (FSSAM on every frame; needs fssam_checkpoint, model sam2_hiera_s, "
-                       "image_size 512)"),
+                       "tracking), ttga (a per-target neck tuned by CAV-SAM's test-time geometric alignment "
+                       "in the background) or fssam (FSSAM on every frame; needs fssam_checkpoint, model "
+                       "sam2_hiera_s, image_size 512)"),
     "fssam_checkpoint": ("", "FSSAM checkpoint file (its SAM2 and DINOv2) for reference_mode fssam"),
+    "ttga_steps": (100, "reference_mode ttga: Adam steps of a target's neck tuning (background thread)"),
     "fssam_official": (False, "FSSAM as its release computes it instead of as the paper describes "
                        "(docs/ENGINE.md, FSSAM)"),
     "text_path": ("auto", "how captions are tracked: samwise, grounding, none, or auto (samwise when "
@@ -147,6 +149,7 @@ class Settings:
     reference_mode: str = "baseline"
     fssam_checkpoint: str = ""
     fssam_official: bool = False
+    ttga_steps: int = 100
     text_path: str = "auto"
     samwise_checkpoint: str = ""
     samwise_tokenizer: str = ""

@@ -3,6 +3,11 @@
 - `baseline` (default): the reference is pinned as a conditioning memory and SAM2's
   tracker follows the object from it (correspondence as video), with acquisition on top
   when a DINOv2 folder is given (`runtime.acquisition`);
+- `ttga`: CAV-SAM's test-time geometric alignment: a copy of SAM2's FPN neck is tuned
+  per target on augmented views of its examples (cyclic consistency, `ttga_steps` Adam
+  steps) in a background thread while the target is tracked with the untuned copy; the
+  tuned neck is swapped in between frames when ready (`adapters.reference.ttga`). The
+  trunk pass stays shared;
 - `fssam`: every frame is FSSAM's query against the target's examples (pseudo prompts,
   iterative memory refinement, support-calibrated memory attention;
   `adapters.reference.fssam_tracker`). Needs an FSSAM checkpoint: its SAM 2.0 Hiera-S
@@ -20,7 +25,7 @@ import numpy as np
 
 from ..engine import SegmentationEngine
 
-MODES = ("baseline", "fssam")
+MODES = ("baseline", "ttga", "fssam")
 
 
 @dataclass
@@ -31,12 +36,15 @@ class ReferenceSettings:
     reference_mode: str = "baseline"
     fssam_checkpoint: str = ""
     fssam_official: bool = False
+    ttga_steps: int = 100
 
     def check(self) -> None:
         """Raises ValueError naming the parameter."""
         if self.reference_mode not in MODES:
             raise ValueError(f"parameter reference_mode must be one of {', '.join(MODES)}, "
                              f"got {self.reference_mode!r}")
+        if self.ttga_steps < 1:
+            raise ValueError(f"parameter ttga_steps must be at least 1, got {self.ttga_steps}")
 
 
 class FssamMode:
@@ -54,11 +62,38 @@ class FssamMode:
         return FssamTracker(self.sam2, self.dino, images, [np.asarray(m, bool) for m in masks], self.options)
 
 
-def open_reference_mode(settings: ReferenceSettings, engine: SegmentationEngine) -> tuple[Optional[FssamMode], str]:
-    """The FSSAM mode, or None and what reference targets use instead (never raises:
-    a checkpoint that cannot be loaded is the reason, and targets fall back to baseline)."""
+class TtgaMode:
+    """Makes a TTGA tracker per reference target; its tuning job starts at once."""
+
+    path = "ttga"
+
+    def __init__(self, engine: SegmentationEngine, steps: int, synchronous: bool = False):
+        self.engine, self.steps, self.synchronous = engine, steps, synchronous
+
+    def tracker(self, images: list[np.ndarray], masks: list[np.ndarray]):
+        """A tracker for a target taught by these examples; with `synchronous` (offline
+        evaluation) the tuning finishes before it is returned, so results do not depend
+        on timing."""
+        from ..adapters.reference.ttga import start_ttga
+
+        tracker = start_ttga(self.engine.model, list(zip(images, [np.asarray(m, bool) for m in masks])),
+                             steps=self.steps, preprocess=self.engine.preprocess,
+                             keep_memory_when_absent=self.engine.config.keep_memory_when_absent)
+        if self.synchronous and tracker.job is not None:
+            tracker.job.result()
+        return tracker
+
+
+def open_reference_mode(settings: ReferenceSettings, engine: SegmentationEngine,
+                        synchronous: bool = False) -> tuple[Optional[object], str]:
+    """The TTGA or FSSAM mode, or None and what reference targets use instead (never
+    raises: a checkpoint that cannot be loaded is the reason, and targets fall back to
+    baseline). `synchronous`: TTGA tunes before tracking (offline evaluation)."""
     if settings.reference_mode == "baseline":
         return None, "reference targets: baseline (pinned examples, SAM2 tracking)"
+    if settings.reference_mode == "ttga":
+        return (TtgaMode(engine, settings.ttga_steps, synchronous),
+                f"reference targets tracked through a per-target neck tuned by TTGA ({settings.ttga_steps} steps)")
     try:
         from ..adapters.reference.checkpoint import load_fssam_checkpoint
         from ..adapters.reference.dino import build_dinov2

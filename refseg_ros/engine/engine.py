@@ -45,6 +45,7 @@ class Target:
     tracker: Optional[TargetTracker] = None  # an adapter's own features and tracking (seams.py)
     proposer: Optional[Proposer] = None  # looks for the target while it is not tracked (seams.py)
     seeds: list[int] = field(default_factory=list)  # frames of the pinned seeds, oldest first
+    extra_pins: list[int] = field(default_factory=list)  # indices of a Seed's pinned memories
     last_box: Optional[tuple[int, int, int, int]] = None
 
 
@@ -377,13 +378,29 @@ class SegmentationEngine:
             seed: Optional[Seed] = proposer.propose(self.model, features, frame, index, target.state,
                                                     target.last_box)
             if seed is not None:
-                target.pending = seed.prompt
-                target.seeds.append(index)
+                if seed.memories:
+                    self._pin_memories(target, seed.memories)
+                if seed.prompt is not None:
+                    target.pending = seed.prompt
+                    target.seeds.append(index)
                 if seed.reason:
                     events.append(f"{_name(target)} seeded: {seed.reason}")
             elif proposer.gates_output and target.state in (TargetState.ACQUIRING, TargetState.LOST):
                 gated.add(target.target_id)
         return gated
+
+    @staticmethod
+    def _pin_memories(target: Target, memories: list[MemoryEntry]) -> None:
+        """Pin a seed's memories just before the target's earliest conditioning entry
+        (the previous set goes first), keeping their order."""
+        for index in target.extra_pins:
+            target.memory.unpin(index)
+        earliest = min(target.memory.conditioning, default=0)
+        target.extra_pins = []
+        for k, entry in enumerate(memories):
+            index = earliest - len(memories) + k
+            target.memory.pin(MemoryEntry(index, entry.obj_ptr, entry.maskmem_features, entry.maskmem_pos_enc))
+            target.extra_pins.append(index)
 
     def _forget_old_seeds(self, target: Target) -> None:
         """Keep the newest `max_seeds` seeds pinned; older ones leave the memory."""

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from .features import FrameFeatures
-from .memory import TargetMemory
+from .memory import MemoryEntry, TargetMemory
 from .types import Prompt, TargetState
 
 
@@ -96,10 +96,15 @@ class TargetTracker(Protocol):
 @dataclass
 class Seed:
     """A proposer's answer on one frame: `prompt` lies on that frame (its pixels) and is
-    pinned as a conditioning memory of the target there; `reason` is said in the event."""
+    pinned as a conditioning memory of the target there; `memories` are conditioning
+    entries made from images that are not stream frames (e.g. diffusion transition frames
+    between a reference and the live frame, oldest first), pinned as they are just before
+    the target's earliest conditioning entry, replacing the previous set; `reason` is said
+    in the event."""
 
-    prompt: Prompt
+    prompt: Optional[Prompt] = None
     reason: str = ""
+    memories: list[MemoryEntry] = field(default_factory=list)
 
 
 class Proposer(Protocol):

@@ -155,6 +155,7 @@ class IndexOutcome:
     runtime: str  # "in-process", "ray (local)", "ray (ADDRESS)", or "none"
     seconds: float  # wall time of the whole call, s
     worker_info: list[dict[str, Any]] = field(default_factory=list)
+    startup_seconds: float = 0.0  # Ray workers: starting them and loading their models, s
 
 
 @dataclass
@@ -477,11 +478,6 @@ def run_index(cfg: IndexRunConfig) -> IndexOutcome:
     use_ray = cfg.use_ray
     if use_ray is None:
         use_ray = cfg.address is not None or (cfg.workers or 1) > 1
-    if use_ray and not ray_available():
-        why = f"--workers {cfg.workers}" if cfg.address is None else f"--address {cfg.address}"
-        raise ClusterUnavailableError(f"{why} runs sequences on Ray, which is not installed "
-                                      f"here: {INSTALL_HINT} (the 'cluster' extra), or use "
-                                      "--workers 1")
 
     options = _options(index, cfg)
     source = source_fingerprint(cfg.engine, cfg.mode)
@@ -495,6 +491,11 @@ def run_index(cfg: IndexRunConfig) -> IndexOutcome:
             and all(sequence_finished(j.config, source) for j in jobs)):
         return IndexOutcome(report_path, None, [], [j.name for j in jobs], 0, "none",
                             time.perf_counter() - start)
+    if use_ray and not ray_available():
+        why = f"--workers {cfg.workers}" if cfg.address is None else f"--address {cfg.address}"
+        raise ClusterUnavailableError(f"{why} runs sequences on Ray, which is not installed "
+                                      f"here: {INSTALL_HINT} (the 'cluster' extra), or use "
+                                      "--workers 1")
     top.claim(identity, overwrite=cfg.overwrite)
     if cfg.overwrite:
         shutil.rmtree(top.path / SEQUENCES_DIR, ignore_errors=True)
@@ -505,9 +506,9 @@ def run_index(cfg: IndexRunConfig) -> IndexOutcome:
     if reused:
         _say(cfg, f"{len(reused)} of {len(jobs)} sequences are finished already; "
                   f"{len(pending)} to run")
-    workers_used, runtime, worker_info = 0, "none", []
+    workers_used, runtime, worker_info, startup = 0, "none", [], 0.0
     if pending and use_ray:
-        workers_used, runtime, worker_info = _run_on_ray(cfg, jobs, pending)
+        workers_used, runtime, worker_info, startup = _run_on_ray(cfg, jobs, pending)
     elif pending:
         workers_used, runtime = 1, "in-process"
         worker = SequenceWorker(cfg.engine, cfg.mode, cfg.live)
@@ -524,12 +525,13 @@ def run_index(cfg: IndexRunConfig) -> IndexOutcome:
                              "sequences_run": len(pending), "sequences_reused": len(reused),
                              "workers_info": worker_info})
     return IndexOutcome(report_path, summary, [j.name for j in pending], reused, workers_used,
-                        runtime, time.perf_counter() - start, worker_info)
+                        runtime, time.perf_counter() - start, worker_info, startup)
 
 
 def _run_on_ray(cfg: IndexRunConfig, jobs: list[SequenceJob], pending: list[SequenceJob]
-                ) -> tuple[int, str, list[dict[str, Any]]]:
-    """Run ``pending`` on Ray actors; returns (workers, runtime description, worker info)."""
+                ) -> tuple[int, str, list[dict[str, Any]], float]:
+    """Run ``pending`` on Ray actors; returns (workers, runtime description, worker info,
+    seconds to start the workers and load their models)."""
     from refseg_ros.runtime.threads import plan_threads
 
     threads = plan_threads(cfg.engine.compute_threads).intra_op
@@ -588,11 +590,13 @@ def _run_on_ray(cfg: IndexRunConfig, jobs: list[SequenceJob], pending: list[Sequ
         kill = kill_hook_from_env(cfg.out, names)
         worker_cls = ray.remote(SequenceWorker).options(
             **ask, max_restarts=cfg.max_retries, max_task_retries=cfg.max_retries)
+        started_at = time.perf_counter()
         actors = [worker_cls.remote(settings, cfg.mode, cfg.live, kill) for _ in range(n)]
         try:
             worker_info = ray.get([a.ready.remote() for a in actors])
         except ray.exceptions.RayError as exc:  # the model does not load: say why
             raise _error_of(ray, exc) from exc
+        startup = time.perf_counter() - started_at
         _say(cfg, f"{len(pending)} sequences on {n} Ray workers ({runtime}; each {ask}, "
                   f"{threads} compute threads)")
         queue = list(pending)
@@ -616,7 +620,7 @@ def _run_on_ray(cfg: IndexRunConfig, jobs: list[SequenceJob], pending: list[Sequ
             k += 1
             _say(cfg, _done_line(k, len(pending), res))
             submit(actor)
-        return n, runtime, worker_info
+        return n, runtime, worker_info, startup
     finally:
         for actor in actors:
             try:

@@ -191,7 +191,7 @@ def test_one_image_encoder_pass_per_frame_whatever_the_number_of_targets(clip):
     frames, masks = clip
     engine = make_engine()
     calls = []
-    engine.model.image_encoder.register_forward_hook(lambda *args: calls.append(1))
+    engine.model.image_encoder.trunk.register_forward_hook(lambda *args: calls.append(1))  # encode_image runs it
     engine.add_stream("cam")
     for k in range(1, 4):
         engine.add_target("cam", MaskPrompt(masks[0][k]))
@@ -215,7 +215,7 @@ def test_target_list_answers_while_a_step_holds_the_engine(clip):
         inside.set()
         release.wait(60)
 
-    hook = engine.model.image_encoder.register_forward_hook(hold_the_step)
+    hook = engine.model.image_encoder.trunk.register_forward_hook(hold_the_step)
     stepping = threading.Thread(target=engine.step, args=("cam", frames[0]))
     stepping.start()
     try:

@@ -15,8 +15,8 @@ import torch
 
 from refseg_ros.adapters.reference import FssamOptions, FssamSegmenter
 from refseg_ros.adapters.reference.dino import build_dinov2
-from refseg_ros.adapters.reference.fssam_tracker import FssamTracker, priors_from_prototypes
-from refseg_ros.adapters.reference.priors import pseudo_prompt_priors
+from refseg_ros.adapters.reference.fssam_tracker import FssamTracker
+from refseg_ros.adapters.reference.priors import priors_from_prototypes, pseudo_prompt_priors
 from refseg_ros.adapters.reference.prototypes import masked_average
 from refseg_ros.engine import EngineConfig, MaskPrompt, SegmentationEngine, TargetState
 from refseg_ros.engine.features import encode_image

@@ -24,7 +24,7 @@ from .features import FrameFeatures, encode_image
 from .frames import FramePreprocessor, check_frame
 from .memory import MemoryEntry, MemorySelection, TargetMemory
 from .model import build_model, resolve_device
-from .prompts import PromptInputs, check_prompt, to_model_inputs
+from .prompts import check_prompt, to_model_inputs
 from .seams import FeatureVariant, PlainFrame, Proposer, Seed, TargetTracker, Tracked
 from .types import Prompt, StepResult, TargetResult, TargetState
 from .weights import cached_checkpoint
@@ -170,18 +170,7 @@ class SegmentationEngine:
 
         Raises UnknownStreamError, DuplicateTargetError (existing id without `replace`).
         """
-        with self._lock:
-            stream = self._stream(stream_id)
-            if target_id is not None and target_id in stream.targets:
-                if not replace:
-                    raise DuplicateTargetError(f"target {target_id} already exists on stream {stream_id!r}")
-                _close_hooks(stream.targets[target_id])
-            tid = target_id if target_id is not None else self._next_target_id
-            self._next_target_id = max(self._next_target_id, tid + 1)
-            stream.targets[tid] = Target(tid, label, self._new_memory(), tracker=tracker)
-            _drop_unused_variants(stream)
-            stream.summarise()
-            return tid
+        return self._add_adapter_target(stream_id, label, target_id, replace, tracker=tracker)
 
     def set_proposer(self, stream_id: str, target_id: int, proposer: Optional[Proposer]) -> None:
         """Give a target (not one with a tracker) a proposer, or take it away (None).
@@ -206,6 +195,11 @@ class SegmentationEngine:
         With `replace`, an existing `target_id` is forgotten and started afresh. Returns
         the target id. Raises UnknownStreamError, DuplicateTargetError.
         """
+        return self._add_adapter_target(stream_id, label, target_id, replace, proposer=proposer)
+
+    def _add_adapter_target(self, stream_id: str, label: str, target_id: Optional[int], replace: bool,
+                            **hooks) -> int:
+        """A target with an empty memory and an adapter's hooks (`Target` fields)."""
         with self._lock:
             stream = self._stream(stream_id)
             if target_id is not None and target_id in stream.targets:
@@ -214,7 +208,7 @@ class SegmentationEngine:
                 _close_hooks(stream.targets[target_id])
             tid = target_id if target_id is not None else self._next_target_id
             self._next_target_id = max(self._next_target_id, tid + 1)
-            stream.targets[tid] = Target(tid, label, self._new_memory(), proposer=proposer)
+            stream.targets[tid] = Target(tid, label, self._new_memory(), **hooks)
             _drop_unused_variants(stream)
             stream.summarise()
             return tid
@@ -346,7 +340,7 @@ class SegmentationEngine:
                       size: tuple[int, int], index: int) -> heads.Decoded:
         """Decode a prompt without memory and pin the result as conditioning memory."""
         inputs = to_model_inputs(prompt, size[0], size[1], self.image_size, self.device)
-        decoded = self._decode_prompt(target, features, inputs)
+        decoded = heads.decode_prompt(self.model, features, inputs, target.extra_tokens)
         # SAM2 encodes a prompt frame's memory from its low-resolution output.
         high = F.interpolate(decoded.low_res_masks, size=(self.image_size,) * 2,
                              mode="bilinear", align_corners=False)
@@ -354,17 +348,6 @@ class SegmentationEngine:
                                          from_prompt=True, reweight=target.memory_reweight)
         target.memory.pin(MemoryEntry(index, decoded.obj_ptr, feats, pos))
         return decoded
-
-    def _decode_prompt(self, target: Target, features: FrameFeatures, inputs: PromptInputs) -> heads.Decoded:
-        model = self.model
-        if inputs.mask is not None and model.use_mask_input_as_output_without_sam:
-            return heads.mask_as_output(model, features, inputs.mask)
-        n_points = 0 if inputs.points is None else inputs.points[1].shape[1]
-        multimask = model.multimask_output_in_sam and (
-            model.multimask_min_pt_num <= n_points <= model.multimask_max_pt_num)
-        return heads.decode(model, heads.without_memory(model, features, 1), features.high_res(1),
-                            points=inputs.points, mask_inputs=inputs.mask, multimask=multimask,
-                            extra_tokens=target.extra_tokens)
 
     def _propose(self, stream: Stream, features: Optional[FrameFeatures], frame: np.ndarray, index: int,
                  events: list[str]) -> set[int]:

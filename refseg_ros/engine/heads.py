@@ -255,6 +255,20 @@ def decode(
     return Decoded(low_res, high_res_masks, obj_ptr, obj_logits, ious)
 
 
+def decode_prompt(model: torch.nn.Module, features: FrameFeatures, inputs, extra_tokens: Optional[torch.Tensor] = None
+                  ) -> Decoded:
+    """A prompt (`prompts.PromptInputs`) on a frame decoded without memory, as SAM2 decodes
+    a new prompt: a mask prompt becomes the output itself when the model says so, clicks
+    use multimask output when their count lies in SAM2's multimask range."""
+    if inputs.mask is not None and model.use_mask_input_as_output_without_sam:
+        return mask_as_output(model, features, inputs.mask)
+    n_points = 0 if inputs.points is None else inputs.points[1].shape[1]
+    multimask = model.multimask_output_in_sam and (
+        model.multimask_min_pt_num <= n_points <= model.multimask_max_pt_num)
+    return decode(model, without_memory(model, features, 1), features.high_res(1),
+                  points=inputs.points, mask_inputs=inputs.mask, multimask=multimask, extra_tokens=extra_tokens)
+
+
 def mask_as_output(model: torch.nn.Module, features: FrameFeatures, masks: torch.Tensor) -> Decoded:
     """A mask prompt becomes the output itself (SAM2's use_mask_input_as_output)."""
     batch = masks.shape[0]

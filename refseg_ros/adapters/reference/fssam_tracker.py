@@ -85,8 +85,8 @@ from refseg_ros.engine.seams import PlainFrame, Tracked
 from .calibration import SupportCalibration
 from .dino import normalise_for_dino, patch_features
 from .fssam import IGNORE_LABEL, IMAGE_SIZE, FssamOptions, FssamOutput, FssamSegmenter
-from .priors import Priors
-from .prototypes import masked_average, min_max, normalised_similarity
+from .priors import priors_from_prototypes
+from .prototypes import masked_average
 from .refinement import refine_disc_memory
 
 QUERY_FEATURES = ("shared", "own")
@@ -126,36 +126,6 @@ class SupportState:
         if self.calibration is not None:
             tensors.append(self.calibration.support_masks)
         return sum(t.numel() * t.element_size() for t in tensors)
-
-
-def priors_from_prototypes(query_features: torch.Tensor, fg_prototypes: Sequence[torch.Tensor],
-                           bg_prototypes: Optional[Sequence[torch.Tensor]], size: tuple[int, int]) -> Priors:
-    """FSSAM's Pseudo Prompt Generator (paper: "Pseudo Prompt Generator") from stored prototypes.
-
-    query_features (1, C, h, w) float32 DINOv2 patch features of the query; fg_prototypes /
-    bg_prototypes: one (1, C, 1, 1) float32 per shot (`SupportState`), bg None without the
-    background prototype (the ablation). size: the output (S, S). Returns `Priors` with
-    fg, disc (1, 1, S, S) in [0, 1]: the same arithmetic, in the same order, as
-    `priors.pseudo_prompt_priors` on the support features the prototypes came from
-    (bit-identical, tested).
-    """
-    fg_maps, disc_maps = [], []
-    for shot, fg_proto in enumerate(fg_prototypes):
-        fg = normalised_similarity(query_features, fg_proto)
-        fg = F.interpolate(fg, size=size, mode="bilinear", align_corners=True)
-        if bg_prototypes is not None:
-            bg = normalised_similarity(query_features, bg_prototypes[shot])
-            bg = F.interpolate(bg, size=size, mode="bilinear", align_corners=True)
-            disc = (fg - bg).clamp_min(0)
-        else:
-            disc = fg.clamp_min(0)
-        disc = min_max(disc.flatten(1)).view_as(fg)
-        fg_maps.append(fg)
-        disc_maps.append(disc)
-    fg_all = torch.cat(fg_maps, dim=1)
-    disc_all = torch.cat(disc_maps, dim=1)
-    return Priors(fg=fg_all.mean(1, keepdim=True), disc=disc_all.mean(1, keepdim=True),
-                  per_shot=torch.stack([fg_all, disc_all], dim=2))
 
 
 def check_supports(supports: Sequence[np.ndarray], labels: Sequence[np.ndarray]) -> None:

@@ -12,6 +12,7 @@ Several shots: each shot is normalised on its own, then fg and disc are averaged
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -45,14 +46,32 @@ def pseudo_prompt_priors(
     the normalised fg): an ablation, not FSSAM.
     """
     grid = support_features.shape[-2:]
-    fg_maps, disc_maps = [], []
+    fg_prototypes, bg_prototypes = [], []
     for shot in range(support_features.shape[0]):
         features = support_features[shot:shot + 1]
         mask = F.interpolate(support_masks[shot:shot + 1], size=grid, mode="bilinear", align_corners=True)
-        fg = normalised_similarity(query_features, masked_average(features, mask))
-        fg = F.interpolate(fg, size=size, mode="bilinear", align_corners=True)
+        fg_prototypes.append(masked_average(features, mask))
         if background_prototype:
-            bg = normalised_similarity(query_features, masked_average(features, 1 - mask))
+            bg_prototypes.append(masked_average(features, 1 - mask))
+    return priors_from_prototypes(query_features, fg_prototypes, bg_prototypes if background_prototype else None,
+                                  size)
+
+
+def priors_from_prototypes(query_features: torch.Tensor, fg_prototypes: Sequence[torch.Tensor],
+                           bg_prototypes: Optional[Sequence[torch.Tensor]], size: tuple[int, int]) -> Priors:
+    """The priors from per-shot prototypes (the second half of `pseudo_prompt_priors`,
+    usable with prototypes stored at teach time).
+
+    query_features (1, C, h, w) float32; fg_prototypes / bg_prototypes: one (1, C, 1, 1)
+    float32 per shot, bg None without the background prototype (the ablation); size: the
+    output (S, S).
+    """
+    fg_maps, disc_maps = [], []
+    for shot, fg_prototype in enumerate(fg_prototypes):
+        fg = normalised_similarity(query_features, fg_prototype)
+        fg = F.interpolate(fg, size=size, mode="bilinear", align_corners=True)
+        if bg_prototypes is not None:
+            bg = normalised_similarity(query_features, bg_prototypes[shot])
             bg = F.interpolate(bg, size=size, mode="bilinear", align_corners=True)
             disc = (fg - bg).clamp_min(0)
         else:

@@ -107,17 +107,6 @@ def _check_examples(examples: Sequence[Example], image_size: int) -> list[tuple[
     return checked
 
 
-def _decode_prompt(model: torch.nn.Module, features: FrameFeatures, inputs: PromptInputs) -> heads.Decoded:
-    """A prompt on a frame decoded without memory, as the engine does for a new target."""
-    if inputs.mask is not None and model.use_mask_input_as_output_without_sam:
-        return heads.mask_as_output(model, features, inputs.mask)
-    n_points = 0 if inputs.points is None else inputs.points[1].shape[1]
-    multimask = model.multimask_output_in_sam and (
-        model.multimask_min_pt_num <= n_points <= model.multimask_max_pt_num)
-    return heads.decode(model, heads.without_memory(model, features, 1), features.high_res(1),
-                        points=inputs.points, mask_inputs=inputs.mask, multimask=multimask)
-
-
 def prompt_entry(model: torch.nn.Module, features: FrameFeatures, inputs: PromptInputs,
                  index: int) -> tuple[MemoryEntry, heads.Decoded]:
     """The conditioning memory a prompt leaves on a frame, exactly as the engine pins a
@@ -128,7 +117,7 @@ def prompt_entry(model: torch.nn.Module, features: FrameFeatures, inputs: Prompt
     features: the frame's FrameFeatures; inputs: the prompt at model size; index: the
     frame number the entry takes. Returns (entry, decoded).
     """
-    decoded = _decode_prompt(model, features, inputs)
+    decoded = heads.decode_prompt(model, features, inputs)
     size = int(model.image_size)
     high = F.interpolate(decoded.low_res_masks, size=(size, size), mode="bilinear", align_corners=False)
     feats, pos = heads.encode_memory(model, features, high, decoded.object_score_logits, from_prompt=True)
@@ -255,7 +244,7 @@ class TtgaTuner:
             else:  # the untuned model's answer to a box / clicks is the target to keep
                 with torch.no_grad(), self._forward_context():
                     features = neck_features(model, trunk, neck)[0]
-                    mask = (_decode_prompt(model, features, inputs).high_res_masks > 0).float()
+                    mask = (heads.decode_prompt(model, features, inputs).high_res_masks > 0).float()
                 if not bool(mask.any()):
                     raise ValueError("the prompt decodes to an empty mask on its example; TTGA has no target")
             pair = _Pair(trunk, inputs, mask)

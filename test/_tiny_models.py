@@ -1,6 +1,7 @@
 """Tiny random-weight models built from configs for the tests: zero-shot detectors
-(saved with their processors and hand-made vocabularies) and DINOv2. Nothing is
-downloaded; each builds in about a second on 2 CPU cores.
+(saved with their processors and hand-made vocabularies), DINOv2, SAMWISE's parts and a
+Stable Diffusion pipeline for DBST. Nothing is downloaded; each builds in about a second
+on 2 CPU cores.
 """
 
 from __future__ import annotations
@@ -172,3 +173,48 @@ def tiny_samwise(model: str = "sam2_hiera_t", image_size: int = 256, seed: int =
             if p.requires_grad and p.abs().max() == 0:
                 p.normal_(0, 0.02)
     return sam, adapter
+
+
+# ------------------------------------------------------------------------ DBST (diffusion)
+def save_tiny_pipeline(folder: Path) -> Path:
+    """Save a tiny random-weight StableDiffusionPipeline to `folder` (diffusers needed).
+
+    A UNet2DConditionModel with block channels (8, 16) and cross-attention in its first
+    down / last up block and its mid block, an AutoencoderKL with two blocks (scale factor
+    2, 4 latent channels), a one-layer CLIPTextModel with a hand-written letter vocabulary
+    (written beside `folder`), and Stable Diffusion's DDIM scheduler settings: images are
+    32 x 32 pixels, latents 4 x 16 x 16. Load it with `dbst.load_pipeline(folder)`.
+    """
+    import transformers
+    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    letters = list("abcdefghijklmnopqrstuvwxyz")
+    vocab = {c: i for i, c in enumerate(letters)}
+    vocab.update({c + "</w>": len(letters) + i for i, c in enumerate(letters)})
+    bos, eos = len(vocab), len(vocab) + 1
+    vocab.update({"<|startoftext|>": bos, "<|endoftext|>": eos})
+    vocab_file, merges_file = folder.parent / f"{folder.name}_vocab.json", folder.parent / f"{folder.name}_merges.txt"
+    vocab_file.write_text(json.dumps(vocab))
+    merges_file.write_text("#version: 0.2\n")  # no merges: one token a letter
+    tokenizer = transformers.CLIPTokenizer(str(vocab_file), str(merges_file), pad_token="<|endoftext|>",
+                                           model_max_length=77)
+    text_encoder = transformers.CLIPTextModel(transformers.CLIPTextConfig(
+        vocab_size=len(vocab), hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+        max_position_embeddings=77, bos_token_id=bos, eos_token_id=eos, pad_token_id=eos))
+    unet = UNet2DConditionModel(
+        sample_size=16, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(8, 16),
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=16, attention_head_dim=2, norm_num_groups=4)
+    vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 16),
+                        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+                        norm_num_groups=4, sample_size=32)
+    scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
+                              set_alpha_to_one=False, steps_offset=1)
+    pipeline = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
+                                       scheduler=scheduler, safety_checker=None, feature_extractor=None,
+                                       requires_safety_checker=False)
+    pipeline.save_pretrained(folder)
+    return folder

@@ -103,8 +103,9 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
 
 
 @dataclass
-class Settings:
-    """Every parameter's value, read once per configure."""
+class Settings(TextSettings, AcquisitionSettings, ReferenceSettings):
+    """Every parameter's value, read once per configure (the text path's, acquisition's
+    and the reference mode's fields come from their own settings classes)."""
 
     cameras: list[str] = field(default_factory=list)
     camera_transports: list[str] = field(default_factory=list)
@@ -140,26 +141,6 @@ class Settings:
     stamp_tolerance: float = 5.0
     status_repeat_period: float = 5.0
     max_caption_length: int = 1000
-    dino_model: str = ""
-    acquisition_threshold: float = 0.5
-    acquisition_m: int = 2
-    acquisition_k: int = 3
-    acquisition_interval: float = 0.0
-    acquisition_candidates: int = 5
-    reference_mode: str = "baseline"
-    fssam_checkpoint: str = ""
-    fssam_official: bool = False
-    ttga_steps: int = 100
-    text_path: str = "auto"
-    samwise_checkpoint: str = ""
-    samwise_tokenizer: str = ""
-    text_window: int = 8
-    text_mode: str = "causal"
-    text_cme: bool = True
-    grounding_model: str = ""
-    grounding_threshold: float = 0.35
-    regrounding_interval: float = 0.0
-    grounding_retry: float = 0.0
     max_label_length: int = 256
     max_targets: int = 1000
 
@@ -179,21 +160,20 @@ class Settings:
 
     def text(self) -> TextSettings:
         """The text path's settings."""
-        return TextSettings(**{f.name: getattr(self, f.name) for f in fields(TextSettings)})
+        return _part(self, TextSettings)
 
     def reference(self) -> ReferenceSettings:
         """How reference targets are segmented."""
-        return ReferenceSettings(**{f.name: getattr(self, f.name) for f in fields(ReferenceSettings)})
+        return _part(self, ReferenceSettings)
 
     def acquisition(self) -> AcquisitionSettings:
         """The reference targets' acquisition settings."""
-        return AcquisitionSettings(**{f.name: getattr(self, f.name) for f in fields(AcquisitionSettings)})
+        return _part(self, AcquisitionSettings)
 
     def check(self) -> None:
         """Refuse settings that cannot work, naming the parameter."""
-        self.text().check()
-        self.acquisition().check()
-        self.reference().check()
+        for part in (TextSettings, AcquisitionSettings, ReferenceSettings):
+            part.check(self)
         if not self.cameras:
             raise ValueError("parameter cameras is empty: give at least one image topic")
         if len(set(self.cameras)) != len(self.cameras):
@@ -229,6 +209,10 @@ class Settings:
             raise ValueError("parameter stamp_tolerance must be positive")
         if self.diagnostics_period <= 0:
             raise ValueError("parameter diagnostics_period must be positive")
+
+
+def _part(settings: "Settings", cls):
+    return cls(**{f.name: getattr(settings, f.name) for f in fields(cls)})
 
 
 def declare(node: Node) -> None:

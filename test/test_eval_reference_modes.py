@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import json
 
-from _tiny_models import save_dinov2
+import torch
+
+from _tiny_models import save_dinov2, save_tiny_pipeline
 from clips import write_fss_folder
 from refseg_ros.eval import builders, cli, outdir, runner
 from refseg_ros.eval.sources import EngineReplaySource, EngineSettings
 from refseg_ros.runtime.acquisition import AcquisitionSettings
 from refseg_ros.runtime.reference_modes import ReferenceSettings
+from refseg_ros.runtime.transitions import TransitionSettings
 
 COMMON = ["--image-size", "256", "--device", "cpu", "--no-progress"]
 
@@ -43,6 +46,10 @@ def test_modes_side_by_side(tmp_path, capsys):
                                                                            acquisition_m=1, acquisition_k=1))}
     modes["ttga"] = EngineSettings(image_size=256, device="cpu", reference_mode="ttga",
                                    fssam=ReferenceSettings("ttga", ttga_steps=2))
+    torch.set_num_threads(1)
+    modes["dbst"] = EngineSettings(image_size=256, device="cpu", reference_mode="dbst",
+                                   transitions=TransitionSettings(str(save_tiny_pipeline(tmp_path / "sd")),
+                                                                  "taught", 2, 1))
     published = {}
     for name, settings in modes.items():
         cfg = runner.RunConfig(bag=bag, out=tmp_path / name, progress=False, engine=settings)
@@ -60,7 +67,9 @@ def test_modes_side_by_side(tmp_path, capsys):
     table = capsys.readouterr().out
     assert "| acquisition | acquisition |" in table and "| baseline | baseline |" in table
     assert json.loads((tmp_path / "ttga" / "run.json").read_text())["source"]["reference_mode"] == "ttga"
-    assert published["ttga"] > 0
+    assert published["ttga"] > 0 and published["dbst"] > 0
+    table_rows = {line.split("|")[1].strip() for line in table.splitlines()[2:]}
+    assert table_rows == {"baseline", "acquisition"}
     assert "false-positive rate" in table and (tmp_path / "modes.md").read_text().strip() == table.strip()
     miou = {n: json.loads((tmp_path / n / "report.json").read_text())["summary"]["miou"] for n in modes}
     assert miou["acquisition"] < miou["baseline"]

@@ -107,3 +107,35 @@ def test_ttga_mode_tracks_references_through_a_tuned_neck(engine):
     registry.add_view(tid, *_example(8))
     assert _trackers(engine, tid)[0] is not tracker  # rebuilt on both examples
     registry.remove(tid)
+
+
+def test_transitions_give_reference_targets_their_dbst_proposer(engine, tmp_path):
+    from _tiny_models import save_tiny_pipeline
+    from refseg_ros.adapters.reference.dbst_proposer import DbstProposer
+    from refseg_ros.runtime.transitions import TransitionSettings, open_transitions
+
+    torch.set_num_threads(1)
+    head = engine.model.sam_mask_decoder.pred_obj_score_head.layers[-1].bias
+    saved = head.detach().clone()
+    with torch.no_grad():  # random weights call every transition frame absent, and those are left out
+        head.fill_(10.0)
+    settings = TransitionSettings(str(save_tiny_pipeline(tmp_path / "sd")), "taught", 2, 1)
+    service, note = open_transitions(settings, engine, synchronous=True)
+    assert service is not None, note
+    try:
+        registry = TargetRegistry(engine, None, CAMERAS, transitions=service, transitions_on=settings.triggers())
+        image, mask = _example(9)
+        tid = int(registry.teach(TaughtTarget(0, "jar", "reference", image=image, mask=mask)).split()[2])
+        proposers = [engine._stream(c).targets[tid].proposer for c in CAMERAS]
+        assert all(isinstance(p, DbstProposer) for p in proposers)
+        assert [s.path for s in registry.statuses()] == ["dbst"]
+        engine.step(CAMERAS[0], _example(10)[0])  # the job runs on this frame (synchronous) ...
+        memory = engine._stream(CAMERAS[0]).targets[tid].memory
+        assert 1 < len(memory.conditioning) <= 3  # ... and its frames are pinned beside the reference
+        registry.remove(tid)
+    finally:
+        service.close()
+        with torch.no_grad():
+            head.copy_(saved)
+    missing, note = open_transitions(TransitionSettings(str(tmp_path / "none")), engine)
+    assert missing is None and str(tmp_path / "none") in note

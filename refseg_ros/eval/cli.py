@@ -104,10 +104,16 @@ def _build_parser() -> argparse.ArgumentParser:
     text.add_argument("--grounding-model", default="", help="folder of a zero-shot detector (Grounding DINO, OWLv2)")
     text.add_argument("--grounding-threshold", type=float, default=0.35)
     ref = run.add_argument_group("reference targets (one-shot episodes, --prompt reference-topic)")
-    ref.add_argument("--reference-mode", default="baseline", choices=["baseline", "acquisition", "ttga", "fssam"],
+    ref.add_argument("--reference-mode", default="baseline",
+                     choices=["baseline", "acquisition", "ttga", "dbst", "fssam"],
                      help="baseline: pinned examples, SAM2 tracking; acquisition: + the DINOv2 prior's "
                           "gate (no mask until found); ttga: a per-target neck tuned by CAV-SAM's TTGA "
-                          "(tuned before the episode's frames offline); fssam: FSSAM on every frame")
+                          "(tuned before the episode's frames offline); dbst: diffusion transition frames "
+                          "from the reference to the first frame (made before it offline); fssam: FSSAM "
+                          "on every frame")
+    ref.add_argument("--dbst-pipeline", default="", help="dbst: a Stable Diffusion folder")
+    ref.add_argument("--dbst-frames", type=int, default=9)
+    ref.add_argument("--dbst-lora-steps", type=int, default=200)
     ref.add_argument("--ttga-steps", type=int, default=100, help="ttga: Adam steps")
     ref.add_argument("--dino-model", default="", help="acquisition: a Dinov2Model folder")
     ref.add_argument("--acquisition-threshold", type=float, default=0.5)
@@ -266,9 +272,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
     fssam = ReferenceSettings(args.reference_mode if args.reference_mode in ("ttga", "fssam") else "fssam",
                               args.fssam_checkpoint, args.fssam_official, args.ttga_steps)
     fssam.check()
+    from refseg_ros.runtime.transitions import TransitionSettings
+
+    transitions = TransitionSettings(args.dbst_pipeline, "taught", args.dbst_frames, args.dbst_lora_steps)
+    transitions.check()
     engine = EngineSettings(args.model, args.checkpoint, args.image_size, args.device,
                             args.seed, args.compute_threads, text=text, reference_mode=args.reference_mode,
-                            acquisition=acquisition, fssam=fssam)
+                            acquisition=acquisition, fssam=fssam, transitions=transitions)
     if fanout.is_index(args.bag):
         return _cmd_run_index(args, engine)
     if (args.workers or 1) > 1 or args.address is not None:

@@ -74,6 +74,7 @@ class EngineSettings:
     reference_mode: str = "baseline"
     acquisition: Optional[Any] = None
     fssam: Optional[Any] = None
+    transitions: Optional[Any] = None  # dbst: runtime.transitions' TransitionSettings
 
     def as_dict(self) -> dict[str, Any]:
         out = {"model": self.model, "checkpoint": self.checkpoint,
@@ -82,7 +83,7 @@ class EngineSettings:
             out["text"] = {k: v for k, v in vars(self.text).items()}
         if self.reference_mode != "baseline":
             out["reference_mode"] = self.reference_mode
-            extra = self.acquisition if self.reference_mode == "acquisition" else self.fssam
+            extra = {"acquisition": self.acquisition, "dbst": self.transitions}.get(self.reference_mode, self.fssam)
             if extra is not None:
                 out["reference"] = dict(vars(extra))
         return out
@@ -180,6 +181,11 @@ class EngineReplaySource:
 
             adapter, note = open_acquisition(self.settings.acquisition or AcquisitionSettings(),
                                              self.engine.device, synchronous=True)
+        elif mode == "dbst":
+            from refseg_ros.runtime.transitions import TransitionSettings, open_transitions
+
+            adapter, note = open_transitions(self.settings.transitions or TransitionSettings(), self.engine,
+                                             synchronous=True)
         elif mode in ("fssam", "ttga"):
             from refseg_ros.runtime.reference_modes import ReferenceSettings, open_reference_mode
 
@@ -187,7 +193,7 @@ class EngineReplaySource:
             settings = ReferenceSettings(mode, settings.fssam_checkpoint, settings.fssam_official, settings.ttga_steps)
             adapter, note = open_reference_mode(settings, self.engine, synchronous=True)
         else:
-            raise PlanError(f"unknown reference mode {mode!r} (baseline, acquisition, ttga, fssam)")
+            raise PlanError(f"unknown reference mode {mode!r} (baseline, acquisition, ttga, fssam, dbst)")
         if adapter is None:
             raise PlanError(f"reference mode {mode}: {note}")
         self._reference = adapter
@@ -211,7 +217,9 @@ class EngineReplaySource:
         else:
             tid = engine.add_target(stream, MaskPrompt(p.mask), label=p.label, target_id=p.target_id,
                                     image=p.image)
-        if adapter is not None:  # acquisition: the prior from every example so far
+        if self.settings.reference_mode == "dbst" and not known:  # transition frames from the first example
+            engine.set_proposer(stream, tid, adapter.proposer(p.image, np.asarray(p.mask, bool), on=("taught",)))
+        elif self.settings.reference_mode == "acquisition":  # the prior from every example so far
             engine.set_proposer(stream, tid, adapter.proposer(adapter.prototypes(images, masks)))
         return tid
 

@@ -39,6 +39,7 @@ from ..runtime.mailbox import Closed, Envelope, FrameMailbox
 from ..runtime.acquisition import open_acquisition
 from ..runtime.captions import open_caption_path
 from ..runtime.reference_modes import open_reference_mode
+from ..runtime.transitions import open_transitions
 from ..runtime.registry import TargetRegistry, TeachError, camera_key
 from ..runtime.render import label_image
 from ..runtime.threads import apply_threads, plan_threads
@@ -107,9 +108,12 @@ class SegmenterNode(LifecycleNode):
             self.get_logger().info(acquisition_note)
             reference_mode, reference_note = open_reference_mode(settings.reference(), engine)
             self.get_logger().info(reference_note)
+            transitions, transitions_note = open_transitions(settings.transitions(), engine)
+            self.get_logger().info(transitions_note)
             registry = TargetRegistry(engine, store, list(cameras), settings.max_caption_length,
                                       settings.max_label_length, settings.max_targets, captions, captions_note,
-                                      acquisition, acquisition_note, reference_mode)
+                                      acquisition, acquisition_note, reference_mode, transitions,
+                                      settings.transitions().triggers())
             restored = registry.restore()
         except Exception as exc:  # a bad parameter, checkpoint or store: say which, stay unconfigured
             self.get_logger().error(f"configure failed: {type(exc).__name__}: {exc}")
@@ -121,7 +125,7 @@ class SegmenterNode(LifecycleNode):
         for line in restored:
             self.get_logger().info(line)
         where = f"target store {store.dir}" if store else "no target store (store_dir empty)"
-        self._pending_status = [captions_note, acquisition_note, reference_note] + restored + [
+        self._pending_status = [captions_note, acquisition_note, reference_note, transitions_note] + restored + [
             f"configured: {len(cameras)} camera(s) ({', '.join(cameras)}), {where}, "
             f"{len(registry.ids())} target(s)"]
         self._create_services()

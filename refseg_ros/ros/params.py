@@ -13,6 +13,7 @@ from rclpy.parameter import Parameter
 from ..runtime.acquisition import AcquisitionSettings
 from ..runtime.captions import TextSettings
 from ..runtime.reference_modes import ReferenceSettings
+from ..runtime.transitions import TransitionSettings
 
 # name -> (default, description). A Parameter.Type default declares a parameter that may
 # stay unset (ROS cannot infer a type from an empty list).
@@ -81,6 +82,11 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "ttga_steps": (100, "reference_mode ttga: Adam steps of a target's neck tuning (background thread)"),
     "fssam_official": (False, "FSSAM as its release computes it instead of as the paper describes "
                        "(docs/ENGINE.md, FSSAM)"),
+    "dbst_pipeline": ("", "folder of a diffusers Stable Diffusion pipeline (2.1 base): reference targets get "
+                      "diffusion transition frames (CAV-SAM) in the background; empty: off"),
+    "dbst_on": ("taught,lost", "when a transition job starts: taught and/or lost"),
+    "dbst_frames": (9, "transition frames per job"),
+    "dbst_lora_steps": (200, "steps of each per-image LoRA fit of a transition job"),
     "text_path": ("auto", "how captions are tracked: samwise, grounding, none, or auto (samwise when "
                   "samwise_checkpoint is set, else grounding when grounding_model is set, else none)"),
     "samwise_checkpoint": ("", "official SAMWISE checkpoint file (its SAM2 must be the model parameter's: "
@@ -103,7 +109,7 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
 
 
 @dataclass
-class Settings(TextSettings, AcquisitionSettings, ReferenceSettings):
+class Settings(TextSettings, AcquisitionSettings, ReferenceSettings, TransitionSettings):
     """Every parameter's value, read once per configure (the text path's, acquisition's
     and the reference mode's fields come from their own settings classes)."""
 
@@ -166,13 +172,17 @@ class Settings(TextSettings, AcquisitionSettings, ReferenceSettings):
         """How reference targets are segmented."""
         return _part(self, ReferenceSettings)
 
+    def transitions(self) -> TransitionSettings:
+        """The diffusion transition frames' settings."""
+        return _part(self, TransitionSettings)
+
     def acquisition(self) -> AcquisitionSettings:
         """The reference targets' acquisition settings."""
         return _part(self, AcquisitionSettings)
 
     def check(self) -> None:
         """Refuse settings that cannot work, naming the parameter."""
-        for part in (TextSettings, AcquisitionSettings, ReferenceSettings):
+        for part in (TextSettings, AcquisitionSettings, ReferenceSettings, TransitionSettings):
             part.check(self)
         if not self.cameras:
             raise ValueError("parameter cameras is empty: give at least one image topic")

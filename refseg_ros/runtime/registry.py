@@ -59,8 +59,10 @@ class TargetRegistry:
                  cameras: Sequence[str], max_caption_length: int = 1000, max_label_length: int = 256,
                  max_targets: int = 1000, captions: Optional[CaptionPath] = None,
                  captions_note: str = CAPTION_WAITING, acquisition=None, acquisition_note: str = "",
-                 reference_mode=None):
+                 reference_mode=None, transitions=None, transitions_on: tuple[str, ...] = ("taught", "lost")):
         self.engine = engine
+        self.transitions = transitions  # adapters.reference.dbst_proposer.TransitionService
+        self.transitions_on = transitions_on
         self.reference_mode = reference_mode  # runtime.reference_modes.FssamMode, or None: baseline
         self.acquisition_note = acquisition_note
         self.acquisition = acquisition  # adapters.reference.acquisition_proposer.AcquisitionService
@@ -87,6 +89,8 @@ class TargetRegistry:
             self.captions.close()
         if self.acquisition is not None:
             self.acquisition.close()
+        if self.transitions is not None:
+            self.transitions.close()
 
     # ------------------------------------------------------------------------ restore
     def restore(self) -> list[str]:
@@ -386,6 +390,8 @@ class TargetRegistry:
             return self.reference_mode.path
         if target.kind == "reference" and self.acquisition is not None:
             return "acquisition"
+        if target.kind == "reference" and self.transitions is not None:
+            return "dbst"
         return ""
 
     def _reference_tracker(self, target: TaughtTarget):
@@ -396,8 +402,16 @@ class TargetRegistry:
         return self.reference_mode.tracker(images, masks)
 
     def _look_for(self, target: TaughtTarget) -> None:
-        """Give a reference target its prior on each of its cameras (acquisition)."""
-        if target.kind != "reference" or self.acquisition is None:
+        """Give a reference target its proposer on each of its cameras: its prior
+        (acquisition), or else its diffusion transition frames (from its first example)."""
+        if target.kind != "reference":
+            return
+        if self.acquisition is None:
+            if self.transitions is not None:
+                mask = np.asarray(target.mask) != 0
+                for camera in self._cameras_of(target):
+                    proposer = self.transitions.proposer(target.image, mask, on=self.transitions_on)
+                    self.engine.set_proposer(camera, target.target_id, proposer)
             return
         images = [target.image] + [image for image, _ in target.views]
         masks = [np.asarray(target.mask) != 0] + [np.asarray(mask) != 0 for _, mask in target.views]

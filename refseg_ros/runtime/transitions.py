@@ -1,0 +1,70 @@
+"""CAV-SAM's diffusion transition frames for reference targets, configured once per
+node; ROS-free.
+
+With a Stable Diffusion folder (`dbst_pipeline`), a reference target taught (and/or
+lost, `dbst_on`) starts a background job: N frames morphing its reference into the
+current frame (`adapters.reference.dbst`), propagated as a pseudo video from the
+reference, whose memories are pinned as conditioning entries between the reference and
+the live frames when ready (`adapters.reference.dbst_proposer`). A target has one
+proposer: when acquisition is on too, acquisition takes it, and DBST is not used.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+from ..engine import SegmentationEngine
+
+TRIGGERS = ("taught", "lost")
+
+
+@dataclass
+class TransitionSettings:
+    """dbst_pipeline: a diffusers Stable Diffusion folder (2.1 base); dbst_on: when a job
+    starts (comma-separated: taught, lost); dbst_frames: N transition frames;
+    dbst_lora_steps: the per-image LoRA fit's steps (DiffMorpher's 200)."""
+
+    dbst_pipeline: str = ""
+    dbst_on: str = "taught,lost"
+    dbst_frames: int = 9
+    dbst_lora_steps: int = 200
+
+    def triggers(self) -> tuple[str, ...]:
+        return tuple(t.strip() for t in self.dbst_on.split(",") if t.strip())
+
+    def check(self) -> None:
+        """Raises ValueError naming the parameter."""
+        unknown = [t for t in self.triggers() if t not in TRIGGERS]
+        if unknown:
+            raise ValueError(f"parameter dbst_on takes taught and/or lost, got {', '.join(unknown)}")
+        if self.dbst_lora_steps < 0:
+            raise ValueError(f"parameter dbst_lora_steps must not be negative, got {self.dbst_lora_steps}")
+        if self.dbst_frames < 1:
+            raise ValueError(f"parameter dbst_frames must be at least 1, got {self.dbst_frames}")
+
+
+def open_transitions(settings: TransitionSettings, engine: SegmentationEngine,
+                     synchronous: bool = False) -> tuple[Optional[object], str]:
+    """A `TransitionService`, or None and why there is none (never raises)."""
+    if not settings.dbst_pipeline:
+        return None, "no diffusion transition frames (set dbst_pipeline to a Stable Diffusion folder)"
+    try:
+        from ..adapters.reference.dbst import TransitionConfig, TransitionGenerator, load_pipeline
+        from ..adapters.reference.dbst_proposer import TransitionService
+
+        dtype = torch.float16 if engine.device.type == "cuda" else None
+        pipeline = load_pipeline(settings.dbst_pipeline, engine.device, dtype=dtype)
+        generator = TransitionGenerator(pipeline, TransitionConfig(frames=settings.dbst_frames,
+                                                                   lora_steps=settings.dbst_lora_steps))
+        precision = {"fp32": None, "bf16": torch.bfloat16}.get(engine.config.precision, "auto")
+        service = TransitionService(generator, engine.model, engine.preprocess, autocast=precision,
+                                    keep_memory_when_absent=engine.config.keep_memory_when_absent,
+                                    max_obj_ptrs=engine.config.max_obj_ptrs, synchronous=synchronous)
+    except Exception as exc:  # a missing folder, weights diffusers refuses
+        return None, (f"diffusion transition frames could not be loaded from dbst_pipeline "
+                      f"{settings.dbst_pipeline} ({type(exc).__name__}: {exc}); going without them")
+    return service, (f"reference targets get {settings.dbst_frames} diffusion transition frames when "
+                     f"{' or '.join(settings.triggers())}")

@@ -1,8 +1,8 @@
 """One-shot episodes evaluated per reference mode and compared side by side: baseline
-(pinned examples, SAM2 tracking) and acquisition (a tiny random DINOv2 prior from a
-folder, each proposal waited for offline). With the gate held shut, acquisition
-publishes no mask at all; the baseline does. `refseg-eval compare` puts the runs in one
-table.
+(pinned examples, SAM2 tracking), acquisition (a tiny random DINOv2 prior from a folder,
+each proposal waited for offline), TTGA (2 tuning steps) and DBST (a tiny diffusion
+pipeline, 2 transition frames). With the gate held shut, acquisition publishes no mask
+at all; the baseline does. `refseg-eval compare` puts runs in one table.
 """
 
 from __future__ import annotations

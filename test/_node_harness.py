@@ -312,3 +312,43 @@ class Listener:
                 raise AssertionError(f"service {client.srv_name} did not answer within {timeout} s")
             time.sleep(0.002)
         return future.result()
+
+
+# ------------------------------------------------------------------------- captions
+def list_targets(listener: Listener, timeout: float = 60.0) -> dict[int, Any]:
+    """The node's list_targets answer: target id -> TargetInfo."""
+    from refseg_ros.srv import ListTargets
+
+    reply = listener.call(ListTargets, "/refseg/list_targets", ListTargets.Request(), timeout=timeout)
+    assert reply.success, reply.message
+    return {t.target_id: t for t in reply.targets}
+
+
+def teach_caption(listener: Listener, node: Process, text: str) -> str:
+    """Publish a caption once the node listens; its status answer (taught or rejected)."""
+    from std_msgs.msg import String
+
+    since = listener.count("/refseg/status")
+    listener.publish_when_heard("/refseg/caption", String, String(data=text), node=node)
+
+    def answer():
+        return next((m.data for _, m in listener.received("/refseg/status")[since:]
+                     if m.data.startswith(("taught target", "rejected caption"))), None)
+    return listener.wait_for(answer, 60, "the node's answer to a caption", node)
+
+
+def wait_tracked(listener: Listener, node: Process, topic: str, tid: int, frames: int = 3,
+                 timeout: float = 120.0) -> None:
+    """Wait until `frames` object arrays in a row on `topic` carry `tid` tracked with a mask."""
+    from refseg_ros.msg import SegmentedObject
+
+    def run():
+        streak = 0
+        for _, array in listener.received(topic):
+            hit = any(o.target_id == tid and o.state == SegmentedObject.STATE_TRACKED and o.area > 0
+                      for o in array.objects)
+            streak = streak + 1 if hit else 0
+            if streak >= frames:
+                return True
+        return False
+    listener.wait_for(run, timeout, f"target {tid} tracked on {frames} frames in a row", node)

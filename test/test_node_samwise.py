@@ -12,12 +12,10 @@ import re
 
 import pytest
 import torch
-from std_msgs.msg import String
 
-from _node_harness import Listener, start_camera, start_node
+from _node_harness import Listener, list_targets, start_camera, start_node, teach_caption, wait_tracked
 from _tiny_models import samwise_state, save_roberta_tokenizer, tiny_samwise, write_samwise_checkpoint
-from refseg_ros.msg import SegmentedObject, SegmentedObjectArray
-from refseg_ros.srv import ListTargets
+from refseg_ros.msg import SegmentedObjectArray
 
 CAM0 = "/cam0/image_raw"
 OBJECTS = f"{CAM0}/refseg/objects"
@@ -66,33 +64,15 @@ def _start(tmp_path, procs, listener, checkpoint, tokenizer, camera: bool = Fals
 
 
 def _listing(listener) -> dict[int, object]:
-    reply = listener.call(ListTargets, "/refseg/list_targets", ListTargets.Request(), timeout=60)
-    assert reply.success, reply.message
-    return {t.target_id: t for t in reply.targets}
+    return list_targets(listener)
 
 
 def _caption(listener, node, text: str) -> str:
-    since = listener.count("/refseg/status")
-    listener.publish_when_heard("/refseg/caption", String, String(data=text), node=node)
-
-    def answer():
-        return next((m.data for _, m in listener.received("/refseg/status")[since:]
-                     if m.data.startswith(("taught target", "rejected caption"))), None)
-    return listener.wait_for(answer, 60, "the node's answer to a caption", node)
+    return teach_caption(listener, node, text)
 
 
 def _tracked(listener, node, tid: int, frames: int = 3, timeout: float = 120.0) -> None:
-    """Wait until `frames` object arrays in a row carry `tid` as tracked with a mask."""
-    def run():
-        streak = 0
-        for _, array in listener.received(OBJECTS):
-            hit = any(o.target_id == tid and o.state == SegmentedObject.STATE_TRACKED and o.area > 0
-                      for o in array.objects)
-            streak = streak + 1 if hit else 0
-            if streak >= frames:
-                return True
-        return False
-    listener.wait_for(run, timeout, f"target {tid} tracked on {frames} frames in a row", node)
+    wait_tracked(listener, node, OBJECTS, tid, frames, timeout)
 
 
 def test_a_caption_is_tracked_through_samwise(tmp_path, samwise, listener, procs):

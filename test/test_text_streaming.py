@@ -10,11 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from refseg_ros.adapters.text.adapter import SamwiseAdapter
+from _tiny_models import tiny_samwise
 from refseg_ros.adapters.text.clip_runner import ClipRunner
 from refseg_ros.adapters.text.streaming import SamwiseTracker
 from refseg_ros.engine import EngineConfig, MaskPrompt, SegmentationEngine, TargetState
-from refseg_ros.engine.model import build_model
 
 CAPTION_A = torch.tensor([0, 1234, 873, 40001, 2])
 CAPTION_B = torch.tensor([0, 99, 31337, 2])
@@ -22,16 +21,7 @@ CAPTION_B = torch.tensor([0, 99, 31337, 2])
 
 @pytest.fixture(scope="module")
 def parts():
-    torch.manual_seed(0)
-    sam = build_model("sam2_hiera_t", image_size=256).eval()
-    with torch.no_grad():  # default init scores every object absent: say present
-        sam.sam_mask_decoder.pred_obj_score_head.layers[-1].bias.fill_(10.0)
-    trunk = sam.image_encoder.trunk
-    adapter = SamwiseAdapter(stage_channels=tuple(trunk.blocks[i].dim_out for i in trunk.stage_ends[1:])).eval()
-    with torch.no_grad():
-        for p in adapter.parameters():
-            if p.requires_grad and p.abs().max() == 0:
-                p.normal_(0, 0.02)
+    sam, adapter = tiny_samwise("sam2_hiera_t", 256)
     rng = np.random.default_rng(5)
     frames = rng.integers(0, 256, size=(9, 96, 128, 3), dtype=np.uint8)
     return sam, adapter, frames

@@ -74,6 +74,8 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "acquisition_k": (3, "frames looked at that the M-of-K rule counts"),
     "acquisition_interval": (0.0, "seconds between two proposals for one target (0: as fast as DINOv2 goes)"),
     "acquisition_candidates": (5, "similarity peaks decoded per proposal, in one batched SAM2 decode"),
+    "acquisition_input_size": (224, "DINOv2 input side in pixels, a multiple of its patch (0: the model's own; "
+                               "224: a ViT-B/14 proposal costs ~0.4 of a step at 512 on the CPU, 518: ~2.4)"),
     "reference_mode": ("baseline", "how reference targets are segmented: baseline (pinned examples, SAM2 "
                        "tracking), ttga (a per-target neck tuned by CAV-SAM's test-time geometric alignment "
                        "in the background) or fssam (FSSAM on every frame; needs fssam_checkpoint, model "

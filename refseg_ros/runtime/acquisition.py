@@ -19,7 +19,10 @@ import torch
 class AcquisitionSettings:
     """dino_model: a transformers Dinov2Model folder; threshold: the raw candidate score
     a frame needs; m of k: looked-at frames above it before a seed; interval: seconds
-    between two proposals for one target; candidates: peaks decoded per proposal."""
+    between two proposals for one target; candidates: peaks decoded per proposal;
+    input_size: DINOv2's input side in pixels (a multiple of its patch; 224 keeps a
+    ViT-B/14 proposal at about 0.4 of a hiera_t step at 512, 518 costs 2.4 steps:
+    docs/BENCHMARKS.md, "Acquisition"); 0: the model's own size."""
 
     dino_model: str = ""
     acquisition_threshold: float = 0.5
@@ -27,6 +30,7 @@ class AcquisitionSettings:
     acquisition_k: int = 3
     acquisition_interval: float = 0.0
     acquisition_candidates: int = 5
+    acquisition_input_size: int = 224
 
     def check(self) -> None:
         """Raises ValueError naming the parameter."""
@@ -35,6 +39,8 @@ class AcquisitionSettings:
                              f"{self.acquisition_m} and {self.acquisition_k}")
         if self.acquisition_interval < 0:
             raise ValueError("parameter acquisition_interval must not be negative")
+        if self.acquisition_input_size < 0:
+            raise ValueError("parameter acquisition_input_size must be 0 (the model's size) or positive")
         if self.acquisition_candidates < 1:
             raise ValueError("parameter acquisition_candidates must be at least 1")
 
@@ -55,7 +61,8 @@ def open_acquisition(settings: AcquisitionSettings, device: torch.device,
         config = AcquirerConfig(candidates=settings.acquisition_candidates,
                                 threshold=settings.acquisition_threshold, m=settings.acquisition_m,
                                 window=settings.acquisition_k)
-        service = AcquisitionService(DinoEncoder(settings.dino_model, device=device), config,
+        encoder = DinoEncoder(settings.dino_model, input_size=settings.acquisition_input_size or None, device=device)
+        service = AcquisitionService(encoder, config,
                                      settings.acquisition_interval, synchronous=synchronous)
     except Exception as exc:  # a missing folder, weights of another model
         return None, (f"acquisition could not be loaded from dino_model {settings.dino_model} "

@@ -93,6 +93,8 @@ def rows_without_timing(rep: dict) -> list[dict]:
 @needs_ray
 def test_three_ray_workers_give_the_results_of_one_process(index, one_worker, ray_runtime,
                                                            tmp_path, capfd):
+    # The local runtime is confined to this machine: its node address is the loopback one.
+    assert [n["NodeManagerAddress"] for n in ray_runtime.nodes()] == ["127.0.0.1"]
     capfd.readouterr()
     out = tmp_path / "three"
     assert run(index, out, "--workers", "3") == 0
@@ -159,15 +161,21 @@ def test_a_finished_run_is_not_redone(index, one_worker, ray_runtime, capsys):
     assert "already complete" in text and "nothing to do" in text and "6 sequences" in text
     assert {p: p.stat().st_mtime_ns for p in one_worker.rglob("*") if p.is_file()} == before
 
-    # One sequence unfinished: only that one runs again, then the report is merged anew.
+    # One sequence unfinished: only that one runs again (here on the module's runtime
+    # named by its address, as a cluster is), then the report is merged anew.
     (one_worker / "sequences" / "seq4" / outdir.COMPLETE).unlink()
     summary = merged(one_worker)["summary"]
-    assert run(index, one_worker, "--workers", "1") == 0
+    address = ray_runtime.get_runtime_context().gcs_address
+    assert run(index, one_worker, "--address", address) == 0
     captured = capsys.readouterr()
     assert "5 of 6 sequences are finished already; 1 to run" in captured.err
     assert list(worker_lines(captured.err)) == ["seq4"]
+    run_info = merged(one_worker)["info"]["run"]
+    assert run_info["runtime"] == f"ray ({address})" and run_info["workers"] == 1
+    assert run_info["sequences_run"] == 1 and run_info["sequences_reused"] == 5
     assert (one_worker / outdir.COMPLETE).exists()
     assert merged(one_worker)["summary"] == summary
+    assert masks_of(one_worker, "seq4")[-1][0] == FRAMES - 1
 
 
 def test_without_ray_more_workers_say_what_to_install(index, tmp_path, capsys, monkeypatch):

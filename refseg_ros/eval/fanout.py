@@ -302,26 +302,21 @@ def _import_ray(why: str) -> Any:
     return ray
 
 
-def start_local_runtime(num_cpus: int, num_gpus: int = 0) -> Any:
-    """Start a Ray runtime on this machine only and return the ``ray`` module.
+def _import_ray_on_loopback(why: str) -> Any:
+    """Import Ray so that this process's node address is the loopback one.
 
-    Everything binds to the loopback interface (node address 127.0.0.1), without the
-    dashboard and with usage reporting off, so no traffic leaves the machine.
-    ``num_cpus`` and ``num_gpus`` are the resources Ray may hand out (logical: they set
-    how many workers fit). Raises ClusterUnavailableError without Ray, and RuntimeError
-    if the runtime came up bound to another address (it is stopped first).
+    Ray picks a routable node address on Linux (also for "127.0.0.1" given to it),
+    unless its "single machine" switch is off when it is imported (the rule it follows
+    on macOS and Windows): then the node address, and every server's bind address, is
+    127.0.0.1.
     """
-    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
-    # Ray picks a routable node address on Linux, unless its "single machine" switch
-    # is off when it is imported (the rule it follows on macOS and Windows): then the
-    # node address, and every server's bind address, is the loopback one.
     switch = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
     first_import = "ray" not in sys.modules
     saved = os.environ.get(switch)
     if first_import:
         os.environ[switch] = "0"
     try:
-        ray = _import_ray("a local Ray runtime")
+        ray = _import_ray(why)
     finally:
         if first_import:
             if saved is None:
@@ -332,6 +327,25 @@ def start_local_runtime(num_cpus: int, num_gpus: int = 0) -> Any:
         from ray._private import ray_constants  # imported earlier: turn the switch off here
 
         ray_constants.ENABLE_RAY_CLUSTER = False
+    return ray
+
+
+def _is_loopback(address: str) -> bool:
+    host = address.split("://")[-1].rsplit(":", 1)[0].strip("[]")
+    return host in ("localhost", "::1") or host.startswith("127.")
+
+
+def start_local_runtime(num_cpus: int, num_gpus: int = 0) -> Any:
+    """Start a Ray runtime on this machine only and return the ``ray`` module.
+
+    Everything binds to the loopback interface (node address 127.0.0.1), without the
+    dashboard and with usage reporting off, so no traffic leaves the machine.
+    ``num_cpus`` and ``num_gpus`` are the resources Ray may hand out (logical: they set
+    how many workers fit). Raises ClusterUnavailableError without Ray, and RuntimeError
+    if the runtime came up bound to another address (it is stopped first).
+    """
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    ray = _import_ray_on_loopback("a local Ray runtime")
     ray.init(num_cpus=int(num_cpus), num_gpus=int(num_gpus), include_dashboard=False,
              _node_ip_address="127.0.0.1", object_store_memory=LOCAL_OBJECT_STORE_BYTES,
              logging_level=logging.WARNING, log_to_driver=True)
@@ -551,7 +565,9 @@ def _run_on_ray(cfg: IndexRunConfig, jobs: list[SequenceJob], pending: list[Sequ
             started = True
         runtime = "ray (local)"
     else:
-        ray = _import_ray(f"--address {cfg.address}")
+        why = f"--address {cfg.address}"
+        # A cluster bound to the loopback interface is reached from the loopback address.
+        ray = _import_ray_on_loopback(why) if _is_loopback(cfg.address) else _import_ray(why)
         if not ray.is_initialized():
             os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
             ray.init(address=cfg.address, logging_level=logging.WARNING)

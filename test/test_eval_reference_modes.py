@@ -1,8 +1,9 @@
 """One-shot episodes evaluated per reference mode and compared side by side: baseline
 (pinned examples, SAM2 tracking), acquisition (a tiny random DINOv2 prior from a folder,
 each proposal waited for offline), TTGA (2 tuning steps) and DBST (a tiny diffusion
-pipeline, 2 transition frames). With the gate held shut, acquisition publishes no mask
-at all; the baseline does. `refseg-eval compare` puts runs in one table.
+pipeline, 2 transition frames) and acquisition+dbst (both on each target). With the gate
+held shut, acquisition publishes no mask at all, with or without the transition frames;
+the baseline does. `refseg-eval compare` puts runs in one table.
 """
 
 from __future__ import annotations
@@ -50,6 +51,9 @@ def test_modes_side_by_side(tmp_path, capsys):
     modes["dbst"] = EngineSettings(image_size=256, device="cpu", reference_mode="dbst",
                                    transitions=TransitionSettings(str(save_tiny_pipeline(tmp_path / "sd")),
                                                                   "taught", 2, 1))
+    modes["acquisition+dbst"] = EngineSettings(image_size=256, device="cpu", reference_mode="acquisition+dbst",
+                                               acquisition=modes["acquisition"].acquisition,
+                                               transitions=modes["dbst"].transitions)
     published = {}
     for name, settings in modes.items():
         cfg = runner.RunConfig(bag=bag, out=tmp_path / name, progress=False, engine=settings)
@@ -68,6 +72,11 @@ def test_modes_side_by_side(tmp_path, capsys):
     assert "| acquisition | acquisition |" in table and "| baseline | baseline |" in table
     assert json.loads((tmp_path / "ttga" / "run.json").read_text())["source"]["reference_mode"] == "ttga"
     assert published["ttga"] > 0 and published["dbst"] > 0
+    # the transition frames' memories never open the prior's gate: still no mask
+    assert published["acquisition+dbst"] == 0
+    both = json.loads((tmp_path / "acquisition+dbst" / "run.json").read_text())["source"]
+    assert both["reference_mode"] == "acquisition+dbst"
+    assert both["reference"]["dino_model"] == str(dino) and both["reference"]["dbst_frames"] == 2
     table_rows = {line.split("|")[1].strip() for line in table.splitlines()[2:]}
     assert table_rows == {"baseline", "acquisition"}
     assert "false-positive rate" in table and (tmp_path / "modes.md").read_text().strip() == table.strip()

@@ -1,8 +1,9 @@
 """The registry's reference modes and acquisition (ROS-free, the node's own registry):
 with FSSAM, a reference target becomes an FSSAM tracker in the engine, a new example
 rebuilds it with one more support, and the listing says `fssam`; with acquisition, the
-target gets its prior on every camera and the listing says `acquisition`. Small random
-models: sam2_hiera_t at 512, DINOv2 of width 32.
+target gets its prior on every camera and the listing says `acquisition`; with DBST too,
+both in one proposer chain (`acquisition+dbst`). Small random models: sam2_hiera_t at
+512, DINOv2 of width 32, a tiny Stable Diffusion pipeline.
 """
 
 from __future__ import annotations
@@ -111,7 +112,9 @@ def test_ttga_mode_tracks_references_through_a_tuned_neck(engine):
 
 def test_transitions_give_reference_targets_their_dbst_proposer(engine, tmp_path):
     from _tiny_models import save_tiny_pipeline
+    from refseg_ros.adapters.reference.acquisition_proposer import ReferenceAcquisition
     from refseg_ros.adapters.reference.dbst_proposer import DbstProposer
+    from refseg_ros.engine.proposer_chain import ProposerChain
     from refseg_ros.runtime.transitions import TransitionSettings, open_transitions
 
     torch.set_num_threads(1)
@@ -133,6 +136,23 @@ def test_transitions_give_reference_targets_their_dbst_proposer(engine, tmp_path
         memory = engine._stream(CAMERAS[0]).targets[tid].memory
         assert 1 < len(memory.conditioning) <= 3  # ... and its frames are pinned beside the reference
         registry.remove(tid)
+
+        # with a prior too, a reference target gets both, the prior first
+        acquisition, note = open_acquisition(AcquisitionSettings(dino_model=str(save_dinov2(tmp_path / "dino"))),
+                                             engine.device)
+        assert acquisition is not None, note
+        try:
+            both = TargetRegistry(engine, None, CAMERAS, acquisition=acquisition, transitions=service,
+                                  transitions_on=settings.triggers())
+            tid = int(both.teach(TaughtTarget(0, "jar", "reference", image=image, mask=mask)).split()[2])
+            chains = [engine._stream(c).targets[tid].proposer for c in CAMERAS]
+            assert all(isinstance(p, ProposerChain) for p in chains) and chains[0] is not chains[1]
+            assert [[type(m) for m in p.members] for p in chains] == [[ReferenceAcquisition, DbstProposer]] * 2
+            assert [s.path for s in both.statuses()] == ["acquisition+dbst"]
+            both.remove(tid)
+            assert all(m.key not in service._contexts for m in (p.members[1] for p in chains))  # closed
+        finally:
+            acquisition.close()
     finally:
         service.close()
         with torch.no_grad():

@@ -105,12 +105,12 @@ def _build_parser() -> argparse.ArgumentParser:
     text.add_argument("--grounding-threshold", type=float, default=0.35)
     ref = run.add_argument_group("reference targets (one-shot episodes, --prompt reference-topic)")
     ref.add_argument("--reference-mode", default="baseline",
-                     choices=["baseline", "acquisition", "ttga", "dbst", "fssam"],
+                     choices=["baseline", "acquisition", "ttga", "dbst", "fssam", "acquisition+dbst"],
                      help="baseline: pinned examples, SAM2 tracking; acquisition: + the DINOv2 prior's "
                           "gate (no mask until found); ttga: a per-target neck tuned by CAV-SAM's TTGA "
                           "(tuned before the episode's frames offline); dbst: diffusion transition frames "
                           "from the reference to the first frame (made before it offline); fssam: FSSAM "
-                          "on every frame")
+                          "on every frame; acquisition+dbst: both on each target")
     ref.add_argument("--dbst-pipeline", default="", help="dbst: a Stable Diffusion folder")
     ref.add_argument("--dbst-frames", type=int, default=9)
     ref.add_argument("--dbst-lora-steps", type=int, default=200)

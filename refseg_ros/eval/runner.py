@@ -170,8 +170,8 @@ def evaluate(cfg: RunConfig, source: Optional[ResultSource] = None,
             settings = fingerprint() if callable(fingerprint) else {"kind": type(source).__name__}
         if plan.prompt_mode == "caption" and callable(getattr(source, "captions", None)):
             source.captions()  # no text model: refused before anything is written
-        if plan.prompt_mode == "reference-topic" and callable(getattr(source, "reference_adapter", None)):
-            source.reference_adapter()  # the mode's models, likewise
+        if plan.prompt_mode == "reference-topic" and callable(getattr(source, "reference_adapters", None)):
+            source.reference_adapters()  # the mode's models, likewise
         info = run_info(cfg, plan, settings)
         run = RunDirectory(cfg.out)
         if not cfg.overwrite and _finished(run, info):

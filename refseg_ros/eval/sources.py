@@ -70,7 +70,8 @@ class EngineSettings:
     # How references are segmented: baseline (pinned examples, SAM2 tracking),
     # acquisition (+ the DINOv2 prior's gate: `acquisition`, runtime.acquisition's
     # AcquisitionSettings), ttga or fssam (`fssam`: runtime.reference_modes'
-    # ReferenceSettings, which holds both modes' options).
+    # ReferenceSettings, which holds both modes' options), dbst (`transitions`), or two
+    # of them on each target (REFERENCE_PARTS: acquisition+dbst).
     reference_mode: str = "baseline"
     acquisition: Optional[Any] = None
     fssam: Optional[Any] = None
@@ -83,10 +84,25 @@ class EngineSettings:
             out["text"] = {k: v for k, v in vars(self.text).items()}
         if self.reference_mode != "baseline":
             out["reference_mode"] = self.reference_mode
-            extra = {"acquisition": self.acquisition, "dbst": self.transitions}.get(self.reference_mode, self.fssam)
-            if extra is not None:
-                out["reference"] = dict(vars(extra))
+            options = {"acquisition": self.acquisition, "dbst": self.transitions}
+            reference: dict[str, Any] = {}
+            for part in reference_parts(self.reference_mode):
+                extra = options.get(part, self.fssam)
+                reference.update(vars(extra) if extra is not None else {})
+            if reference:
+                out["reference"] = reference
         return out
+
+
+# Reference modes that give each target two of the single modes (their option names do
+# not overlap, so run.json's "reference" holds both sets).
+REFERENCE_PARTS = {"acquisition+dbst": ("acquisition", "dbst")}
+
+
+def reference_parts(mode: str) -> tuple[str, ...]:
+    """The single reference modes `mode` is made of, in the order a target gets them
+    (e.g. "acquisition+dbst" -> ("acquisition", "dbst")); a single mode is its own part."""
+    return REFERENCE_PARTS.get(mode, (mode,))
 
 
 def _put(result: FrameResult, gid: int, r: Any) -> None:
@@ -137,7 +153,7 @@ class EngineReplaySource:
         self.settings = settings
         self._engine = engine
         self._captions: Any = None
-        self._reference: Any = None
+        self._reference: dict[str, Any] = {}
 
     @property
     def engine(self) -> Any:
@@ -167,13 +183,20 @@ class EngineReplaySource:
             self._captions = path
         return self._captions
 
-    def reference_adapter(self) -> Any:
-        """The AcquisitionService or FssamMode of `settings.reference_mode`, opened once
-        (acquisition waits for each proposal, so results do not depend on timing).
-        Raises PlanError when it cannot be loaded; None for the baseline."""
+    def reference_adapters(self) -> dict[str, Any]:
+        """The adapters of `settings.reference_mode`, opened once, by part
+        (`reference_parts`): "acquisition" an AcquisitionService, "dbst" a
+        TransitionService, "ttga" / "fssam" a TtgaMode / FssamMode; empty for the
+        baseline. Background work is waited for (synchronous), so results do not depend
+        on timing. Raises PlanError when one cannot be loaded or the mode is unknown."""
         mode = self.settings.reference_mode
-        if mode == "baseline" or self._reference is not None:
+        if mode == "baseline" or self._reference:
             return self._reference
+        adapters = {part: self._open_reference_part(part) for part in reference_parts(mode)}
+        self._reference = adapters
+        return adapters
+
+    def _open_reference_part(self, mode: str) -> Any:
         from refseg_ros.eval.plan import PlanError
 
         if mode == "acquisition":
@@ -193,34 +216,43 @@ class EngineReplaySource:
             settings = ReferenceSettings(mode, settings.fssam_checkpoint, settings.fssam_official, settings.ttga_steps)
             adapter, note = open_reference_mode(settings, self.engine, synchronous=True)
         else:
-            raise PlanError(f"unknown reference mode {mode!r} (baseline, acquisition, ttga, fssam, dbst)")
+            raise PlanError(f"unknown reference mode {mode!r} (baseline, acquisition, ttga, fssam, dbst, "
+                            f"{', '.join(REFERENCE_PARTS)})")
         if adapter is None:
             raise PlanError(f"reference mode {mode}: {note}")
-        self._reference = adapter
         return adapter
 
     def _teach_reference(self, engine: Any, stream: str, p: Any, examples: dict, engine_to_gt: dict) -> int:
         """Teach reference prompt `p` in the configured mode; returns the engine id."""
         from refseg_ros.engine import MaskPrompt
 
-        adapter = self.reference_adapter()
+        from refseg_ros.engine.proposer_chain import ProposerChain
+
+        adapters = self.reference_adapters()
         shots = examples.setdefault(p.target_id, [])
         shots.append((p.image, p.mask))
         images, masks = [s[0] for s in shots], [s[1] for s in shots]
         known = p.target_id in engine_to_gt
-        if self.settings.reference_mode in ("fssam", "ttga"):
-            return engine.add_tracked_target(stream, adapter.tracker(images, masks), label=p.label,
-                                             target_id=p.target_id, replace=known)
+        for part in ("fssam", "ttga"):
+            if part in adapters:
+                return engine.add_tracked_target(stream, adapters[part].tracker(images, masks), label=p.label,
+                                                 target_id=p.target_id, replace=known)
         if known:  # one more example (k-shot)
             engine.add_reference(stream, p.target_id, MaskPrompt(p.mask), p.image)
             tid = p.target_id
         else:
             tid = engine.add_target(stream, MaskPrompt(p.mask), label=p.label, target_id=p.target_id,
                                     image=p.image)
-        if self.settings.reference_mode == "dbst" and not known:  # transition frames from the first example
-            engine.set_proposer(stream, tid, adapter.proposer(p.image, np.asarray(p.mask, bool), on=("taught",)))
-        elif self.settings.reference_mode == "acquisition":  # the prior from every example so far
-            engine.set_proposer(stream, tid, adapter.proposer(adapter.prototypes(images, masks)))
+        members = []
+        if "acquisition" in adapters:  # the prior from every example so far
+            acquisition = adapters["acquisition"]
+            members.append(acquisition.proposer(acquisition.prototypes(images, masks)))
+        if "dbst" in adapters and (not known or members):  # transition frames from the first example
+            # (made again with a new prior: the engine's proposer is replaced whole)
+            first_image, first_mask = shots[0]
+            members.append(adapters["dbst"].proposer(first_image, np.asarray(first_mask, bool), on=("taught",)))
+        if members:
+            engine.set_proposer(stream, tid, members[0] if len(members) == 1 else ProposerChain(members))
         return tid
 
     def fingerprint(self) -> dict[str, Any]:

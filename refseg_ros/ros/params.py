@@ -85,7 +85,8 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "fssam_official": (False, "FSSAM as its release computes it instead of as the paper describes "
                        "(docs/ENGINE.md, FSSAM)"),
     "dbst_pipeline": ("", "folder of a diffusers Stable Diffusion pipeline (2.1 base): reference targets get "
-                      "diffusion transition frames (CAV-SAM) in the background; empty: off"),
+                      "diffusion transition frames (CAV-SAM) in the background, beside acquisition when "
+                      "dino_model is set too; empty: off"),
     "dbst_on": ("taught,lost", "when a transition job starts: taught and/or lost"),
     "dbst_frames": (9, "transition frames per job"),
     "dbst_lora_steps": (200, "steps of each per-image LoRA fit of a transition job"),

@@ -18,6 +18,7 @@ import numpy as np
 
 from ..engine import (BoxPrompt, EngineError, MaskPrompt, PointsPrompt, Prompt, SegmentationEngine,
                       TargetState)
+from ..engine.proposer_chain import ProposerChain
 from ..store import StoreError, TargetStore, TaughtTarget
 from .captions import CaptionPath
 
@@ -37,7 +38,8 @@ class TargetStatus:
     target: TaughtTarget
     status: str  # acquiring | tracked | occluded | lost | waiting
     note: str = ""  # why it waits, when it does
-    path: str = ""  # samwise or grounding (captions), acquisition (references with a prior), or ""
+    path: str = ""  # how it is found: samwise or grounding (captions); acquisition, dbst,
+    # acquisition+dbst, ttga or fssam (references); "" for none
 
 
 def camera_key(topic: str) -> str:
@@ -388,6 +390,8 @@ class TargetRegistry:
             return "" if self.captions is None else self.captions.path
         if target.kind == "reference" and self.reference_mode is not None:
             return self.reference_mode.path
+        if target.kind == "reference" and self.acquisition is not None and self.transitions is not None:
+            return "acquisition+dbst"
         if target.kind == "reference" and self.acquisition is not None:
             return "acquisition"
         if target.kind == "reference" and self.transitions is not None:
@@ -402,22 +406,26 @@ class TargetRegistry:
         return self.reference_mode.tracker(images, masks)
 
     def _look_for(self, target: TaughtTarget) -> None:
-        """Give a reference target its proposer on each of its cameras: its prior
-        (acquisition), or else its diffusion transition frames (from its first example)."""
-        if target.kind != "reference":
+        """Give a reference target its proposers on each of its cameras: its prior
+        (acquisition, from all its examples) and its diffusion transition frames (DBST,
+        from its first example), each when configured; with both, one `ProposerChain`
+        (the prior's prompts first, the transitions' memories beside them)."""
+        if target.kind != "reference" or (self.acquisition is None and self.transitions is None):
             return
-        if self.acquisition is None:
-            if self.transitions is not None:
-                mask = np.asarray(target.mask) != 0
-                for camera in self._cameras_of(target):
-                    proposer = self.transitions.proposer(target.image, mask, on=self.transitions_on)
-                    self.engine.set_proposer(camera, target.target_id, proposer)
-            return
-        images = [target.image] + [image for image, _ in target.views]
-        masks = [np.asarray(target.mask) != 0] + [np.asarray(mask) != 0 for _, mask in target.views]
-        prototypes = self.acquisition.prototypes(images, masks)
+        prototypes = None
+        if self.acquisition is not None:
+            images = [target.image] + [image for image, _ in target.views]
+            masks = [np.asarray(target.mask) != 0] + [np.asarray(mask) != 0 for _, mask in target.views]
+            prototypes = self.acquisition.prototypes(images, masks)
         for camera in self._cameras_of(target):
-            self.engine.set_proposer(camera, target.target_id, self.acquisition.proposer(prototypes))
+            members = []
+            if prototypes is not None:
+                members.append(self.acquisition.proposer(prototypes))
+            if self.transitions is not None:
+                members.append(self.transitions.proposer(target.image, np.asarray(target.mask) != 0,
+                                                         on=self.transitions_on))
+            proposer = members[0] if len(members) == 1 else ProposerChain(members)
+            self.engine.set_proposer(camera, target.target_id, proposer)
 
     def _check_own_camera(self, target: TaughtTarget) -> None:
         if target.camera and target.camera not in self.cameras:

@@ -5,8 +5,11 @@ With a Stable Diffusion folder (`dbst_pipeline`), a reference target taught (and
 lost, `dbst_on`) starts a background job: N frames morphing its reference into the
 current frame (`adapters.reference.dbst`), propagated as a pseudo video from the
 reference, whose memories are pinned as conditioning entries between the reference and
-the live frames when ready (`adapters.reference.dbst_proposer`). A target has one
-proposer: when acquisition is on too, acquisition takes it, and DBST is not used.
+the live frames when ready (`adapters.reference.dbst_proposer`). When acquisition is on
+too (`dino_model`), a reference target gets both, as one `engine.proposer_chain.ProposerChain`:
+the prior's prompts find it, the transitions' memories bridge its reference to the scene
+(memories that arrive while the prior withholds the target are pinned with the seed that
+finds it).
 """
 
 from __future__ import annotations

@@ -218,3 +218,93 @@ def save_tiny_pipeline(folder: Path) -> Path:
                                        requires_safety_checker=False)
     pipeline.save_pretrained(folder)
     return folder
+
+
+# ------------------------------------------------------------------ colour-keyed models
+# Two models whose answers a test can predict, for following a red object through the
+# node: a DINOv2 whose patch features are colour differences (so a red patch matches red
+# examples and nothing else does), and a SAM2 whose masks are the red pixels with its
+# object head always saying "present". Both are the real architectures with weights set by
+# hand; everything not set here stays random.
+RED = (220, 30, 30)
+
+
+def save_colour_dinov2(folder: Path, size: int = 224, patch: int = 14) -> Path:
+    """A one-layer DINOv2 (hidden size 8) whose patch features are the patch's mean colour
+    differences (R-G, R-B, G-R, G-B, B-R, B-G, then +-1): its layer adds nothing
+    (layer scales 0), positions and the class token are 0. Saved to `folder`."""
+    torch.manual_seed(0)
+    config = transformers.Dinov2Config(hidden_size=8, num_hidden_layers=1, num_attention_heads=1, mlp_ratio=1,
+                                       patch_size=patch, image_size=size)
+    model = transformers.Dinov2Model(config).eval()
+    rgb = {"R": 0, "G": 1, "B": 2}
+    pairs = ("RG", "RB", "GR", "GB", "BR", "BG")
+    with torch.no_grad():
+        conv = model.embeddings.patch_embeddings.projection
+        conv.weight.zero_()
+        conv.bias.zero_()
+        for channel, (plus, minus) in enumerate(pairs):
+            conv.weight[channel, rgb[plus]] = 1.0 / patch ** 2
+            conv.weight[channel, rgb[minus]] = -1.0 / patch ** 2
+        conv.bias[6], conv.bias[7] = 1.0, -1.0
+        model.embeddings.position_embeddings.zero_()
+        model.embeddings.cls_token.zero_()
+        for layer in model.encoder.layer:
+            layer.layer_scale1.lambda1.zero_()
+            layer.layer_scale2.lambda1.zero_()
+        model.layernorm.weight.fill_(1.0)
+        model.layernorm.bias.zero_()
+    model.save_pretrained(folder)
+    return folder
+
+
+def red_sam2(model: str = "sam2.1_hiera_t", image_size: int = 256) -> torch.nn.Module:
+    """SAM2 (random weights) whose decoder masks are the red pixels of the frame, whatever
+    the prompt or memory: logit = 10 GELU(redness - 1.5) on the stride-4 grid, redness =
+    the 7 x 7 mean of R - (G + B) / 2 in normalised input (about 3 on RED, below 0 on
+    grey). Its object score is +10 and its predicted IoU sigmoid(5) on every frame.
+
+    How: the trunk's first stage passes the patch embedding through (its block's residual
+    branches zeroed), whose channel 0 is the redness; the neck's stride-4 level and the
+    decoder's conv_s0 carry channel 0 through; the second upscaling layer is zeroed, so
+    the upscaled embedding is GELU(conv_s0 features); every mask token's hypernetwork
+    output is (10, 0, ..., 0)."""
+    from refseg_ros.engine.model import build_model
+
+    sam = build_model(model, image_size=image_size)
+    trunk, decoder = sam.image_encoder.trunk, sam.sam_mask_decoder
+    with torch.no_grad():
+        embed = trunk.patch_embed.proj
+        embed.weight[0] = 0.0
+        embed.weight[0, 0] = 1.0 / 49
+        embed.weight[0, 1:] = -0.5 / 49
+        embed.bias[0] = -1.5
+        trunk.pos_embed[:, 0] = 0.0
+        trunk.pos_embed_window[:, 0] = 0.0
+        first = trunk.blocks[0]
+        for layer in (first.attn.proj, first.mlp.layers[-1]):
+            layer.weight.zero_()
+            layer.bias.zero_()
+        lateral = sam.image_encoder.neck.convs[-1].conv  # the stride-4 level
+        lateral.weight[0] = 0.0
+        lateral.weight[0, 0] = 1.0
+        lateral.bias[0] = 0.0
+        decoder.conv_s0.weight[0] = 0.0
+        decoder.conv_s0.weight[0, 0] = 1.0
+        decoder.conv_s0.bias[0] = 0.0
+        decoder.output_upscaling[3].weight.zero_()
+        decoder.output_upscaling[3].bias.zero_()
+        for mlp in decoder.output_hypernetworks_mlps:
+            mlp.layers[-1].weight.zero_()
+            mlp.layers[-1].bias.zero_()
+            mlp.layers[-1].bias[0] = 10.0
+        for head, value in ((decoder.iou_prediction_head, 5.0), (decoder.pred_obj_score_head, 10.0)):
+            head.layers[-1].weight.zero_()
+            head.layers[-1].bias.fill_(value)
+    return sam
+
+
+def save_red_sam2(path: Path, model: str = "sam2.1_hiera_t", image_size: int = 256) -> Path:
+    """`red_sam2` as an official checkpoint file ({"model": state_dict}) at `path`."""
+    torch.save({"model": red_sam2(model, image_size).state_dict()}, path)
+    return path

@@ -24,7 +24,7 @@ from refseg_ros.adapters.reference.acquisition_worker import AcquisitionWorker
 from refseg_ros.adapters.reference.candidates import (Candidates, ScoringRules, decode_candidates,
                                                       score_candidates, single_click_multimask)
 from refseg_ros.adapters.reference.dino_encoder import DinoEncoder, load_dinov2
-from refseg_ros.adapters.reference.gate import AcquisitionGate
+from refseg_ros.adapters.reference.gate import AbsenceGate, AcquisitionGate
 from refseg_ros.adapters.reference.peaks import Peak, find_peaks, grid_to_frame
 from refseg_ros.adapters.reference.prototypes import min_max
 from refseg_ros.adapters.reference.reference_prior import (ReferencePrototypes, mask_to_grid, prior_maps,
@@ -231,6 +231,18 @@ def test_gate_settings_are_checked_and_reset_forgets():
     assert gate.hits == 1 and gate.window == (True,)
     gate.reset()
     assert gate.update(0.9) is False
+
+
+@pytest.mark.parametrize("best, expected", [
+    ([0.9, 0.2, None], [False, False, True]),  # two misses of three: gone
+    ([0.2, 0.9, 0.2, 0.9, 0.2], [False, False, True, False, False]),  # the window empties when it fires
+    ([0.5, float("nan"), None], [False, False, True]),  # at the threshold: seen; nan: a miss
+])
+def test_absence_gate_fires_on_m_misses_of_k(best, expected):
+    gate = AbsenceGate(0.5, 2, 3)
+    assert [gate.update(b) for b in best] == expected
+    with pytest.raises(ValueError):
+        AbsenceGate(0.5, 3, 2)
 
 
 # -------------------------------------------------------------------------- refusals

@@ -19,7 +19,8 @@ from refseg_ros.adapters.reference.acquisition import AcquirerConfig
 from refseg_ros.adapters.reference.candidates import ScoringRules
 from refseg_ros.adapters.reference.acquisition_proposer import AcquisitionService
 from refseg_ros.adapters.reference.dino_encoder import DinoEncoder
-from refseg_ros.engine import EngineConfig, MaskPrompt, SegmentationEngine, TargetState
+from refseg_ros.engine import EngineConfig, MaskPrompt, PointsPrompt, SegmentationEngine, TargetState
+from refseg_ros.engine.seams import Absent, Seed
 from refseg_ros.engine.model import build_model
 
 HEIGHT, WIDTH = 96, 128
@@ -188,3 +189,34 @@ def test_reference_target_is_withheld_while_absent_and_reacquired(sam, tmp_path)
         assert 42 <= x < 70 and 56 <= y < 84
     finally:
         service.close()
+
+
+class _Scripted:
+    """A proposer that answers from a script, one answer per frame (the seam's protocol)."""
+
+    gates_output = True
+
+    def __init__(self, answers):
+        self.answers = list(answers)
+
+    def propose(self, model, features, frame, index, state, box):
+        return self.answers.pop(0) if self.answers else None
+
+    def close(self):
+        pass
+
+
+def test_absent_declares_a_tracked_target_lost_and_a_seed_brings_it_back(sam):
+    engine = _engine(sam)
+    click = Seed(PointsPrompt(np.array([[64.0, 48.0]], dtype=np.float32), np.array([1])), "scripted")
+    tid = engine.add_proposed_target("cam", _Scripted([click, None, Absent("gone"), None, click]), label="cup")
+    steps = [engine.step("cam", frame) for frame in _frames(5, seed=7)]
+    states = [step.targets[0].state for step in steps]
+    assert states == [TargetState.TRACKED, TargetState.TRACKED, TargetState.LOST, TargetState.LOST,
+                      TargetState.TRACKED]
+    assert steps[1].targets[0].mask.any()  # this SAM2 says "present": it would draw a mask
+    assert not steps[2].targets[0].mask.any() and not steps[3].targets[0].mask.any()
+    assert f"target {tid} (cup) lost: gone" in steps[2].events and not steps[3].events
+    assert any("re-acquired" in e for e in steps[4].events)
+    memory = engine._stream("cam").targets[tid].memory
+    assert list(memory.conditioning) == [0, 4]  # the first seed is still there

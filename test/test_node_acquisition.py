@@ -1,21 +1,32 @@
-"""Reference targets with acquisition through the node over DDS (a tiny random-weight
-DINOv2 from a folder, the small SAM2, a camera process): the target is listed with its
-prior, and no mask is published for it until the prior accepts a candidate. The
-acceptance itself (seed, "re-acquired") is covered on the engine in
-test_engine_proposers.py; here the test holds the gate shut (a threshold no raw score
-reaches) and compares with the same node without acquisition, which does publish masks.
+"""Reference targets with acquisition through the node over DDS.
+
+1. A tiny random-weight DINOv2 from a folder, the small random SAM2, a camera process:
+   the target is listed with its prior, and no mask is published for it while the gate
+   is held shut (a threshold no raw score reaches); the same node without acquisition
+   does publish masks.
+2. A prior the test controls, on a stream the test publishes frame by frame: a DINOv2
+   whose features are colour differences and a SAM2 whose masks are the red pixels with
+   its object head always saying "present" (test/_tiny_models.py). A red square is
+   taught; it is found and tracked; it leaves while a magenta square (which this SAM2
+   also segments, and which does not look like the examples) stays in view: the node
+   declares the target lost and publishes no mask; the red square comes back elsewhere:
+   its prior seeds it there and it is re-acquired.
 """
 
 from __future__ import annotations
 
 import re
+import time
 
+import numpy as np
 import pytest
 
-from _node_harness import Listener, scene_reference, start_camera, start_node
-from _tiny_models import save_dinov2
+from _node_harness import Listener, image_msg, scene_reference, start_camera, start_node
+from _tiny_models import RED, save_colour_dinov2, save_dinov2, save_red_sam2
+from refseg_ros.msg import ReferenceTarget, SegmentedObject
 from refseg_ros.msg import SegmentedObjectArray
 from refseg_ros.srv import ListTargets
+from sensor_msgs.msg import Image
 
 CAM0 = "/cam0/image_raw"
 OBJECTS = f"{CAM0}/refseg/objects"
@@ -63,3 +74,111 @@ def test_reference_target_is_withheld_until_its_prior_accepts(tmp_path, listener
     assert path == ""
     masked = [o for a in arrays for o in a.objects if o.target_id == tid and o.area > 0]
     assert masked  # without acquisition, the tracker alone draws masks from the pinned reference
+
+
+# ------------------------------------------------------------------ leaves and comes back
+SIDE = 60
+MAGENTA = (220, 30, 200)  # this SAM2 segments it (redness ~1.6); the prior's cosine ~0.59
+
+
+def _frame(red_at, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Grey noise with a magenta square at (240, 20) and, when `red_at` = (x0, y0) is given,
+    a red SIDE x SIDE square there; the red square's mask."""
+    rng = np.random.default_rng(seed)
+    frame = rng.integers(90, 140, size=(H, W, 3), dtype=np.uint8)
+    frame[20:20 + SIDE, 240:240 + SIDE] = MAGENTA
+    mask = np.zeros((H, W), dtype=bool)
+    if red_at is not None:
+        x0, y0 = red_at
+        mask[y0:y0 + SIDE, x0:x0 + SIDE] = True
+        frame[mask] = RED
+    return frame, mask
+
+
+class _Stream:
+    """Frames published one at a time on CAM0, each waited for on the objects topic."""
+
+    def __init__(self, listener: Listener, node):
+        self.listener, self.node, self.seed = listener, node, 0
+
+    def show(self, red_at) -> tuple[SegmentedObject | None, np.ndarray, list[str]]:
+        """Publish one frame; (the target's object in its result, the red mask, the
+        status lines that came with it)."""
+        self.seed += 1
+        frame, mask = _frame(red_at, self.seed)
+        since = self.listener.count("/refseg/status")
+        stamp = self.listener.node.get_clock().now().to_msg()
+        self.listener.publish_when_heard(CAM0, Image, image_msg(frame, "rgb8", "cam0_optical", stamp),
+                                         node=self.node)
+
+        def result():
+            for _, array in self.listener.received(OBJECTS):
+                if (array.header.stamp.sec, array.header.stamp.nanosec) == (stamp.sec, stamp.nanosec):
+                    return array
+            return None
+        array = self.listener.wait_for(result, 60, "the frame's object list", self.node)
+        time.sleep(0.05)  # the frame's status lines are published right after its objects
+        status = [m.data for _, m in self.listener.received("/refseg/status")[since:]]
+        return next(iter(array.objects), None), mask, status
+
+
+def _until(stream: _Stream, red_at, done, frames: int, what: str) -> list:
+    """Show frames until `done(object)`; every (object, mask, status) shown. Fails after `frames`."""
+    shown = []
+    for _ in range(frames):
+        shown.append(stream.show(red_at))
+        if done(shown[-1][0]):
+            return shown
+    raise AssertionError(f"{what} not within {frames} frames: "
+                         f"{[(o.state, o.area) if o else None for o, _, _ in shown]}")
+
+
+def _recall(obj: SegmentedObject, mask: np.ndarray) -> float:
+    """Share of the red square's pixels inside the object's own mask (object_masks on)."""
+    own = np.frombuffer(bytes(obj.mask.data), np.uint8).reshape(obj.mask.height, obj.mask.step)[:, :obj.mask.width]
+    return float((own[mask] > 0).mean())
+
+
+def _tracked(obj) -> bool:
+    return obj is not None and obj.state == SegmentedObject.STATE_TRACKED and obj.area > 0
+
+
+def test_reference_target_leaves_and_is_reacquired_where_it_comes_back(tmp_path, listener):
+    params = {"cameras": [CAM0], "store_dir": "", "checkpoint": str(save_red_sam2(tmp_path / "red_sam2.pt")),
+              "dino_model": str(save_colour_dinov2(tmp_path / "colour_dino")), "acquisition_threshold": 0.8, "object_masks": True}
+    node = start_node(tmp_path, params, name="watched")
+    try:
+        listener.wait_status("active", timeout=120, node=node)
+        image, mask = _frame((100, 80), seed=0)
+        reference = ReferenceTarget(label="red", camera="", image=image_msg(image, "rgb8", "cam0_optical"),
+                                    mask=image_msg(mask.astype(np.uint8) * 255, "mono8", "cam0_optical"))
+        ack = listener.teach(reference, listener.count("/refseg/status"), node=node)
+        tid = int(re.match(r"taught target (\d+) ", ack).group(1))
+        stream = _Stream(listener, node)
+
+        found = _until(stream, (110, 90), _tracked, 12, "the taught square found")
+        assert all(o is None or o.area == 0 for o, _, _ in found[:-1])  # no mask before its prior found it
+        obj, truth, status = found[-1]
+        assert any("seeded: found by its prior" in line for line in status), status
+        assert _recall(obj, truth) > 0.8
+
+        gone = _until(stream, None, lambda o: o is not None and o.state == SegmentedObject.STATE_LOST, 12,
+                      "the target declared lost")
+        assert any(f"target {tid} (red) lost: its prior finds nothing like it" in line
+                   for line in gone[-1][2]), gone[-1][2]
+        for _ in range(3):  # SAM2 still draws the magenta square; the node publishes nothing
+            obj, _, _ = stream.show(None)
+            assert obj.state == SegmentedObject.STATE_LOST and obj.area == 0
+
+        back = _until(stream, (30, 150), _tracked, 12, "the square re-acquired")
+        obj, truth, status = back[-1]
+        assert any("re-acquired" in line for line in status), status
+        seeded = [line for _, _, lines in back for line in lines if "seeded: found by its prior at" in line]
+        assert seeded, [lines for _, _, lines in back]
+        x, y = (float(v) for v in re.search(r"at \((\d+), (\d+)\)", seeded[-1]).groups())
+        assert 30 <= x < 90 and 150 <= y < 210  # clicked on the red square where it came back
+        assert _recall(obj, truth) > 0.8
+        reply = listener.call(ListTargets, "/refseg/list_targets", ListTargets.Request(), timeout=60)
+        assert {t.target_id: t.path for t in reply.targets}[tid] == "acquisition"
+    finally:
+        node.stop()

@@ -25,7 +25,7 @@ from .frames import FramePreprocessor, check_frame
 from .memory import MemoryEntry, MemorySelection, TargetMemory
 from .model import build_model, resolve_device
 from .prompts import check_prompt, to_model_inputs
-from .seams import FeatureVariant, PlainFrame, Proposer, Seed, TargetTracker, Tracked
+from .seams import Absent, FeatureVariant, PlainFrame, Proposer, Seed, TargetTracker, Tracked
 from .types import Prompt, StepResult, TargetResult, TargetState
 from .weights import cached_checkpoint
 
@@ -173,18 +173,32 @@ class SegmentationEngine:
         return self._add_adapter_target(stream_id, label, target_id, replace, tracker=tracker)
 
     def set_proposer(self, stream_id: str, target_id: int, proposer: Optional[Proposer]) -> None:
-        """Give a target (not one with a tracker) a proposer, or take it away (None).
+        """Give a target a proposer, or take it away (None); the previous one is closed.
 
-        Raises UnknownStreamError, UnknownTargetError, ValueError for a tracker target.
+        A target with a tracker (`seams.TargetTracker`) takes one only when its tracker
+        uses the plain pass (`variant_key` None, e.g. TTGA) and the proposer does not gate
+        its output (`gates_output` False): its seeds' memories are pinned as for any
+        target (after the tracker's pass, so they count from the next frame on), while a
+        seed's prompt is dropped with an event (the tracker decodes the target, not the
+        engine's prompt path).
+
+        Raises UnknownStreamError, UnknownTargetError, ValueError for a tracker target
+        with a variant of its own or a gating proposer.
         """
         with self._lock:
             stream = self._stream(stream_id)
             target = stream.targets.get(target_id)
             if target is None:
                 raise UnknownTargetError(f"no target {target_id} on stream {stream_id!r}")
-            if target.tracker is not None:
-                raise ValueError(f"target {target_id} is decoded by an adapter; it takes no proposer")
-            _close_hooks(target)
+            if target.tracker is not None and proposer is not None:
+                if target.tracker.variant_key is not None:
+                    raise ValueError(f"target {target_id} is decoded by an adapter with features of its own; "
+                                     "it takes no proposer")
+                if proposer.gates_output:
+                    raise ValueError(f"target {target_id} is decoded by an adapter; it takes no proposer "
+                                     "that gates its output")
+            if target.proposer is not None:
+                target.proposer.close()
             target.proposer = proposer
 
     def add_proposed_target(self, stream_id: str, proposer: Proposer, *, label: str = "",
@@ -286,6 +300,11 @@ class SegmentationEngine:
                         continue
                     prompt, target.pending = target.pending, None
                     seeded = bool(target.seeds) and target.seeds[-1] == index
+                    if target.tracker is not None:  # its tracker decodes it: a seed's prompt is not applied
+                        if seeded:
+                            target.seeds.pop()
+                        events.append(f"{_name(target)} seed prompt dropped: an adapter decodes this target")
+                        continue
                     try:
                         decoded = self._apply_prompt(target, features, prompt, (height, width), index)
                     except InvalidPromptError as exc:  # the frame turned out not to fit the prompt
@@ -358,9 +377,14 @@ class SegmentationEngine:
             proposer = target.proposer
             if proposer is None or target.pending is not None or features is None:
                 continue
-            seed: Optional[Seed] = proposer.propose(self.model, features, frame, index, target.state,
-                                                    target.last_box)
-            if seed is not None:
+            seed: Optional[Seed | Absent] = proposer.propose(self.model, features, frame, index, target.state,
+                                                             target.last_box)
+            if isinstance(seed, Absent):
+                if target.state not in (TargetState.ACQUIRING, TargetState.LOST):
+                    target.state = TargetState.LOST
+                    events.append(f"{_name(target)} lost" + (f": {seed.reason}" if seed.reason else ""))
+                gated.add(target.target_id)
+            elif seed is not None:
                 if seed.memories:
                     self._pin_memories(target, seed.memories)
                 if seed.prompt is not None:
@@ -546,6 +570,9 @@ class SegmentationEngine:
         | lost      | present                        | tracked    | "re-acquired"                   |
         | lost      | absent                         | lost       | none                            |
 
+        A proposer's `Absent` (seams.py) moves a tracked or occluded target to `lost`
+        before this runs, with the event "lost: <its reason>".
+
         A target never seen on this stream (a reference target out of view, a prompt the
         decoder finds nothing at) stays `acquiring`, however long: it was never there to
         be occluded or lost. It says once, on the first frame it is looked for, that it
@@ -558,6 +585,8 @@ class SegmentationEngine:
             target.state = TargetState.TRACKED
         else:
             target.absent_frames += 1
+            if before == TargetState.LOST:
+                return
             if before == TargetState.ACQUIRING:
                 if target.absent_frames == 1:
                     events.append(f"{name} not in view yet: acquiring until it first appears")

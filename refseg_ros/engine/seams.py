@@ -16,7 +16,9 @@ every frame of its stream:
 Targets without a tracker share the plain image-encoder pass and SAM2's own tracking,
 batched by memory layout. Such a target may have a `Proposer` (acquisition): on every
 frame it may return a `Seed`, a prompt on that frame that the engine pins as a
-conditioning memory (at most `EngineConfig.max_seeds` seeds are kept; the oldest goes).
+conditioning memory (at most `EngineConfig.max_seeds` seeds are kept; the oldest goes);
+while the target is tracked it may instead return `Absent`, and the engine declares the
+target lost there (its memory kept, its mask withheld until a seed finds it again).
 
 The engine imports no adapter: adapters implement these protocols.
 """
@@ -107,6 +109,17 @@ class Seed:
     memories: list[MemoryEntry] = field(default_factory=list)
 
 
+@dataclass
+class Absent:
+    """A proposer's answer on a frame where the target is tracked (or occluded) but its
+    proposer finds nothing like it in view: the engine declares it lost on that frame
+    (event "target N lost: <reason>"), withholds its mask and stops tracking it until a
+    `Seed` finds it again; its memory is kept. On a target that is already acquiring or
+    lost it only withholds the mask."""
+
+    reason: str = ""
+
+
 class Proposer(Protocol):
     """Looks for a target that is not tracked (acquisition seam): a reference prior, a
     grounding model. Slow work runs in the proposer's own background worker; `propose`
@@ -114,13 +127,15 @@ class Proposer(Protocol):
 
     `gates_output`: while the target is acquiring or lost, publish no mask and do not
     track it unless a seed arrives (absence is an answer; never a mask from memory alone).
+    A proposer that also watches a tracked target returns `Absent` when it is gone.
     """
 
     gates_output: bool
 
     def propose(self, model: torch.nn.Module, features: FrameFeatures, frame: np.ndarray, index: int,
-                state: TargetState, box: Optional[tuple[int, int, int, int]]) -> Optional[Seed]:
-        """A seed for frame `index` (H x W x 3 uint8 `frame`, its plain `features`), given
+                state: TargetState, box: Optional[tuple[int, int, int, int]]) -> Optional[Seed | Absent]:
+        """A seed (or `Absent`, see above) for frame `index` (H x W x 3 uint8 `frame`, its
+        plain `features`), given
         the target's state and box (x0, y0, x1, y1 pixels, or None) before this frame."""
 
     def close(self) -> None:

@@ -76,6 +76,9 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "acquisition_candidates": (5, "similarity peaks decoded per proposal, in one batched SAM2 decode"),
     "acquisition_input_size": (224, "DINOv2 input side in pixels, a multiple of its patch (0: the model's own; "
                                "224: a ViT-B/14 proposal costs ~0.4 of a step at 512 on the CPU, 518: ~2.4)"),
+    "acquisition_watch": (True, "the prior also looks at tracked reference targets (every acquisition_interval) "
+                          "and declares one lost, with no mask, when acquisition_m of the last acquisition_k "
+                          "looks find nothing like it (SAM2 alone keeps drawing a mask from memory)"),
     "reference_mode": ("baseline", "how reference targets are segmented: baseline (pinned examples, SAM2 "
                        "tracking), ttga (a per-target neck tuned by CAV-SAM's test-time geometric alignment "
                        "in the background) or fssam (FSSAM on every frame; needs fssam_checkpoint, model "

@@ -22,7 +22,9 @@ class AcquisitionSettings:
     between two proposals for one target; candidates: peaks decoded per proposal;
     input_size: DINOv2's input side in pixels (a multiple of its patch; 224 keeps a
     ViT-B/14 proposal at about 0.4 of a hiera_t step at 512, 518 costs 2.4 steps:
-    docs/BENCHMARKS.md, "Acquisition"); 0: the model's own size."""
+    docs/BENCHMARKS.md, "Acquisition"); 0: the model's own size; watch: the prior also
+    looks at a tracked target's frames (at the same interval) and declares it lost when
+    M of the last K looks find nothing like it."""
 
     dino_model: str = ""
     acquisition_threshold: float = 0.5
@@ -31,6 +33,7 @@ class AcquisitionSettings:
     acquisition_interval: float = 0.0
     acquisition_candidates: int = 5
     acquisition_input_size: int = 224
+    acquisition_watch: bool = True
 
     def check(self) -> None:
         """Raises ValueError naming the parameter."""
@@ -63,8 +66,11 @@ def open_acquisition(settings: AcquisitionSettings, device: torch.device,
                                 window=settings.acquisition_k)
         encoder = DinoEncoder(settings.dino_model, input_size=settings.acquisition_input_size or None, device=device)
         service = AcquisitionService(encoder, config,
-                                     settings.acquisition_interval, synchronous=synchronous)
+                                     settings.acquisition_interval, synchronous=synchronous,
+                                     watch=settings.acquisition_watch)
     except Exception as exc:  # a missing folder, weights of another model
         return None, (f"acquisition could not be loaded from dino_model {settings.dino_model} "
                       f"({type(exc).__name__}: {exc}); reference targets go without it")
-    return service, f"reference targets looked for by DINOv2 from {settings.dino_model} while not tracked"
+    watched = " and watched while tracked" if settings.acquisition_watch else ""
+    return service, (f"reference targets looked for by DINOv2 from {settings.dino_model} while not "
+                     f"tracked{watched}")

@@ -7,6 +7,14 @@ finished proposal is decoded and scored on the current frame's SAM2 features
 (`Acquirer.decide`: one batched decode, raw score, M-of-K gate). An accepted candidate
 becomes a click prompt on the current frame, which the engine pins as a conditioning
 memory ("re-acquired"). Until then the engine publishes no mask for the target.
+
+While the target is tracked (or occluded), the same prior keeps looking at frames at its
+rate (`watch`, on by default): a look misses when no cell of the frame that looks more
+like the examples' foreground than their background reaches the acceptance threshold.
+M misses among the last K looks (the acquisition's own M and K, `gate.AbsenceGate`)
+answer `Absent`: the engine declares the target lost and publishes no mask, however
+sure SAM2's memory is, until the prior finds it again. This is what keeps a robot from
+following a region SAM2 draws from memory after the object has left the view.
 """
 
 from __future__ import annotations
@@ -19,12 +27,13 @@ import numpy as np
 import torch
 
 from refseg_ros.engine.features import FrameFeatures
-from refseg_ros.engine.seams import Seed
+from refseg_ros.engine.seams import Absent, Seed
 from refseg_ros.engine.types import PointsPrompt, TargetState
 
-from .acquisition import Acquirer, AcquirerConfig
+from .acquisition import Acquirer, AcquirerConfig, Proposal
 from .acquisition_worker import AcquisitionWorker
 from .dino_encoder import DinoEncoder
+from .gate import AbsenceGate
 from .reference_prior import ReferencePrototypes, prototypes_from_examples
 
 _keys = itertools.count(1)
@@ -37,12 +46,14 @@ class AcquisitionService:
 
     min_interval_s: seconds between two proposals for one target (the prior's own rate);
     synchronous: each proposal is waited for on the frame it was asked on (offline
-    evaluation: results independent of timing; never in the node).
+    evaluation: results independent of timing; never in the node); watch: the prior also
+    looks at a tracked target's frames and declares it lost when it is gone (module
+    docstring).
     """
 
     def __init__(self, encoder: DinoEncoder, config: AcquirerConfig = AcquirerConfig(),
-                 min_interval_s: float = 0.0, synchronous: bool = False):
-        self.encoder, self.config, self.synchronous = encoder, config, synchronous
+                 min_interval_s: float = 0.0, synchronous: bool = False, watch: bool = True):
+        self.encoder, self.config, self.synchronous, self.watch = encoder, config, synchronous, watch
         self._acquirers: dict = {}
         self.worker = AcquisitionWorker(self._propose, min_interval_s, name="refseg-acquisition")
 
@@ -69,15 +80,36 @@ class ReferenceAcquisition:
 
     def __init__(self, service: AcquisitionService, acquirer: Acquirer):
         self.service, self.worker, self.acquirer = service, service.worker, acquirer
+        self.absence = AbsenceGate(acquirer.config.threshold, acquirer.config.m, acquirer.config.window)
         self.key = ("acquisition", next(_keys))
         self.last_click: Optional[tuple[float, float]] = None  # (x, y) pixels of the last seed
         service._acquirers[self.key] = acquirer
 
     def propose(self, model: torch.nn.Module, features: FrameFeatures, frame: np.ndarray, index: int,
-                state: TargetState, box: Optional[tuple[int, int, int, int]]) -> Optional[Seed]:
-        if state not in SEARCHING:
+                state: TargetState, box: Optional[tuple[int, int, int, int]]) -> Optional[Seed | Absent]:
+        searching = state in SEARCHING
+        if searching:
+            self.absence.reset()
+        else:
             self.acquirer.reset()
+            if not self.service.watch:
+                return None
+        proposal = self._look(frame, index)
+        if proposal is None:
             return None
+        if not searching:
+            return self._watch(proposal)
+        acquisition = self.acquirer.decide(model, features, proposal, frame.shape[:2])
+        if acquisition is None:
+            return None
+        x, y = (float(v) for v in acquisition.point_xy)
+        self.last_click = (x, y)
+        return Seed(PointsPrompt(np.array([[x, y]], dtype=np.float32), np.array([1], dtype=np.int64)),
+                    f"found by its prior at ({x:.0f}, {y:.0f}) (score {acquisition.verdict.score:.2f})")
+
+    def _look(self, frame: np.ndarray, index: int) -> Optional[Proposal]:
+        """Hand the frame to the worker when it wants one; the newest finished proposal
+        (waited for when synchronous), or None."""
         submitted = self.worker.wants(self.key)
         if submitted:
             self.worker.submit(self.key, frame.copy(), float(index))
@@ -87,13 +119,17 @@ class ReferenceAcquisition:
             result = self.worker.poll(self.key)
         if result is None or not result.ok:
             return None
-        acquisition = self.acquirer.decide(model, features, result.proposal, frame.shape[:2])
-        if acquisition is None:
+        return result.proposal
+
+    def _watch(self, proposal: Proposal) -> Optional[Absent]:
+        """One look at a tracked target's frame: `Absent` once M of the last K looks found
+        no eligible cell at the acceptance threshold."""
+        best = proposal.peaks[0].score if proposal.peaks else None
+        if not self.absence.update(best):
             return None
-        x, y = (float(v) for v in acquisition.point_xy)
-        self.last_click = (x, y)
-        return Seed(PointsPrompt(np.array([[x, y]], dtype=np.float32), np.array([1], dtype=np.int64)),
-                    f"found by its prior (score {acquisition.verdict.score:.2f})")
+        self.acquirer.reset()
+        return Absent(f"its prior finds nothing like it in {self.absence.m} of the last "
+                      f"{self.absence.k} looks")
 
     def close(self) -> None:
         self.worker.forget(self.key)

@@ -1,4 +1,5 @@
-"""M-of-K acceptance of a reference target's best candidate (this project's own design).
+"""M-of-K acceptance of a reference target's best candidate, and M-of-K absence of a
+tracked one (this project's own design).
 
 Every frame the prior looks at gives one observation: the best valid candidate's raw
 score, or None when there was none. The observation is a hit when its score is at least
@@ -6,6 +7,9 @@ score, or None when there was none. The observation is a hit when its score is a
 last K observations (this one included) are hits; the window is then emptied, so the
 next acceptance needs M fresh hits. A single lucky frame does not pin a wrong object
 (M > 1), and a target seen on most frames is taken even if a few frames miss (M < K).
+
+The same M-of-K rule, on misses instead of hits, says when a tracked target is gone
+(`AbsenceGate`): M of the last K looks at the frame found nothing like it.
 
 The threshold applies to the raw score (cosine-based, see `candidates`), never to a
 value normalised per frame, so that a frame without the target cannot produce a hit
@@ -19,7 +23,42 @@ import math
 from typing import Optional
 
 
-class AcquisitionGate:
+class MOfK:
+    """M-of-K hysteresis on yes/no observations: `observe` is True on a frame that is a
+    yes while at least M of the last K observations (this one included) are yes; the
+    window is then emptied. m, k: 1 <= m <= k, else ValueError. Not thread-safe."""
+
+    def __init__(self, m: int = 2, k: int = 3):
+        if not 1 <= m <= k:
+            raise ValueError(f"need 1 <= m <= k, got m={m}, k={k}")
+        self.m = int(m)
+        self.k = int(k)
+        self._window: collections.deque[bool] = collections.deque(maxlen=self.k)
+
+    def observe(self, yes: bool) -> bool:
+        """Record one observation; True when the rule fires on it (the window then empties)."""
+        self._window.append(bool(yes))
+        if yes and sum(self._window) >= self.m:
+            self._window.clear()
+            return True
+        return False
+
+    def reset(self) -> None:
+        """Forget every observation."""
+        self._window.clear()
+
+    @property
+    def hits(self) -> int:
+        """Yes observations in the window now."""
+        return sum(self._window)
+
+    @property
+    def window(self) -> tuple[bool, ...]:
+        """The observations in the window now, oldest first."""
+        return tuple(self._window)
+
+
+class AcquisitionGate(MOfK):
     """M-of-K hysteresis on raw scores.
 
     threshold: the raw score a hit needs (finite); m, k: 1 <= m <= k, hits needed among
@@ -30,12 +69,8 @@ class AcquisitionGate:
     def __init__(self, threshold: float, m: int = 2, k: int = 3):
         if not math.isfinite(threshold):
             raise ValueError(f"the acceptance threshold must be finite, got {threshold}")
-        if not 1 <= m <= k:
-            raise ValueError(f"need 1 <= m <= k, got m={m}, k={k}")
+        super().__init__(m, k)
         self.threshold = float(threshold)
-        self.m = int(m)
-        self.k = int(k)
-        self._window: collections.deque[bool] = collections.deque(maxlen=self.k)
 
     def hit(self, score: Optional[float]) -> bool:
         """Whether one observation counts: a score, not nan, >= threshold."""
@@ -44,23 +79,21 @@ class AcquisitionGate:
     def update(self, score: Optional[float]) -> bool:
         """Record one observation (a raw score, or None: nothing found); True when this
         frame's candidate is accepted, after which the window starts empty."""
-        hit = self.hit(score)
-        self._window.append(hit)
-        if hit and sum(self._window) >= self.m:
-            self._window.clear()
-            return True
-        return False
+        return self.observe(self.hit(score))
 
-    def reset(self) -> None:
-        """Forget every observation (e.g. when the target is tracked again)."""
-        self._window.clear()
 
-    @property
-    def hits(self) -> int:
-        """Hits among the observations in the window now."""
-        return sum(self._window)
+class AbsenceGate(MOfK):
+    """M-of-K absence of a tracked target: each look at a frame is a miss when nothing in
+    it scores at least `threshold` (the acquisition's own), and the target is declared
+    gone when M of the last K looks missed. Raises ValueError like `AcquisitionGate`."""
 
-    @property
-    def window(self) -> tuple[bool, ...]:
-        """The observations in the window now, oldest first (True = hit)."""
-        return tuple(self._window)
+    def __init__(self, threshold: float, m: int = 2, k: int = 3):
+        AcquisitionGate(threshold, m, k)  # the same settings, checked the same way
+        super().__init__(m, k)
+        self.threshold = float(threshold)
+
+    def update(self, best: Optional[float]) -> bool:
+        """Record one look (the best raw score found on the frame, or None: nothing);
+        True when the target is to be declared gone."""
+        present = best is not None and not math.isnan(best) and best >= self.threshold
+        return self.observe(not present)

@@ -5,11 +5,12 @@ checkpoint layout (a pickled argparse.Namespace included) and loaded through our
 so the key mapping (fairseq names included) is under test too. Then the same frames and
 token ids run through our adapted pass and clip runner and are compared stage by stage.
 
-In the suite (one model build for the module, ~5 min on 2 CPU cores): case a, caption 0,
-first clip (frames 0-7): preprocessing, the adapters' streams, the text state and
-token, frame 0 without memory, frames 1-7 with memory and the CME.
-REFSEG_SLOW_PARITY=1 adds the rest (case a in full with both captions, case b, case c,
-and the broken variants that must fail), ~10-20 min more on 2 busy cores.
+In the suite: the checkpoint's parameter counts through our loader, preprocessing, and
+the engine's causal first frame against case b's frame 0.
+REFSEG_SLOW_PARITY=1 (run by .ci/run after the suite) adds the rest: case a, caption 0,
+first clip (frames 0-7: the adapters' streams, the text state and token, frame 0
+without memory, frames 1-7 with memory and the CME), case a in full with both captions,
+case b, case c, and the broken variants that must fail; ~10-20 min on 2 busy cores.
 """
 
 from __future__ import annotations
@@ -185,6 +186,7 @@ def test_preprocessing_matches_pil_resize(case_a):
     assert abs(float(frame.abs().sum()) - stats[4]) <= 1e-3
 
 
+@slow
 @pytest.mark.timeout(1500)
 def test_adapter_streams_first_clip(first_clip, case_a):
     """The text and vision streams around each CMT adapter (frame 0 for vision)."""
@@ -202,6 +204,7 @@ def test_adapter_streams_first_clip(first_clip, case_a):
     assert max(errs.values()) <= RTOL_STREAM, errs
 
 
+@slow
 @pytest.mark.timeout(1500)
 def test_text_state_and_prompt_token(first_clip, case_a):
     state = maxdiff(first_clip["clip_states"][0], case_a["c0_clip_state"][0])
@@ -211,6 +214,7 @@ def test_text_state_and_prompt_token(first_clip, case_a):
     assert token <= ATOL_SCORE
 
 
+@slow
 @pytest.mark.timeout(1500)
 def test_frame0_without_memory(first_clip, case_a):
     err = frame_errors({"outs": first_clip["outs"][:1]}, case_a, 0)
@@ -218,6 +222,7 @@ def test_frame0_without_memory(first_clip, case_a):
     assert_frames_match(err)
 
 
+@slow
 @pytest.mark.timeout(1500)
 def test_first_clip_with_memory_and_cme(first_clip, case_a):
     err = frame_errors(first_clip, case_a, 0)

@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import re
-import time
 
 import numpy as np
 import pytest
@@ -101,12 +100,10 @@ class _Stream:
     def __init__(self, listener: Listener, node):
         self.listener, self.node, self.seed = listener, node, 0
 
-    def show(self, red_at) -> tuple[SegmentedObject | None, np.ndarray, list[str]]:
-        """Publish one frame; (the target's object in its result, the red mask, the
-        status lines that came with it)."""
+    def show(self, red_at) -> tuple[SegmentedObject | None, np.ndarray]:
+        """Publish one frame; (the target's object in its result, the red square's mask)."""
         self.seed += 1
         frame, mask = _frame(red_at, self.seed)
-        since = self.listener.count("/refseg/status")
         stamp = self.listener.node.get_clock().now().to_msg()
         self.listener.publish_when_heard(CAM0, Image, image_msg(frame, "rgb8", "cam0_optical", stamp),
                                          node=self.node)
@@ -117,20 +114,18 @@ class _Stream:
                     return array
             return None
         array = self.listener.wait_for(result, 60, "the frame's object list", self.node)
-        time.sleep(0.05)  # the frame's status lines are published right after its objects
-        status = [m.data for _, m in self.listener.received("/refseg/status")[since:]]
-        return next(iter(array.objects), None), mask, status
+        return next(iter(array.objects), None), mask
 
 
 def _until(stream: _Stream, red_at, done, frames: int, what: str) -> list:
-    """Show frames until `done(object)`; every (object, mask, status) shown. Fails after `frames`."""
+    """Show frames until `done(object)`; every (object, mask) shown. Fails after `frames`."""
     shown = []
     for _ in range(frames):
         shown.append(stream.show(red_at))
         if done(shown[-1][0]):
             return shown
     raise AssertionError(f"{what} not within {frames} frames: "
-                         f"{[(o.state, o.area) if o else None for o, _, _ in shown]}")
+                         f"{[(o.state, o.area) if o else None for o, _ in shown]}")
 
 
 def _recall(obj: SegmentedObject, mask: np.ndarray) -> float:
@@ -155,29 +150,28 @@ def test_reference_target_leaves_and_is_reacquired_where_it_comes_back(tmp_path,
         ack = listener.teach(reference, listener.count("/refseg/status"), node=node)
         tid = int(re.match(r"taught target (\d+) ", ack).group(1))
         stream = _Stream(listener, node)
+        status = listener.count("/refseg/status")
 
         found = _until(stream, (110, 90), _tracked, 12, "the taught square found")
-        assert all(o is None or o.area == 0 for o, _, _ in found[:-1])  # no mask before its prior found it
-        obj, truth, status = found[-1]
-        assert any("seeded: found by its prior" in line for line in status), status
-        assert _recall(obj, truth) > 0.8
+        assert all(o is None or o.area == 0 for o, _ in found[:-1])  # no mask before its prior found it
+        listener.wait_status(f"target {tid} (red) seeded: found by its prior", status, 30, node)
+        assert _recall(*found[-1]) > 0.8
 
-        gone = _until(stream, None, lambda o: o is not None and o.state == SegmentedObject.STATE_LOST, 12,
-                      "the target declared lost")
-        assert any(f"target {tid} (red) lost: its prior finds nothing like it" in line
-                   for line in gone[-1][2]), gone[-1][2]
+        status = listener.count("/refseg/status")
+        _until(stream, None, lambda o: o is not None and o.state == SegmentedObject.STATE_LOST, 12,
+               "the target declared lost")
+        listener.wait_status(f"target {tid} (red) lost: its prior finds nothing like it", status, 30, node)
         for _ in range(3):  # SAM2 still draws the magenta square; the node publishes nothing
-            obj, _, _ = stream.show(None)
+            obj, _ = stream.show(None)
             assert obj.state == SegmentedObject.STATE_LOST and obj.area == 0
 
+        status = listener.count("/refseg/status")
         back = _until(stream, (30, 150), _tracked, 12, "the square re-acquired")
-        obj, truth, status = back[-1]
-        assert any("re-acquired" in line for line in status), status
-        seeded = [line for _, _, lines in back for line in lines if "seeded: found by its prior at" in line]
-        assert seeded, [lines for _, _, lines in back]
-        x, y = (float(v) for v in re.search(r"at \((\d+), (\d+)\)", seeded[-1]).groups())
+        listener.wait_status(f"target {tid} (red) re-acquired", status, 30, node)
+        seeded = listener.wait_status(f"target {tid} (red) seeded: found by its prior at", status, 30, node)
+        x, y = (float(v) for v in re.search(r"at \((\d+), (\d+)\)", seeded).groups())
         assert 30 <= x < 90 and 150 <= y < 210  # clicked on the red square where it came back
-        assert _recall(obj, truth) > 0.8
+        assert _recall(*back[-1]) > 0.8
         reply = listener.call(ListTargets, "/refseg/list_targets", ListTargets.Request(), timeout=60)
         assert {t.target_id: t.path for t in reply.targets}[tid] == "acquisition"
     finally:

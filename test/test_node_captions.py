@@ -44,18 +44,6 @@ def procs():
         proc.stop()
 
 
-def _listing(listener) -> dict[int, object]:
-    return list_targets(listener)
-
-
-def _caption(listener, node, text: str) -> str:
-    return teach_caption(listener, node, text)
-
-
-def _tracked(listener, node, tid: int, frames: int = 3, timeout: float = 120.0) -> None:
-    wait_tracked(listener, node, OBJECTS, tid, frames, timeout)
-
-
 def test_captions_are_tracked_replaced_and_restored(tmp_path, owl_folder, listener, procs):
     params = {"cameras": [CAM0], "store_dir": str(tmp_path / "store"), "grounding_model": str(owl_folder),
               "grounding_threshold": 0.5}
@@ -64,33 +52,33 @@ def test_captions_are_tracked_replaced_and_restored(tmp_path, owl_folder, listen
     procs.append(start_camera(tmp_path, CAM0, "cam0_optical", rate=5))
     listener.wait_status("active", timeout=120, node=node)
 
-    ack = _caption(listener, node, "the red cup")
+    ack = teach_caption(listener, node, "the red cup")
     assert "tracked through grounding" in ack, ack
     cup = int(re.search(r"taught target (\d+)", ack).group(1))
-    _tracked(listener, node, cup)
-    listed = _listing(listener)[cup]
+    wait_tracked(listener, node, OBJECTS, cup)
+    listed = list_targets(listener)[cup]
     assert (listed.kind, listed.caption, listed.path, listed.status) == ("caption", "the red cup", "grounding",
                                                                          "tracked")
 
     # a second caption is a second target
-    ack = _caption(listener, node, "a blue box")
+    ack = teach_caption(listener, node, "a blue box")
     box = int(re.search(r"taught target (\d+)", ack).group(1))
     assert box != cup
-    _tracked(listener, node, box)
+    wait_tracked(listener, node, OBJECTS, box)
 
     # replaced at run time: same id, new caption, tracked again
     reply = listener.call(AddTarget, "/refseg/add_target",
                           AddTarget.Request(target_id=cup, caption="the green mug"))
     assert reply.success and reply.target_id == cup and reply.message.startswith("replaced"), reply.message
-    listed = _listing(listener)
+    listed = list_targets(listener)
     assert listed[cup].caption == "the green mug" and listed[box].caption == "a blue box"
     listener.clear(OBJECTS)
-    _tracked(listener, node, cup)
+    wait_tracked(listener, node, OBJECTS, cup)
 
     # bad captions: a reason each, nothing else changes
     for text, reason in (("", "caption is empty"), ("   \t ", "caption is empty"),
                          ("x" * 10_000, "characters long")):
-        assert reason in _caption(listener, node, text)
+        assert reason in teach_caption(listener, node, text)
     since = listener.count("/refseg/status")
     raw = bytearray(serialize_message(String(data="abcd")))
     raw[9:11] = b"\xff\xfe"  # inside the string's bytes: invalid UTF-8
@@ -98,7 +86,7 @@ def test_captions_are_tracked_replaced_and_restored(tmp_path, owl_folder, listen
     assert "not valid UTF-8" in listener.wait_status("rejected caption", since, node=node)
     reply = listener.call(AddTarget, "/refseg/add_target", AddTarget.Request(target_id=99, caption="a cat"))
     assert not reply.success and "no target 99 to replace" in reply.message
-    assert {t: (v.caption, v.path) for t, v in _listing(listener).items()} == {
+    assert {t: (v.caption, v.path) for t, v in list_targets(listener).items()} == {
         cup: ("the green mug", "grounding"), box: ("a blue box", "grounding")}
 
     # a restart keeps them, tracked through the same path
@@ -106,11 +94,11 @@ def test_captions_are_tracked_replaced_and_restored(tmp_path, owl_folder, listen
     node = start_node(tmp_path, params, name="second")
     procs.append(node)
     listener.wait_status("active", timeout=120, node=node)
-    listed = _listing(listener)
+    listed = list_targets(listener)
     assert {t: (v.caption, v.path) for t, v in listed.items()} == {
         cup: ("the green mug", "grounding"), box: ("a blue box", "grounding")}
     listener.clear(OBJECTS)
-    _tracked(listener, node, cup)
+    wait_tracked(listener, node, OBJECTS, cup)
 
 
 def test_a_missing_text_model_keeps_captions_waiting(tmp_path, listener, procs):
@@ -119,8 +107,8 @@ def test_a_missing_text_model_keeps_captions_waiting(tmp_path, listener, procs):
     procs.append(node)
     status = listener.wait_status("active", timeout=120, node=node)
     assert status
-    ack = _caption(listener, node, "the red cup")
+    ack = teach_caption(listener, node, "the red cup")
     assert "is waiting: the grounding text path could not be loaded" in ack and "no_such_folder" in ack, ack
-    listed = list(_listing(listener).values())
+    listed = list(list_targets(listener).values())
     assert [(t.status, t.path) for t in listed] == [("waiting", "")]
     assert node.alive()

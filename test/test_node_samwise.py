@@ -63,27 +63,15 @@ def _start(tmp_path, procs, listener, checkpoint, tokenizer, camera: bool = Fals
     return node
 
 
-def _listing(listener) -> dict[int, object]:
-    return list_targets(listener)
-
-
-def _caption(listener, node, text: str) -> str:
-    return teach_caption(listener, node, text)
-
-
-def _tracked(listener, node, tid: int, frames: int = 3, timeout: float = 120.0) -> None:
-    wait_tracked(listener, node, OBJECTS, tid, frames, timeout)
-
-
 def test_a_caption_is_tracked_through_samwise(tmp_path, samwise, listener, procs):
     node = _start(tmp_path, procs, listener, samwise["checkpoint"], samwise["tokenizer"], camera=True)
     assert "captions tracked by SAMWISE (causal window 2)" in node.output()
 
-    ack = _caption(listener, node, "the red cup")
+    ack = teach_caption(listener, node, "the red cup")
     assert "tracked through samwise" in ack, ack
     cup = int(re.search(r"taught target (\d+)", ack).group(1))
-    _tracked(listener, node, cup)
-    listed = _listing(listener)
+    wait_tracked(listener, node, OBJECTS, cup)
+    listed = list_targets(listener)
     assert {t: (v.kind, v.caption, v.path, v.status) for t, v in listed.items()} == {
         cup: ("caption", "the red cup", "samwise", "tracked")}
 
@@ -97,21 +85,21 @@ def test_a_checkpoint_for_another_model_keeps_captions_waiting(tmp_path, samwise
     log = node.output()
     assert f"missing key {MISSING_KEY}" in log and RESHAPED_KEY in log, log[-4000:]
 
-    ack = _caption(listener, node, "the red cup")
+    ack = teach_caption(listener, node, "the red cup")
     assert "is waiting: the samwise text path could not be loaded (CheckpointError" in ack, ack
     assert f"missing key {MISSING_KEY}" in ack and f"key {RESHAPED_KEY} has shape (3, 256)" in ack, ack
     assert "other.pth" in ack, ack
-    assert [(t.status, t.path) for t in _listing(listener).values()] == [("waiting", "")]
+    assert [(t.status, t.path) for t in list_targets(listener).values()] == [("waiting", "")]
     assert node.alive()
 
 
 def test_a_missing_tokenizer_folder_names_the_parameter(tmp_path, samwise, listener, procs):
     absent = tmp_path / "no_tokenizer_here"
     node = _start(tmp_path, procs, listener, samwise["checkpoint"], absent)
-    ack = _caption(listener, node, "the red cup")
+    ack = teach_caption(listener, node, "the red cup")
     assert "is waiting: the samwise text path could not be loaded" in ack, ack
     assert f"tokenizer folder {absent} (parameter samwise_tokenizer) does not exist" in ack, ack
-    assert [(t.status, t.path) for t in _listing(listener).values()] == [("waiting", "")]
+    assert [(t.status, t.path) for t in list_targets(listener).values()] == [("waiting", "")]
     assert node.alive()
 
 
@@ -122,7 +110,7 @@ def test_clip_mode_publishes_each_clip_with_its_frames_headers(tmp_path, samwise
     node = _start(tmp_path, procs, listener, samwise["checkpoint"], samwise["tokenizer"], camera=True,
                   text_mode="clip")
     assert "captions tracked by SAMWISE (clips of 2, results 1 frames late)" in node.output()
-    cup = int(re.search(r"taught target (\d+)", _caption(listener, node, "the red cup")).group(1))
+    cup = int(re.search(r"taught target (\d+)", teach_caption(listener, node, "the red cup")).group(1))
 
     def stamps():
         with_cup, without = [], []

@@ -1,7 +1,8 @@
 """One-shot episodes evaluated per reference mode and compared side by side: baseline
 (pinned examples, SAM2 tracking), acquisition (a tiny random DINOv2 prior from a folder,
 each proposal waited for offline), TTGA (2 tuning steps) and DBST (a tiny diffusion
-pipeline, 2 transition frames) and acquisition+dbst (both on each target). With the gate
+pipeline, 2 transition frames), acquisition+dbst (both on each target) and cavsam (TTGA
+with 1 step + DBST through the tuned neck). With the gate
 held shut, acquisition publishes no mask at all, with or without the transition frames;
 the baseline does. `refseg-eval compare` puts runs in one table.
 """
@@ -54,6 +55,9 @@ def test_modes_side_by_side(tmp_path, capsys):
     modes["acquisition+dbst"] = EngineSettings(image_size=256, device="cpu", reference_mode="acquisition+dbst",
                                                acquisition=modes["acquisition"].acquisition,
                                                transitions=modes["dbst"].transitions)
+    modes["cavsam"] = EngineSettings(image_size=256, device="cpu", reference_mode="cavsam",
+                                     fssam=ReferenceSettings("ttga", ttga_steps=1),
+                                     transitions=modes["dbst"].transitions)
     published = {}
     for name, settings in modes.items():
         cfg = runner.RunConfig(bag=bag, out=tmp_path / name, progress=False, engine=settings)
@@ -77,6 +81,9 @@ def test_modes_side_by_side(tmp_path, capsys):
     both = json.loads((tmp_path / "acquisition+dbst" / "run.json").read_text())["source"]
     assert both["reference_mode"] == "acquisition+dbst"
     assert both["reference"]["dino_model"] == str(dino) and both["reference"]["dbst_frames"] == 2
+    cavsam = json.loads((tmp_path / "cavsam" / "run.json").read_text())["source"]
+    assert cavsam["reference_mode"] == "cavsam" and published["cavsam"] > 0
+    assert cavsam["reference"]["ttga_steps"] == 1 and cavsam["reference"]["dbst_frames"] == 2
     table_rows = {line.split("|")[1].strip() for line in table.splitlines()[2:]}
     assert table_rows == {"baseline", "acquisition"}
     assert "false-positive rate" in table and (tmp_path / "modes.md").read_text().strip() == table.strip()

@@ -2,7 +2,8 @@
 with FSSAM, a reference target becomes an FSSAM tracker in the engine, a new example
 rebuilds it with one more support, and the listing says `fssam`; with acquisition, the
 target gets its prior on every camera and the listing says `acquisition`; with DBST too,
-both in one proposer chain (`acquisition+dbst`). Small random models: sam2_hiera_t at
+both in one proposer chain (`acquisition+dbst`); with TTGA, DBST through the target's
+own neck (`ttga+dbst`). Small random models: sam2_hiera_t at
 512, DINOv2 of width 32, a tiny Stable Diffusion pipeline.
 """
 
@@ -153,6 +154,26 @@ def test_transitions_give_reference_targets_their_dbst_proposer(engine, tmp_path
             assert all(m.key not in service._contexts for m in (p.members[1] for p in chains))  # closed
         finally:
             acquisition.close()
+
+        # TTGA targets get their transition frames through their own neck (CAV-SAM in full)
+        from refseg_ros.adapters.reference.ttga import TtgaTracker
+
+        class Untuned:  # the registry's view of TtgaMode, without the tuning job
+            path = "ttga"
+
+            def tracker(self, images, masks):
+                return TtgaTracker(engine.model, list(zip(images, masks)), preprocess=engine.preprocess)
+
+        cavsam = TargetRegistry(engine, None, CAMERAS, reference_mode=Untuned(), transitions=service,
+                                transitions_on=settings.triggers())
+        tid = int(cavsam.teach(TaughtTarget(0, "jar", "reference", image=image, mask=mask)).split()[2])
+        targets = [engine._stream(c).targets[tid] for c in CAMERAS]
+        assert all(isinstance(t.proposer, DbstProposer) and t.proposer.encoder is t.tracker for t in targets)
+        assert [s.path for s in cavsam.statuses()] == ["ttga+dbst"]
+        cavsam.add_view(tid, *_example(11))  # a new tracker, and a proposer encoding through it
+        targets = [engine._stream(c).targets[tid] for c in CAMERAS]
+        assert all(t.proposer.encoder is t.tracker and len(t.tracker.examples) == 2 for t in targets)
+        cavsam.remove(tid)
     finally:
         service.close()
         with torch.no_grad():

@@ -71,7 +71,8 @@ class EngineSettings:
     # acquisition (+ the DINOv2 prior's gate: `acquisition`, runtime.acquisition's
     # AcquisitionSettings), ttga or fssam (`fssam`: runtime.reference_modes'
     # ReferenceSettings, which holds both modes' options), dbst (`transitions`), or two
-    # of them on each target (REFERENCE_PARTS: acquisition+dbst).
+    # of them on each target (REFERENCE_PARTS: acquisition+dbst; cavsam, TTGA + DBST
+    # through the target's tuned neck).
     reference_mode: str = "baseline"
     acquisition: Optional[Any] = None
     fssam: Optional[Any] = None
@@ -96,7 +97,7 @@ class EngineSettings:
 
 # Reference modes that give each target two of the single modes (their option names do
 # not overlap, so run.json's "reference" holds both sets).
-REFERENCE_PARTS = {"acquisition+dbst": ("acquisition", "dbst")}
+REFERENCE_PARTS = {"acquisition+dbst": ("acquisition", "dbst"), "cavsam": ("ttga", "dbst")}
 
 
 def reference_parts(mode: str) -> tuple[str, ...]:
@@ -235,8 +236,14 @@ class EngineReplaySource:
         known = p.target_id in engine_to_gt
         for part in ("fssam", "ttga"):
             if part in adapters:
-                return engine.add_tracked_target(stream, adapters[part].tracker(images, masks), label=p.label,
-                                                 target_id=p.target_id, replace=known)
+                tracker = adapters[part].tracker(images, masks)
+                tid = engine.add_tracked_target(stream, tracker, label=p.label, target_id=p.target_id,
+                                                replace=known)
+                if "dbst" in adapters:  # cavsam: transition frames through the target's own neck
+                    first_image, first_mask = shots[0]
+                    engine.set_proposer(stream, tid, adapters["dbst"].proposer(
+                        first_image, np.asarray(first_mask, bool), on=("taught",), encoder=tracker))
+                return tid
         if known:  # one more example (k-shot)
             engine.add_reference(stream, p.target_id, MaskPrompt(p.mask), p.image)
             tid = p.target_id

@@ -81,8 +81,9 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
                           "looks find nothing like it (SAM2 alone keeps drawing a mask from memory)"),
     "reference_mode": ("baseline", "how reference targets are segmented: baseline (pinned examples, SAM2 "
                        "tracking), ttga (a per-target neck tuned by CAV-SAM's test-time geometric alignment "
-                       "in the background) or fssam (FSSAM on every frame; needs fssam_checkpoint, model "
-                       "sam2_hiera_s, image_size 512)"),
+                       "in the background; with dbst_pipeline, also DBST's transition frames encoded through "
+                       "that neck: CAV-SAM in full) or fssam (FSSAM on every frame; needs fssam_checkpoint, "
+                       "model sam2_hiera_s, image_size 512)"),
     "fssam_checkpoint": ("", "FSSAM checkpoint file (its SAM2 and DINOv2) for reference_mode fssam"),
     "ttga_steps": (100, "reference_mode ttga: Adam steps of a target's neck tuning (background thread)"),
     "fssam_official": (False, "FSSAM as its release computes it instead of as the paper describes "

@@ -7,7 +7,10 @@
   per target on augmented views of its examples (cyclic consistency, `ttga_steps` Adam
   steps) in a background thread while the target is tracked with the untuned copy; the
   tuned neck is swapped in between frames when ready (`adapters.reference.ttga`). The
-  trunk pass stays shared;
+  trunk pass stays shared. With `dbst_pipeline` set too (`runtime.transitions`), each
+  TTGA target also gets CAV-SAM's diffusion transition frames, encoded through its own
+  neck (the untuned copy until the tuned one is swapped in, then again through the tuned
+  one): CAV-SAM in full, both halves on one target (`list_targets`: `ttga+dbst`);
 - `fssam`: every frame is FSSAM's query against the target's examples (pseudo prompts,
   iterative memory refinement, support-calibrated memory attention;
   `adapters.reference.fssam_tracker`). Needs an FSSAM checkpoint: its SAM 2.0 Hiera-S
@@ -30,8 +33,9 @@ MODES = ("baseline", "ttga", "fssam")
 
 @dataclass
 class ReferenceSettings:
-    """reference_mode: baseline or fssam; fssam_checkpoint: FSSAM's checkpoint file;
-    fssam_official: the release's behaviour (FssamOptions.official) instead of the paper's."""
+    """reference_mode: baseline, ttga or fssam (MODES); fssam_checkpoint: FSSAM's
+    checkpoint file; fssam_official: the release's behaviour (FssamOptions.official)
+    instead of the paper's; ttga_steps: Adam steps of a TTGA target's neck tuning."""
 
     reference_mode: str = "baseline"
     fssam_checkpoint: str = ""

@@ -39,7 +39,7 @@ class TargetStatus:
     status: str  # acquiring | tracked | occluded | lost | waiting
     note: str = ""  # why it waits, when it does
     path: str = ""  # how it is found: samwise or grounding (captions); acquisition, dbst,
-    # acquisition+dbst, ttga or fssam (references); "" for none
+    # acquisition+dbst, ttga, ttga+dbst or fssam (references); "" for none
 
 
 def camera_key(topic: str) -> str:
@@ -184,8 +184,7 @@ class TargetRegistry:
                 if old.target_id not in self._notes and self.reference_mode is not None:
                     tracker = self._reference_tracker(new)
                     for camera in self._cameras_of(new):
-                        self.engine.add_tracked_target(camera, tracker, label=new.label, target_id=new.target_id,
-                                                       replace=True)
+                        self._add_reference_tracker(camera, new, tracker, replace=True)
                 elif old.target_id not in self._notes:
                     for camera in self._cameras_of(new):
                         self.engine.add_reference(camera, new.target_id, MaskPrompt(view_mask), image)
@@ -358,8 +357,8 @@ class TargetRegistry:
             try:
                 tracker = self._reference_tracker(target)
                 for camera in self._cameras_of(target):
-                    self.engine.add_tracked_target(camera, tracker, label=target.label, target_id=target.target_id)
                     done.append(camera)
+                    self._add_reference_tracker(camera, target, tracker)
             except Exception as exc:  # examples the mode refuses, device memory: all or none
                 for camera in done:
                     self._remove_quietly(camera, target.target_id)
@@ -388,6 +387,8 @@ class TargetRegistry:
         """How the engine finds the target besides its memory (see TargetStatus.path)."""
         if target.kind == "caption":
             return "" if self.captions is None else self.captions.path
+        if self._bridged(target):
+            return "ttga+dbst"
         if target.kind == "reference" and self.reference_mode is not None:
             return self.reference_mode.path
         if target.kind == "reference" and self.acquisition is not None and self.transitions is not None:
@@ -397,6 +398,23 @@ class TargetRegistry:
         if target.kind == "reference" and self.transitions is not None:
             return "dbst"
         return ""
+
+    def _add_reference_tracker(self, camera: str, target: TaughtTarget, tracker, replace: bool = False) -> None:
+        """Add (or replace) the reference mode's tracker of `target` on `camera`, with its
+        transition frames when it gets them (`_bridged`: from its first example)."""
+        self.engine.add_tracked_target(camera, tracker, label=target.label, target_id=target.target_id,
+                                       replace=replace)
+        if self._bridged(target):  # CAV-SAM in full: DBST through the target's own neck
+            proposer = self.transitions.proposer(target.image, np.asarray(target.mask) != 0,
+                                                 on=self.transitions_on, encoder=tracker)
+            self.engine.set_proposer(camera, target.target_id, proposer)
+
+    def _bridged(self, target: TaughtTarget) -> bool:
+        """Whether a reference target of the reference mode also gets diffusion transition
+        frames: TTGA targets do when `dbst_pipeline` is set (the transition frames are
+        encoded through the target's own, tuned neck: `TtgaTracker.current_encoder`)."""
+        return (target.kind == "reference" and self.transitions is not None and self.reference_mode is not None
+                and self.reference_mode.path == "ttga")
 
     def _reference_tracker(self, target: TaughtTarget):
         """The reference mode's tracker for all of a target's examples (one per target:

@@ -9,7 +9,8 @@ the live frames when ready (`adapters.reference.dbst_proposer`). When acquisitio
 too (`dino_model`), a reference target gets both, as one `engine.proposer_chain.ProposerChain`:
 the prior's prompts find it, the transitions' memories bridge its reference to the scene
 (memories that arrive while the prior withholds the target are pinned with the seed that
-finds it).
+finds it). With `reference_mode: ttga`, each TTGA target gets them, encoded through its
+own tuned neck (`runtime.reference_modes`; acquisition does not apply to such targets).
 """
 
 from __future__ import annotations

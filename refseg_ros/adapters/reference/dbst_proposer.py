@@ -30,8 +30,18 @@ Here, for one reference target tracked by the engine, a job (in the background):
 
 A job starts on the target's first frame (trigger "taught") and when its state becomes
 `lost` (trigger "lost": the scene changed so much that tracking failed; a new bridge to
-the current scene may help re-acquire it); never more than one at a time per target. The
-live frames keep flowing while a job runs: `propose` only hands a frame over and
+the current scene may help re-acquire it); never more than one at a time per target.
+
+A target that sees frames through an image encoder of its own (a TTGA target: SAM2's
+trunk with its own tuned FPN neck, `ttga.TtgaTracker`) gives its proposer that encoder
+(`TransitionEncoder`): the reference and the transition frames are encoded through it,
+as the target's live frames are, so the pinned memories speak the same features as the
+frames that attend to them (CAV-SAM applies DBST and TTGA in one pseudo video). Each job
+encodes with the encoder as it is when the job runs; when the encoder changes after a
+job was started (a tuned neck swapped in), the next frame starts another job (trigger
+"tuned") whose memories replace the earlier ones.
+
+The live frames keep flowing while a job runs: `propose` only hands a frame over and
 collects a finished job. Transition frames the object head judges absent are left out of
 the set when the engine keeps no memory of absent frames (`keep_memory_when_absent`, the
 engine's rule); a job that keeps none gives no seed.
@@ -54,7 +64,7 @@ import itertools
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Optional, Sequence, Union
+from typing import Callable, Hashable, Optional, Protocol, Sequence, Union
 
 import numpy as np
 import torch
@@ -70,7 +80,8 @@ from refseg_ros.engine.types import MaskPrompt, TargetState
 from .acquisition_worker import AcquisitionWorker, ProposalResult
 from .ttga import prompt_entry, track_frame
 
-__all__ = ["DbstProposer", "PseudoVideo", "TRIGGERS", "TransitionCancelled", "TransitionJob", "TransitionService"]
+__all__ = ["DbstProposer", "ImageEncoder", "PseudoVideo", "TRIGGERS", "TransitionCancelled", "TransitionEncoder",
+           "TransitionJob", "TransitionService"]
 
 TRIGGERS = ("taught", "lost")
 _keys = itertools.count(1)
@@ -78,6 +89,23 @@ _keys = itertools.count(1)
 
 class TransitionCancelled(RuntimeError):
     """A transition job was cancelled (its target was removed) before it finished."""
+
+
+# An image encoder as a target sees frames: a preprocessed (1, 3, S, S) float image (the
+# engine's `FramePreprocessor` output; S the model's image size) to its FrameFeatures.
+ImageEncoder = Callable[[torch.Tensor], FrameFeatures]
+
+
+class TransitionEncoder(Protocol):
+    """A target's own image encoder, for its transition frames (e.g. `ttga.TtgaTracker`)."""
+
+    def current_encoder(self) -> tuple[Hashable, ImageEncoder]:
+        """(version, encode): the encoder as it is now. `encode` keeps encoding that way
+        whatever changes later (a job encodes all its frames with one); it runs on the
+        service's worker thread, under ``torch.inference_mode`` and the service's
+        autocast, while the engine runs, so it must only read shared modules. `version`
+        (any hashable, compared with ==) differs whenever the encoder does; read before
+        the encoder itself, so that a version is never newer than its `encode`."""
 
 
 @dataclass
@@ -102,7 +130,8 @@ class PseudoVideo:
 class TransitionJob:
     """A finished job of one target.
 
-    trigger: "taught" or "lost"; index: the engine's frame index the job started on;
+    trigger: "taught", "lost" or "tuned" (see `DbstProposer`); index: the engine's frame
+    index the job started on;
     frames: the N generated H x W x 3 uint8 transition frames (H x W: that frame's size),
     reference side first; video: their propagation (`PseudoVideo`); generate_s,
     propagate_s: wall-clock seconds of the diffusion and of the SAM2 part.
@@ -129,7 +158,9 @@ class _Context:
     mask: np.ndarray
     cancel: threading.Event = field(default_factory=threading.Event)
     trigger: str = ""
-    reference: Optional[MemoryEntry] = None  # the reference's entry, made on the first job
+    encoder: Optional[TransitionEncoder] = None  # None: the engine's shared image encoder
+    reference: Optional[MemoryEntry] = None  # the reference's entry, made on the first job ...
+    reference_version: Optional[Hashable] = None  # ... with the encoder at this version
 
 
 def _check_reference(image: np.ndarray, mask: np.ndarray, image_size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -187,13 +218,16 @@ class TransitionService:
         self.worker = AcquisitionWorker(self._run, 0.0, name=name)
 
     def proposer(self, reference_image: np.ndarray, reference_mask: np.ndarray,
-                 on: Sequence[str] = TRIGGERS) -> "DbstProposer":
+                 on: Sequence[str] = TRIGGERS, encoder: Optional[TransitionEncoder] = None) -> "DbstProposer":
         """A proposer for one reference target on one stream (give it to
         `SegmentationEngine.set_proposer`).
 
         reference_image: H x W x 3 uint8 RGB, the image the target was taught on;
         reference_mask: H x W (nonzero = object) on it, the conditioning prompt of the pseudo
-        video; on: when jobs start, a subset of ("taught", "lost") (see `DbstProposer`).
+        video; on: when jobs start, a subset of ("taught", "lost") (see `DbstProposer`);
+        encoder: the target's own image encoder (`TransitionEncoder`, e.g. its
+        `ttga.TtgaTracker`), through which the reference and the transition frames are
+        encoded; None: the engine's (`engine.features.encode_image`).
         Both arrays are copied. Raises ValueError for an unknown trigger, a mask that does
         not match its image or is empty, a malformed image; InvalidPromptError for an
         image too small for the model.
@@ -203,9 +237,9 @@ class TransitionService:
         if unknown:
             raise ValueError(f"unknown DBST trigger(s) {unknown}; choose from {', '.join(TRIGGERS)}")
         image, mask = _check_reference(reference_image, reference_mask, self.image_size)
-        proposer = DbstProposer(self, ("dbst", next(_keys)), on)
+        proposer = DbstProposer(self, ("dbst", next(_keys)), on, encoder)
         with self._lock:
-            self._contexts[proposer.key] = _Context(image, mask)
+            self._contexts[proposer.key] = _Context(image, mask, encoder=encoder)
         return proposer
 
     def close(self, timeout: Optional[float] = None) -> bool:
@@ -225,19 +259,24 @@ class TransitionService:
             return torch.autocast(self.device.type, enabled=False)
         return torch.autocast(self.device.type, dtype=self.autocast)
 
-    def _features(self, image: np.ndarray) -> FrameFeatures:
-        return encode_image(self.model, self.preprocess(image))
+    def _features(self, image: np.ndarray, encoder: Optional[ImageEncoder] = None) -> FrameFeatures:
+        x = self.preprocess(image)
+        return encode_image(self.model, x) if encoder is None else encoder(x)
 
-    def reference_entry(self, image: np.ndarray, mask: np.ndarray) -> MemoryEntry:
+    def reference_entry(self, image: np.ndarray, mask: np.ndarray,
+                        encoder: Optional[ImageEncoder] = None) -> MemoryEntry:
         """The conditioning entry (frame index 0) of `image` (H x W x 3 uint8) with its
-        `mask` (H x W bool) as the prompt, exactly as the engine pins a taught reference."""
+        `mask` (H x W bool) as the prompt, exactly as the engine pins a taught reference
+        (through `encoder`, an `ImageEncoder`, when given: as a TTGA target pins its
+        references)."""
         with torch.inference_mode(), self._sam_context():
             inputs = to_model_inputs(MaskPrompt(mask), image.shape[0], image.shape[1], self.image_size,
                                      self.device)
-            return prompt_entry(self.model, self._features(image), inputs, 0)[0]
+            return prompt_entry(self.model, self._features(image, encoder), inputs, 0)[0]
 
     def propagate(self, reference: MemoryEntry, frames: Sequence[np.ndarray],
-                  cancel: Optional[threading.Event] = None) -> PseudoVideo:
+                  cancel: Optional[threading.Event] = None,
+                  encoder: Optional[ImageEncoder] = None) -> PseudoVideo:
         """Track the pseudo video [reference, frames...] with SAM2 (step 2 of the module
         docstring).
 
@@ -245,7 +284,8 @@ class TransitionService:
         H x W x 3 uint8 RGB images (any size; preprocessed as the engine does); frame i
         (1-based) takes frame index i. Frames judged absent write no memory when
         `keep_memory_when_absent`. cancel: checked before each frame; raises
-        TransitionCancelled once set. Returns a `PseudoVideo`.
+        TransitionCancelled once set. encoder: the target's own image encoder (an
+        `ImageEncoder`); None: the engine's. Returns a `PseudoVideo`.
         """
         model = self.model
         memory = TargetMemory(model.num_maskmem, self.max_obj_ptrs)
@@ -255,7 +295,7 @@ class TransitionService:
             for i, frame in enumerate(frames, start=1):
                 if cancel is not None and cancel.is_set():
                     raise TransitionCancelled("the target was removed")
-                features = self._features(frame)
+                features = self._features(frame, encoder)
                 decoded = track_frame(model, features, memory, i)
                 feats, pos = heads.encode_memory(model, features, decoded.high_res_masks,
                                                  decoded.object_score_logits, from_prompt=False)
@@ -283,9 +323,11 @@ class TransitionService:
             generated = time.perf_counter()
             if context.cancel.is_set():
                 raise TransitionCancelled("the target was removed")
-            if context.reference is None:
-                context.reference = self.reference_entry(context.image, context.mask)
-            video = self.propagate(context.reference, frames, context.cancel)
+            version, encoder = (None, None) if context.encoder is None else context.encoder.current_encoder()
+            if context.reference is None or version != context.reference_version:
+                context.reference = self.reference_entry(context.image, context.mask, encoder)
+                context.reference_version = version
+            video = self.propagate(context.reference, frames, context.cancel, encoder)
         except TransitionCancelled:
             self._count_cancelled()
             raise
@@ -313,21 +355,26 @@ class DbstProposer:
     `TransitionService.proposer`); it never withholds the target's output
     (`gates_output` False).
 
-    A job starts (a) on the proposer's first frame when "taught" is in `on`, and (b) on the
+    A job starts (a) on the proposer's first frame when "taught" is in `on`, (b) on the
     first frame whose state (the target's state before that frame) is `lost` after a frame
-    that was not, when "lost" is in `on`. While a job runs, a new trigger waits and starts
-    on the first frame after it (a "lost" one only while the target is still lost); at
-    most one job per target. A finished job is returned once, as
-    ``Seed(memories=job.entries, reason="N transition frames ...")`` on the next frame
-    (the frame it started on in synchronous mode); a job that failed, or kept no frame,
-    gives no seed (`last_error`, `last_job` say why). Not thread-safe: the engine calls it
-    from one step at a time.
+    that was not, when "lost" is in `on`, and (c) with an `encoder`, on the first frame
+    where its version differs from the one the last job started with (trigger "tuned":
+    the memories pinned were encoded otherwise than the target now sees frames). While a
+    job runs, a new trigger waits and starts on the first frame after it (a "lost" one
+    only while the target is still lost); at most one job per target. A finished job is
+    returned once, as ``Seed(memories=job.entries, reason="N transition frames ...")``
+    on the next frame (the frame it started on in synchronous mode); a job that failed,
+    or kept no frame, gives no seed (`last_error`, `last_job` say why). Not thread-safe:
+    the engine calls it from one step at a time.
     """
 
     gates_output = False
 
-    def __init__(self, service: TransitionService, key, on: tuple[str, ...]):
+    def __init__(self, service: TransitionService, key, on: tuple[str, ...],
+                 encoder: Optional[TransitionEncoder] = None):
         self.service, self.worker, self.key, self.on = service, service.worker, key, on
+        self.encoder = encoder
+        self._job_version: Optional[Hashable] = None  # the encoder's version when the last job started
         self.running = False  # a job was handed over and its result is not collected yet
         self.jobs_started = 0
         self.last_job: Optional[TransitionJob] = None
@@ -349,6 +396,9 @@ class DbstProposer:
             self._wanted = "lost"
         if self._wanted == "lost" and state != TargetState.LOST:
             self._wanted = None  # found again before a job could start
+        version = None if self.encoder is None else self.encoder.current_encoder()[0]
+        if self._wanted is None and self.jobs_started and version != self._job_version:
+            self._wanted = "tuned"
         self._last_state = state
         seed = self._collect()
         if self._wanted is not None and not self.running:
@@ -356,7 +406,7 @@ class DbstProposer:
             if context is not None:
                 context.trigger = self._wanted  # read by the job, which starts after this
             if context is not None and self.worker.submit(self.key, frame.copy(), float(index)):
-                self._wanted = None
+                self._wanted, self._job_version = None, version
                 self.running = True
                 self.jobs_started += 1
                 if self.service.synchronous:

@@ -31,8 +31,9 @@ the trunk's stage maps (`FrameFeatures.trunk`), runs its own neck on them and tr
 SAM2 does; when its job finishes it swaps the tuned neck in between frames. The tuned
 neck serves that target only.
 
-The DBST half of CAV-SAM (a diffusion model's semantic transition sequence) is not part
-of this module.
+The DBST half of CAV-SAM (a diffusion model's semantic transition sequence) lives in
+`dbst_proposer`; a TTGA target's transition frames are encoded through its own neck
+(`TtgaTracker.current_encoder`), so both halves meet in one target.
 """
 
 from __future__ import annotations
@@ -497,6 +498,23 @@ class TtgaTracker:
     @property
     def tuned(self) -> bool:
         return self.swaps > 0
+
+    def current_encoder(self) -> tuple[int, Callable[[torch.Tensor], FrameFeatures]]:
+        """(version, encode): this target's image encoder as it is now, for images that are
+        not stream frames (its DBST transition frames, `dbst_proposer.TransitionEncoder`).
+
+        version: the number of necks swapped in so far (`swaps`; it changes with the
+        neck). encode(image): a preprocessed (1, 3, S, S) float image (the engine's
+        `FramePreprocessor` output) to its FrameFeatures, through the shared trunk and the
+        neck in use now (kept, whatever is swapped in later): the features this target's
+        references and tracked frames are decoded from. Thread-safe (it only reads).
+        """
+        version, neck, model = self.swaps, self.neck, self.model  # the version first: never newer than the neck
+
+        def encode(image: torch.Tensor) -> FrameFeatures:
+            return neck_features(model, model.image_encoder.trunk(image), neck)[0]
+
+        return version, encode
 
     def _collect(self) -> None:
         job = self.job

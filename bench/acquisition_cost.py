@@ -32,6 +32,8 @@ flat while acquisition runs, measured in one run.
    and the process's resident set (psutil) at frames 100, 500, 1000, 2000 (those within
    --memory-frames) and their least and greatest values in each span between them. This
    part runs first, so that part 1's larger models do not inflate its resident set.
+   The proposer watches the tracked target too (`acquisition_watch`, the default), so
+   the prior runs on every frame, whatever the state.
 
 Torch's threads follow the node's plan (`refseg_ros.runtime.threads`: with
 compute_threads 0, one core left for intake). Part 1 runs in rounds; every round calls
@@ -41,6 +43,7 @@ weights are random (no checkpoint); costs do not depend on their values.
 
     python bench/acquisition_cost.py [--rounds 8] [--warmup 2] [--memory-frames 2000]
     python bench/acquisition_cost.py --quick         # small sizes, a smoke check
+    python bench/acquisition_cost.py --memory-only   # part 2 alone
 """
 
 from __future__ import annotations
@@ -235,7 +238,7 @@ def retained_memory(args) -> dict:
     spans: list[dict] = []
     span = {"from": 1, "retained_min": None, "retained_max": None, "rss_min": None, "rss_max": None}
     states = {name: 0 for name in ("ACQUIRING", "TRACKED", "OCCLUDED", "LOST")}
-    seeds = reacquired = 0
+    seeds = reacquired = watched = 0
     seconds = []
     start = time.perf_counter()
     try:
@@ -247,6 +250,7 @@ def retained_memory(args) -> dict:
             states[result.targets[0].state.name] += 1
             seeds += sum("found by its prior" in e for e in result.events)
             reacquired += sum("re-acquired" in e for e in result.events)
+            watched += sum("lost: its prior" in e for e in result.events)
             retained, rss = engine.retained_bytes(), rss_bytes()
             for key, value in (("retained", retained), ("rss", rss)):
                 low, high = span[f"{key}_min"], span[f"{key}_max"]
@@ -271,17 +275,28 @@ def retained_memory(args) -> dict:
     return {"image_size": args.memory_image_size, "frame": "160x120", "frames": args.memory_frames,
             "cycle": {"frames": CYCLE, "present": PRESENT}, "occlusion_patience": 5,
             "samples": sampled, "spans": spans, "states": states, "seeds": seeds, "reacquired": reacquired,
+            "watched_lost": watched,
             "proposals": proposals, "flat": flat,
             "step_ms": 1e3 * statistics.median(seconds), "total_s": time.perf_counter() - start}
 
 
-def report(plan, loads, parts: dict, memory: Optional[dict]) -> None:
+def report(plan, loads, parts: Optional[dict], memory: Optional[dict]) -> None:
     load_start, load_middle, load_end = loads
-    items = {i["name"]: i for i in parts["items"]}
-    step = next(iter(items.values()))
     print("# Acquisition cost (CPU, sam2_hiera_t, random weights)\n")
     print(f"threads (refseg_ros.runtime.threads, as the node): intra-op {plan.intra_op}, inter-op "
           f"{plan.inter_op} ({plan.reason}); load average at start {load_start}\n")
+    if parts:
+        report_calls(parts)
+    if memory:
+        report_memory(memory)
+    print(f"\nload average: start {load_start}, after the memory part {load_middle}, end {load_end} "
+          f"(1, 5, 15 min)")
+
+
+def report_calls(parts: dict) -> None:
+    """Part 1's table: each call against one frame step."""
+    items = {i["name"]: i for i in parts["items"]}
+    step = next(iter(items.values()))
     print(f"## Per call vs one frame step, image size {parts['image_size']}, {parts['frame']} frames, median of "
           f"{parts['rounds']} interleaved rounds after {parts['warmup']} warm-up rounds\n")
     print("| call | wall ms | CPU ms | GFLOP | wall / step | CPU / step | FLOPs / step | at most one step "
@@ -294,24 +309,26 @@ def report(plan, loads, parts: dict, memory: Optional[dict]) -> None:
               f"{ratios[1]:.2f} | {ratios[2]:.3f} | {goal} |")
     print(f"\nprior grids: {parts['grids']}; decide calls that accepted a candidate: {parts['decide_accepted']}; "
           f"target state after the rounds: {parts['states']}")
-    if memory:
-        print(f"\n## Memory with acquisition active, image size {memory['image_size']}, {memory['frame']} frames, "
-              f"{memory['frames']} frames (object present {memory['cycle']['present']} of every "
-              f"{memory['cycle']['frames']}, occlusion_patience {memory['occlusion_patience']})\n")
-        print("| frame | state | retained bytes | retained MB | RSS MB |\n|---|---|---|---|---|")
-        for frame, s in memory["samples"].items():
-            print(f"| {frame} | {s['state']} | {s['retained']} | {s['retained'] / 1e6:.3f} | {s['rss'] / 2**20:.1f} |")
-        print("\n| frames | retained MB, least - most | RSS MB, least - most |\n|---|---|---|")
-        for s in memory["spans"]:
-            print(f"| {s['from']}-{s['to']} | {s['retained_min'] / 1e6:.3f} - {s['retained_max'] / 1e6:.3f} | "
-                  f"{s['rss_min'] / 2**20:.1f} - {s['rss_max'] / 2**20:.1f} |")
-        print(f"\nframes per state: {memory['states']}; seeds by the prior: {memory['seeds']}; re-acquired: "
-              f"{memory['reacquired']}; proposals {memory['proposals']}")
-        print(f"retained bytes flat (equal at every sample from frame 100, never above the first span's "
-              f"most): {'yes' if memory['flat'] else 'NO'}; median step {memory['step_ms']:.0f} ms, "
-              f"{memory['total_s']:.0f} s in all")
-    print(f"\nload average: start {load_start}, after the memory part {load_middle}, end {load_end} "
-          f"(1, 5, 15 min)")
+
+
+def report_memory(memory: dict) -> None:
+    """Part 2's tables: retained bytes and RSS at the samples and over the spans."""
+    print(f"\n## Memory with acquisition active, image size {memory['image_size']}, {memory['frame']} frames, "
+          f"{memory['frames']} frames (object present {memory['cycle']['present']} of every "
+          f"{memory['cycle']['frames']}, occlusion_patience {memory['occlusion_patience']})\n")
+    print("| frame | state | retained bytes | retained MB | RSS MB |\n|---|---|---|---|---|")
+    for frame, s in memory["samples"].items():
+        print(f"| {frame} | {s['state']} | {s['retained']} | {s['retained'] / 1e6:.3f} | {s['rss'] / 2**20:.1f} |")
+    print("\n| frames | retained MB, least - most | RSS MB, least - most |\n|---|---|---|")
+    for s in memory["spans"]:
+        print(f"| {s['from']}-{s['to']} | {s['retained_min'] / 1e6:.3f} - {s['retained_max'] / 1e6:.3f} | "
+              f"{s['rss_min'] / 2**20:.1f} - {s['rss_max'] / 2**20:.1f} |")
+    print(f"\nframes per state: {memory['states']}; seeds by the prior: {memory['seeds']}; re-acquired: "
+          f"{memory['reacquired']}; declared lost by the watch: {memory['watched_lost']}; proposals "
+          f"{memory['proposals']}")
+    print(f"retained bytes flat (equal at every sample from frame 100, never above the first span's "
+          f"most): {'yes' if memory['flat'] else 'NO'}; median step {memory['step_ms']:.0f} ms, "
+          f"{memory['total_s']:.0f} s in all")
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -334,6 +351,7 @@ def main(argv=None) -> int:
     parser.add_argument("--compute-threads", type=int, default=0, help="as the node's compute_threads (0: auto)")
     parser.add_argument("--quick", action="store_true", help="image size 128, tiny DINOv2s, 1+1 rounds, "
                                                              "150 memory frames")
+    parser.add_argument("--memory-only", action="store_true", help="part 2 alone")
     parser.add_argument("--json", type=Path, default=None, help="also write the numbers to this file")
     args = parser.parse_args(argv)
     if args.quick:
@@ -348,7 +366,7 @@ def main(argv=None) -> int:
     # the memory part first, so that part 1's larger models do not inflate its resident set
     memory = retained_memory(args) if args.memory_frames > 0 else None
     load_middle = load_average()
-    parts = side_by_side(args)
+    parts = None if args.memory_only else side_by_side(args)
     load_end = load_average()
     report(plan, (load_start, load_middle, load_end), parts, memory)
     if args.json:

@@ -163,9 +163,7 @@ def tiny_samwise(model: str = "sam2_hiera_t", image_size: int = 256, seed: int =
     from refseg_ros.engine.model import build_model
 
     torch.manual_seed(seed)
-    sam = build_model(model, image_size=image_size).eval()
-    with torch.no_grad():
-        sam.sam_mask_decoder.pred_obj_score_head.layers[-1].bias.fill_(10.0)
+    sam = say_present(build_model(model, image_size=image_size).eval())
     trunk = sam.image_encoder.trunk
     adapter = SamwiseAdapter(stage_channels=tuple(trunk.blocks[i].dim_out for i in trunk.stage_ends[1:])).eval()
     with torch.no_grad():
@@ -218,6 +216,35 @@ def save_tiny_pipeline(folder: Path) -> Path:
                                        requires_safety_checker=False)
     pipeline.save_pretrained(folder)
     return folder
+
+
+# ------------------------------------------------------------------------------ SAM2
+def say_present(sam: torch.nn.Module, present: bool = True) -> torch.nn.Module:
+    """Set SAM2's object head to say "present" (logit +10) or "absent" (-10) on every
+    frame; random weights otherwise score every object absent. Returns `sam`."""
+    with torch.no_grad():
+        sam.sam_mask_decoder.pred_obj_score_head.layers[-1].bias.fill_(10.0 if present else -10.0)
+    return sam
+
+
+def present_sam(model: str = "sam2_hiera_t", image_size: int = 256) -> torch.nn.Module:
+    """A random-weight SAM2 (eval mode, CPU) whose object head always says "present"."""
+    from refseg_ros.engine.model import build_model
+
+    return say_present(build_model(model, image_size=image_size).eval())
+
+
+def noise_reference(height: int = 96, width: int = 128, seed: int = 0):
+    """A reference example: (H, W, 3) uint8 noise with a reddish block at rows 20-69,
+    columns 30-89, and that block's (H, W) bool mask."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    image = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+    mask = np.zeros((height, width), bool)
+    mask[20:70, 30:90] = True
+    image[mask] = (220, 40, 40)
+    return image, mask
 
 
 # ------------------------------------------------------------------ colour-keyed models

@@ -18,6 +18,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from _tiny_models import present_sam
 from refseg_ros.adapters.reference import candidates as candidates_module
 from refseg_ros.adapters.reference.acquisition import Acquirer, AcquirerConfig, encode_acquisition_memory
 from refseg_ros.adapters.reference.acquisition_worker import AcquisitionWorker
@@ -33,7 +34,6 @@ from refseg_ros.adapters.reference.reference_prior import (ReferencePrototypes, 
 from refseg_ros.engine import heads
 from refseg_ros.engine.features import encode_image
 from refseg_ros.engine.frames import FramePreprocessor
-from refseg_ros.engine.model import build_model
 from refseg_ros.engine.prompts import to_model_inputs
 from refseg_ros.engine.types import PointsPrompt
 
@@ -62,10 +62,7 @@ def encoder(dino_folder):
 
 @pytest.fixture(scope="module")
 def sam():
-    model = build_model("sam2_hiera_t", image_size=512).requires_grad_(False)
-    with torch.no_grad():  # default init scores every object absent (-1024 logits): say present
-        model.sam_mask_decoder.pred_obj_score_head.layers[-1].bias.fill_(10.0)
-    return model
+    return present_sam("sam2_hiera_t", 512).requires_grad_(False)
 
 
 def _scene(row: int, col: int, seed: int, size: int = DINO_SIZE) -> tuple[np.ndarray, np.ndarray]:

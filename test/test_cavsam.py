@@ -18,12 +18,11 @@ import torch
 pytest.importorskip("diffusers")
 pytest.importorskip("peft", reason="the DBST LoRA needs peft (requirements: peft)")
 
-from _tiny_models import save_tiny_pipeline  # noqa: E402
+from _tiny_models import noise_reference, present_sam, save_tiny_pipeline  # noqa: E402
 from refseg_ros.adapters.reference.dbst import TransitionConfig, TransitionGenerator, load_pipeline  # noqa: E402
 from refseg_ros.adapters.reference.dbst_proposer import TransitionService  # noqa: E402
 from refseg_ros.adapters.reference.ttga import TtgaTracker, TtgaTuner  # noqa: E402
 from refseg_ros.engine import EngineConfig, SegmentationEngine  # noqa: E402
-from refseg_ros.engine.model import build_model  # noqa: E402
 
 HEIGHT, WIDTH = 96, 128
 N = 3
@@ -33,21 +32,14 @@ N = 3
 def sam():
     before = torch.get_num_threads()
     torch.set_num_threads(1)  # two OpenMP threads on two busy cores make each tiny UNet pass far slower
-    model = build_model("sam2_hiera_t", image_size=256).eval()
-    with torch.no_grad():
-        model.sam_mask_decoder.pred_obj_score_head.layers[-1].bias.fill_(10.0)
+    model = present_sam()
     yield model
     torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
 def reference() -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(0)
-    image = rng.integers(0, 256, (HEIGHT, WIDTH, 3), dtype=np.uint8)
-    mask = np.zeros((HEIGHT, WIDTH), bool)
-    mask[20:70, 30:90] = True
-    image[mask] = (220, 40, 40)
-    return image, mask
+    return noise_reference(HEIGHT, WIDTH)
 
 
 @pytest.fixture(scope="module")

@@ -22,11 +22,10 @@ import torch
 pytest.importorskip("diffusers")
 pytest.importorskip("peft", reason="the DBST LoRA needs peft (requirements: peft)")
 
-from _tiny_models import save_tiny_pipeline  # noqa: E402
+from _tiny_models import noise_reference, present_sam, save_tiny_pipeline, say_present  # noqa: E402
 from refseg_ros.adapters.reference.dbst import TransitionConfig, TransitionGenerator, load_pipeline  # noqa: E402
 from refseg_ros.adapters.reference.dbst_proposer import TransitionService  # noqa: E402
 from refseg_ros.engine import EngineConfig, MaskPrompt, SegmentationEngine, TargetState  # noqa: E402
-from refseg_ros.engine.model import build_model  # noqa: E402
 
 HEIGHT, WIDTH = 96, 128
 N = 3
@@ -43,14 +42,8 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def sam():
-    model = build_model("sam2_hiera_t", image_size=256).eval()
-    _say(model, present=True)
+    model = present_sam()
     return model
-
-
-def _say(model, present: bool) -> None:
-    with torch.no_grad():
-        model.sam_mask_decoder.pred_obj_score_head.layers[-1].bias.fill_(10.0 if present else -10.0)
 
 
 @pytest.fixture(scope="module")
@@ -61,12 +54,7 @@ def generator(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def reference() -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(0)
-    image = rng.integers(0, 256, (HEIGHT, WIDTH, 3), dtype=np.uint8)
-    mask = np.zeros((HEIGHT, WIDTH), bool)
-    mask[20:70, 30:90] = True
-    image[mask] = (220, 40, 40)
-    return image, mask
+    return noise_reference(HEIGHT, WIDTH)
 
 
 def _frames(n: int, seed: int = 1) -> list[np.ndarray]:
@@ -162,11 +150,11 @@ def test_jobs_pin_transition_memories_before_the_reference_while_frames_flow(sam
         first_entries = [e.maskmem_features for e in job.entries]
 
         # lost: patience 1, two absent frames; the frame after starts a second job
-        _say(sam, present=False)
+        say_present(sam, present=False)
         try:
             states = [_result(engine.step("cam", next(frames)), tid).state for _ in range(2)]
         finally:
-            _say(sam, present=True)
+            say_present(sam, present=True)
         assert states == [TargetState.OCCLUDED, TargetState.LOST]
         engine.step("cam", next(frames))
         assert gated.entered.get(timeout=30) == 2 and proposer.jobs_started == 2

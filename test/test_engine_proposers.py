@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from _tiny_models import OWL_SCORE, load_owl, save_dinov2, save_owlv2
+from _tiny_models import OWL_SCORE, load_owl, present_sam, save_dinov2, save_owlv2, say_present
 from refseg_ros.adapters.grounding import GroundingWorker, RegroundPolicy
 from refseg_ros.adapters.grounding.proposer import GroundingProposer
 from refseg_ros.adapters.reference.acquisition import AcquirerConfig
@@ -21,21 +21,14 @@ from refseg_ros.adapters.reference.acquisition_proposer import AcquisitionServic
 from refseg_ros.adapters.reference.dino_encoder import DinoEncoder
 from refseg_ros.engine import EngineConfig, MaskPrompt, PointsPrompt, SegmentationEngine, TargetState
 from refseg_ros.engine.seams import Absent, Seed
-from refseg_ros.engine.model import build_model
 
 HEIGHT, WIDTH = 96, 128
 
 
 @pytest.fixture(scope="module")
 def sam():
-    model = build_model("sam2_hiera_t", image_size=256).eval()
-    _say(model, present=True)
+    model = present_sam()
     return model
-
-
-def _say(model, present: bool) -> None:
-    with torch.no_grad():
-        model.sam_mask_decoder.pred_obj_score_head.layers[-1].bias.fill_(10.0 if present else -10.0)
 
 
 @pytest.fixture(scope="module")
@@ -115,10 +108,10 @@ def test_a_lost_target_is_grounded_again_without_wiping_its_memory(sam, detector
                 assert engine.step("cam", next(frames)).targets[0].state == TargetState.TRACKED
                 tracked_frames = len(memory.recent)
                 assert tracked_frames > 0
-                _say(sam, present=False)
+                say_present(sam, present=False)
                 states = [engine.step("cam", next(frames)).targets[0].state for _ in range(2)]
                 assert states == [TargetState.OCCLUDED, TargetState.LOST]
-                _say(sam, present=True)
+                say_present(sam, present=True)
                 lost = engine.step("cam", next(frames))  # asks the detector again
                 assert lost.targets[0].state == TargetState.LOST and not lost.targets[0].mask.any()
                 _settle(worker, proposer.key)
@@ -129,7 +122,7 @@ def test_a_lost_target_is_grounded_again_without_wiping_its_memory(sam, detector
                 assert 0 < len(memory.conditioning) <= 2  # seeds add, the oldest beyond max_seeds goes
                 assert len(memory.recent) >= tracked_frames  # what it tracked is still there
         finally:
-            _say(sam, present=True)
+            say_present(sam, present=True)
 
 
 def test_removing_the_target_cancels_its_grounding(sam, detector):

@@ -13,7 +13,7 @@ import json
 
 import torch
 
-from _tiny_models import save_dinov2, save_tiny_pipeline
+from _tiny_models import save_dinov2, save_tiny_pipeline, say_present
 from clips import write_fss_folder
 from refseg_ros.eval import builders, cli, outdir, runner
 from refseg_ros.eval.sources import EngineReplaySource, EngineSettings
@@ -32,8 +32,7 @@ def _present_engine():
     from refseg_ros.engine import EngineConfig, SegmentationEngine
 
     engine = SegmentationEngine.from_config(EngineConfig(model="sam2.1_hiera_t", image_size=256, device="cpu"))
-    with torch.no_grad():
-        engine.model.sam_mask_decoder.pred_obj_score_head.layers[-1].bias.fill_(10.0)
+    say_present(engine.model)
     return engine
 
 

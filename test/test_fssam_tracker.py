@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from _tiny_models import present_sam
 from refseg_ros.adapters.reference import FssamOptions, FssamSegmenter
 from refseg_ros.adapters.reference.dino import build_dinov2
 from refseg_ros.adapters.reference.fssam_tracker import FssamTracker
@@ -20,7 +21,6 @@ from refseg_ros.adapters.reference.priors import priors_from_prototypes, pseudo_
 from refseg_ros.adapters.reference.prototypes import masked_average
 from refseg_ros.engine import EngineConfig, MaskPrompt, SegmentationEngine, TargetState
 from refseg_ros.engine.features import encode_image
-from refseg_ros.engine.model import build_model
 from refseg_ros.engine.seams import PlainFrame
 
 FRAMES = 3  # stepped with the FSSAM target
@@ -59,9 +59,7 @@ def _supports(rng):
 def parts():
     torch.set_num_threads(min(2, torch.get_num_threads()))
     torch.manual_seed(0)
-    sam = build_model("sam2_hiera_t", image_size=512).eval()
-    with torch.no_grad():  # default init scores every object absent: say present
-        sam.sam_mask_decoder.pred_obj_score_head.layers[-1].bias.fill_(10.0)
+    sam = present_sam("sam2_hiera_t", 512)
     dino = build_dinov2(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, mlp_ratio=2)
     rng = np.random.default_rng(3)
     supports, labels = _supports(rng)

@@ -13,10 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from _tiny_models import save_dinov2, save_tiny_pipeline
+from _tiny_models import present_sam, save_dinov2, save_tiny_pipeline
 from refseg_ros.engine import EngineConfig, MaskPrompt, PointsPrompt, SegmentationEngine, TargetState
 from refseg_ros.engine.memory import MemoryEntry
-from refseg_ros.engine.model import build_model
 from refseg_ros.engine.proposer_chain import ProposerChain
 from refseg_ros.engine.seams import Seed
 
@@ -137,10 +136,7 @@ def test_close_closes_every_member_and_raises_the_first_error():
 # --------------------------------------------------------------------- in the engine
 @pytest.fixture(scope="module")
 def sam():
-    model = build_model("sam2_hiera_t", image_size=256).eval()
-    with torch.no_grad():
-        model.sam_mask_decoder.pred_obj_score_head.layers[-1].bias.fill_(10.0)
-    return model
+    return present_sam()
 
 
 @pytest.fixture(scope="module")

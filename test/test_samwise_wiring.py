@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
+from _tiny_models import present_sam
 from refseg_ros.adapters.text.adapter import SamwiseAdapter
 from refseg_ros.adapters.text.clip_runner import ClipRunner
 from refseg_ros.adapters.text.decoding import decode_with_text, without_memory
 from refseg_ros.adapters.text.encoder import encode_clip
 from refseg_ros.adapters.text.preprocess import preprocess_frame
-from refseg_ros.engine.model import build_model
 
 CAPTION_A = torch.tensor([0, 1234, 873, 40001, 2])
 CAPTION_B = torch.tensor([0, 99, 31337, 2])
@@ -23,9 +23,7 @@ CAPTION_B = torch.tensor([0, 99, 31337, 2])
 @pytest.fixture(scope="module")
 def small():
     torch.manual_seed(0)
-    sam = build_model("sam2_hiera_t", image_size=512).requires_grad_(False)
-    with torch.no_grad():  # default init scores every object absent (-1024 logits): say present
-        sam.sam_mask_decoder.pred_obj_score_head.layers[-1].bias.fill_(10.0)
+    sam = present_sam("sam2_hiera_t", 512).requires_grad_(False)
     trunk = sam.image_encoder.trunk
     channels = tuple(trunk.blocks[i].dim_out for i in trunk.stage_ends[1:])
     adapter = SamwiseAdapter(stage_channels=channels).eval()

@@ -142,22 +142,3 @@ def test_transition_memories_are_rebuilt_when_a_tuned_neck_is_swapped_in(sam, re
     assert all(_gap(second.entries[k], ours[k]) <= 1e-5 for k in range(N))
     engine.step("cam", frames[2])
     assert proposer.jobs_started == 2
-
-
-def test_a_tracker_target_takes_only_a_proposer_that_does_not_gate(sam, reference):
-    engine = _engine(sam)
-    tracker = TtgaTracker(sam, [reference], preprocess=engine.preprocess)
-    tid = engine.add_tracked_target("cam", tracker)
-
-    class Gating:
-        gates_output = True
-
-        def propose(self, *args):
-            return None
-
-        def close(self):
-            pass
-
-    with pytest.raises(ValueError, match="gates"):
-        engine.set_proposer("cam", tid, Gating())
-    engine.set_proposer("cam", tid, None)

@@ -12,13 +12,14 @@ import numpy as np
 import pytest
 import torch
 
-from _tiny_models import OWL_SCORE, load_owl, present_sam, save_dinov2, save_owlv2, say_present
+from _tiny_models import OWL_SCORE, load_owl, noise_reference, present_sam, save_dinov2, save_owlv2, say_present
 from refseg_ros.adapters.grounding import GroundingWorker, RegroundPolicy
 from refseg_ros.adapters.grounding.proposer import GroundingProposer
 from refseg_ros.adapters.reference.acquisition import AcquirerConfig
 from refseg_ros.adapters.reference.candidates import ScoringRules
 from refseg_ros.adapters.reference.acquisition_proposer import AcquisitionService
 from refseg_ros.adapters.reference.dino_encoder import DinoEncoder
+from refseg_ros.adapters.reference.ttga import TtgaTracker
 from refseg_ros.engine import EngineConfig, MaskPrompt, PointsPrompt, SegmentationEngine, TargetState
 from refseg_ros.engine.seams import Absent, Seed
 
@@ -213,3 +214,36 @@ def test_absent_declares_a_tracked_target_lost_and_a_seed_brings_it_back(sam):
     assert any("re-acquired" in e for e in steps[4].events)
     memory = engine._stream("cam").targets[tid].memory
     assert list(memory.conditioning) == [0, 4]  # the first seed is still there
+
+
+def test_a_gating_proposer_decides_when_a_tracker_target_runs(sam):
+    """A TTGA target (a tracker on the plain pass) with a gating proposer: its tracker
+    runs only once the proposer found it, and not while it is lost."""
+    engine = _engine(sam)
+    tracker = TtgaTracker(sam, [noise_reference(HEIGHT, WIDTH)], preprocess=engine.preprocess)
+    tid = engine.add_tracked_target("cam", tracker, label="cup")
+    click = Seed(PointsPrompt(np.array([[64.0, 48.0]], dtype=np.float32), np.array([1])), "scripted")
+    engine.set_proposer("cam", tid, _Scripted([None, click, None, Absent("gone"), None, click]))
+    memory = engine._stream("cam").targets[tid].memory
+    states, masked, written = [], [], []
+    for frame in _frames(6, seed=4):
+        step = engine.step("cam", frame)
+        states.append(step.targets[0].state)
+        masked.append(bool(step.targets[0].mask.any()))
+        written.append(len(memory.recent))
+    assert states == [TargetState.ACQUIRING, TargetState.TRACKED, TargetState.TRACKED, TargetState.LOST,
+                      TargetState.LOST, TargetState.TRACKED]
+    assert masked == [False, True, True, False, False, True]
+    assert written == [0, 1, 2, 2, 2, 3]  # the tracker ran only on the frames it was found or tracked on
+    assert len(memory.conditioning) == 1  # its example only: a seed's prompt is not pinned
+
+
+def test_a_tracker_with_its_own_features_takes_no_proposer(sam):
+    engine = _engine(sam)
+
+    class OwnFeatures:
+        variant_key = "own"
+
+    tid = engine._add_adapter_target("cam", "", None, False, tracker=OwnFeatures())
+    with pytest.raises(ValueError, match="features of its own"):
+        engine.set_proposer("cam", tid, _Scripted([]))

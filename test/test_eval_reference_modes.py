@@ -1,10 +1,11 @@
 """One-shot episodes evaluated per reference mode and compared side by side: baseline
 (pinned examples, SAM2 tracking), acquisition (a tiny random DINOv2 prior from a folder,
 each proposal waited for offline), TTGA (2 tuning steps) and DBST (a tiny diffusion
-pipeline, 2 transition frames), acquisition+dbst (both on each target) and cavsam (TTGA
-with 1 step + DBST through the tuned neck). With the gate
-held shut, acquisition publishes no mask at all, with or without the transition frames;
-the baseline does. `refseg-eval compare` puts runs in one table.
+pipeline, 2 transition frames), acquisition+dbst (both on each target), cavsam (TTGA
+with 1 step + DBST through the tuned neck) and ttga+acquisition (the prior gating the
+TTGA tracker). With the gate held shut, acquisition publishes no mask at all, with or
+without the transition frames, and neither does TTGA under it; the baseline and TTGA
+alone do. `refseg-eval compare` puts runs in one table.
 """
 
 from __future__ import annotations
@@ -57,6 +58,9 @@ def test_modes_side_by_side(tmp_path, capsys):
     modes["cavsam"] = EngineSettings(image_size=256, device="cpu", reference_mode="cavsam",
                                      fssam=ReferenceSettings("ttga", ttga_steps=1),
                                      transitions=modes["dbst"].transitions)
+    modes["ttga+acquisition"] = EngineSettings(image_size=256, device="cpu", reference_mode="ttga+acquisition",
+                                               fssam=ReferenceSettings("ttga", ttga_steps=1),
+                                               acquisition=modes["acquisition"].acquisition)
     published = {}
     for name, settings in modes.items():
         cfg = runner.RunConfig(bag=bag, out=tmp_path / name, progress=False, engine=settings)
@@ -83,6 +87,9 @@ def test_modes_side_by_side(tmp_path, capsys):
     cavsam = json.loads((tmp_path / "cavsam" / "run.json").read_text())["source"]
     assert cavsam["reference_mode"] == "cavsam" and published["cavsam"] > 0
     assert cavsam["reference"]["ttga_steps"] == 1 and cavsam["reference"]["dbst_frames"] == 2
+    assert published["ttga+acquisition"] == 0  # the prior gates the TTGA tracker as it gates SAM2's
+    gated = json.loads((tmp_path / "ttga+acquisition" / "run.json").read_text())["source"]["reference"]
+    assert gated["ttga_steps"] == 1 and gated["dino_model"] == str(dino)
     table_rows = {line.split("|")[1].strip() for line in table.splitlines()[2:]}
     assert table_rows == {"baseline", "acquisition"}
     assert "false-positive rate" in table and (tmp_path / "modes.md").read_text().strip() == table.strip()

@@ -3,7 +3,8 @@ with FSSAM, a reference target becomes an FSSAM tracker in the engine, a new exa
 rebuilds it with one more support, and the listing says `fssam`; with acquisition, the
 target gets its prior on every camera and the listing says `acquisition`; with DBST too,
 both in one proposer chain (`acquisition+dbst`); with TTGA, DBST through the target's
-own neck (`ttga+dbst`). Small random models: sam2_hiera_t at
+own neck (`ttga+dbst`); with a reference mode and acquisition, the prior gates the
+mode's tracker (`fssam+acquisition`). Small random models: sam2_hiera_t at
 512, DINOv2 of width 32, a tiny Stable Diffusion pipeline.
 """
 
@@ -63,6 +64,30 @@ def test_fssam_mode_tracks_references_with_fssam(engine):
     assert [r.target_id for r in step.targets] == [tid]
     registry.remove(tid)
     assert engine.targets(CAMERAS[0]) == []
+
+
+def test_fssam_targets_get_the_prior_as_their_absence_gate(engine):
+    from refseg_ros.adapters.reference.acquisition_proposer import ReferenceAcquisition
+    from refseg_ros.engine import TargetState
+
+    dino = build_dinov2(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, mlp_ratio=2)
+    # no dino_model: FSSAM's own DINOv2 serves the prior (as the node does in fssam mode)
+    service, note = open_acquisition(AcquisitionSettings(acquisition_threshold=2.0), engine.device, dino=dino)
+    assert service is not None and "FSSAM's own" in note, note
+    assert service.encoder.model is dino
+    try:
+        registry = TargetRegistry(engine, None, CAMERAS, acquisition=service,
+                                  reference_mode=FssamMode(engine.model, dino, FssamOptions()))
+        image, mask = _example(1)
+        tid = int(registry.teach(TaughtTarget(0, "mug", "reference", image=image, mask=mask)).split()[2])
+        assert [s.path for s in registry.statuses()] == ["fssam+acquisition"]
+        assert all(isinstance(engine._stream(c).targets[tid].proposer, ReferenceAcquisition) for c in CAMERAS)
+        result = engine.step(CAMERAS[0], _example(3)[0]).targets[0]
+        # a raw score of 2 is out of reach: FSSAM is not run and nothing is published
+        assert result.state == TargetState.ACQUIRING and not result.mask.any() and result.score == 0.0
+        registry.remove(tid)
+    finally:
+        service.close()
 
 
 def test_a_missing_fssam_checkpoint_falls_back_to_the_baseline(engine):

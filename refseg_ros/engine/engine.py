@@ -176,27 +176,26 @@ class SegmentationEngine:
         """Give a target a proposer, or take it away (None); the previous one is closed.
 
         A target with a tracker (`seams.TargetTracker`) takes one only when its tracker
-        uses the plain pass (`variant_key` None, e.g. TTGA) and the proposer does not gate
-        its output (`gates_output` False): its seeds' memories are pinned as for any
-        target (after the tracker's pass, so they count from the next frame on), while a
-        seed's prompt is dropped with an event (the tracker decodes the target, not the
-        engine's prompt path).
+        uses the plain pass (`variant_key` None: TTGA, FSSAM), whose features the proposer
+        is given. Proposers are asked before trackers run; a seed's memories are pinned
+        after the tracker's pass (they count from the next frame on); a seed's prompt is
+        not applied (the tracker decodes the target, not the engine's prompt path) but
+        says the target was found
+        on this frame, so the tracker runs on it; with `gates_output`, the tracker does
+        not run, and nothing is published, while the target is acquiring or lost and no
+        seed came; `Absent` declares it lost.
 
         Raises UnknownStreamError, UnknownTargetError, ValueError for a tracker target
-        with a variant of its own or a gating proposer.
+        with a variant of its own.
         """
         with self._lock:
             stream = self._stream(stream_id)
             target = stream.targets.get(target_id)
             if target is None:
                 raise UnknownTargetError(f"no target {target_id} on stream {stream_id!r}")
-            if target.tracker is not None and proposer is not None:
-                if target.tracker.variant_key is not None:
-                    raise ValueError(f"target {target_id} is decoded by an adapter with features of its own; "
-                                     "it takes no proposer")
-                if proposer.gates_output:
-                    raise ValueError(f"target {target_id} is decoded by an adapter; it takes no proposer "
-                                     "that gates its output")
+            if target.tracker is not None and proposer is not None and target.tracker.variant_key is not None:
+                raise ValueError(f"target {target_id} is decoded by an adapter with features of its own; "
+                                 "it takes no proposer")
             if target.proposer is not None:
                 target.proposer.close()
             target.proposer = proposer
@@ -291,20 +290,17 @@ class SegmentationEngine:
                 stream.stamps.pop(index - 256, None)
                 late: list = []
                 pending: set[int] = set()
-                self._track_adapted(stream, adapted, frame, features, index, low_res, scores, frame_logits,
-                                    late, pending)
+                gated, deferred = self._propose(stream, features, frame, index, events)
+                self._track_adapted(stream, [t for t in adapted if t.target_id not in gated], frame, features,
+                                    index, low_res, scores, frame_logits, late, pending)
+                for target, memories in deferred:  # after the tracker pinned what it pins on its first frame
+                    self._pin_memories(target, memories)
                 late_results = self._late_results(stream, late, events)
-                gated = self._propose(stream, features, frame, index, events)
                 for target in list(stream.targets.values()):
                     if target.pending is None:
                         continue
                     prompt, target.pending = target.pending, None
                     seeded = bool(target.seeds) and target.seeds[-1] == index
-                    if target.tracker is not None:  # its tracker decodes it: a seed's prompt is not applied
-                        if seeded:
-                            target.seeds.pop()
-                        events.append(f"{_name(target)} seed prompt dropped: an adapter decodes this target")
-                        continue
                     try:
                         decoded = self._apply_prompt(target, features, prompt, (height, width), index)
                     except InvalidPromptError as exc:  # the frame turned out not to fit the prompt
@@ -369,10 +365,14 @@ class SegmentationEngine:
         return decoded
 
     def _propose(self, stream: Stream, features: Optional[FrameFeatures], frame: np.ndarray, index: int,
-                 events: list[str]) -> set[int]:
+                 events: list[str]) -> tuple[set[int], list[tuple[Target, list[MemoryEntry]]]]:
         """Ask each proposer target's proposer for a seed; a seed becomes the target's
-        prompt on this frame. Returns the ids whose output is withheld on this frame."""
+        prompt on this frame (a tracker target's tracker runs instead, see
+        `set_proposer`). Returns the ids whose output is withheld (and, for tracker
+        targets, whose tracker does not run) on this frame, and the tracker targets'
+        seed memories, to pin once their trackers ran."""
         gated: set[int] = set()
+        deferred: list[tuple[Target, list[MemoryEntry]]] = []
         for target in stream.targets.values():
             proposer = target.proposer
             if proposer is None or target.pending is not None or features is None:
@@ -385,16 +385,18 @@ class SegmentationEngine:
                     events.append(f"{_name(target)} lost" + (f": {seed.reason}" if seed.reason else ""))
                 gated.add(target.target_id)
             elif seed is not None:
-                if seed.memories:
+                if seed.memories and target.tracker is not None:
+                    deferred.append((target, seed.memories))
+                elif seed.memories:
                     self._pin_memories(target, seed.memories)
-                if seed.prompt is not None:
+                if seed.prompt is not None and target.tracker is None:
                     target.pending = seed.prompt
                     target.seeds.append(index)
                 if seed.reason:
                     events.append(f"{_name(target)} seeded: {seed.reason}")
             elif proposer.gates_output and target.state in (TargetState.ACQUIRING, TargetState.LOST):
                 gated.add(target.target_id)
-        return gated
+        return gated, deferred
 
     @staticmethod
     def _pin_memories(target: Target, memories: list[MemoryEntry]) -> None:

@@ -105,13 +105,16 @@ def _build_parser() -> argparse.ArgumentParser:
     text.add_argument("--grounding-threshold", type=float, default=0.35)
     ref = run.add_argument_group("reference targets (one-shot episodes, --prompt reference-topic)")
     ref.add_argument("--reference-mode", default="baseline",
-                     choices=["baseline", "acquisition", "ttga", "dbst", "fssam", "acquisition+dbst", "cavsam"],
+                     choices=["baseline", "acquisition", "ttga", "dbst", "fssam", "acquisition+dbst", "cavsam",
+                              "ttga+acquisition", "fssam+acquisition", "cavsam+acquisition"],
                      help="baseline: pinned examples, SAM2 tracking; acquisition: + the DINOv2 prior's "
                           "gate (no mask until found); ttga: a per-target neck tuned by CAV-SAM's TTGA "
                           "(tuned before the episode's frames offline); dbst: diffusion transition frames "
                           "from the reference to the first frame (made before it offline); fssam: FSSAM "
                           "on every frame; acquisition+dbst: both on each target; cavsam: ttga + dbst, the "
-                          "transition frames encoded through the target's tuned neck")
+                          "transition frames encoded through the target's tuned neck; MODE+acquisition: "
+                          "the prior gates that mode's tracker (it runs, and masks are published, only "
+                          "once the prior found the target)")
     ref.add_argument("--dbst-pipeline", default="", help="dbst: a Stable Diffusion folder")
     ref.add_argument("--dbst-frames", type=int, default=9)
     ref.add_argument("--dbst-lora-steps", type=int, default=200)
@@ -255,7 +258,7 @@ def _live_settings(args: argparse.Namespace) -> dict[str, float | int]:
 def _cmd_run(args: argparse.Namespace) -> int:
     from refseg_ros.eval import fanout
     from refseg_ros.eval.runner import RunConfig, evaluate
-    from refseg_ros.eval.sources import EngineSettings
+    from refseg_ros.eval.sources import EngineSettings, reference_parts
 
     from refseg_ros.runtime.captions import TextSettings
 
@@ -270,7 +273,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     acquisition = AcquisitionSettings(dino_model=args.dino_model, acquisition_threshold=args.acquisition_threshold,
                                       acquisition_m=args.acquisition_m, acquisition_k=args.acquisition_k)
     acquisition.check()
-    fssam = ReferenceSettings({"ttga": "ttga", "cavsam": "ttga"}.get(args.reference_mode, "fssam"),
+    fssam = ReferenceSettings("ttga" if "ttga" in reference_parts(args.reference_mode) else "fssam",
                               args.fssam_checkpoint, args.fssam_official, args.ttga_steps)
     fssam.check()
     from refseg_ros.runtime.transitions import TransitionSettings

@@ -71,8 +71,9 @@ class EngineSettings:
     # acquisition (+ the DINOv2 prior's gate: `acquisition`, runtime.acquisition's
     # AcquisitionSettings), ttga or fssam (`fssam`: runtime.reference_modes'
     # ReferenceSettings, which holds both modes' options), dbst (`transitions`), or two
-    # of them on each target (REFERENCE_PARTS: acquisition+dbst; cavsam, TTGA + DBST
-    # through the target's tuned neck).
+    # or more of them on each target (REFERENCE_PARTS: acquisition+dbst; cavsam, TTGA +
+    # DBST through the target's tuned neck; a reference mode + acquisition, the prior
+    # gating the mode's tracker).
     reference_mode: str = "baseline"
     acquisition: Optional[Any] = None
     fssam: Optional[Any] = None
@@ -95,9 +96,11 @@ class EngineSettings:
         return out
 
 
-# Reference modes that give each target two of the single modes (their option names do
-# not overlap, so run.json's "reference" holds both sets).
-REFERENCE_PARTS = {"acquisition+dbst": ("acquisition", "dbst"), "cavsam": ("ttga", "dbst")}
+# Reference modes that give each target several of the single modes (their option names
+# do not overlap, so run.json's "reference" holds every set).
+REFERENCE_PARTS = {"acquisition+dbst": ("acquisition", "dbst"), "cavsam": ("ttga", "dbst"),
+                   "ttga+acquisition": ("ttga", "acquisition"), "fssam+acquisition": ("fssam", "acquisition"),
+                   "cavsam+acquisition": ("ttga", "acquisition", "dbst")}
 
 
 def reference_parts(mode: str) -> tuple[str, ...]:
@@ -193,18 +196,23 @@ class EngineReplaySource:
         mode = self.settings.reference_mode
         if mode == "baseline" or self._reference:
             return self._reference
-        adapters = {part: self._open_reference_part(part) for part in reference_parts(mode)}
+        adapters: dict[str, Any] = {}
+        for part in reference_parts(mode):
+            adapters[part] = self._open_reference_part(part, adapters)
         self._reference = adapters
         return adapters
 
-    def _open_reference_part(self, mode: str) -> Any:
+    def _open_reference_part(self, mode: str, opened: dict[str, Any]) -> Any:
+        """One part of the reference mode; `opened`: the parts before it (FSSAM's DINOv2
+        serves the prior when no --dino-model is given)."""
         from refseg_ros.eval.plan import PlanError
 
         if mode == "acquisition":
             from refseg_ros.runtime.acquisition import AcquisitionSettings, open_acquisition
 
             adapter, note = open_acquisition(self.settings.acquisition or AcquisitionSettings(),
-                                             self.engine.device, synchronous=True)
+                                             self.engine.device, synchronous=True,
+                                             dino=getattr(opened.get("fssam"), "dino", None))
         elif mode == "dbst":
             from refseg_ros.runtime.transitions import TransitionSettings, open_transitions
 
@@ -239,10 +247,16 @@ class EngineReplaySource:
                 tracker = adapters[part].tracker(images, masks)
                 tid = engine.add_tracked_target(stream, tracker, label=p.label, target_id=p.target_id,
                                                 replace=known)
+                members = []
+                if "acquisition" in adapters:  # the prior gates the mode's tracker
+                    acquisition = adapters["acquisition"]
+                    members.append(acquisition.proposer(acquisition.prototypes(images, masks)))
                 if "dbst" in adapters:  # cavsam: transition frames through the target's own neck
                     first_image, first_mask = shots[0]
-                    engine.set_proposer(stream, tid, adapters["dbst"].proposer(
+                    members.append(adapters["dbst"].proposer(
                         first_image, np.asarray(first_mask, bool), on=("taught",), encoder=tracker))
+                if members:
+                    engine.set_proposer(stream, tid, members[0] if len(members) == 1 else ProposerChain(members))
                 return tid
         if known:  # one more example (k-shot)
             engine.add_reference(stream, p.target_id, MaskPrompt(p.mask), p.image)

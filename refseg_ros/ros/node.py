@@ -104,10 +104,11 @@ class SegmenterNode(LifecycleNode):
                 preprocessing=settings.preprocessing))
             captions, captions_note = open_caption_path(settings.text(), engine, settings.model)
             (self.get_logger().info if captions else self.get_logger().warning)(captions_note)
-            acquisition, acquisition_note = open_acquisition(settings.acquisition(), engine.device)
-            self.get_logger().info(acquisition_note)
             reference_mode, reference_note = open_reference_mode(settings.reference(), engine)
             self.get_logger().info(reference_note)
+            acquisition, acquisition_note = open_acquisition(settings.acquisition(), engine.device,
+                                                             dino=getattr(reference_mode, "dino", None))
+            self.get_logger().info(acquisition_note)
             transitions, transitions_note = open_transitions(settings.transitions(), engine)
             self.get_logger().info(transitions_note)
             registry = TargetRegistry(engine, store, list(cameras), settings.max_caption_length,
@@ -125,7 +126,7 @@ class SegmenterNode(LifecycleNode):
         for line in restored:
             self.get_logger().info(line)
         where = f"target store {store.dir}" if store else "no target store (store_dir empty)"
-        self._pending_status = [captions_note, acquisition_note, reference_note, transitions_note] + restored + [
+        self._pending_status = [captions_note, reference_note, acquisition_note, transitions_note] + restored + [
             f"configured: {len(cameras)} camera(s) ({', '.join(cameras)}), {where}, "
             f"{len(registry.ids())} target(s)"]
         self._create_services()

@@ -67,7 +67,8 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "status_repeat_period": (5.0, "seconds before an identical rejection is reported again"),
     "max_caption_length": (1000, "longest caption accepted, in characters"),
     "dino_model": ("", "folder of a transformers Dinov2Model: reference targets are looked for by their "
-                   "prior while not tracked (acquisition); empty: off"),
+                   "prior while not tracked (acquisition), in every reference_mode; empty: off (in "
+                   "reference_mode fssam: FSSAM's own DINOv2)"),
     "acquisition_threshold": (0.5, "raw candidate score (mask-averaged cosine x IoU and presence terms) a "
                               "frame needs"),
     "acquisition_m": (2, "frames above the threshold, out of the last acquisition_k looked at, before a seed"),

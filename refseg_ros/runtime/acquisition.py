@@ -48,12 +48,13 @@ class AcquisitionSettings:
             raise ValueError("parameter acquisition_candidates must be at least 1")
 
 
-def open_acquisition(settings: AcquisitionSettings, device: torch.device,
-                     synchronous: bool = False) -> tuple[Optional[object], str]:
+def open_acquisition(settings: AcquisitionSettings, device: torch.device, synchronous: bool = False,
+                     dino: Optional[torch.nn.Module] = None) -> tuple[Optional[object], str]:
     """An `AcquisitionService`, or None and why reference targets go without one.
     Loading errors are returned as the reason, never raised. `synchronous`: wait for each
-    proposal (offline evaluation)."""
-    if not settings.dino_model:
+    proposal (offline evaluation). `dino`: a `Dinov2Model` already loaded (FSSAM's own),
+    used when `dino_model` is empty, so that FSSAM targets get the gate by default."""
+    if not settings.dino_model and dino is None:
         return None, ("reference targets without acquisition (set dino_model to a DINOv2 folder to look "
                       "for them while they are not tracked)")
     try:
@@ -64,13 +65,14 @@ def open_acquisition(settings: AcquisitionSettings, device: torch.device,
         config = AcquirerConfig(candidates=settings.acquisition_candidates,
                                 threshold=settings.acquisition_threshold, m=settings.acquisition_m,
                                 window=settings.acquisition_k)
-        encoder = DinoEncoder(settings.dino_model, input_size=settings.acquisition_input_size or None, device=device)
+        source = settings.dino_model or dino
+        encoder = DinoEncoder(source, input_size=settings.acquisition_input_size or None, device=device)
         service = AcquisitionService(encoder, config,
                                      settings.acquisition_interval, synchronous=synchronous,
                                      watch=settings.acquisition_watch)
     except Exception as exc:  # a missing folder, weights of another model
-        return None, (f"acquisition could not be loaded from dino_model {settings.dino_model} "
+        return None, (f"acquisition could not be loaded from dino_model {settings.dino_model or 'FSSAM'} "
                       f"({type(exc).__name__}: {exc}); reference targets go without it")
     watched = " and watched while tracked" if settings.acquisition_watch else ""
-    return service, (f"reference targets looked for by DINOv2 from {settings.dino_model} while not "
-                     f"tracked{watched}")
+    origin = f"from {settings.dino_model}" if settings.dino_model else "(FSSAM's own)"
+    return service, f"reference targets looked for by DINOv2 {origin} while not tracked{watched}"

@@ -15,8 +15,14 @@
   iterative memory refinement, support-calibrated memory attention;
   `adapters.reference.fssam_tracker`). Needs an FSSAM checkpoint: its SAM 2.0 Hiera-S
   becomes the node's model (`model: sam2_hiera_s`, `image_size: 512`) and its DINOv2
-  ViT-B/14 the prior's encoder. FSSAM has no absence gate; the node's acquisition gate
-  does not apply to it (the target's state follows FSSAM's object score).
+  ViT-B/14 the prior's encoder. FSSAM has no absence gate of its own.
+
+With acquisition (`runtime.acquisition`), the prior gates a mode's tracker as it gates
+SAM2's tracking of a baseline target: the tracker runs, and the target's mask is
+published, only once the prior found it, and its watch declares it lost when it is gone.
+In fssam mode the prior uses FSSAM's DINOv2 unless `dino_model` names another, so the
+gate is on by default there (`list_targets`: `fssam+acquisition`, `ttga+acquisition`,
+`ttga+acquisition+dbst`).
 """
 
 from __future__ import annotations

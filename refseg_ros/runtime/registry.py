@@ -39,7 +39,8 @@ class TargetStatus:
     status: str  # acquiring | tracked | occluded | lost | waiting
     note: str = ""  # why it waits, when it does
     path: str = ""  # how it is found: samwise or grounding (captions); acquisition, dbst,
-    # acquisition+dbst, ttga, ttga+dbst or fssam (references); "" for none
+    # acquisition+dbst, or a reference mode (ttga, fssam) with +acquisition and (ttga) +dbst
+    # (references); "" for none
 
 
 def camera_key(topic: str) -> str:
@@ -387,10 +388,9 @@ class TargetRegistry:
         """How the engine finds the target besides its memory (see TargetStatus.path)."""
         if target.kind == "caption":
             return "" if self.captions is None else self.captions.path
-        if self._bridged(target):
-            return "ttga+dbst"
         if target.kind == "reference" and self.reference_mode is not None:
-            return self.reference_mode.path
+            parts = [self.reference_mode.path] + (["acquisition"] if self.acquisition is not None else [])
+            return "+".join(parts + (["dbst"] if self._bridged(target) else []))
         if target.kind == "reference" and self.acquisition is not None and self.transitions is not None:
             return "acquisition+dbst"
         if target.kind == "reference" and self.acquisition is not None:
@@ -401,13 +401,26 @@ class TargetRegistry:
 
     def _add_reference_tracker(self, camera: str, target: TaughtTarget, tracker, replace: bool = False) -> None:
         """Add (or replace) the reference mode's tracker of `target` on `camera`, with its
-        transition frames when it gets them (`_bridged`: from its first example)."""
+        prior when acquisition is on (the tracker then runs only once the prior found the
+        target, and the prior's watch declares it lost) and its transition frames when it
+        gets them (`_bridged`: from its first example); with both, one `ProposerChain`."""
         self.engine.add_tracked_target(camera, tracker, label=target.label, target_id=target.target_id,
                                        replace=replace)
+        members = []
+        if self.acquisition is not None:
+            members.append(self.acquisition.proposer(self._prototypes(target)))
         if self._bridged(target):  # CAV-SAM in full: DBST through the target's own neck
-            proposer = self.transitions.proposer(target.image, np.asarray(target.mask) != 0,
-                                                 on=self.transitions_on, encoder=tracker)
+            members.append(self.transitions.proposer(target.image, np.asarray(target.mask) != 0,
+                                                     on=self.transitions_on, encoder=tracker))
+        if members:
+            proposer = members[0] if len(members) == 1 else ProposerChain(members)
             self.engine.set_proposer(camera, target.target_id, proposer)
+
+    def _prototypes(self, target: TaughtTarget):
+        """The target's prior prototypes, from all its examples (acquisition on)."""
+        images = [target.image] + [image for image, _ in target.views]
+        masks = [np.asarray(target.mask) != 0] + [np.asarray(mask) != 0 for _, mask in target.views]
+        return self.acquisition.prototypes(images, masks)
 
     def _bridged(self, target: TaughtTarget) -> bool:
         """Whether a reference target of the reference mode also gets diffusion transition
@@ -430,11 +443,7 @@ class TargetRegistry:
         (the prior's prompts first, the transitions' memories beside them)."""
         if target.kind != "reference" or (self.acquisition is None and self.transitions is None):
             return
-        prototypes = None
-        if self.acquisition is not None:
-            images = [target.image] + [image for image, _ in target.views]
-            masks = [np.asarray(target.mask) != 0] + [np.asarray(mask) != 0 for _, mask in target.views]
-            prototypes = self.acquisition.prototypes(images, masks)
+        prototypes = self._prototypes(target) if self.acquisition is not None else None
         for camera in self._cameras_of(target):
             members = []
             if prototypes is not None:

@@ -503,13 +503,19 @@ class TtgaTracker:
         """(version, encode): this target's image encoder as it is now, for images that are
         not stream frames (its DBST transition frames, `dbst_proposer.TransitionEncoder`).
 
-        version: the number of necks swapped in so far (`swaps`; it changes with the
-        neck). encode(image): a preprocessed (1, 3, S, S) float image (the engine's
-        `FramePreprocessor` output) to its FrameFeatures, through the shared trunk and the
-        neck in use now (kept, whatever is swapped in later): the features this target's
-        references and tracked frames are decoded from. Thread-safe (it only reads).
+        version: the number of necks swapped in so far (`swaps`, counting one swapped in
+        and not yet in use; it changes with the neck). encode(image): a preprocessed
+        (1, 3, S, S) float image (the engine's `FramePreprocessor` output) to its
+        FrameFeatures, through the shared trunk and the neck this target's next tracked
+        frame is decoded with: the one in use, or the one swapped in to be used from that
+        frame on (kept, whatever is swapped in later). Thread-safe (it only reads).
         """
-        version, neck, model = self.swaps, self.neck, self.model  # the version first: never newer than the neck
+        pending = self._pending
+        if pending is not None:
+            version, neck = self.swaps + 1, pending
+        else:
+            version, neck = self.swaps, self.neck  # the version first: never newer than the neck
+        model = self.model
 
         def encode(image: torch.Tensor) -> FrameFeatures:
             return neck_features(model, model.image_encoder.trunk(image), neck)[0]
@@ -534,7 +540,8 @@ class TtgaTracker:
         pinned = self._pinned.get(memory)
         if pinned is not None and pinned[1] == self.swaps:
             return
-        at = pinned[0] if pinned is not None else [index - 1 - k for k in range(len(self._inputs))]
+        below = min([index, *memory.conditioning])  # below anything a proposer pinned already
+        at = pinned[0] if pinned is not None else [below - 1 - k for k in range(len(self._inputs))]
         for (image, inputs), frame in zip(self._inputs, at):
             trunk = model.image_encoder.trunk(image)
             features = neck_features(model, trunk, self.neck)[0]

@@ -20,7 +20,8 @@ import torch.nn.functional as F
 
 from _tiny_models import present_sam
 from refseg_ros.adapters.reference import candidates as candidates_module
-from refseg_ros.adapters.reference.acquisition import Acquirer, AcquirerConfig, encode_acquisition_memory
+from refseg_ros.adapters.reference.acquisition import (Acquirer, AcquirerConfig, Proposal,
+                                                        encode_acquisition_memory)
 from refseg_ros.adapters.reference.acquisition_worker import AcquisitionWorker
 from refseg_ros.adapters.reference.candidates import (Candidates, ScoringRules, decode_candidates,
                                                       score_candidates, single_click_multimask)
@@ -454,6 +455,23 @@ def test_nothing_proposed_counts_as_a_miss():
     assert len(proposal.points_xy) == 0  # foreground = background everywhere: no candidate
     assert acquirer.decide(None, None, proposal, (16, 16)) is None  # no decode needed
     assert acquirer.gate.window == (False,)
+
+
+def test_presence_looks_around_the_tracked_box_only():
+    """The watch's look: a hand-made 8 x 8 map over a 160 x 160 frame (20 px cells), one
+    cell that looks like the examples (row 2, column 6: pixels x 120-139, y 40-59)."""
+    protos = ReferencePrototypes(torch.ones(1, 4), torch.ones(1, 4))
+    acquirer = Acquirer(_HandMadeEncoder(torch.ones(1, 4, 8, 8)), protos, AcquirerConfig())
+    fg, bg = torch.zeros(8, 8), torch.full((8, 8), 0.2)
+    fg[2, 6] = 0.9
+    proposal = Proposal(np.zeros((0, 2), np.float32), [], fg, bg, (160, 160))
+    hw = (160, 160)
+    assert acquirer.presence(proposal, (120, 40, 140, 60), hw) == pytest.approx(0.9)  # on it
+    assert acquirer.presence(proposal, (90, 40, 110, 60), hw) == pytest.approx(0.9)  # widened onto it
+    assert acquirer.presence(proposal, (0, 100, 40, 160), hw) is None  # elsewhere: only cells like the background
+    assert acquirer.presence(proposal, None, hw) is None  # an empty mask shows nothing like it
+    fg[5, 0] = 0.3  # like the foreground more than the background, below the threshold
+    assert acquirer.presence(proposal, (0, 100, 40, 160), hw) == pytest.approx(0.3)
 
 
 # ------------------------------------------------------------------------------ the worker

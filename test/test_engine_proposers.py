@@ -214,6 +214,7 @@ def test_absent_declares_a_tracked_target_lost_and_a_seed_brings_it_back(sam):
     assert any("re-acquired" in e for e in steps[4].events)
     memory = engine._stream("cam").targets[tid].memory
     assert list(memory.conditioning) == [0, 4]  # the first seed is still there
+    assert not memory.recent  # frame 1, tracked before it went, is forgotten; frame 4 is a seed
 
 
 def test_a_gating_proposer_decides_when_a_tracker_target_runs(sam):
@@ -234,7 +235,7 @@ def test_a_gating_proposer_decides_when_a_tracker_target_runs(sam):
     assert states == [TargetState.ACQUIRING, TargetState.TRACKED, TargetState.TRACKED, TargetState.LOST,
                       TargetState.LOST, TargetState.TRACKED]
     assert masked == [False, True, True, False, False, True]
-    assert written == [0, 1, 2, 2, 2, 3]  # the tracker ran only on the frames it was found or tracked on
+    assert written == [0, 1, 2, 0, 0, 1]  # run only when found or tracked; its frames forgotten when gone
     assert len(memory.conditioning) == 1  # its example only: a seed's prompt is not pinned
 
 

@@ -196,9 +196,9 @@ class SegmentationEngine:
             if target.tracker is not None and proposer is not None and target.tracker.variant_key is not None:
                 raise ValueError(f"target {target_id} is decoded by an adapter with features of its own; "
                                  "it takes no proposer")
-            if target.proposer is not None:
-                target.proposer.close()
-            target.proposer = proposer
+            old, target.proposer = target.proposer, proposer
+            if old is not None:
+                old.close()  # after the new one is attached: a failing close leaves no gap
 
     def add_proposed_target(self, stream_id: str, proposer: Proposer, *, label: str = "",
                             target_id: Optional[int] = None, replace: bool = False) -> int:
@@ -382,6 +382,7 @@ class SegmentationEngine:
             if isinstance(seed, Absent):
                 if target.state not in (TargetState.ACQUIRING, TargetState.LOST):
                     target.state = TargetState.LOST
+                    target.memory.forget_recent()  # frames tracked while it was gone: on something else
                     events.append(f"{_name(target)} lost" + (f": {seed.reason}" if seed.reason else ""))
                 gated.add(target.target_id)
             elif seed is not None:

@@ -113,6 +113,11 @@ class TargetMemory:
         entries = list(self.conditioning.values()) + list(self.recent)
         return sum(e.nbytes() for e in entries)
 
+    def forget_recent(self) -> None:
+        """Forget the tracked frames, keep the conditioning entries (a target declared
+        gone: what was tracked lately is not trusted, its examples and seeds are)."""
+        self.recent.clear()
+
     def clear(self) -> None:
         """Forget every entry (a mode that segments each frame on its own)."""
         self.conditioning.clear()

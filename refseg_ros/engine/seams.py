@@ -112,10 +112,12 @@ class Seed:
 @dataclass
 class Absent:
     """A proposer's answer on a frame where the target is tracked (or occluded) but its
-    proposer finds nothing like it in view: the engine declares it lost on that frame
-    (event "target N lost: <reason>"), withholds its mask and stops tracking it until a
-    `Seed` finds it again; its memory is kept. On a target that is already acquiring or
-    lost it only withholds the mask."""
+    proposer finds nothing like it where it is tracked: the engine declares it lost on
+    that frame (event "target N lost: <reason>") and withholds its mask; its conditioning
+    memories (examples, seeds) are kept, the frames it tracked lately are forgotten (they
+    followed something else). A gating proposer (all that answer `Absent` today) then
+    keeps it untracked until a `Seed` finds it again. On a target that is already
+    acquiring or lost it only withholds the mask."""
 
     reason: str = ""
 

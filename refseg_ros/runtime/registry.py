@@ -183,9 +183,9 @@ class TargetRegistry:
             new = dataclasses.replace(old, views=old.views + [(image, view_mask)])
             try:
                 if old.target_id not in self._notes and self.reference_mode is not None:
-                    tracker = self._reference_tracker(new)
+                    tracker, prototypes = self._reference_tracker(new), self._prototypes_if_on(new)
                     for camera in self._cameras_of(new):
-                        self._add_reference_tracker(camera, new, tracker, replace=True)
+                        self._add_reference_tracker(camera, new, tracker, prototypes, replace=True)
                 elif old.target_id not in self._notes:
                     for camera in self._cameras_of(new):
                         self.engine.add_reference(camera, new.target_id, MaskPrompt(view_mask), image)
@@ -356,10 +356,10 @@ class TargetRegistry:
             self._check_own_camera(target)
             done = []
             try:
-                tracker = self._reference_tracker(target)
+                tracker, prototypes = self._reference_tracker(target), self._prototypes_if_on(target)
                 for camera in self._cameras_of(target):
                     done.append(camera)
-                    self._add_reference_tracker(camera, target, tracker)
+                    self._add_reference_tracker(camera, target, tracker, prototypes)
             except Exception as exc:  # examples the mode refuses, device memory: all or none
                 for camera in done:
                     self._remove_quietly(camera, target.target_id)
@@ -399,28 +399,44 @@ class TargetRegistry:
             return "dbst"
         return ""
 
-    def _add_reference_tracker(self, camera: str, target: TaughtTarget, tracker, replace: bool = False) -> None:
+    def _add_reference_tracker(self, camera: str, target: TaughtTarget, tracker, prototypes,
+                               replace: bool = False) -> None:
         """Add (or replace) the reference mode's tracker of `target` on `camera`, with its
         prior when acquisition is on (the tracker then runs only once the prior found the
         target, and the prior's watch declares it lost) and its transition frames when it
         gets them (`_bridged`: from its first example); with both, one `ProposerChain`."""
         self.engine.add_tracked_target(camera, tracker, label=target.label, target_id=target.target_id,
                                        replace=replace)
+        bridged = self._bridged(target)  # CAV-SAM in full: DBST through the target's own neck
+        self._give_proposers(camera, target, prototypes, bridged=bridged, encoder=tracker if bridged else None)
+
+    def _give_proposers(self, camera: str, target: TaughtTarget, prototypes, bridged: bool, encoder=None) -> None:
+        """Set the target's proposer on `camera`: its prior (from `prototypes`, when not
+        None) and its transition frames (when `bridged`, through `encoder` if given), one
+        `ProposerChain` with both; nothing when neither. A member built before one that
+        fails is closed."""
         members = []
-        if self.acquisition is not None:
-            members.append(self.acquisition.proposer(self._prototypes(target)))
-        if self._bridged(target):  # CAV-SAM in full: DBST through the target's own neck
-            members.append(self.transitions.proposer(target.image, np.asarray(target.mask) != 0,
-                                                     on=self.transitions_on, encoder=tracker))
-        if members:
-            proposer = members[0] if len(members) == 1 else ProposerChain(members)
-            self.engine.set_proposer(camera, target.target_id, proposer)
+        try:
+            if prototypes is not None:
+                members.append(self.acquisition.proposer(prototypes))
+            if bridged:
+                members.append(self.transitions.proposer(target.image, np.asarray(target.mask) != 0,
+                                                         on=self.transitions_on, encoder=encoder))
+            if members:
+                proposer = members[0] if len(members) == 1 else ProposerChain(members)
+                self.engine.set_proposer(camera, target.target_id, proposer)
+        except Exception:
+            for member in members:
+                member.close()
+            raise
+
+    def _prototypes_if_on(self, target: TaughtTarget):
+        """The target's prior prototypes when acquisition is on, else None."""
+        return self._prototypes(target) if self.acquisition is not None else None
 
     def _prototypes(self, target: TaughtTarget):
         """The target's prior prototypes, from all its examples (acquisition on)."""
-        images = [target.image] + [image for image, _ in target.views]
-        masks = [np.asarray(target.mask) != 0] + [np.asarray(mask) != 0 for _, mask in target.views]
-        return self.acquisition.prototypes(images, masks)
+        return self.acquisition.prototypes(*_examples(target))
 
     def _bridged(self, target: TaughtTarget) -> bool:
         """Whether a reference target of the reference mode also gets diffusion transition
@@ -432,9 +448,7 @@ class TargetRegistry:
     def _reference_tracker(self, target: TaughtTarget):
         """The reference mode's tracker for all of a target's examples (one per target:
         it keeps no per-stream state)."""
-        images = [target.image] + [image for image, _ in target.views]
-        masks = [np.asarray(target.mask) != 0] + [np.asarray(mask) != 0 for _, mask in target.views]
-        return self.reference_mode.tracker(images, masks)
+        return self.reference_mode.tracker(*_examples(target))
 
     def _look_for(self, target: TaughtTarget) -> None:
         """Give a reference target its proposers on each of its cameras: its prior
@@ -443,16 +457,9 @@ class TargetRegistry:
         (the prior's prompts first, the transitions' memories beside them)."""
         if target.kind != "reference" or (self.acquisition is None and self.transitions is None):
             return
-        prototypes = self._prototypes(target) if self.acquisition is not None else None
+        prototypes = self._prototypes_if_on(target)
         for camera in self._cameras_of(target):
-            members = []
-            if prototypes is not None:
-                members.append(self.acquisition.proposer(prototypes))
-            if self.transitions is not None:
-                members.append(self.transitions.proposer(target.image, np.asarray(target.mask) != 0,
-                                                         on=self.transitions_on))
-            proposer = members[0] if len(members) == 1 else ProposerChain(members)
-            self.engine.set_proposer(camera, target.target_id, proposer)
+            self._give_proposers(camera, target, prototypes, bridged=self.transitions is not None)
 
     def _check_own_camera(self, target: TaughtTarget) -> None:
         if target.camera and target.camera not in self.cameras:
@@ -516,3 +523,11 @@ def _engine_refusal(exc: Exception) -> str:
 
 def _quote(text: str, limit: int = 80) -> str:
     return repr(text if len(text) <= limit else text[: limit - 3] + "...")
+
+
+def _examples(target: TaughtTarget) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """A reference target's examples: its images ((H, W, 3) uint8) and masks ((H, W)
+    bool), the first one first."""
+    images = [target.image] + [image for image, _ in target.views]
+    masks = [np.asarray(target.mask) != 0] + [np.asarray(mask) != 0 for _, mask in target.views]
+    return images, masks

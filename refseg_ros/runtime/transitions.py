@@ -4,13 +4,14 @@ node; ROS-free.
 With a Stable Diffusion folder (`dbst_pipeline`), a reference target taught (and/or
 lost, `dbst_on`) starts a background job: N frames morphing its reference into the
 current frame (`adapters.reference.dbst`), propagated as a pseudo video from the
-reference, whose memories are pinned as conditioning entries between the reference and
-the live frames when ready (`adapters.reference.dbst_proposer`). When acquisition is on
-too (`dino_model`), a reference target gets both, as one `engine.proposer_chain.ProposerChain`:
-the prior's prompts find it, the transitions' memories bridge its reference to the scene
-(memories that arrive while the prior withholds the target are pinned with the seed that
-finds it). With `reference_mode: ttga`, each TTGA target gets them, encoded through its
-own tuned neck (`runtime.reference_modes`; acquisition does not apply to such targets).
+reference, whose memories are pinned as conditioning entries when ready, just below the
+target's earliest conditioning entry (`adapters.reference.dbst_proposer`). When
+acquisition is on too (`dino_model`), a reference target gets both, as one
+`engine.proposer_chain.ProposerChain`: the prior's prompts find it, the transitions'
+memories bridge its reference to the scene (memories that arrive while the prior
+withholds the target are pinned with the seed that finds it). With `reference_mode:
+ttga`, each TTGA target gets them, encoded through its own tuned neck
+(`runtime.reference_modes`), beside its prior when acquisition is on.
 """
 
 from __future__ import annotations

@@ -211,6 +211,33 @@ class Acquirer:
         not yet M of the last K frames)."""
         return self.evaluate(model, features, proposal, frame_hw, image_size).acquisition
 
+    def presence(self, proposal: Proposal, box: Optional[tuple[int, int, int, int]],
+                 frame_hw: tuple[int, int]) -> Optional[float]:
+        """The best raw foreground cosine of `proposal`'s map among the cells that look
+        more like the examples' foreground than their background (as candidates must),
+        within `box` ((x0, y0, x1, y1) pixels of a `frame_hw` = (H, W) frame, the
+        tracked mask's box) widened by half its size on each side, and by at least one
+        grid cell, for motion since the proposal's frame. None: no box, or no such cell.
+        """
+        if box is None:
+            return None
+        fg = proposal.foreground
+        eligible = fg
+        if proposal.background is not None and self.config.background_margin is not None:
+            eligible = torch.where(fg - proposal.background > self.config.background_margin, fg,
+                                   torch.full_like(fg, float("-inf")))
+        rows, cols = fg.shape
+        height, width = frame_hw
+        x0, y0, x1, y1 = (float(v) for v in box)
+        grow_x = max((x1 - x0) / 2, width / cols)
+        grow_y = max((y1 - y0) / 2, height / rows)
+        c0 = int(np.clip(np.floor((x0 - grow_x) / width * cols), 0, cols - 1))
+        c1 = int(np.clip(np.ceil((x1 + grow_x) / width * cols), c0 + 1, cols))
+        r0 = int(np.clip(np.floor((y0 - grow_y) / height * rows), 0, rows - 1))
+        r1 = int(np.clip(np.ceil((y1 + grow_y) / height * rows), r0 + 1, rows))
+        best = float(eligible[r0:r1, c0:c1].max())
+        return best if math.isfinite(best) else None
+
     def reset(self) -> None:
         """Empty the gate's window (call when the target is tracked again)."""
         self.gate.reset()

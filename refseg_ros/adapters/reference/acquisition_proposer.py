@@ -9,12 +9,16 @@ becomes a click prompt on the current frame, which the engine pins as a conditio
 memory ("re-acquired"). Until then the engine publishes no mask for the target.
 
 While the target is tracked (or occluded), the same prior keeps looking at frames at its
-rate (`watch`, on by default): a look misses when no cell of the frame that looks more
-like the examples' foreground than their background reaches the acceptance threshold.
-M misses among the last K looks (the acquisition's own M and K, `gate.AbsenceGate`)
-answer `Absent`: the engine declares the target lost and publishes no mask, however
-sure SAM2's memory is, until the prior finds it again. This is what keeps a robot from
-following a region SAM2 draws from memory after the object has left the view.
+rate (`watch`, on by default): a look misses when, around the tracked mask's box (the
+box widened by half its size on each side), no cell that looks more like the examples'
+foreground than their background reaches the acceptance threshold
+(`Acquirer.presence`); a tracked target with an empty mask misses too. M misses among
+the last K looks (the acquisition's own M and K, `gate.AbsenceGate`) answer `Absent`:
+the engine declares the target lost, forgets the frames it tracked lately and publishes
+no mask, however sure SAM2's memory is, until the prior finds it again. This is what
+keeps a robot from following a region SAM2 draws from memory after the object has left
+the view, or after the track has slid onto something else while the object is still
+in view elsewhere.
 """
 
 from __future__ import annotations
@@ -98,7 +102,7 @@ class ReferenceAcquisition:
         if proposal is None:
             return None
         if not searching:
-            return self._watch(proposal)
+            return self._watch(proposal, box, frame.shape[:2])
         acquisition = self.acquirer.decide(model, features, proposal, frame.shape[:2])
         if acquisition is None:
             return None
@@ -121,15 +125,15 @@ class ReferenceAcquisition:
             return None
         return result.proposal
 
-    def _watch(self, proposal: Proposal) -> Optional[Absent]:
+    def _watch(self, proposal: Proposal, box: Optional[tuple[int, int, int, int]],
+               frame_hw: tuple[int, int]) -> Optional[Absent]:
         """One look at a tracked target's frame: `Absent` once M of the last K looks found
-        no eligible cell at the acceptance threshold."""
-        best = proposal.peaks[0].score if proposal.peaks else None
-        if not self.absence.update(best):
+        no eligible cell at the acceptance threshold around its box."""
+        if not self.absence.update(self.acquirer.presence(proposal, box, frame_hw)):
             return None
         self.acquirer.reset()
-        return Absent(f"its prior finds nothing like it in {self.absence.m} of the last "
-                      f"{self.absence.k} looks")
+        return Absent(f"its prior finds nothing like it where it is tracked, in {self.absence.m} of the "
+                      f"last {self.absence.k} looks")
 
     def close(self) -> None:
         self.worker.forget(self.key)

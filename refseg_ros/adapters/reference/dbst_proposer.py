@@ -134,7 +134,9 @@ class TransitionJob:
     index the job started on;
     frames: the N generated H x W x 3 uint8 transition frames (H x W: that frame's size),
     reference side first; video: their propagation (`PseudoVideo`); generate_s,
-    propagate_s: wall-clock seconds of the diffusion and of the SAM2 part.
+    propagate_s: wall-clock seconds of the diffusion and of the SAM2 part;
+    encoder_version: the version of the target's encoder the frames were encoded with
+    (None without one).
     """
 
     trigger: str
@@ -143,6 +145,7 @@ class TransitionJob:
     video: PseudoVideo
     generate_s: float = 0.0
     propagate_s: float = 0.0
+    encoder_version: Optional[Hashable] = None
 
     @property
     def entries(self) -> list[MemoryEntry]:
@@ -332,7 +335,7 @@ class TransitionService:
             self._count_cancelled()
             raise
         return TransitionJob(context.trigger, int(stamp), frames, video, generated - start,
-                             time.perf_counter() - generated)
+                             time.perf_counter() - generated, version)
 
     def _count_cancelled(self) -> None:
         with self._lock:
@@ -358,8 +361,9 @@ class DbstProposer:
     A job starts (a) on the proposer's first frame when "taught" is in `on`, (b) on the
     first frame whose state (the target's state before that frame) is `lost` after a frame
     that was not, when "lost" is in `on`, and (c) with an `encoder`, on the first frame
-    where its version differs from the one the last job started with (trigger "tuned":
-    the memories pinned were encoded otherwise than the target now sees frames). While a
+    where its version differs from the one the last job was encoded with (trigger
+    "tuned": the memories pinned were encoded otherwise than the target now sees frames;
+    a job that started before a swap but encoded after it needs none). While a
     job runs, a new trigger waits and starts on the first frame after it (a "lost" one
     only while the target is still lost); at most one job per target. A finished job is
     returned once, as ``Seed(memories=job.entries, reason="N transition frames ...")``
@@ -374,7 +378,7 @@ class DbstProposer:
                  encoder: Optional[TransitionEncoder] = None):
         self.service, self.worker, self.key, self.on = service, service.worker, key, on
         self.encoder = encoder
-        self._job_version: Optional[Hashable] = None  # the encoder's version when the last job started
+        self._job_version: Optional[Hashable] = None  # the encoder version of the last job (started, then used)
         self.running = False  # a job was handed over and its result is not collected yet
         self.jobs_started = 0
         self.last_job: Optional[TransitionJob] = None
@@ -426,6 +430,10 @@ class DbstProposer:
             return None
         job: TransitionJob = result.proposal
         self.last_job, self.last_error = job, None
+        self._job_version = job.encoder_version  # what it was encoded with, not what it started with
+        if self._wanted == "tuned" and self.encoder is not None \
+                and self.encoder.current_encoder()[0] == job.encoder_version:
+            self._wanted = None  # the neck changed while it ran, and it already used the new one
         if not job.entries:
             return None
         n, total = len(job.entries), len(job.frames)

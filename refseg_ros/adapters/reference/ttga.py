@@ -504,13 +504,16 @@ class TtgaTracker:
         not stream frames (its DBST transition frames, `dbst_proposer.TransitionEncoder`).
 
         version: the number of necks swapped in so far (`swaps`, counting one swapped in
-        and not yet in use; it changes with the neck). encode(image): a preprocessed
-        (1, 3, S, S) float image (the engine's `FramePreprocessor` output) to its
-        FrameFeatures, through the shared trunk and the neck this target's next tracked
-        frame is decoded with: the one in use, or the one swapped in to be used from that
-        frame on (kept, whatever is swapped in later). Thread-safe (it only reads).
+        or tuned and not yet in use; it changes with the neck). encode(image): a
+        preprocessed (1, 3, S, S) float image (the engine's `FramePreprocessor` output) to
+        its FrameFeatures, through the shared trunk and the neck this target's next
+        tracked frame is decoded with: the one in use, or the one swapped in
+        (`swap_neck`) or finished tuning, to be used from that frame on (kept, whatever is
+        swapped in later). Thread-safe (it only reads).
         """
-        pending = self._pending
+        pending, job = self._pending, self.job
+        if pending is None and job is not None and job.done and not job.failed:
+            pending = job.result(0).neck  # finished: the tracker swaps it in on its next frame
         if pending is not None:
             version, neck = self.swaps + 1, pending
         else:

@@ -8,14 +8,16 @@ finished proposal is decoded and scored on the current frame's SAM2 features
 becomes a click prompt on the current frame, which the engine pins as a conditioning
 memory ("re-acquired"). Until then the engine publishes no mask for the target.
 
-While the target is tracked (or occluded), the same prior keeps looking at frames at its
-rate (`watch`, on by default): a look misses when, around the tracked mask's box (the
+While the target is tracked, the same prior keeps looking at frames at its rate
+(`watch`, on by default): a look misses when, around the tracked mask's box (the
 box widened by half its size on each side), no cell that looks more like the examples'
 foreground than their background reaches the acceptance threshold
-(`Acquirer.presence`); a tracked target with an empty mask misses too. M misses among
-the last K looks (the acquisition's own M and K, `gate.AbsenceGate`) answer `Absent`:
-the engine declares the target lost, forgets the frames it tracked lately and publishes
-no mask, however sure SAM2's memory is, until the prior finds it again. This is what
+(`Acquirer.presence`). Frames on which nothing is shown (the target occluded, or an
+empty mask) are not looked at: no wrong region is published there, and the engine's
+occlusion patience decides when such a target is lost. M misses among the last K
+looks (the acquisition's own M and K, `gate.AbsenceGate`) answer `Absent`: the engine
+declares the target lost, forgets the frames it tracked lately and publishes no mask,
+however sure SAM2's memory is, until the prior finds it again. This is what
 keeps a robot from following a region SAM2 draws from memory after the object has left
 the view, or after the track has slid onto something else while the object is still
 in view elsewhere.
@@ -96,8 +98,8 @@ class ReferenceAcquisition:
             self.absence.reset()
         else:
             self.acquirer.reset()
-            if not self.service.watch:
-                return None
+            if not self.service.watch or state != TargetState.TRACKED or box is None:
+                return None  # occluded or an empty mask: nothing is shown, occlusion_patience rules
         proposal = self._look(frame, index)
         if proposal is None:
             return None

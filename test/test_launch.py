@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LAUNCH_FILE = REPO_ROOT / "launch" / "segmenter.launch.py"
@@ -32,12 +31,11 @@ from launch.launch_description_sources import PythonLaunchDescriptionSource  # n
 
 @pytest.fixture
 def small_params(tmp_path) -> Path:
-    params = yaml.safe_load(PARAMS_FILE.read_text())
-    params["refseg"]["ros__parameters"].update(
-        cameras=["/launch_cam/image_raw"], image_size=256, device="cpu", store_dir=str(tmp_path / "store"))
-    path = tmp_path / "params.yaml"
-    path.write_text(yaml.safe_dump(params))
-    return path
+    from refseg_ros.ros.params_file import write_with_overrides
+
+    return write_with_overrides(PARAMS_FILE, tmp_path / "params.yaml", {
+        "cameras": ["/launch_cam/image_raw"], "image_size": 256, "device": "cpu",
+        "store_dir": str(tmp_path / "store")})
 
 
 @launch_pytest.fixture

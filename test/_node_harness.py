@@ -354,3 +354,14 @@ def wait_tracked(listener: Listener, node: Process, topic: str, tid: int, frames
                 return True
         return False
     listener.wait_for(run, timeout, f"target {tid} tracked on {frames} frames in a row", node)
+
+
+def get_parameters(listener: Listener, node: str, names: list[str], timeout: float = 60.0) -> dict[str, Any]:
+    """The values of parameters `names` of the node `node` (fully qualified), through its
+    own get_parameters service."""
+    from rcl_interfaces.srv import GetParameters
+    from rclpy.parameter import parameter_value_to_python
+
+    reply = listener.call(GetParameters, f"{node}/get_parameters", GetParameters.Request(names=names), timeout)
+    assert len(reply.values) == len(names), f"{node} answered {len(reply.values)} values for {names}"
+    return {name: parameter_value_to_python(value) for name, value in zip(names, reply.values)}

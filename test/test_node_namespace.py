@@ -12,9 +12,9 @@ the node is /robot1/refseg and takes nothing from such a file.
 from __future__ import annotations
 
 import pytest
-from rclpy.parameter import parameter_value_to_python
 
-from _node_harness import REPO_ROOT, SMALL_MODEL, Listener, image_msg, scene, scene_reference, start_node
+from _node_harness import (REPO_ROOT, SMALL_MODEL, Listener, get_parameters, image_msg, scene, scene_reference,
+                           start_node)
 from refseg_ros.ros.params_file import read_parameters
 
 NAMESPACE = "/robot1"
@@ -41,14 +41,6 @@ def robot(tmp_path_factory):
         node.stop()
 
 
-def node_parameters(listener: Listener, names: list[str]) -> dict:
-    from rcl_interfaces.srv import GetParameters
-
-    reply = listener.call(GetParameters, f"{NODE}/get_parameters", GetParameters.Request(names=names), timeout=60)
-    assert len(reply.values) == len(names)
-    return {name: parameter_value_to_python(value) for name, value in zip(names, reply.values)}
-
-
 def test_the_shipped_file_applies_in_a_namespace(robot):
     node, listener, overrides = robot
     from refseg_ros.ros.params import PARAMETERS
@@ -58,11 +50,11 @@ def test_the_shipped_file_applies_in_a_namespace(robot):
     # The file must say something the node would not default to, or this proves nothing.
     differs = {k for k, v in expected.items() if v != PARAMETERS[k][0]}
     assert "checkpoint" in differs, differs
-    got = node_parameters(listener, sorted(expected))
+    got = get_parameters(listener, NODE, sorted(expected))
     wrong = {k: (got[k], v) for k, v in expected.items() if got[k] != v}
     assert not wrong, f"parameters of {NODE} (node's, file's) that differ: {wrong}"
     assert got["checkpoint"] == "auto" and got["cameras"] == ["camera/image_raw"]
-    assert node_parameters(listener, sorted(overrides)) == overrides
+    assert get_parameters(listener, NODE, sorted(overrides)) == overrides
 
 
 def test_topics_and_services_move_with_the_namespace(robot):

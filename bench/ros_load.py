@@ -224,15 +224,14 @@ class Observer:
 
 
 def start_node(out: Path, compute_threads: int, executor: str, env: dict | None = None) -> subprocess.Popen:
-    params = out / "ros_load_params.yaml"
-    params.write_text(
-        "refseg:\n  ros__parameters:\n"
-        f"    cameras: {json.dumps(CAMERAS)}\n"
-        f"    image_size: {IMAGE_SIZE}\n    device: cpu\n    checkpoint: ''\n    store_dir: ''\n"
-        f"    compute_threads: {compute_threads}\n    diagnostics_period: 0.5\n")
+    from refseg_ros.ros.params_file import NODE_NAME, write_parameters
+
+    params = write_parameters(out / "ros_load_params.yaml", {
+        "cameras": list(CAMERAS), "image_size": IMAGE_SIZE, "device": "cpu", "checkpoint": "",
+        "store_dir": "", "compute_threads": compute_threads, "diagnostics_period": 0.5})
     log = open(out / f"ros_load_node_{executor}_{compute_threads}.log", "w")
     return subprocess.Popen([sys.executable, "-m", "refseg_ros.ros.main", "--executor", executor,
-                             "--ros-args", "-r", "__node:=refseg", "--params-file", str(params)],
+                             "--ros-args", "-r", f"__node:={NODE_NAME}", "--params-file", str(params)],
                             stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
 
 

@@ -148,14 +148,16 @@ def _param(value: Any) -> str:
 
 
 def start_node(log_dir: Path, params: dict[str, Any], autostart: bool = True, name: str = "node",
-               params_file: Optional[Path] = None) -> Process:
-    """`python -m refseg_ros.ros.main --ros-args [--params-file F] -p ...` with the small model."""
-    args = ["-m", "refseg_ros.ros.main"] + ([] if autostart else ["--no-autostart"]) + ["--ros-args"]
+               params_file: Optional[Path] = None, ros_args: tuple[str, ...] = (),
+               env: Optional[dict[str, str]] = None) -> Process:
+    """`python -m refseg_ros.ros.main --ros-args [ros_args] [--params-file F] -p ...` with the
+    small model (ros_args: e.g. ("-r", "__ns:=/robot1"))."""
+    args = ["-m", "refseg_ros.ros.main"] + ([] if autostart else ["--no-autostart"]) + ["--ros-args", *ros_args]
     if params_file is not None:
         args += ["--params-file", str(params_file)]
     for key, value in {**SMALL_MODEL, **params}.items():
         args += ["-p", f"{key}:={_param(value)}"]
-    return Process(args, log_dir / f"{name}.log")
+    return Process(args, log_dir / f"{name}.log", env)
 
 
 def start_camera(log_dir: Path, topic: str, frame_id: str, rate: float = 10.0, width: int = 320,
@@ -352,3 +354,14 @@ def wait_tracked(listener: Listener, node: Process, topic: str, tid: int, frames
                 return True
         return False
     listener.wait_for(run, timeout, f"target {tid} tracked on {frames} frames in a row", node)
+
+
+def get_parameters(listener: Listener, node: str, names: list[str], timeout: float = 60.0) -> dict[str, Any]:
+    """The values of parameters `names` of the node `node` (fully qualified), through its
+    own get_parameters service."""
+    from rcl_interfaces.srv import GetParameters
+    from rclpy.parameter import parameter_value_to_python
+
+    reply = listener.call(GetParameters, f"{node}/get_parameters", GetParameters.Request(names=names), timeout)
+    assert len(reply.values) == len(names), f"{node} answered {len(reply.values)} values for {names}"
+    return {name: parameter_value_to_python(value) for name, value in zip(names, reply.values)}

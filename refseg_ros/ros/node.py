@@ -50,8 +50,7 @@ from . import params, qos, requests
 from .camera import CameraChannel
 from .conversions import depth_from_message, frame_from_message, intrinsics_from_camera_info
 from .diagnostics import camera_status, diagnostic_array, missing_frames, model_status
-
-NODE_NAME = "refseg"
+from .params_file import NODE_NAME
 
 
 class SegmenterNode(LifecycleNode):

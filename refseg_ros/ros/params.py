@@ -18,8 +18,8 @@ from ..runtime.transitions import TransitionSettings
 # name -> (default, description). A Parameter.Type default declares a parameter that may
 # stay unset (ROS cannot infer a type from an empty list).
 PARAMETERS: dict[str, tuple[Any, str]] = {
-    "cameras": (["/camera/image_raw"], "image topics, one per camera; a topic ending in "
-                "/compressed is read as sensor_msgs/CompressedImage"),
+    "cameras": (["camera/image_raw"], "image topics, one per camera (relative names are in the "
+                "node's namespace); a topic ending in /compressed is read as sensor_msgs/CompressedImage"),
     "camera_transports": (Parameter.Type.STRING_ARRAY, "per camera: raw or compressed "
                           "(overrides the /compressed suffix rule); empty: by suffix"),
     "camera_info_topics": (Parameter.Type.STRING_ARRAY, "per camera: its sensor_msgs/CameraInfo topic "

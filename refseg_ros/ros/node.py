@@ -423,14 +423,19 @@ class SegmenterNode(LifecycleNode):
             self.create_service(ResetTargets, "~/reset_targets", self._srv_reset, callback_group=group),
         ]
 
-    def _teach(self, build, replace: bool = False, must_exist: bool = False) -> tuple[bool, str, int]:
-        """Build a target, teach it, and say what happened (after the store has it)."""
+    def _teach(self, build, replace: bool = False, must_exist: bool = False,
+               teach=None) -> tuple[bool, str, int]:
+        """Build a target, teach it (`teach(registry, target)`, default the registry's
+        `teach`), and say what happened (after the store has it)."""
         registry = self.registry
         if registry is None:
             return False, "the node is not configured", 0
         try:
             target = build()
-            text = registry.teach(target, replace=replace, must_exist=must_exist)
+            if teach is None:
+                text = registry.teach(target, replace=replace, must_exist=must_exist)
+            else:
+                text = teach(registry, target)
         except TeachError as exc:
             return False, str(exc), 0
         return True, text, target.target_id
@@ -495,7 +500,11 @@ class SegmenterNode(LifecycleNode):
             return False, str(exc)
 
     def _on_caption(self, data: bytes) -> None:
-        ok, text, _ = self._teach(lambda: requests.from_caption(requests.caption_text(data)))
+        """A caption on the caption topic: the same caption again is the same target; a new
+        one is added or replaces the topic's earlier one (caption_topic_mode)."""
+        replace = self.settings.caption_topic_mode == "replace"
+        ok, text, _ = self._teach(lambda: requests.from_caption(requests.caption_text(data)),
+                                  teach=lambda registry, target: registry.teach_topic_caption(target, replace))
         self._status(text if ok else f"rejected caption: {text}", error=not ok)
 
     # ==================================================================== output

@@ -52,6 +52,9 @@ from .conversions import depth_from_message, frame_from_message, intrinsics_from
 from .diagnostics import camera_status, diagnostic_array, missing_frames, model_status
 
 NODE_NAME = "refseg"
+# The one warning of a node without a checkpoint (logged at configure; /diagnostics says it too).
+RANDOM_WEIGHTS_WARNING = ("no checkpoint given: the model has random weights and its masks are meaningless "
+                          "(fine for tests, not for use)")
 
 
 class SegmenterNode(LifecycleNode):
@@ -103,7 +106,9 @@ class SegmenterNode(LifecycleNode):
                 precision=settings.precision, compile=settings.compile, seed=settings.seed,
                 preprocessing=settings.preprocessing))
             captions, captions_note = open_caption_path(settings.text(), engine, settings.model)
-            (self.get_logger().info if captions else self.get_logger().warning)(captions_note)
+            # A text model that was asked for and cannot be loaded is a warning; none asked for is not.
+            failed = captions is None and settings.text().chosen() != "none"
+            (self.get_logger().warning if failed else self.get_logger().info)(captions_note)
             reference_mode, reference_note = open_reference_mode(settings.reference(), engine)
             self.get_logger().info(reference_note)
             acquisition, acquisition_note = open_acquisition(settings.acquisition(), engine.device,
@@ -120,8 +125,7 @@ class SegmenterNode(LifecycleNode):
             self.get_logger().error(f"configure failed: {type(exc).__name__}: {exc}")
             return TransitionCallbackReturn.FAILURE
         if engine.random_weights:
-            self.get_logger().warning("no checkpoint given: the model has random weights and its masks "
-                                      "are meaningless (fine for tests, not for use)")
+            self.get_logger().warning(RANDOM_WEIGHTS_WARNING)
         self.settings, self.engine, self.cameras, self.registry = settings, engine, cameras, registry
         for line in restored:
             self.get_logger().info(line)

@@ -15,41 +15,16 @@ from __future__ import annotations
 import re
 import time
 
-import pytest
 from std_msgs.msg import String
 
 from _node_harness import Listener, list_targets, start_camera, start_node, wait_tracked
-from _tiny_models import save_owlv2
-from refseg_ros.msg import SegmentedObjectArray
 from refseg_ros.srv import AddTarget
+# the caption tests' fixtures: the tiny OWLv2 folder, a listener of status and objects, processes
+from test_node_captions import CAM0, OBJECTS, listener, owl_folder, procs  # noqa: F401
 
-CAM0 = "/cam0/image_raw"
-OBJECTS = f"{CAM0}/refseg/objects"
 STATUS = "/refseg/status"
 CAPTION = "/refseg/caption"
 ANSWERS = ("taught target", "replaced target", "caption ", "rejected caption")
-
-
-@pytest.fixture(scope="module")
-def owl_folder(tmp_path_factory):
-    return save_owlv2(tmp_path_factory.mktemp("owl") / "owlv2")
-
-
-@pytest.fixture
-def listener():
-    listener = Listener("caption_topic_listener")
-    listener.listen_status()
-    listener.listen(OBJECTS, SegmentedObjectArray)
-    yield listener
-    listener.close()
-
-
-@pytest.fixture
-def procs():
-    started = []
-    yield started
-    for proc in reversed(started):
-        proc.stop()
 
 
 def answers(listener: Listener, since: int) -> list[str]:
@@ -124,6 +99,7 @@ def test_replace_mode_keeps_nothing_of_the_earlier_caption(tmp_path, owl_folder,
     reply = listener.call(AddTarget, "/refseg/add_target", AddTarget.Request(caption="the green ball"))
     assert reply.success, reply.message
     ball = reply.target_id
+    listener.wait_status(f"taught target {ball} 'the green ball'", node=node)  # before the topic's answers
 
     cup = target_id(say(listener, node, "the red cup"), r"^taught target (\d+) 'the red cup'")
     wait_tracked(listener, node, OBJECTS, cup)

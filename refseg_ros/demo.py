@@ -224,7 +224,7 @@ def run_camera(args, scene, reference, node_process: subprocess.Popen) -> int:
     results: dict[int, dict] = {}
     status: list[str] = []
     lock = threading.Condition()
-    stamp_to_index = {scene.stamp_ns(i): i for i in range(len(scene))}
+    stamp_to_index: dict[int, int] = {}  # header stamp of each frame sent (ns) -> its index
 
     # The time of the node's last message. The run is allowed as long as the node keeps
     # answering: at 1024 px on a small CPU a frame can take 10 s, so 30 frames outlast
@@ -241,10 +241,10 @@ def run_camera(args, scene, reference, node_process: subprocess.Popen) -> int:
     def keep(kind: str):
         def callback(msg) -> None:
             stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
-            index = stamp_to_index.get(stamp)
-            if index is None:
-                return
             with lock:
+                index = stamp_to_index.get(stamp)
+                if index is None:
+                    return
                 heard[0] = time.monotonic()
                 results.setdefault(index, {})[kind] = msg
                 lock.notify_all()
@@ -284,9 +284,11 @@ def run_camera(args, scene, reference, node_process: subprocess.Popen) -> int:
             raise SystemExit("refseg-demo: the node rejected the reference; see the status above")
         period = 1.0 / args.rate
         for index, frame in enumerate(scene.frames):
-            stamp = scene.stamp_ns(index)
-            head = Header(frame_id="camera")
-            head.stamp.sec, head.stamp.nanosec = divmod(stamp, 1_000_000_000)
+            # A live camera: each frame is stamped with the time it is taken, on this
+            # node's clock (ROS time; /clock under use_sim_time), as a camera driver does.
+            head = Header(frame_id="camera", stamp=node.get_clock().now().to_msg())
+            with lock:
+                stamp_to_index[head.stamp.sec * 1_000_000_000 + head.stamp.nanosec] = index
             camera.publish(image_message(frame, "rgb8", head))
             time.sleep(period)
         wait_for(lambda: all(len(results.get(i, {})) >= 3 for i in range(len(scene))), "results of every frame")
@@ -316,7 +318,8 @@ def write_outputs(args, scene, results) -> int:
                 "state": STATE_NAMES[o.state] if o.state < len(STATE_NAMES) else str(o.state),
                 "box": [o.bbox.x_offset, o.bbox.y_offset, o.bbox.width, o.bbox.height], "mask_value": o.mask_value,
             } for o in got["objects"].objects]
-            record = {"frame": index, "stamp_ns": scene.stamp_ns(index), "objects": objects}
+            stamp = got["objects"].header.stamp
+            record = {"frame": index, "stamp_ns": stamp.sec * 1_000_000_000 + stamp.nanosec, "objects": objects}
             handle.write(json.dumps(record) + "\n")
             for o in got["objects"].objects:
                 if o.mask_value:

@@ -5,7 +5,8 @@ way. Layout of ``store_dir``::
 
     store.json                  {"version": 1, "next_id": N}
     target-000007.json          one taught target (id, label, kind, camera, caption,
-                                prompt numbers, and the names of its image files)
+                                how it was taught, prompt numbers, and the names of
+                                its image files)
     target-000007-r3.image.png  the reference image (RGB) of revision 3
     target-000007-r3.mask.png   its mask (0 / 255)
     target-000007-r3.view1.image.png, ...view1.mask.png
@@ -34,6 +35,9 @@ import numpy as np
 from .atomicfile import atomic_write, fsync_dir
 
 KINDS = ("reference", "mask", "box", "points", "caption")
+#: TaughtTarget.source of a caption taught on the node's caption topic (the topic's
+#: captions are compared with each other, and in replace mode a new one replaces them).
+CAPTION_TOPIC = "caption_topic"
 _TARGET_JSON = re.compile(r"^target-(\d+)\.json$")
 _VERSION = 1
 
@@ -49,6 +53,8 @@ class TaughtTarget:
     ``image`` is H x W x 3 uint8 RGB; ``mask`` H x W bool. A caption target has neither.
     A box/points target keeps the image its prompt lies on. ``views`` holds further
     (image, mask) examples of a reference target, taught after the first (k-shot).
+    ``source`` is how it was taught when that matters later: CAPTION_TOPIC for a caption
+    from the caption topic, "" otherwise (a service call, the reference topic).
     """
 
     target_id: int
@@ -63,6 +69,7 @@ class TaughtTarget:
     point_labels: Optional[list[int]] = None
     views: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list, repr=False)
     revision: int = 0
+    source: str = ""
 
 
 def encode_png(array: np.ndarray) -> bytes:
@@ -127,6 +134,7 @@ class TargetStore:
             record = {
                 "target_id": int(target.target_id), "label": target.label, "kind": target.kind,
                 "camera": target.camera, "caption": target.caption, "revision": revision,
+                "source": target.source,
                 "box": None if target.box is None else [float(v) for v in target.box],
                 "points": None if target.points is None else [[float(x), float(y)] for x, y in target.points],
                 "point_labels": None if target.point_labels is None else [int(v) for v in target.point_labels],
@@ -221,7 +229,7 @@ class TargetStore:
             point_labels=list(record["point_labels"]) if record.get("point_labels") else None,
             views=[(decode_png(self.dir / v["image"], color=True), decode_png(self.dir / v["mask"], color=False) > 0)
                    for v in record.get("views") or []],
-            revision=int(record.get("revision", 0)),
+            revision=int(record.get("revision", 0)), source=record.get("source") or "",
         )
 
     def _unlink_files(self, record: dict) -> None:

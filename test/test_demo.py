@@ -12,6 +12,7 @@ import hashlib
 import http.server
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -26,6 +27,7 @@ import torch
 
 from refseg_ros import demo
 from refseg_ros.engine.model import build_model
+from refseg_ros.ros.node import RANDOM_WEIGHTS_WARNING
 
 CHECKPOINT_PATH = "/092824/sam2.1_hiera_tiny.pt"  # the official release's path of the demo's model
 
@@ -131,12 +133,25 @@ def _run_demo(tmp_path, weights_dir: Path, *extra: str) -> tuple[subprocess.Comp
     return proc, out
 
 
+def warnings_in(text: str) -> list[str]:
+    """Lines of a log that are ROS warnings or errors ([WARN], [ERROR], [FATAL]) or
+    Python warnings (`...Warning: ...`)."""
+    return [line for line in text.splitlines()
+            if re.match(r"\[(WARN|ERROR|FATAL)\]", line) or re.search(r"\b[A-Za-z]*Warning: ", line)]
+
+
 def test_demo_writes_masks_overlays_and_objects(tmp_path):
     # An empty cache and a weights server that refuses connections: the demo goes on with
     # random weights and its first line says so.
     weights = tmp_path / "no-weights"
     url = _dead_url()
+    started = time.time()
     proc, out = _run_demo(tmp_path, weights, "--frames", "4", "--weights-url", url)
+    # A clean run: the node's only warning is that its weights are random, and it is said once.
+    log = (out / "node.log").read_text()
+    assert [w for w in warnings_in(log) if not w.endswith(f"]: {RANDOM_WEIGHTS_WARNING}")] == [], log
+    assert len(warnings_in(log)) == 1, log
+    assert warnings_in(proc.stdout + proc.stderr) == [], proc.stdout + proc.stderr
     first = proc.stdout.splitlines()[0]
     assert first.startswith("refseg-demo: RANDOM WEIGHTS - the sam2.1_hiera_t checkpoint is not cached and "
                             f"could not be fetched from {url}{CHECKPOINT_PATH}"), proc.stdout
@@ -144,6 +159,9 @@ def test_demo_writes_masks_overlays_and_objects(tmp_path):
     assert not (weights / "sam2.1_hiera_tiny.pt").exists()
     records = [json.loads(line) for line in (out / "objects.jsonl").read_text().splitlines()]
     assert [r["frame"] for r in records] == [0, 1, 2, 3]
+    # a live camera's stamps: the clock's time when each frame was taken, in order
+    stamps = [r["stamp_ns"] * 1e-9 for r in records]
+    assert started < stamps[0] and stamps == sorted(stamps) and stamps[-1] < time.time(), stamps
     assert all(r["objects"][0]["label"] == "red disc" for r in records)
     for index in range(4):
         overlay = cv2.imread(str(out / f"overlay_{index:04d}.png"))
@@ -169,6 +187,7 @@ def test_demo_fetches_the_checkpoint_into_the_cache_and_runs_on_it(tmp_path, ser
     assert server.paths == [CHECKPOINT_PATH]
     log = (out / "node.log").read_text()
     assert "image_size 128" in log and "random weights" not in log, log
+    assert warnings_in(log) == [], log
     assert len((out / "objects.jsonl").read_text().splitlines()) == 2
 
 

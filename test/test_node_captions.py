@@ -46,7 +46,7 @@ def procs():
 
 def test_captions_are_tracked_replaced_and_restored(tmp_path, owl_folder, listener, procs):
     params = {"cameras": [CAM0], "store_dir": str(tmp_path / "store"), "grounding_model": str(owl_folder),
-              "grounding_threshold": 0.5}
+              "grounding_threshold": 0.5, "caption_topic_mode": "add"}  # two captions on the topic, two targets
     node = start_node(tmp_path, params, name="first")
     procs.append(node)
     procs.append(start_camera(tmp_path, CAM0, "cam0_optical", rate=5))

@@ -41,7 +41,9 @@ def start(tmp_path, store):
     nodes = []
 
     def start(name):
-        nodes.append(start_node(tmp_path, {"cameras": [CAM0], "store_dir": str(store)}, name=name))
+        # add: every caption on the topic is a target of its own (replace keeps only the last)
+        params = {"cameras": [CAM0], "store_dir": str(store), "caption_topic_mode": "add"}
+        nodes.append(start_node(tmp_path, params, name=name))
         return nodes[-1]
 
     yield start

@@ -69,6 +69,10 @@ def test_teach_tool_round_trip(node):
     r = teach("--caption", "the red mug on the left")
     assert r.returncode == 0, r.stdout + r.stderr
     assert "(caption)" in r.stdout and "is waiting: no text model configured" in r.stdout
+    caption_id = int(r.stdout.split("taught target ")[1].split()[0])
+    r = teach("--caption", "The red mug  on the left")  # the same caption: the same target
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"already taught (waiting) as target {caption_id}: nothing new stored" in r.stdout
 
     r = teach("--image", str(tmp / "frame.png"), "--mask", str(tmp / "small_mask.png"), "--label", "bad")
     assert r.returncode == 1, r.stdout + r.stderr

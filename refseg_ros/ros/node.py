@@ -52,6 +52,10 @@ from .conversions import depth_from_message, frame_from_message, intrinsics_from
 from .diagnostics import camera_status, diagnostic_array, missing_frames, model_status
 from .params_file import NODE_NAME
 
+# The one warning of a node without a checkpoint (logged at configure; /diagnostics says it too).
+RANDOM_WEIGHTS_WARNING = ("no checkpoint given: the model has random weights and its masks are meaningless "
+                          "(fine for tests, not for use)")
+
 
 class SegmenterNode(LifecycleNode):
     """Finds and follows taught targets in every configured camera."""
@@ -102,7 +106,9 @@ class SegmenterNode(LifecycleNode):
                 precision=settings.precision, compile=settings.compile, seed=settings.seed,
                 preprocessing=settings.preprocessing))
             captions, captions_note = open_caption_path(settings.text(), engine, settings.model)
-            (self.get_logger().info if captions else self.get_logger().warning)(captions_note)
+            # A text model that was asked for and cannot be loaded is a warning; none asked for is not.
+            failed = captions is None and settings.text().chosen() != "none"
+            (self.get_logger().warning if failed else self.get_logger().info)(captions_note)
             reference_mode, reference_note = open_reference_mode(settings.reference(), engine)
             self.get_logger().info(reference_note)
             acquisition, acquisition_note = open_acquisition(settings.acquisition(), engine.device,
@@ -119,8 +125,7 @@ class SegmenterNode(LifecycleNode):
             self.get_logger().error(f"configure failed: {type(exc).__name__}: {exc}")
             return TransitionCallbackReturn.FAILURE
         if engine.random_weights:
-            self.get_logger().warning("no checkpoint given: the model has random weights and its masks "
-                                      "are meaningless (fine for tests, not for use)")
+            self.get_logger().warning(RANDOM_WEIGHTS_WARNING)
         self.settings, self.engine, self.cameras, self.registry = settings, engine, cameras, registry
         for line in restored:
             self.get_logger().info(line)
@@ -422,14 +427,19 @@ class SegmenterNode(LifecycleNode):
             self.create_service(ResetTargets, "~/reset_targets", self._srv_reset, callback_group=group),
         ]
 
-    def _teach(self, build, replace: bool = False, must_exist: bool = False) -> tuple[bool, str, int]:
-        """Build a target, teach it, and say what happened (after the store has it)."""
+    def _teach(self, build, replace: bool = False, must_exist: bool = False,
+               teach=None) -> tuple[bool, str, int]:
+        """Build a target, teach it (`teach(registry, target)`, default the registry's
+        `teach`), and say what happened (after the store has it)."""
         registry = self.registry
         if registry is None:
             return False, "the node is not configured", 0
         try:
             target = build()
-            text = registry.teach(target, replace=replace, must_exist=must_exist)
+            if teach is None:
+                text = registry.teach(target, replace=replace, must_exist=must_exist)
+            else:
+                text = teach(registry, target)
         except TeachError as exc:
             return False, str(exc), 0
         return True, text, target.target_id
@@ -494,7 +504,11 @@ class SegmenterNode(LifecycleNode):
             return False, str(exc)
 
     def _on_caption(self, data: bytes) -> None:
-        ok, text, _ = self._teach(lambda: requests.from_caption(requests.caption_text(data)))
+        """A caption on the caption topic: the same caption again is the same target; a new
+        one is added or replaces the topic's earlier one (caption_topic_mode)."""
+        replace = self.settings.caption_topic_mode == "replace"
+        ok, text, _ = self._teach(lambda: requests.from_caption(requests.caption_text(data)),
+                                  teach=lambda registry, target: registry.teach_topic_caption(target, replace))
         self._status(text if ok else f"rejected caption: {text}", error=not ok)
 
     # ==================================================================== output

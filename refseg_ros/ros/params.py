@@ -15,6 +15,8 @@ from ..runtime.captions import TextSettings
 from ..runtime.reference_modes import ReferenceSettings
 from ..runtime.transitions import TransitionSettings
 
+CAPTION_TOPIC_MODES = ("replace", "add")
+
 # name -> (default, description). A Parameter.Type default declares a parameter that may
 # stay unset (ROS cannot infer a type from an empty list).
 PARAMETERS: dict[str, tuple[Any, str]] = {
@@ -56,6 +58,9 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
                   "taught targets in memory only"),
     "reference_topic": ("~/reference", "refseg_ros/ReferenceTarget: teach by example"),
     "caption_topic": ("~/caption", "std_msgs/String: teach by caption"),
+    "caption_topic_mode": ("replace", "what a new caption on caption_topic does: replace (the topic's earlier "
+                           "target is forgotten: one caption target at a time) or add (one more target); the "
+                           "same caption again (case and whitespace aside) is always the same target"),
     "status_topic": ("~/status", "std_msgs/String: human-readable events"),
     "object_masks": (False, "also put each object's own mask (mono8) in the object list, so "
                      "that overlapping objects keep every pixel (the label image gives a "
@@ -148,6 +153,7 @@ class Settings(TextSettings, AcquisitionSettings, ReferenceSettings, TransitionS
     store_dir: str = ""
     reference_topic: str = "~/reference"
     caption_topic: str = "~/caption"
+    caption_topic_mode: str = "replace"
     status_topic: str = "~/status"
     object_masks: bool = False
     overlay_alpha: float = 0.5
@@ -196,6 +202,9 @@ class Settings(TextSettings, AcquisitionSettings, ReferenceSettings, TransitionS
             raise ValueError("parameter cameras is empty: give at least one image topic")
         if len(set(self.cameras)) != len(self.cameras):
             raise ValueError(f"parameter cameras lists a topic twice: {self.cameras}")
+        if self.caption_topic_mode not in CAPTION_TOPIC_MODES:
+            raise ValueError(f"parameter caption_topic_mode must be {' or '.join(CAPTION_TOPIC_MODES)}, "
+                             f"got {self.caption_topic_mode!r}")
         if self.mode not in ("live", "replay"):
             raise ValueError(f"parameter mode must be live or replay, got {self.mode!r}")
         for i, transport in enumerate(self.camera_transports):

@@ -23,7 +23,8 @@ import numpy as np
 
 from .. import imaging
 
-ACK_PREFIXES = ("taught ", "replaced ", "added view ", "rejected reference", "rejected caption")
+# "caption ...": a caption the topic already gave ("caption 'x' already tracked as target N ...")
+ACK_PREFIXES = ("taught ", "replaced ", "added view ", "caption ", "rejected reference", "rejected caption")
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:

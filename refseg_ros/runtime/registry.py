@@ -19,7 +19,7 @@ import numpy as np
 from ..engine import (BoxPrompt, EngineError, MaskPrompt, PointsPrompt, Prompt, SegmentationEngine,
                       TargetState)
 from ..engine.proposer_chain import ProposerChain
-from ..store import StoreError, TargetStore, TaughtTarget
+from ..store import CAPTION_TOPIC, StoreError, TargetStore, TaughtTarget
 from .captions import CaptionPath
 
 CAPTION_WAITING = "waiting for a text model: stored, not tracked"
@@ -49,8 +49,19 @@ def camera_key(topic: str) -> str:
     return topic[: -len("/compressed")] if topic.endswith("/compressed") else topic
 
 
+def caption_key(caption: str) -> str:
+    """What two captions are compared by: case-folded, surrounding whitespace dropped and
+    every run of whitespace inside made one space ("The  red mug " == "the red mug")."""
+    return " ".join(caption.split()).casefold()
+
+
+def _name(target: TaughtTarget) -> str:
+    return f"target {target.target_id}" + (f" '{target.label}'" if target.label else "")
+
+
 def describe(target: TaughtTarget) -> str:
-    name = f"target {target.target_id}" + (f" '{target.label}'" if target.label else "")
+    """A target in one phrase, for acknowledgements: id, label, kind and camera(s)."""
+    name = _name(target)
     where = f"camera {target.camera}" if target.camera else "every camera"
     return f"{name} ({target.kind}) on {where}"
 
@@ -120,49 +131,85 @@ class TargetRegistry:
         """Validate, apply and store a target; returns the acknowledgement text.
 
         `target.target_id` 0 asks for a new id. A known id is refused unless `replace`;
-        with `must_exist`, an unknown id is refused (a replacement of nothing).
+        with `must_exist`, an unknown id is refused (a replacement of nothing). Raises
+        TeachError saying why a target is refused.
         """
         self._check(target)
         with self._lock:
-            old = self._targets.get(target.target_id) if target.target_id else None
-            if old is not None and not replace:
-                raise TeachError(f"target {target.target_id} exists; remove it first or replace it")
-            if old is None and must_exist:
-                known = ", ".join(str(t) for t in sorted(self._targets)) or "none"
-                raise TeachError(f"no target {target.target_id} to replace (known: {known})")
-            if old is None and len(self._targets) >= self.max_targets:
-                raise TeachError(f"already {len(self._targets)} targets (max_targets); remove some first")
-            try:
-                if not target.target_id:
-                    target.target_id = self._new_id()
-                elif self.store is not None:
-                    self.store.reserve_id(target.target_id)
-            except (StoreError, OSError) as exc:
-                raise TeachError(f"the target store cannot record the target's id: {exc}") from exc
+            return self._teach_checked(target, replace, must_exist)
+
+    def teach_topic_caption(self, target: TaughtTarget, replace_previous: bool) -> str:
+        """Teach a caption that came on the caption topic; returns the acknowledgement.
+
+        The topic's captions are compared with each other by `caption_key` (case and
+        runs of whitespace ignored): a caption the topic already gave is the same target,
+        and nothing new is stored. With `replace_previous` (the node's
+        `caption_topic_mode: replace`) the topic has one target at a time: a new caption
+        replaces every earlier target taught on the topic, forgotten with its stored
+        entry, under a new id. Targets taught otherwise (services, reference topic) are
+        never touched. Raises TeachError (nothing changes) when the caption is refused.
+        """
+        target.source = CAPTION_TOPIC
+        target.target_id = 0
+        self._check(target)
+        with self._lock:
+            earlier = [t for _, t in sorted(self._targets.items()) if t.source == CAPTION_TOPIC]
+            key = caption_key(target.caption)
+            same = next((t for t in earlier if caption_key(t.caption) == key), None)
+            doomed = [t for t in earlier if t is not same] if replace_previous else []
+            if same is not None:
+                how = "tracked as" if self._in_engine(same) else "taught (waiting) as"
+                text = f"caption {_quote(target.caption)} already {how} target {same.target_id}: nothing new stored"
+            else:
+                text = self._teach_checked(target, room=len(doomed))
+                if doomed:
+                    names = ", ".join(_name(t) for t in doomed)
+                    text = f"replaced {names} with {text.removeprefix('taught ')}"
+            return text + self._forget_all(doomed)
+
+    def _teach_checked(self, target: TaughtTarget, replace: bool = False, must_exist: bool = False,
+                       room: int = 0) -> str:
+        """`teach` for a target `_check` passed, under the lock; `room`: targets that will
+        be forgotten right after, so not counted against max_targets."""
+        old = self._targets.get(target.target_id) if target.target_id else None
+        if old is not None and not replace:
+            raise TeachError(f"target {target.target_id} exists; remove it first or replace it")
+        if old is None and must_exist:
+            known = ", ".join(str(t) for t in sorted(self._targets)) or "none"
+            raise TeachError(f"no target {target.target_id} to replace (known: {known})")
+        if old is None and len(self._targets) - room >= self.max_targets:
+            raise TeachError(f"already {len(self._targets)} targets (max_targets); remove some first")
+        try:
+            if not target.target_id:
+                target.target_id = self._new_id()
+            elif self.store is not None:
+                self.store.reserve_id(target.target_id)
+        except (StoreError, OSError) as exc:
+            raise TeachError(f"the target store cannot record the target's id: {exc}") from exc
+        if old is not None:
+            self._unapply(old)
+        try:
+            self._apply(target)
+        except TeachError:
             if old is not None:
-                self._unapply(old)
+                self._reapply_quietly(old)
+            raise
+        if self.store is not None:
             try:
-                self._apply(target)
-            except TeachError:
+                self.store.save(target)
+            except (StoreError, OSError) as exc:
+                self._unapply(target)
                 if old is not None:
                     self._reapply_quietly(old)
-                raise
-            if self.store is not None:
-                try:
-                    self.store.save(target)
-                except (StoreError, OSError) as exc:
-                    self._unapply(target)
-                    if old is not None:
-                        self._reapply_quietly(old)
-                    raise TeachError(f"could not store {describe(target)}: {exc}") from exc
-            verb = "replaced" if old is not None else "taught"
-            text = f"{verb} {describe(target)}"
-            if target.kind == "caption":
-                if self.captions is None:
-                    text += f": caption {_quote(target.caption)} is waiting: {self.captions_note}"
-                else:
-                    text += f": caption {_quote(target.caption)} tracked through {self.captions.path}"
-            return text
+                raise TeachError(f"could not store {describe(target)}: {exc}") from exc
+        verb = "replaced" if old is not None else "taught"
+        text = f"{verb} {describe(target)}"
+        if target.kind == "caption":
+            if self.captions is None:
+                text += f": caption {_quote(target.caption)} is waiting: {self.captions_note}"
+            else:
+                text += f": caption {_quote(target.caption)} tracked through {self.captions.path}"
+        return text
 
     def add_view(self, target_id: int, image: np.ndarray, mask: np.ndarray) -> str:
         """Teach a reference target one more example (k-shot); returns the acknowledgement.
@@ -484,6 +531,18 @@ class TargetRegistry:
             except (StoreError, OSError) as exc:
                 raise TeachError(f"could not remove {describe(target)} from the store: {exc}") from exc
         self._unapply(target)
+
+    def _forget_all(self, doomed: list[TaughtTarget]) -> str:
+        """Forget `doomed` (store and engine); the text to add to an acknowledgement."""
+        forgotten, failed = [], []
+        for target in doomed:
+            try:
+                self._forget(target)
+                forgotten.append(str(target.target_id))
+            except TeachError as exc:
+                failed.append(str(exc))
+        text = f"; forgot target(s) {', '.join(forgotten)} and their stored entries" if forgotten else ""
+        return text + "".join(f"; {reason}" for reason in failed)
 
     def _reapply_quietly(self, target: TaughtTarget) -> None:
         try:

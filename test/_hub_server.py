@@ -21,7 +21,10 @@ from __future__ import annotations
 import hashlib
 import http.server
 import json
+import os
 import socket
+import subprocess
+import sys
 import threading
 import urllib.parse
 from pathlib import Path
@@ -33,6 +36,21 @@ LFS_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt")
 def git_blob_id(data: bytes) -> str:
     """git's object id of a blob (what the hub calls a file's `oid`)."""
     return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def hub_env(server: "HubServer", hub_cache: Path, **more: str) -> dict[str, str]:
+    """This environment with the hub at `server` (online, plain HTTP, no proxy for it) and
+    the Hugging Face cache at `hub_cache`; `more` added."""
+    return {**os.environ, "HF_ENDPOINT": server.url, "HF_HUB_CACHE": str(hub_cache), "HF_HUB_OFFLINE": "0",
+            "HF_HUB_DISABLE_XET": "1", "HF_HUB_DISABLE_TELEMETRY": "1", "NO_PROXY": "127.0.0.1",
+            "no_proxy": "127.0.0.1", **more}
+
+
+def refseg_weights(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    """`refseg-weights ARGS` in its own process (output captured)."""
+    code = "import sys; from refseg_ros.engine.weights import main; sys.exit(main())"
+    return subprocess.run([sys.executable, "-c", code, *args], env=env, capture_output=True, text=True,
+                          timeout=240)
 
 
 class HubServer(http.server.ThreadingHTTPServer):

@@ -8,14 +8,13 @@ which command fetches the model.
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
 
 import pytest
 
-from _hub_server import HubServer
+from _hub_server import HubServer, hub_env
 from _tiny_models import save_owlv2
 from refseg_ros import demo
 
@@ -39,9 +38,7 @@ def hub(tmp_path):
 
 def test_demo_fetches_a_text_model_and_follows_the_caption(tmp_path, hub):
     out = tmp_path / "demo"
-    env = {**os.environ, "REFSEG_WEIGHTS": str(tmp_path / "weights"), "REFSEG_WEIGHTS_URL": _dead_url(),
-           "HF_ENDPOINT": hub.url, "HF_HUB_CACHE": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "0",
-           "HF_HUB_DISABLE_XET": "1", "NO_PROXY": "127.0.0.1", "no_proxy": "127.0.0.1"}
+    env = hub_env(hub, tmp_path / "hf", REFSEG_WEIGHTS=str(tmp_path / "weights"), REFSEG_WEIGHTS_URL=_dead_url())
     proc = subprocess.run([sys.executable, "-m", "refseg_ros.demo", "--out", str(out), "--timeout", "240",
                            "--frames", "4"], capture_output=True, text=True, timeout=400, env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -9,17 +9,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-
-from _hub_server import HubServer
-from _tiny_models import save_dinov2, save_owlv2, save_roberta_tokenizer
 from safetensors.torch import save_file
+
+from _hub_server import HubServer, hub_env, refseg_weights
+from _tiny_models import save_dinov2, save_owlv2, save_roberta_tokenizer
 
 OWL = "google/owlv2-base-patch16-ensemble"
 DINO_TINY = "IDEA-Research/grounding-dino-tiny"
@@ -52,17 +51,13 @@ def hub(detector_folder, tmp_path):
 
 
 def _env(tmp_path: Path, hub: HubServer, offline: bool = False) -> dict[str, str]:
-    return {**os.environ, "HF_ENDPOINT": hub.url, "HF_HUB_CACHE": str(tmp_path / "hf"),
-            "REFSEG_WEIGHTS": str(tmp_path / "weights"), "HF_HUB_OFFLINE": "1" if offline else "0",
-            "HF_HUB_DISABLE_XET": "1", "HF_HUB_DISABLE_TELEMETRY": "1", "HF_HUB_ETAG_TIMEOUT": "20",
-            "NO_PROXY": "127.0.0.1", "no_proxy": "127.0.0.1"}
+    return hub_env(hub, tmp_path / "hf", REFSEG_WEIGHTS=str(tmp_path / "weights"),
+                   HF_HUB_OFFLINE="1" if offline else "0", HF_HUB_ETAG_TIMEOUT="20")
 
 
 def _weights(tmp_path, hub, *args: str) -> subprocess.CompletedProcess:
-    """`refseg-weights ARGS` in its own process."""
-    code = "import sys; from refseg_ros.engine.weights import main; sys.exit(main())"
-    return subprocess.run([sys.executable, "-c", code, *args], env=_env(tmp_path, hub), capture_output=True,
-                          text=True, timeout=240)
+    """`refseg-weights ARGS` in its own process, with this test's caches."""
+    return refseg_weights(list(args), _env(tmp_path, hub))
 
 
 def _resolve(tmp_path, hub, value: str) -> str:

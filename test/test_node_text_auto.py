@@ -6,22 +6,17 @@ cache, captions wait and the reason names the command that fetches the model.
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 
 import pytest
 
-from _hub_server import HubServer
-from _node_harness import Listener, list_targets, start_camera, start_node, teach_caption, wait_tracked
+from _hub_server import HubServer, hub_env, refseg_weights
+from _node_harness import list_targets, start_camera, start_node, teach_caption, wait_tracked
 from _tiny_models import save_owlv2
-from refseg_ros.msg import SegmentedObjectArray
+from test_node_captions import CAM0, OBJECTS, listener, procs  # noqa: F401 (the same listener and processes)
 from refseg_ros.runtime.captions import TextSettings, open_caption_path, with_cached_models
 
 OWL = "google/owlv2-base-patch16-ensemble"
-CAM0 = "/cam0/image_raw"
-OBJECTS = f"{CAM0}/refseg/objects"
 
 
 @pytest.fixture(scope="module")
@@ -30,31 +25,10 @@ def owl_cache(tmp_path_factory):
     root = tmp_path_factory.mktemp("hub")
     server = HubServer()
     server.add_repo(OWL, save_owlv2(root / "owlv2"))
-    env = {**os.environ, "HF_ENDPOINT": server.url, "HF_HUB_CACHE": str(root / "cache"), "HF_HUB_OFFLINE": "0",
-           "HF_HUB_DISABLE_XET": "1", "NO_PROXY": "127.0.0.1", "no_proxy": "127.0.0.1"}
-    code = "import sys; from refseg_ros.engine.weights import main; sys.exit(main())"
-    proc = subprocess.run([sys.executable, "-c", code, "owlv2"], env=env, capture_output=True, text=True,
-                          timeout=240)
+    proc = refseg_weights(["owlv2"], hub_env(server, root / "cache"))
     server.close()
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return root / "cache"
-
-
-@pytest.fixture
-def listener():
-    listener = Listener("text_auto_listener")
-    listener.listen_status()
-    listener.listen(OBJECTS, SegmentedObjectArray)
-    yield listener
-    listener.close()
-
-
-@pytest.fixture
-def procs():
-    started = []
-    yield started
-    for proc in reversed(started):
-        proc.stop()
 
 
 def test_auto_tracks_a_caption_with_the_cached_detector(tmp_path, owl_cache, listener, procs, monkeypatch):

@@ -213,3 +213,25 @@ def test_every_mode_names_models_of_the_table():
     assert all(n in models.MODELS for n in models.MODES["all"])
     assert {models.MODELS[n].kind for n in models.MODES["captions"]} == {"sam2", "hub"}
     assert json.dumps([models.MODELS[n].source for n in models.AUTO_DETECTORS])  # all hub ids
+
+
+def test_dino_model_takes_a_hub_id_from_the_cache(tmp_path, hub, monkeypatch):
+    from huggingface_hub import constants
+
+    from refseg_ros.runtime.acquisition import AcquisitionSettings, open_acquisition
+    from refseg_ros.runtime.captions import samwise_checkpoint_file
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    settings = AcquisitionSettings(dino_model=DINOV2)
+    service, note = open_acquisition(settings, torch.device("cpu"))
+    assert service is None and "`refseg-weights dinov2-base (or refseg-weights --for reference)`" in note, note
+
+    hub.add_repo(DINOV2, save_dinov2(tmp_path / "dinov2"))
+    assert _weights(tmp_path, hub, "--for", "reference", "--base-url", hub.url).returncode == 0
+    service, note = open_acquisition(settings, torch.device("cpu"), synchronous=True)
+    assert service is not None and f"looked for by DINOv2 from {DINOV2}" in note, note
+    service.close()
+
+    monkeypatch.setenv("REFSEG_WEIGHTS", str(tmp_path / "empty"))
+    with pytest.raises(FileNotFoundError, match="no SAMWISE checkpoint; fetch it with `refseg-weights samwise`"):
+        samwise_checkpoint_file("auto")

@@ -10,6 +10,11 @@ The model runs on the checkpoint given, else the weights cache's; a checkpoint m
 from the cache is fetched there first (refseg-weights' resumable download) unless
 --no-download. A machine that cannot reach the server goes on with random weights, and
 the first line of output says which weights are used.
+
+A caption ("the red disc") is taught too, on the caption topic, when a text model is in
+the Hugging Face cache (fetched there first, as `refseg-weights --for captions` does,
+under the same --no-download and --connect-timeout); the node's `text_path: auto` finds
+it. Without one, one line says why captions are not tracked and how to fetch the model.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ TOPIC = "/camera/image_raw"
 STATE_NAMES = ("acquiring", "tracked", "occluded", "lost")  # SegmentedObject.STATE_*
 NODE = "/refseg"
 CONNECT_TIMEOUT = 3.0  # seconds for name lookup + connection before the demo calls itself offline
+CAPTION = "the red disc"
 
 
 @dataclass(frozen=True)
@@ -119,6 +125,53 @@ def resolve_checkpoint(
     return Weights(str(dest), f"fetched from {url}")
 
 
+@dataclass(frozen=True)
+class TextModel:
+    """The text model the node's `text_path: auto` will find (a hub id), or None and why not."""
+
+    repo_id: Optional[str]
+    note: str = ""
+
+    def line(self) -> str:
+        """The demo's line about captions."""
+        if self.repo_id:
+            return f"refseg-demo: captions through {self.repo_id} ({self.note}): teaching {CAPTION!r} too"
+        return (f"refseg-demo: captions not tracked - {self.note}; fetch a text model with "
+                f"`refseg-weights --for captions` (or pass --no-caption)")
+
+
+def resolve_text_model(download: bool = True, connect_timeout: float = CONNECT_TIMEOUT,
+                       read_timeout: float = 30.0) -> TextModel:
+    """A detector in the Hugging Face cache for the caption, fetched there first if none is.
+
+    The first of `models.AUTO_DETECTORS` that is cached is taken; else the captions mode's
+    detector is fetched from the hub (`$HF_ENDPOINT`) unless `download` is false, the hub
+    cannot be reached within `connect_timeout` seconds, or `$HF_HUB_OFFLINE` is set. Never
+    raises: a failure is the returned note. Progress goes to stderr.
+    """
+    from huggingface_hub import constants
+
+    from . import models
+    from .engine import weights
+
+    for name in models.AUTO_DETECTORS:
+        if models.cached_hub_model(models.MODELS[name].source):
+            return TextModel(models.MODELS[name].source, "in the Hugging Face cache")
+    entry = next(models.MODELS[n] for n in models.MODES["captions"] if n in models.AUTO_DETECTORS)
+    if not download:
+        return TextModel(None, f"no text model in the Hugging Face cache ({models.hub_cache()}), and --no-download")
+    if constants.HF_HUB_OFFLINE:
+        return TextModel(None, f"no text model in the Hugging Face cache ({models.hub_cache()}), and HF_HUB_OFFLINE")
+    print(f"refseg-demo: fetching the text model {entry.source} ({entry.size_mb} MB) from {constants.ENDPOINT} "
+          f"into {models.hub_cache()} (--no-download to skip) ...", file=sys.stderr, flush=True)
+    try:
+        weights.probe(constants.ENDPOINT, connect_timeout)
+        models.fetch_hub(entry.source)
+    except weights.DownloadError as exc:
+        return TextModel(None, f"{entry.source} is not cached and could not be fetched ({exc})")
+    return TextModel(entry.source, f"fetched from {constants.ENDPOINT}")
+
+
 def checkpoint_problem(path: Path, model: str) -> Optional[str]:
     """Why the checkpoint file at `path` does not load into `model` (None when it does).
 
@@ -150,6 +203,8 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
                         help="where to fetch checkpoints from (default $REFSEG_WEIGHTS_URL, else the official site)")
     parser.add_argument("--connect-timeout", type=float, default=CONNECT_TIMEOUT,
                         help="seconds to reach the weights server before going on offline")
+    parser.add_argument("--no-caption", action="store_true",
+                        help=f"teach the reference only, not the caption {CAPTION!r}")
     parser.add_argument("--image-size", type=int, default=None,
                         help="model input size (default: 1024 with a checkpoint, 256 on random weights)")
     parser.add_argument("--device", default="auto")
@@ -164,6 +219,11 @@ def main(argv: Optional[list[str]] = None) -> int:
                                 base_url=args.weights_url, connect_timeout=args.connect_timeout)
     checkpoint = chosen.checkpoint
     print(chosen.first_line(), flush=True)
+    text = (TextModel(None, "--no-caption") if args.no_caption else
+            resolve_text_model(download=not args.no_download, connect_timeout=args.connect_timeout))
+    args.caption = CAPTION if text.repo_id else ""
+    if not args.no_caption:
+        print(text.line(), flush=True)
     image_size = args.image_size or (1024 if checkpoint else 256)
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     os.environ.setdefault("ROS_DOMAIN_ID", str(1 + os.getpid() % 100))
@@ -221,6 +281,7 @@ def run_camera(args, scene, reference, node_process: subprocess.Popen) -> int:
     latched = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
     camera = node.create_publisher(Image, TOPIC, reliable)
     teach = node.create_publisher(ReferenceTarget, f"{NODE}/reference", reliable)
+    say = node.create_publisher(String, f"{NODE}/caption", reliable)
     results: dict[int, dict] = {}
     status: list[str] = []
     lock = threading.Condition()
@@ -282,6 +343,8 @@ def run_camera(args, scene, reference, node_process: subprocess.Popen) -> int:
         wait_for(lambda: answered(), "the node to acknowledge the reference")
         if answered()[0].startswith("rejected"):
             raise SystemExit("refseg-demo: the node rejected the reference; see the status above")
+        if args.caption:
+            teach_caption(args.caption, say, status, wait_for)
         period = 1.0 / args.rate
         for index, frame in enumerate(scene.frames):
             # A live camera: each frame is stamped with the time it is taken, on this
@@ -296,6 +359,19 @@ def run_camera(args, scene, reference, node_process: subprocess.Popen) -> int:
         node.destroy_node()
         rclpy.try_shutdown()
     return write_outputs(args, scene, results)
+
+
+def teach_caption(caption: str, say, status: list[str], wait_for) -> None:
+    """Publish `caption` once on the caption topic and wait for the node's answer on status."""
+    from std_msgs.msg import String
+
+    wait_for(lambda: say.get_subscription_count() > 0, "the node to subscribe to captions")
+    say.publish(String(data=caption))
+    print(f"refseg-demo: taught a caption {caption!r} on the caption topic", flush=True)
+    answered = lambda: [s for s in status if f"'{caption}'" in s]
+    wait_for(lambda: answered(), "the node to acknowledge the caption")
+    if answered()[0].startswith("rejected"):
+        raise SystemExit("refseg-demo: the node rejected the caption; see the status above")
 
 
 def write_outputs(args, scene, results) -> int:

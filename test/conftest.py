@@ -61,6 +61,11 @@ os.environ["ROS_DOMAIN_ID"] = str(ROS_DOMAIN_ID)
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
 os.environ.pop("ROS_STATIC_PEERS", None)
 os.environ.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
+# Models: the session's own empty Hugging Face cache, never the user's (text_path auto
+# looks there), and no call to the hub (a test that fetches points HF_ENDPOINT at a
+# server on 127.0.0.1 and turns this off in its subprocess).
+os.environ["HF_HUB_CACHE"] = tempfile.mkdtemp(prefix="refseg-test-hf-")
+os.environ["HF_HUB_OFFLINE"] = "1"
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,4 @@
-"""`refseg-weights`: fetch official SAM2 checkpoints into a local cache, resumably.
+"""`refseg-weights`: fetch the models a mode needs (SAM2 checkpoints, hub models, SAMWISE) into their caches, resumably.
 
 Robots are often offline: the cache is a plain directory, so a checkpoint copied there by
 hand is found exactly like a downloaded one.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import http.client
 import os
 import socket
 import sys
@@ -177,7 +178,7 @@ def download(
                     have += len(block)
                     if progress:
                         progress(have, total)
-            except (OSError, urllib.error.URLError) as exc:
+            except (OSError, urllib.error.URLError, http.client.HTTPException) as exc:
                 raise DownloadError(
                     f"{url}: connection lost after {have} bytes; run again to resume") from exc
     return _finish(part, dest, sha256, expected_size=total)
@@ -203,42 +204,54 @@ def verify_cached(path: Path) -> bool:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="refseg-weights", description=__doc__.splitlines()[0])
-    parser.add_argument("models", nargs="*", default=["sam2.1_hiera_t"],
-                        help=f"models to fetch (default sam2.1_hiera_t); known: {', '.join(CHECKPOINTS)}")
-    parser.add_argument("--dir", type=Path, default=None, help="cache directory (default $REFSEG_WEIGHTS or ~/.cache/refseg_ros/weights)")
+    """`refseg-weights`: fetch models into their caches; 0 when all are there, 1 when one
+    could not be fetched or is corrupt, 2 for an unknown name."""
+    from .. import models
+
+    parser = argparse.ArgumentParser(
+        prog="refseg-weights", description=__doc__.splitlines()[0],
+        epilog="modes: " + "; ".join(f"{mode}: {' '.join(names)}" for mode, names in models.MODES.items()))
+    parser.add_argument("models", nargs="*",
+                        help="models to fetch: names of `--list`, or any hub id (org/name) (default: "
+                             "sam2.1_hiera_t when no --for is given)")
+    parser.add_argument("--for", dest="modes", action="append", default=[], choices=sorted(models.MODES),
+                        help="fetch every model a mode needs (repeatable)")
+    parser.add_argument("--dir", type=Path, default=None, help="weights cache directory (default $REFSEG_WEIGHTS "
+                        "or ~/.cache/refseg_ros/weights); hub models go to the Hugging Face cache ($HF_HUB_CACHE)")
     parser.add_argument("--base-url", default=None,
-                        help=f"where the releases live, a mirror (default $REFSEG_WEIGHTS_URL or {OFFICIAL_BASE_URL})")
+                        help=f"where the SAM2 releases live, a mirror (default $REFSEG_WEIGHTS_URL or {OFFICIAL_BASE_URL})")
+    parser.add_argument("--url", default=None, help="where to fetch a single file model from (a mirror)")
     parser.add_argument("--sha256", default=None, help="expected digest (with a single model)")
     parser.add_argument("--list", action="store_true", help="list known models and what is cached")
     args = parser.parse_args(argv)
-    directory = args.dir or cache_dir()
     if args.list:
-        for name, entry in CHECKPOINTS.items():
-            path = directory / entry.filename
-            print(f"{name:18s} {entry.filename:28s} {'cached' if path.is_file() else '-'}")
+        print("\n".join(models.describe(args.dir)))
         return 0
+    names = list(args.models) or ([] if args.modes else ["sam2.1_hiera_t"])
+    for mode in args.modes:
+        names += models.MODES[mode]
+    names = list(dict.fromkeys(names))
+    if (args.url or args.sha256) and len(names) != 1:
+        print("refseg-weights: --url and --sha256 go with a single model", file=sys.stderr)
+        return 2
     status = 0
-    for name in args.models:
-        entry = CHECKPOINTS.get(name)
+    for name in names:
+        entry = models.MODELS.get(name)
+        if entry is None and models.HUB_ID.fullmatch(name):
+            entry = models.by_hub_id(name) or models.ModelEntry(name, "hub", name, 0, (), "")
         if entry is None:
-            print(f"refseg-weights: unknown model {name!r}; known: {', '.join(CHECKPOINTS)}", file=sys.stderr)
+            print(f"refseg-weights: unknown model {name!r}; known: {', '.join(models.MODELS)}, or a hub id "
+                  "(org/name)", file=sys.stderr)
             status = 2
             continue
-        dest = directory / entry.filename
-        if dest.is_file():
-            ok = verify_cached(dest)
-            print(f"{name}: {dest} {'already cached' if ok else 'is CORRUPT (digest changed); delete it and run again'}")
-            status = status or (0 if ok else 1)
-            continue
-        url = checkpoint_url(name, args.base_url)
+        print(f"{name}: fetching from {args.url or entry.source} ...", file=sys.stderr, flush=True)
         try:
-            download(url, dest, args.sha256 or entry.sha256, progress=_print_progress(name))
+            where = models.fetch(entry, args.dir, url=args.url, sha256=args.sha256, base_url=args.base_url)
         except DownloadError as exc:
-            print(f"\nrefseg-weights: {exc}", file=sys.stderr)
-            status = 1
+            print(f"\nrefseg-weights: {name}: {exc}", file=sys.stderr)
+            status = max(status, 1)
             continue
-        print(f"\n{name}: saved {dest}")
+        print(f"\n{name}: {where}")
     return status
 
 

@@ -71,7 +71,8 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
                         "on arrival before the header is reported as implausible"),
     "status_repeat_period": (5.0, "seconds before an identical rejection is reported again"),
     "max_caption_length": (1000, "longest caption accepted, in characters"),
-    "dino_model": ("", "folder of a transformers Dinov2Model: reference targets are looked for by their "
+    "dino_model": ("", "folder or hub id (from the hub cache: refseg-weights --for reference) of a "
+                   "transformers Dinov2Model: reference targets are looked for by their "
                    "prior while not tracked (acquisition), in every reference_mode; empty: off (in "
                    "reference_mode fssam: FSSAM's own DINOv2)"),
     "acquisition_threshold": (0.5, "raw candidate score (mask-averaged cosine x IoU and presence terms) a "
@@ -94,24 +95,28 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "ttga_steps": (100, "reference_mode ttga: Adam steps of a target's neck tuning (background thread)"),
     "fssam_official": (False, "FSSAM as its release computes it instead of as the paper describes "
                        "(docs/ENGINE.md, FSSAM)"),
-    "dbst_pipeline": ("", "folder of a diffusers Stable Diffusion pipeline (2.1 base): reference targets get "
+    "dbst_pipeline": ("", "folder or hub id (from the hub cache: refseg-weights --for transitions) of a "
+                      "diffusers Stable Diffusion pipeline (2.1 base): reference targets get "
                       "diffusion transition frames (CAV-SAM) in the background, beside acquisition when "
                       "dino_model is set too; empty: off"),
     "dbst_on": ("taught,lost", "when a transition job starts: taught and/or lost"),
     "dbst_frames": (9, "transition frames per job"),
     "dbst_lora_steps": (200, "steps of each per-image LoRA fit of a transition job"),
     "text_path": ("auto", "how captions are tracked: samwise, grounding, none, or auto (samwise when "
-                  "samwise_checkpoint is set, else grounding when grounding_model is set, else none)"),
-    "samwise_checkpoint": ("", "official SAMWISE checkpoint file (its SAM2 must be the model parameter's: "
+                  "samwise_checkpoint is set, else grounding when grounding_model is set, else what the "
+                  "caches hold: refseg-weights --for captions; else none)"),
+    "samwise_checkpoint": ("", "official SAMWISE checkpoint file, or auto: the weights cache's "
+                           "(refseg-weights samwise) (its SAM2 must be the model parameter's: "
                            "sam2_hiera_b+ at 1024)"),
-    "samwise_tokenizer": ("", "folder with roberta-base's vocab.json + merges.txt (or tokenizer.json)"),
+    "samwise_tokenizer": ("", "folder with roberta-base's vocab.json + merges.txt (or tokenizer.json), or "
+                          "a hub id; empty: FacebookAI/roberta-base from the hub cache"),
     "text_window": (8, "SAMWISE window T in frames: the causal window (1: per-frame streaming) or the clip"),
     "text_mode": ("causal", "SAMWISE streaming mode: causal (a result every frame, adapted with the T-1 "
                   "frames before) or clip (the official non-overlapping clips; results T-1 frames late, "
                   "published with their frames' headers)"),
     "text_cme": (True, "SAMWISE's conditional memory encoder on (as the official model)"),
-    "grounding_model": ("", "folder of a transformers zero-shot detector (Grounding DINO, "
-                        "MM-Grounding-DINO/LLMDet, OWLv2) for the grounding path"),
+    "grounding_model": ("", "folder or hub id (from the hub cache) of a transformers zero-shot detector "
+                        "(Grounding DINO, MM-Grounding-DINO/LLMDet, OWLv2) for the grounding path"),
     "grounding_threshold": (0.35, "detector score a caption's box needs"),
     "regrounding_interval": (0.0, "seconds between re-groundings of a tracked caption (0: only when lost)"),
     "grounding_retry": (0.0, "seconds between grounding calls while a caption is not found (0: as often "

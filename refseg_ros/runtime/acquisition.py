@@ -17,7 +17,8 @@ import torch
 
 @dataclass
 class AcquisitionSettings:
-    """dino_model: a transformers Dinov2Model folder; threshold: the raw candidate score
+    """dino_model: a transformers Dinov2Model folder or hub id (e.g. facebook/dinov2-base,
+    from the hub cache: `refseg-weights --for reference`); threshold: the raw candidate score
     a frame needs; m of k: looked-at frames above it before a seed; interval: seconds
     between two proposals for one target; candidates: peaks decoded per proposal;
     input_size: DINOv2's input side in pixels (a multiple of its patch; 224 keeps a
@@ -55,8 +56,9 @@ def open_acquisition(settings: AcquisitionSettings, device: torch.device, synchr
     proposal (offline evaluation). `dino`: a `Dinov2Model` already loaded (FSSAM's own),
     used when `dino_model` is empty, so that FSSAM targets get the gate by default."""
     if not settings.dino_model and dino is None:
-        return None, ("reference targets without acquisition (set dino_model to a DINOv2 folder to look "
-                      "for them while they are not tracked)")
+        return None, ("reference targets without acquisition (set dino_model to a DINOv2 folder or hub id, "
+                      "e.g. facebook/dinov2-base after `refseg-weights --for reference`, to look for them "
+                      "while they are not tracked)")
     try:
         from ..adapters.reference.acquisition import AcquirerConfig
         from ..adapters.reference.acquisition_proposer import AcquisitionService
@@ -65,7 +67,9 @@ def open_acquisition(settings: AcquisitionSettings, device: torch.device, synchr
         config = AcquirerConfig(candidates=settings.acquisition_candidates,
                                 threshold=settings.acquisition_threshold, m=settings.acquisition_m,
                                 window=settings.acquisition_k)
-        source = settings.dino_model or dino
+        from ..models import local_model
+
+        source = local_model(settings.dino_model, "dino_model") if settings.dino_model else dino
         encoder = DinoEncoder(source, input_size=settings.acquisition_input_size or None, device=device)
         service = AcquisitionService(encoder, config,
                                      settings.acquisition_interval, synchronous=synchronous,

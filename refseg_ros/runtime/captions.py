@@ -9,14 +9,20 @@ Two paths (docs/NODE.md, "Text targets"):
   OWLv2) proposes a box for the caption, which SAM2 then tracks with memory; re-grounded
   when lost and, optionally, every `regrounding_interval` seconds.
 `auto` takes SAMWISE when its checkpoint is given, else grounding when its model is
-given, else none: captions are then kept and listed as waiting, with the reason.
+given; with neither, what the caches hold (`with_cached_models`): SAMWISE when the
+engine's model is SAMWISE's SAM2 and its checkpoint and tokenizer are cached, else the
+first detector of `models.AUTO_DETECTORS` in the Hugging Face cache; else none: captions
+are then kept and listed as waiting, with the reason and the command that fetches a model
+(`refseg-weights --for captions`). Model parameters take a folder or a hub id
+(`models.local_model`); `samwise_checkpoint: auto` is the weights cache's file.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional, Protocol
 
+from .. import models
 from ..engine import SegmentationEngine
 
 PATHS = ("auto", "samwise", "grounding", "none")
@@ -62,6 +68,47 @@ class TextSettings:
         if self.samwise_checkpoint:
             return "samwise"
         return "grounding" if self.grounding_model else "none"
+
+
+def with_cached_models(settings: TextSettings, model_name: str) -> TextSettings:
+    """`settings` with the models the caches hold filled in where none is set.
+
+    - `text_path` auto with neither samwise_checkpoint nor grounding_model: SAMWISE
+      (samwise_checkpoint auto) when `model_name` is SAMWISE's SAM2 and its checkpoint and
+      RoBERTa's tokenizer are cached, else the first cached of `models.AUTO_DETECTORS`;
+    - `text_path` grounding without grounding_model: the first cached detector;
+    - a samwise_checkpoint without samwise_tokenizer: RoBERTa's tokenizer by its hub id.
+    Reads the caches only; never downloads.
+    """
+    from ..adapters.text.checkpoint import SAM_MODEL
+
+    settings = replace(settings)
+    unset = not settings.samwise_checkpoint and not settings.grounding_model
+    if settings.text_path == "auto" and unset and model_name == SAM_MODEL:
+        if models.is_cached(models.MODELS["samwise"]) and models.cached_hub_model(models.ROBERTA):
+            settings.samwise_checkpoint = "auto"
+    if (settings.text_path == "grounding" or (settings.text_path == "auto" and unset and
+                                              not settings.samwise_checkpoint)) and not settings.grounding_model:
+        cached = [models.MODELS[n].source for n in models.AUTO_DETECTORS
+                  if models.cached_hub_model(models.MODELS[n].source)]
+        settings.grounding_model = cached[0] if cached else ""
+    if settings.samwise_checkpoint and not settings.samwise_tokenizer:
+        settings.samwise_tokenizer = models.ROBERTA
+    return settings
+
+
+def samwise_checkpoint_file(value: str) -> str:
+    """The SAMWISE checkpoint a `samwise_checkpoint` value names: `auto` is the weights
+    cache's file (ModelNotCached naming `refseg-weights samwise` when it is not there)."""
+    if value != "auto":
+        return value
+    found = models.cached_file(models.MODELS["samwise"])
+    if found is None:
+        raise models.ModelNotCached(
+            f"parameter samwise_checkpoint: auto, but the weights cache "
+            f"{models.weights.cache_dir()} has no SAMWISE checkpoint; fetch it with `refseg-weights samwise` "
+            "(or refseg-weights --for samwise) on a machine that is online")
+    return str(found)
 
 
 class CaptionPath(Protocol):
@@ -131,29 +178,35 @@ def open_caption_path(settings: TextSettings, engine: SegmentationEngine, model_
     `synchronous` makes grounding wait for each detection on the frame it was asked on
     (offline evaluation: results independent of timing; never in the node).
     """
+    settings = with_cached_models(settings, model_name)
     chosen = settings.chosen()
     if chosen == "none":
-        return None, ("no text model configured: set samwise_checkpoint + samwise_tokenizer, or "
-                      "grounding_model (docs/NODE.md, 'Text targets'); captions are kept, not tracked")
+        return None, ("no text model configured or cached: fetch one with `refseg-weights --for captions` "
+                      "(text_path auto then finds it), or set grounding_model or samwise_checkpoint "
+                      "(docs/NODE.md, 'Text targets'); captions are kept, not tracked")
     try:
         if chosen == "samwise":
             from ..adapters.text.captions import SamwiseCaptions
 
-            captions = SamwiseCaptions.from_files(engine.model, model_name, settings.samwise_checkpoint,
-                                                  settings.samwise_tokenizer, window=settings.text_window,
+            checkpoint = samwise_checkpoint_file(settings.samwise_checkpoint)
+            tokenizer = models.local_model(settings.samwise_tokenizer, "samwise_tokenizer")
+            captions = SamwiseCaptions.from_files(engine.model, model_name, checkpoint,
+                                                  tokenizer, window=settings.text_window,
                                                   cme=settings.text_cme, mode=settings.text_mode)
             # the checkpoint's sam.* weights are now the engine's SAM2
-            engine.random_weights, engine.checkpoint = False, settings.samwise_checkpoint
+            engine.random_weights, engine.checkpoint = False, checkpoint
             what = (f"causal window {settings.text_window}" if settings.text_mode == "causal" else
                     f"clips of {settings.text_window}, results {settings.text_window - 1} frames late")
             return SamwisePath(captions), f"captions tracked by SAMWISE ({what})"
         from ..adapters.grounding import GroundingDetector
 
         if not settings.grounding_model:
-            raise ValueError("no grounding model folder given: set the parameter grounding_model")
-        detector = GroundingDetector.from_folder(settings.grounding_model, device=engine.device)
+            raise ValueError("no grounding model folder given or cached: set the parameter grounding_model, "
+                             "or fetch one with `refseg-weights --for captions`")
+        folder = models.local_model(settings.grounding_model, "grounding_model")
+        detector = GroundingDetector.from_folder(folder, device=engine.device)
         path = GroundingPath(detector, settings.grounding_threshold, settings.regrounding_interval,
                              settings.grounding_retry, synchronous)
-        return path, f"captions found by {detector.family.name} and tracked by SAM2"
+        return path, f"captions found by {detector.family.name} ({settings.grounding_model}) and tracked by SAM2"
     except Exception as exc:  # a missing folder, a corrupt file, a checkpoint for another model
         return None, f"the {chosen} text path could not be loaded ({type(exc).__name__}: {exc}); captions are kept, not tracked"

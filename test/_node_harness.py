@@ -16,7 +16,7 @@ import threading
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 import rclpy
@@ -148,9 +148,12 @@ def _param(value: Any) -> str:
 
 
 def start_node(log_dir: Path, params: dict[str, Any], autostart: bool = True, name: str = "node",
-               params_file: Optional[Path] = None) -> Process:
-    """`python -m refseg_ros.ros.main --ros-args [--params-file F] -p ...` with the small model."""
-    args = ["-m", "refseg_ros.ros.main"] + ([] if autostart else ["--no-autostart"]) + ["--ros-args"]
+               params_file: Optional[Path] = None, launcher: Sequence[str] = ("-m", "refseg_ros.ros.main"),
+               options: Sequence[str] = ()) -> Process:
+    """`python -m refseg_ros.ros.main [OPTIONS] --ros-args [--params-file F] -p ...` with the
+    small model; `launcher` replaces `-m refseg_ros.ros.main` (python's arguments before
+    the node's own)."""
+    args = [*launcher, *([] if autostart else ["--no-autostart"]), *options, "--ros-args"]
     if params_file is not None:
         args += ["--params-file", str(params_file)]
     for key, value in {**SMALL_MODEL, **params}.items():

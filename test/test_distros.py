@@ -132,7 +132,7 @@ def test_every_module_compiles(version):
 @pytest.mark.parametrize("version", PYTHONS)
 def test_standard_library_modules_import(version):
     python = python_or_skip(version)
-    done = subprocess.run([python, "-I", "-c", _IMPORT_ALL, str(REPO_ROOT)], capture_output=True, text=True,
+    done = subprocess.run([python, "-I", "-B", "-c", _IMPORT_ALL, str(REPO_ROOT)], capture_output=True, text=True,
                           timeout=300, cwd=REPO_ROOT)
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout.strip().splitlines()[-1])

@@ -195,13 +195,11 @@ def test_events_executor_available_on_kilted():
 
     assert rclpy_compat.has_events_executor()
     assert parse_args(["refseg-node", "--executor", "events"]).executor == "events"
-    rclpy.init()
+    executor = make_executor("events", 1)
     try:
-        executor = make_executor("events", 1)
         assert type(executor).__name__ == "EventsExecutor"
-        executor.shutdown()
     finally:
-        rclpy.try_shutdown()
+        executor.shutdown()
 
 
 @pytest.mark.parametrize("distro", ["humble", "jazzy"])

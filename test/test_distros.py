@@ -234,6 +234,25 @@ def test_node_segments_over_dds_on_older_layout(distro, tmp_path):
     assert "Traceback" not in out and "'qos_event' is deprecated" not in out, out[-4000:]
 
 
+def test_qos_events_reach_the_node_on_humble_layout(tmp_path):
+    """The QoS event callbacks (from rclpy.qos_event on Humble) fire: a best-effort camera
+    and a node that asks for reliable frames are reported on status."""
+    cam = "/humble_qos/image_raw"
+    listener = Listener("distro_qos_listener")
+    listener.listen_status()
+    node = start_node(tmp_path, {"cameras": [cam], "store_dir": "", "qos_reliability": "reliable"},
+                      launcher=[LAYOUT, "humble", "-m", "refseg_ros.ros.main"])
+    camera = start_camera(tmp_path, cam, "humble_qos_cam", rate=10, width=W, height=H, reliable=False)
+    try:
+        listener.wait_status("active", timeout=180, node=node)
+        text = listener.wait_status("incompatible", timeout=90, node=node)
+        assert text.startswith(f"camera {cam}") and "(reliability)" in text, text
+    finally:
+        camera.stop()
+        node.stop()
+        listener.close()
+
+
 # ------------------------------------------------------------------ compat helpers
 def test_publisher_count_without_get_publisher_count(monkeypatch):
     """Humble's Subscription has no get_publisher_count: the graph's count stands in."""

@@ -16,7 +16,7 @@ import threading
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 import rclpy
@@ -149,10 +149,12 @@ def _param(value: Any) -> str:
 
 def start_node(log_dir: Path, params: dict[str, Any], autostart: bool = True, name: str = "node",
                params_file: Optional[Path] = None, ros_args: tuple[str, ...] = (),
-               env: Optional[dict[str, str]] = None) -> Process:
-    """`python -m refseg_ros.ros.main --ros-args [ros_args] [--params-file F] -p ...` with the
-    small model (ros_args: e.g. ("-r", "__ns:=/robot1"))."""
-    args = ["-m", "refseg_ros.ros.main"] + ([] if autostart else ["--no-autostart"]) + ["--ros-args", *ros_args]
+               env: Optional[dict[str, str]] = None, launcher: Sequence[str] = ("-m", "refseg_ros.ros.main"),
+               options: Sequence[str] = ()) -> Process:
+    """`python -m refseg_ros.ros.main [OPTIONS] --ros-args [ros_args] [--params-file F] -p ...`
+    with the small model (ros_args: e.g. ("-r", "__ns:=/robot1")); `launcher` replaces
+    `-m refseg_ros.ros.main` (python's arguments before the node's own)."""
+    args = [*launcher, *([] if autostart else ["--no-autostart"]), *options, "--ros-args", *ros_args]
     if params_file is not None:
         args += ["--params-file", str(params_file)]
     for key, value in {**SMALL_MODEL, **params}.items():

@@ -148,7 +148,7 @@ def zstd_compress_files(bag):
     """Turn a written bag into one recorded with ``--compression-mode file
     --compression-format zstd``: each storage file zstd-compressed, named ``*.zstd``."""
     try:
-        from compression import zstd  # Python 3.14
+        from compression import zstd  # novermin (Python 3.14)
     except ImportError:
         from backports import zstd  # what rosbags uses before 3.14
     info = yaml.safe_load((bag / "metadata.yaml").read_text())["rosbag2_bagfile_information"]

@@ -17,13 +17,17 @@ import re
 import shutil
 import subprocess
 import sys
-import tomllib
 import zipfile
 from importlib import metadata
 from pathlib import Path
 
 from packaging.markers import default_environment
 from packaging.requirements import Requirement
+
+try:
+    import tomllib  # novermin (Python 3.11)
+except ModuleNotFoundError:  # Python 3.10: the same parser, as pip ships it
+    from pip._vendor import tomli as tomllib
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

@@ -278,7 +278,9 @@ def latency_summary(latencies_s: Iterable[float]) -> dict[str, float]:
     if arr.size == 0:
         nan = float("nan")
         return {"count": 0, "p50": nan, "p90": nan, "p99": nan, "max": nan, "mean": nan}
-    p50, p90, p99 = np.percentile(arr, [50, 90, 99], method="inverted_cdf")
+    ordered = np.sort(arr)
+    # rank ceil(p * n / 100), in integers (numpy < 1.22 has no percentile method argument)
+    p50, p90, p99 = (ordered[max((p * arr.size + 99) // 100, 1) - 1] for p in (50, 90, 99))
     return {
         "count": int(arr.size),
         "p50": float(p50),

@@ -25,7 +25,6 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 from rclpy.callback_groups import CallbackGroup
-from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.node import Node
 from rclpy.qos import QoSProfile
 from rclpy.serialization import deserialize_message
@@ -39,6 +38,7 @@ from ..runtime.render import LabelImage, overlay
 from ..runtime.stats import CameraStats
 from refseg_ros.msg import SegmentedObjectArray
 from .conversions import image_message, markers_message, objects_message, point_message
+from .rclpy_compat import SubscriptionEventCallbacks
 
 
 def output_topic(camera: str, namespace: str, name: str) -> str:

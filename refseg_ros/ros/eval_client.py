@@ -30,6 +30,7 @@ from refseg_ros.srv import AddTarget, ResetTargets
 
 from .camera import output_topic
 from .conversions import STATES, image_array, image_message, mask_from_message
+from .rclpy_compat import publisher_count
 
 STATE_NAMES = {code: state.value for state, code in STATES.items()}
 REFERENCE_TYPE = "refseg_ros/msg/ReferenceTarget"
@@ -191,7 +192,7 @@ class ReplayClient:
         """The node reads our frames and references, and we read its outputs."""
         return (self.frame_pub.get_subscription_count() > 0
                 and self.reference_pub.get_subscription_count() > 0
-                and all(s.get_publisher_count() > 0 for s in self._output_subs))
+                and all(publisher_count(self.node, s) > 0 for s in self._output_subs))
 
     def services_ready(self) -> bool:
         return self.add_client.service_is_ready() and self.reset_client.service_is_ready()

@@ -27,7 +27,6 @@ from typing import Optional
 
 import numpy as np
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
-from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from diagnostic_msgs.msg import DiagnosticArray
 from std_msgs.msg import Header, String
@@ -47,6 +46,7 @@ from ..store import TargetStore
 from refseg_ros.msg import ReferenceTarget, TargetInfo
 from refseg_ros.srv import AddTarget, ListTargets, RemoveTarget, ResetTargets
 from . import params, qos, requests
+from .rclpy_compat import QoSRequestedIncompatibleQoSInfo, SubscriptionEventCallbacks
 from .camera import CameraChannel
 from .conversions import depth_from_message, frame_from_message, intrinsics_from_camera_info
 from .diagnostics import camera_status, diagnostic_array, missing_frames, model_status
@@ -233,7 +233,7 @@ class SegmenterNode(LifecycleNode):
             channel.stats.on_dropped()
 
     def _subscription_events(self, channel: CameraChannel) -> SubscriptionEventCallbacks:
-        def incompatible(info) -> None:
+        def incompatible(info: QoSRequestedIncompatibleQoSInfo) -> None:
             policy = info.last_policy_kind.name.removeprefix("RMW_QOS_POLICY_").lower()
             self._status(f"camera {channel.name}: a publisher on {channel.topic} has QoS incompatible with "
                          f"this subscription ({policy}); its frames never arrive. "

@@ -158,8 +158,11 @@ def undistort_points(intrinsics: Intrinsics, uv: np.ndarray) -> np.ndarray:
     else:
         # The iterative solver's default (5 iterations) leaves ~1e-3 px of error on strong
         # distortion; 50 iterations or 1e-10 reach OpenCV's own projection within 1e-6.
-        out = cv2.undistortPoints(pts, K, intrinsics.D, None, None, None,
-                                  (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 50, 1e-12))
+        criteria = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 50, 1e-12)
+        if hasattr(cv2, "undistortPointsIter"):  # OpenCV 4 (Humble's 4.5 takes criteria only here)
+            out = cv2.undistortPointsIter(pts, K, intrinsics.D, None, None, criteria)
+        else:  # OpenCV 5
+            out = cv2.undistortPoints(pts, K, intrinsics.D, None, None, None, criteria)
     return out.reshape(-1, 2).astype(np.float64)
 
 

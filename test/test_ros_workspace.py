@@ -331,3 +331,7 @@ def test_colcon_test_runs_pytest_through_ctest(workspace):
     assert ran == selected
     assert (int(suite.get("failures")), int(suite.get("errors")), int(suite.get("skipped"))) == (0, 0, 0)
     assert f"{junit.relative_to(root)}: {len(selected)} tests, 0 errors, 0 failures, 0 skipped" in results.stdout
+    # the suite's DDS settings reach the tests (run_test.py lists the variables it sets)
+    profile = root / "src" / PACKAGE / "config" / "fastdds_local.xml"
+    log = (root / "colcon_test.log").read_text()
+    assert f"FASTDDS_DEFAULT_PROFILES_FILE={profile}" in log and "ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST" in log

@@ -233,6 +233,16 @@ def _type_supports_loaded(pid: int) -> list[str]:
     return sorted({line.split()[-1] for line in maps.splitlines() if "refseg_ros" in line and ".so" in line})
 
 
+def installed_prefix(ws_env: dict[str, str]) -> Path:
+    """The package's prefix as `ros2 run` finds it: ament_index_python's get_package_prefix."""
+    found = subprocess.run(
+        [sys.executable, "-c", "from ament_index_python.packages import get_package_prefix as p; "
+                               f"print(p({PACKAGE!r}))"],
+        env=ws_env, capture_output=True, text=True, timeout=60)
+    assert found.returncode == 0, found.stderr
+    return Path(found.stdout.strip())
+
+
 def _wrapper_entry_point(path: Path) -> Optional[str]:
     """The entry point an installed executable loads (its EntryPoint(value=...))."""
     for node in ast.walk(ast.parse(path.read_text())):
@@ -256,18 +266,16 @@ def workspace(tmp_path_factory):
 def test_colcon_build_installs_one_executable_per_console_script(workspace):
     root, _, env = workspace
     ws_env = sourced(env, root / "install" / "setup.sh")
-    prefix = subprocess.run(
-        [sys.executable, "-c", "from ament_index_python.packages import get_package_prefix as p; "
-                               f"print(p({PACKAGE!r}))"],
-        env=ws_env, capture_output=True, text=True, timeout=60)
-    assert prefix.returncode == 0, prefix.stderr
-    lib = Path(prefix.stdout.strip()) / "lib" / PACKAGE
-    assert lib.parent.parent.is_relative_to(root / "install"), lib
+    prefix = installed_prefix(ws_env)
+    assert prefix.is_relative_to(root / "install"), prefix
+    lib = prefix / "lib" / PACKAGE
     expected = executable_names()
     assert sorted(p.name for p in lib.iterdir()) == sorted(expected)
     for exe, entry_point in expected.items():
         assert os.access(lib / exe, os.X_OK), f"{exe} is not executable"
         assert _wrapper_entry_point(lib / exe) == entry_point, exe
+    share = prefix / "share" / PACKAGE
+    assert (share / "launch" / "segmenter.launch.py").is_file() and (share / "config" / "segmenter.yaml").is_file()
     # the Python package on the sourced path is the installed one, beside its messages
     where = subprocess.run(
         [sys.executable, "-c", "import refseg_ros.ros.main as m, refseg_ros.msg as g; print(m.__file__); "
@@ -281,11 +289,7 @@ def test_colcon_build_installs_one_executable_per_console_script(workspace):
 def test_colcon_installed_ros2_run_executable_brings_the_node_up_over_dds(workspace, tmp_path):
     root, _, env = workspace
     ws_env = sourced(env, root / "install" / "setup.sh")
-    prefix = subprocess.run(
-        [sys.executable, "-c", "from ament_index_python.packages import get_package_prefix as p; "
-                               f"print(p({PACKAGE!r}))"],
-        env=ws_env, capture_output=True, text=True, timeout=60, check=True).stdout.strip()
-    exe = Path(prefix) / "lib" / PACKAGE / "refseg_node"
+    exe = installed_prefix(ws_env) / "lib" / PACKAGE / "refseg_node"
     args = [str(exe), "--ros-args"]
     for key, value in {**SMALL_MODEL, "store_dir": str(tmp_path / "store")}.items():
         args += ["-p", f"{key}:={_param(value)}"]

@@ -223,7 +223,10 @@ fi
 # --------------------------------------------------------------------------- colcon build
 STEP=colcon
 shopt -s nullglob
-IFACE_FILES=("$REPO"/msg/*.msg "$REPO"/srv/*.srv "$REPO/CMakeLists.txt" "$REPO/package.xml")
+# Everything the build installs from its own inputs: the interfaces, the executables made
+# from pyproject's console scripts, and the launch and parameter files.
+IFACE_FILES=("$REPO"/msg/*.msg "$REPO"/srv/*.srv "$REPO/CMakeLists.txt" "$REPO/package.xml"
+             "$REPO/pyproject.toml" "$REPO"/launch/* "$REPO"/config/*)
 shopt -u nullglob
 BUILD_HASH=$(echo "$VENV $DEPS_HASH $(hash_of "${IFACE_FILES[@]}")" | sha256sum | cut -d' ' -f1)
 built_lib=$REPO/install/lib/librefseg_ros__rosidl_typesupport_c.so

@@ -81,6 +81,7 @@ class FollowNode(LifecycleNode):
             self.get_logger().error(f"configure failed: {exc}")
             return TransitionCallbackReturn.FAILURE
         self.options, self.follower = options, Follower(law)
+        self._said = (self.follower.code, None)
         self._cmd_pub = self.create_publisher(TwistStamped if options.stamped else Twist,
                                               options.cmd_vel_topic, COMMAND_QOS)
         self._status_pub = self.create_publisher(String, options.status_topic, qos.status_qos())
@@ -254,7 +255,10 @@ class FollowNode(LifecycleNode):
         return self.get_clock().now().nanoseconds * 1e-9
 
     def _status(self, text: str, error: bool = False) -> None:
-        (self.get_logger().warning if error else self.get_logger().info)(text)
+        if error:  # rclpy's logger wants one severity per call site
+            self.get_logger().warning(text)
+        else:
+            self.get_logger().info(text)
         if self._status_pub is not None:
             self._status_pub.publish(String(data=text))
 

@@ -30,7 +30,7 @@ import rclpy
 from geometry_msgs.msg import Twist, TwistStamped
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.duration import Duration
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
@@ -40,6 +40,7 @@ from std_msgs.msg import String
 
 from ..runtime.follow import Command, Follower, Sighting, choose_target
 from . import follow_params, qos
+from .main import spin_lifecycle
 
 NODE_NAME = "refseg_follow"
 #: Seconds between checks for a silent objects topic.
@@ -102,12 +103,7 @@ class FollowNode(LifecycleNode):
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self.halt("deactivated")
-        if self._objects_sub is not None:
-            self.destroy_subscription(self._objects_sub)
-            self._objects_sub = None
-        for timer in self._timers:
-            self.destroy_timer(timer)
-        self._timers = []
+        self._unsubscribe()
         return super().on_deactivate(state)
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -122,12 +118,7 @@ class FollowNode(LifecycleNode):
     def release(self) -> None:
         """Drop the subscription, timers, publishers and client (a moving robot is stopped first)."""
         self.halt("shutting down")
-        if self._objects_sub is not None:
-            self.destroy_subscription(self._objects_sub)
-            self._objects_sub = None
-        for timer in self._timers:
-            self.destroy_timer(timer)
-        self._timers = []
+        self._unsubscribe()
         if self._list_client is not None:
             self.destroy_client(self._list_client)
             self._list_client = None
@@ -137,6 +128,14 @@ class FollowNode(LifecycleNode):
                 self.destroy_publisher(pub)
                 setattr(self, attr, None)
         self.follower = None
+
+    def _unsubscribe(self) -> None:
+        if self._objects_sub is not None:
+            self.destroy_subscription(self._objects_sub)
+            self._objects_sub = None
+        for timer in self._timers:
+            self.destroy_timer(timer)
+        self._timers = []
 
     def halt(self, reason: str) -> None:
         """Stop the robot now (one zero command) if it moves, and wait up to 1 s for the
@@ -289,25 +288,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"refseg-follow: {type(exc).__name__}: {exc}", file=sys.stderr)
         rclpy.try_shutdown()
         return 1
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
-    try:
-        if not args.no_autostart:
-            for step in (node.trigger_configure, node.trigger_activate):
-                if step() != TransitionCallbackReturn.SUCCESS:
-                    node.get_logger().fatal(f"{step.__name__} failed; see the error above")
-                    return 1
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        try:
-            node.release()
-        finally:
-            executor.shutdown(timeout_sec=1.0)
-            node.destroy_node()
-            rclpy.try_shutdown()
-    return 0
+    return spin_lifecycle(node, SingleThreadedExecutor(), autostart=not args.no_autostart)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from typing import Optional, Sequence
 
 import rclpy
 from rclpy.executors import Executor, ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
-from rclpy.lifecycle import TransitionCallbackReturn
+from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.utilities import remove_ros_args
 
 
@@ -56,17 +56,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     node = SegmenterNode()
     cameras = len(node.get_parameter("cameras").value or [])
-    executor = make_executor(args.executor, args.threads or cameras + 4)
+    return spin_lifecycle(node, make_executor(args.executor, args.threads or cameras + 4),
+                          autostart=not args.no_autostart)
+
+
+def spin_lifecycle(node: LifecycleNode, executor: Executor, autostart: bool) -> int:
+    """Spin a lifecycle node that has a `release()` until Ctrl-C or shutdown; with
+    `autostart`, configure and activate it first. Returns 1 when a transition fails, else 0.
+    Whatever happens, the node is released and destroyed and the context shut down."""
     executor.add_node(node)
-    code = 0
     try:
-        if not args.no_autostart:
-            if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
-                node.get_logger().fatal("configure failed; see the error above")
-                return 1
-            if node.trigger_activate() != TransitionCallbackReturn.SUCCESS:
-                node.get_logger().fatal("activate failed; see the error above")
-                return 1
+        if autostart:
+            for step in ("configure", "activate"):
+                if getattr(node, f"trigger_{step}")() != TransitionCallbackReturn.SUCCESS:
+                    node.get_logger().fatal(f"{step} failed; see the error above")
+                    return 1
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
@@ -77,7 +81,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             executor.shutdown(timeout_sec=1.0)
             node.destroy_node()
             rclpy.try_shutdown()
-    return code
+    return 0
 
 
 if __name__ == "__main__":

@@ -193,6 +193,8 @@ def assert_stops(sim: Sim, since: float, timeout: float, what: str) -> float:
     assert stop - since <= timeout + SLACK, f"stop came {stop - since:.2f} s after {what}"
     sim.run(1.0, publish=what != "silence")
     assert not sim.moving_commands_after(stop), f"commands that move after the stop on {what}"
+    zeros = [c for c in sim.commands if c[0] >= since and c[1:] == (0.0, 0.0)]
+    assert len(zeros) == 1, f"{len(zeros)} zero commands after {what}: a stop is sent once"
     assert sim.current == (0.0, 0.0)
     return stop - since
 

@@ -112,3 +112,14 @@ def test_target_choice():
     assert choose_target(objects, target_label="cup") is None
     assert choose_target(objects, caption_ids={2, 3}) == 3
     assert choose_target(objects) is None
+
+
+def test_bad_numbers_stop_with_the_reason():
+    f = Follower(LAW)
+    f.on_sighting(seen(0.2, 3.0, 10.0), 10.1)
+    nan = Sighting(STATE_TRACKED, 10.2, True, (float("nan"), 0.0, 1.0), True, (0.0, 0.0, 3.0))
+    stop = f.on_sighting(nan, 10.25, "target 2")
+    assert stop.stop and stop.code == "bad_input" and "not a finite point" in stop.reason
+    f.on_sighting(seen(0.2, 3.0, 10.3), 10.35)
+    zero = Sighting(STATE_TRACKED, 10.4, True, (0.0, 0.0, 0.0), True, (0.0, 0.0, float("inf")))
+    assert f.on_sighting(zero, 10.45).code == "bad_input"

@@ -1,6 +1,7 @@
 """refseg-follow's live parameters and TwistStamped output, over DDS with the node in its
 own process: a limit set through the set_parameters service applies to the next command,
-a read-only parameter and a value out of range are refused with the reason."""
+a read-only parameter and a value out of range are refused with the reason; deactivate
+stops the robot once and activate resumes."""
 
 from __future__ import annotations
 
@@ -38,8 +39,17 @@ def set_parameters(listener: Listener, **values):
     return listener.call(SetParameters, f"{NODE}/set_parameters", request).results
 
 
+def change_state(listener: Listener, transition: int) -> bool:
+    from lifecycle_msgs.msg import Transition
+    from lifecycle_msgs.srv import ChangeState
+
+    request = ChangeState.Request(transition=Transition(id=transition))
+    return listener.call(ChangeState, f"{NODE}/change_state", request).success
+
+
 def test_live_limits_read_only_and_ranges_over_dds(tmp_path):
-    from geometry_msgs.msg import TwistStamped
+    from geometry_msgs.msg import Twist, TwistStamped
+    from lifecycle_msgs.msg import Transition
     from rcl_interfaces.srv import DescribeParameters
 
     node = start_follow(tmp_path, {"stamped": True, "target_label": "box", "base_frame_id": "base_footprint",
@@ -87,6 +97,17 @@ def test_live_limits_read_only_and_ranges_over_dds(tmp_path):
         drive(lambda: len(commands) > since + 3)  # still following, with the accepted limit
         assert all(c.twist.linear.x == 0.2 for c in commands[since:])
         assert 0 < abs(commands[-1].twist.angular.z) <= 1.0
+
+        # deactivate: one zero command, then nothing while inactive; activate: it follows again
+        assert change_state(listener, Transition.TRANSITION_DEACTIVATE)
+        listener.wait_for(lambda: commands[-1].twist.linear.x == 0.0, 10, "a stop on deactivate", node)
+        since = len(commands)
+        for _ in range(10):
+            pub.publish(objects(listener))
+            time.sleep(0.1)
+        assert len(commands) == since and commands[-1].twist == Twist(), "commands while inactive"
+        assert change_state(listener, Transition.TRANSITION_ACTIVATE)
+        drive(lambda: len(commands) > since and commands[-1].twist.linear.x == 0.2)
     finally:
         listener.close()
         node.stop()

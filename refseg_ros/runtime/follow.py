@@ -25,6 +25,7 @@ Stop rules (a stop is a zero command, given once: while stopped nothing more is 
   frame time after it was last tracked (until then the last command is held: a short
   occlusion does not halt the robot);
 - no objects array arrived for `message_timeout` seconds (`Follower.on_tick`, from a timer);
+- the target's bearing or position is not finite, or the bearing is a zero vector;
 - the node is deactivated or shut down (`Follower.halt`).
 
 Nothing here needs ROS; refseg_ros.ros.follow_node turns messages into these.
@@ -95,8 +96,8 @@ class Command:
     """A velocity to publish: `linear` m/s along base x, `angular` rad/s about base z.
 
     `stop` marks the zero command of a stop; `reason` says why it was given (for status) and
-    `code` names its kind (following, holding, absent, no_stamp, stale, lost, no_bearing,
-    occluded, silent, halted).
+    `code` names its kind (following, holding, absent, no_stamp, stale, bad_input, lost,
+    no_bearing, occluded, silent, no_target, halted).
     """
 
     linear: float
@@ -167,6 +168,10 @@ class Follower:
         if abs(age) > s.stale_timeout:
             return self.halt(f"the objects are stale ({age:.2f} s from the clock, "
                              f"stale_timeout {s.stale_timeout:g} s)", "stale")
+        if not all(map(math.isfinite, sighting.bearing + sighting.position)) or (
+                sighting.has_bearing and not any(sighting.bearing)):
+            return self.halt(f"{target} has a bearing or position that is not a finite point "
+                             f"(bearing {sighting.bearing}, position {sighting.position})", "bad_input")
         if sighting.state == STATE_LOST:
             self.last_tracked = None
             return self.halt(f"{target} is lost", "lost")

@@ -1,7 +1,7 @@
 """refseg-follow's live parameters and TwistStamped output, over DDS with the node in its
 own process: a limit set through the set_parameters service applies to the next command,
 a read-only parameter and a value out of range are refused with the reason; deactivate
-stops the robot once and activate resumes."""
+stops the robot once and activate resumes; SIGINT stops it before the process exits."""
 
 from __future__ import annotations
 
@@ -108,6 +108,10 @@ def test_live_limits_read_only_and_ranges_over_dds(tmp_path):
         assert len(commands) == since and commands[-1].twist == Twist(), "commands while inactive"
         assert change_state(listener, Transition.TRANSITION_ACTIVATE)
         drive(lambda: len(commands) > since and commands[-1].twist.linear.x == 0.2)
+
+        # SIGINT while moving: one zero command before the process exits
+        assert node.stop(grace=15.0) == 0, node.output()[-3000:]
+        listener.wait_for(lambda: commands[-1].twist == Twist(), 10, "a stop on SIGINT")
     finally:
         listener.close()
         node.stop()

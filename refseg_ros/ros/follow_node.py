@@ -38,6 +38,9 @@ from rclpy.signals import SignalHandlerOptions
 from rclpy.utilities import remove_ros_args
 from std_msgs.msg import String
 
+from refseg_ros.msg import SegmentedObjectArray
+from refseg_ros.srv import ListTargets
+
 from ..runtime.follow import Command, Follower, Sighting, choose_target
 from . import follow_params, qos
 from .main import spin_lifecycle
@@ -45,6 +48,10 @@ from .main import spin_lifecycle
 NODE_NAME = "refseg_follow"
 #: Seconds between checks for a silent objects topic.
 TICK_PERIOD = 0.05
+#: Seconds: an id not yet listed asks list_targets again, at most this often.
+LIST_RETRY = 0.5
+#: Seconds after which a list_targets call without an answer is given up.
+LIST_CALL_TIMEOUT = 5.0
 #: Commands and objects: reliable, only recent ones matter.
 COMMAND_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 
@@ -86,14 +93,10 @@ class FollowNode(LifecycleNode):
         self._cmd_pub = self.create_publisher(TwistStamped if options.stamped else Twist,
                                               options.cmd_vel_topic, COMMAND_QOS)
         self._status_pub = self.create_publisher(String, options.status_topic, qos.status_qos())
-        from refseg_ros.srv import ListTargets
-
         self._list_client = self.create_client(ListTargets, options.list_targets_service)
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        from refseg_ros.msg import SegmentedObjectArray
-
         self._objects_sub = self.create_subscription(SegmentedObjectArray, self.options.objects_topic,
                                                      self._on_objects, COMMAND_QOS)
         self._timers = [self.create_timer(TICK_PERIOD, self._on_tick)]
@@ -111,7 +114,6 @@ class FollowNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self.halt("shutting down")
         self.release()
         return TransitionCallbackReturn.SUCCESS
 
@@ -144,7 +146,7 @@ class FollowNode(LifecycleNode):
             return
         command = self.follower.halt(reason)
         if command is not None:
-            self._send(command, None)
+            self._send(command)
             self._cmd_pub.wait_for_all_acked(Duration(seconds=1.0))
             self._said = (self.follower.code, self._said[1])
             self._status(f"stopped: {reason}")
@@ -168,14 +170,15 @@ class FollowNode(LifecycleNode):
             return
         now = self._now()
         by_caption = options.target_id == 0 and not options.target_label
-        if by_caption and (any(o.target_id not in self._listed_ids for o in msg.objects)
-                           or now - self._last_list > options.list_period):
+        since = now - self._last_list
+        if by_caption and (since > options.list_period or (
+                since > LIST_RETRY and any(o.target_id not in self._listed_ids for o in msg.objects))):
             self._list_targets(now)
         target = choose_target(((o.target_id, o.label) for o in msg.objects), options.target_id,
                                options.target_label, self._caption_ids)
         if target is None:
             self._apply(follower.halt(f"no target to follow: {self._target_rule()} is not known", "no_target"),
-                        msg.header, None)
+                        None)
             return
         found = next((o for o in msg.objects if o.target_id == target), None)
         sighting = None if found is None else Sighting(
@@ -183,21 +186,22 @@ class FollowNode(LifecycleNode):
             has_bearing=found.has_bearing, bearing=(found.bearing.x, found.bearing.y, found.bearing.z),
             has_position=found.has_position, position=(found.position.x, found.position.y, found.position.z))
         name = f"target {target}" + (f" ({found.label})" if found is not None and found.label else "")
-        self._apply(follower.on_sighting(sighting, now, name), msg.header, target)
+        self._apply(follower.on_sighting(sighting, now, name), target)
 
     def _on_tick(self) -> None:
         if self.follower is not None:
-            self._apply(self.follower.on_tick(self._now()), None, self._said[1])
+            self._apply(self.follower.on_tick(self._now()), self._said[1])
 
-    def _apply(self, command: Optional[Command], header: Any, target: Optional[int]) -> None:
+    def _apply(self, command: Optional[Command], target: Optional[int]) -> None:
+        """Publish `command` (if any) and say on status when what the robot does changed."""
         if command is not None:
-            self._send(command, header)
+            self._send(command)
         follower = self.follower
         if (follower.code, target) != self._said:
             self._said = (follower.code, target)
             self._status(follower.reason, error=follower.code not in ("following", "holding"))
 
-    def _send(self, command: Command, header: Any) -> None:
+    def _send(self, command: Command) -> None:
         twist = Twist()
         twist.linear.x, twist.angular.z = float(command.linear), float(command.angular)
         if self.options.stamped:
@@ -207,13 +211,11 @@ class FollowNode(LifecycleNode):
             self._cmd_pub.publish(stamped)
         else:
             self._cmd_pub.publish(twist)
-        if command.stop:
-            self.get_logger().info(f"stop: {command.reason}")
 
     # ============================================================ target choice
     def _list_targets(self, now: float) -> None:
         """Ask the segmenter which targets are captions (one call at a time)."""
-        if self._listing is not None or self._list_client is None:
+        if self._list_client is None or (self._listing is not None and now - self._last_list < LIST_CALL_TIMEOUT):
             return
         if not self._list_client.service_is_ready():
             if not self._said_waiting:
@@ -221,14 +223,13 @@ class FollowNode(LifecycleNode):
                 self._status(f"waiting for {self._list_client.srv_name} to learn the caption targets; "
                              f"or set target_id or target_label", error=True)
             return
-        from refseg_ros.srv import ListTargets
-
         self._last_list = now
         self._listing = self._list_client.call_async(ListTargets.Request())
         self._listing.add_done_callback(self._on_listed)
 
     def _on_listed(self, future: Any) -> None:
-        self._listing = None
+        if future is self._listing:
+            self._listing = None
         try:
             reply = future.result()
         except Exception as exc:  # the service went away mid-call

@@ -16,7 +16,7 @@ Lifecycle (like the segmenter's; by default the process configures and activates
               list_targets client.
   activate    subscribe to the objects, start the timeout timer.
   deactivate  stop the robot (one zero command), drop the subscription and timers.
-  cleanup / shutdown   stop the robot if it moves, drop publishers and the client.
+  cleanup / shutdown / error   stop the robot if it moves, drop publishers and the client.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from geometry_msgs.msg import Twist, TwistStamped
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.duration import Duration
 from rclpy.executors import SingleThreadedExecutor
-from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.lifecycle import LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from rclpy.signals import SignalHandlerOptions
@@ -43,7 +43,7 @@ from refseg_ros.srv import ListTargets
 
 from ..runtime.follow import Command, Follower, Sighting, choose_target
 from . import follow_params, qos
-from .main import spin_lifecycle
+from .lifecycle import ReleasingNode, spin_lifecycle
 
 NODE_NAME = "refseg_follow"
 #: Seconds between checks for a silent objects topic.
@@ -60,7 +60,7 @@ def _seconds(stamp: Any) -> float:
     return stamp.sec + stamp.nanosec * 1e-9
 
 
-class FollowNode(LifecycleNode):
+class FollowNode(ReleasingNode):
     """Follows one target of the segmenter's objects with velocity commands."""
 
     def __init__(self, node_name: str = NODE_NAME, **kwargs: Any):
@@ -108,14 +108,6 @@ class FollowNode(LifecycleNode):
         self.halt("deactivated")
         self._unsubscribe()
         return super().on_deactivate(state)
-
-    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self.release()
-        return TransitionCallbackReturn.SUCCESS
-
-    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self.release()
-        return TransitionCallbackReturn.SUCCESS
 
     def release(self) -> None:
         """Drop the subscription, timers, publishers and client (a moving robot is stopped first)."""

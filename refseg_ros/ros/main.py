@@ -15,9 +15,10 @@ import sys
 from typing import Optional, Sequence
 
 import rclpy
-from rclpy.executors import Executor, ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
-from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
+from rclpy.executors import Executor, MultiThreadedExecutor, SingleThreadedExecutor
 from rclpy.utilities import remove_ros_args
+
+from .lifecycle import spin_lifecycle
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -58,30 +59,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     cameras = len(node.get_parameter("cameras").value or [])
     return spin_lifecycle(node, make_executor(args.executor, args.threads or cameras + 4),
                           autostart=not args.no_autostart)
-
-
-def spin_lifecycle(node: LifecycleNode, executor: Executor, autostart: bool) -> int:
-    """Spin a lifecycle node that has a `release()` until Ctrl-C or shutdown; with
-    `autostart`, configure and activate it first. Returns 1 when a transition fails, else 0.
-    Whatever happens, the node is released and destroyed and the context shut down."""
-    executor.add_node(node)
-    try:
-        if autostart:
-            for step in ("configure", "activate"):
-                if getattr(node, f"trigger_{step}")() != TransitionCallbackReturn.SUCCESS:
-                    node.get_logger().fatal(f"{step} failed; see the error above")
-                    return 1
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        try:
-            node.release()
-        finally:
-            executor.shutdown(timeout_sec=1.0)
-            node.destroy_node()
-            rclpy.try_shutdown()
-    return 0
 
 
 if __name__ == "__main__":

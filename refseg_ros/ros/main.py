@@ -18,11 +18,11 @@ import sys
 from typing import Optional, Sequence
 
 import rclpy
-from rclpy.executors import Executor, ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
-from rclpy.lifecycle import TransitionCallbackReturn
+from rclpy.executors import Executor, MultiThreadedExecutor, SingleThreadedExecutor
 from rclpy.utilities import remove_ros_args
 
 from .rclpy_compat import events_executor, has_events_executor, unsupported_events_reason
+from .lifecycle import spin_lifecycle
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -66,28 +66,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     node = SegmenterNode()
     cameras = len(node.get_parameter("cameras").value or [])
-    executor = make_executor(args.executor, args.threads or cameras + 4)
-    executor.add_node(node)
-    code = 0
-    try:
-        if not args.no_autostart:
-            if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
-                node.get_logger().fatal("configure failed; see the error above")
-                return 1
-            if node.trigger_activate() != TransitionCallbackReturn.SUCCESS:
-                node.get_logger().fatal("activate failed; see the error above")
-                return 1
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        try:
-            node.release()
-        finally:
-            executor.shutdown(timeout_sec=1.0)
-            node.destroy_node()
-            rclpy.try_shutdown()
-    return code
+    return spin_lifecycle(node, make_executor(args.executor, args.threads or cameras + 4),
+                          autostart=not args.no_autostart)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ from typing import Optional
 
 import numpy as np
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
-from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.lifecycle import LifecycleState, TransitionCallbackReturn
 from diagnostic_msgs.msg import DiagnosticArray
 from std_msgs.msg import Header, String
 
@@ -51,13 +51,14 @@ from .camera import CameraChannel
 from .conversions import depth_from_message, frame_from_message, intrinsics_from_camera_info
 from .diagnostics import camera_status, diagnostic_array, missing_frames, model_status
 from .params_file import NODE_NAME
+from .lifecycle import ReleasingNode
 
 # The one warning of a node without a checkpoint (logged at configure; /diagnostics says it too).
 RANDOM_WEIGHTS_WARNING = ("no checkpoint given: the model has random weights and its masks are meaningless "
                           "(fine for tests, not for use)")
 
 
-class SegmenterNode(LifecycleNode):
+class SegmenterNode(ReleasingNode):
     """Finds and follows taught targets in every configured camera."""
 
     def __init__(self, node_name: str = NODE_NAME, **kwargs):
@@ -177,19 +178,6 @@ class SegmenterNode(LifecycleNode):
         SegmentationEngine.release_device_memory()
         self.get_logger().info("inactive: processing stopped, unused device memory released")
         return super().on_deactivate(state)
-
-    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self.release()
-        return TransitionCallbackReturn.SUCCESS
-
-    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self.release()
-        return TransitionCallbackReturn.SUCCESS
-
-    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self.get_logger().error(f"error in state {state.label}; cleaning up")
-        self.release()
-        return TransitionCallbackReturn.SUCCESS
 
     def _stop_processing(self) -> None:
         if self._mailbox is not None:

@@ -8,6 +8,18 @@ Conventions (REP-103 / REP-105, sensor_msgs/CameraInfo):
 - Depth images (REP-118): each pixel holds the z coordinate of the surface it sees, in
   metres (32FC1) or millimetres (16UC1); 0, NaN and +-inf mean "no measurement".
 
+Raw and rectified images (CameraInfo, REP-104): a raw image is seen through K and the
+lens distortion D; a rectified one (image_proc's `image_rect`, `image_rect_color`) has
+had D removed and is seen through the projection matrix P, whose left 3 x 3 part is its
+camera matrix (fx' = P[0], cx' = P[2], fy' = P[5], cy' = P[6]), with no distortion
+(`Intrinsics.from_projection`). P's fourth column (Tx = -fx' * B, Ty) of the second camera
+of a stereo pair only places its optical centre in the first camera's frame; bearings
+and points here are in the image's own frame (`header.frame_id`, whose origin is that
+camera's centre), so Tx and Ty do not enter, as in image_geometry's Python
+PinholeCameraModel.projectPixelTo3dRay. The rectification rotation R is not applied
+either: rays of a rectified image are in the rectified frame (R is the identity for a
+monocular camera).
+
 A target's position is the point on its bearing ray (the ray through the mask centroid)
 whose z equals a percentile of the mask's valid depth values (the median by default): a
 robust depth that ignores holes, flying pixels at the silhouette and background seen
@@ -81,9 +93,44 @@ class Intrinsics:
             raise ValueError(f"CameraInfo D has {D.size} values; OpenCV takes 4, 5, 8, 12 or 14")
         return Intrinsics(K, D, int(width), int(height), model)
 
+    @staticmethod
+    def from_projection(p: Sequence[float], width: int = 0, height: int = 0) -> "Intrinsics":
+        """The camera model of a rectified image: CameraInfo's P (12 row-major values), its
+        left 3 x 3 part as the camera matrix and no distortion (Tx, Ty ignored: see the
+        module's notes).
+
+        Raises:
+            ValueError: P is not 12 finite values with fx', fy' > 0 (an all-zero P: the
+                camera's calibration has no rectified projection).
+        """
+        P = np.asarray(p, np.float64).reshape(-1)
+        if P.size != 12:
+            raise ValueError(f"CameraInfo P has {P.size} values, needs 12")
+        P = P.reshape(3, 4)
+        if not np.all(np.isfinite(P)):
+            raise ValueError("CameraInfo P holds NaN or inf")
+        if not np.any(P):
+            raise ValueError("CameraInfo P is all zero (no rectified calibration): no bearing or position "
+                             "for a rectified image (set camera_rectified false for a raw one)")
+        if P[0, 0] <= 0 or P[1, 1] <= 0:
+            raise ValueError(f"CameraInfo P has focal lengths fx'={P[0, 0]:g}, fy'={P[1, 1]:g}; both must be > 0")
+        return Intrinsics(np.ascontiguousarray(P[:, :3]), np.zeros(0), int(width), int(height), "")
+
     @property
     def distorted(self) -> bool:
+        """Whether D holds a nonzero coefficient (else pixels map through K alone)."""
         return bool(self.D.size and np.any(self.D))
+
+
+def is_rectified_topic(topic: str) -> bool:
+    """Whether an image topic's name says it is rectified: its last name (without a
+    /compressed suffix) has a `rect` or `rectified` part between underscores, as
+    image_proc's `image_rect` and `image_rect_color` and drivers' `image_rect_raw` do
+    (`image_raw`, `image_color`: no)."""
+    parts = [p for p in topic.split("/") if p]
+    if parts and parts[-1] == "compressed":
+        parts.pop()
+    return bool(parts) and any(word in ("rect", "rectified") for word in parts[-1].split("_"))
 
 
 @dataclass(frozen=True)

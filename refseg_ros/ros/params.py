@@ -116,102 +116,118 @@ def _range_text(span: tuple) -> str:
 # name -> Param(default, description, live, range, choices).
 PARAMETERS: dict[str, Param] = {
     "cameras": Param(["camera/image_raw"], "image topics, one per camera (relative names are in the "
-                "node's namespace); a topic ending in /compressed is read as sensor_msgs/CompressedImage"),
+                     "node's namespace); a topic ending in /compressed is read as sensor_msgs/CompressedImage"),
     "camera_transports": Param(Parameter.Type.STRING_ARRAY, "per camera: raw or compressed "
-                          "(overrides the /compressed suffix rule); empty: by suffix", choices=("", "raw", "compressed")),
+                               "(overrides the /compressed suffix rule); empty: by suffix",
+                               choices=("", "raw", "compressed")),
     "camera_info_topics": Param(Parameter.Type.STRING_ARRAY, "per camera: its sensor_msgs/CameraInfo topic "
-                           "(bearing and position need it); empty entry or list: none"),
+                                "(bearing and position need it); empty entry or list: none"),
     "camera_rectified": Param(Parameter.Type.STRING_ARRAY, "per camera: auto, true or false: its images are "
                               "rectified (image_proc's image_rect, image_rect_color), so CameraInfo's P applies "
                               "and D does not; false: K and D; auto: true when the topic's last name has a "
                               "rect part (image_rect...); empty: auto", live=True, choices=RECTIFIED_CHOICES),
     "depth_topics": Param(Parameter.Type.STRING_ARRAY, "per camera: an aligned depth image topic (registered "
-                     "to the colour camera; 16UC1 mm or 32FC1 m) for the targets' 3D positions; empty: none"),
+                          "to the colour camera; 16UC1 mm or 32FC1 m) for the targets' 3D positions; empty: none"),
     "depth_stamp_tolerance": Param(0.02, "seconds: a depth image is paired with the colour frame whose stamp is "
-                              "closest, if within this", live=True, range=(0.0, None)),
+                                   "closest, if within this", live=True, range=(0.0, None)),
     "depth_queue_size": Param(30, "depth images kept per camera for pairing (cover a step's time at the depth "
-                         "rate; replay mode keeps at least the image queue's depth)", range=(1, None)),
-    "depth_percentile": Param(50.0, "which percentile of a mask's valid depths is the target's depth (50: median)", live=True, range=(0.0, 100.0)),
+                              "rate; replay mode keeps at least the image queue's depth)", range=(1, None)),
+    "depth_percentile": Param(50.0, "which percentile of a mask's valid depths is the target's depth (50: median)",
+                              live=True, range=(0.0, 100.0)),
     "depth_min_range": Param(0.0, "metres: nearer depth values are invalid", live=True, range=(0.0, None)),
     "depth_max_range": Param(100.0, "metres: farther depth values are invalid", live=True, range=(0.0, None)),
     "point_targets": Param(Parameter.Type.INTEGER_ARRAY, "target ids whose position is also published as "
-                      "geometry_msgs/PointStamped on <camera>/<output_namespace>/target_<id>/point"),
-    "mode": Param("live", "live: newest frame only, never a backlog; replay: every frame, in order", choices=("live", "replay")),
-    "qos_reliability": Param("", "override for image subscriptions: reliable or best_effort", choices=("", "reliable", "best_effort")),
+                           "geometry_msgs/PointStamped on <camera>/<output_namespace>/target_<id>/point"),
+    "mode": Param("live", "live: newest frame only, never a backlog; replay: every frame, in order",
+                  choices=("live", "replay")),
+    "qos_reliability": Param("", "override for image subscriptions: reliable or best_effort",
+                             choices=("", "reliable", "best_effort")),
     "qos_depth": Param(0, "override for the image subscriptions' queue depth (0: by mode)", range=(0, None)),
     "output_qos_depth": Param(0, "queue depth of the result publishers (0: by mode)", range=(0, None)),
     "output_namespace": Param("refseg", "results go to <camera>/<output_namespace>/{mask,objects,overlay}"),
     "model": Param("sam2.1_hiera_t", "SAM2 model name (see refseg_ros.engine.model.MODEL_CONFIGS)"),
     "checkpoint": Param("", "SAM2 checkpoint file; auto: the weights cache's file for the model "
-                   "(refseg-weights); empty: random weights (tests only)"),
+                        "(refseg-weights); empty: random weights (tests only)"),
     "image_size": Param(1024, "model input size, a multiple of 64", range=(64, 8192, 64)),
     "device": Param("auto", "auto, cpu, cuda or cuda:N"),
     "precision": Param("auto", "auto, fp32 or bf16", choices=("auto", "fp32", "bf16")),
     "preprocessing": Param("device", "frame resize rule: device (on the model's device, fast) or official "
-                      "(SAM2's video predictor's: PIL on the CPU, its exact numbers; docs/ENGINE.md)", choices=("device", "official")),
+                           "(SAM2's video predictor's: PIL on the CPU, its exact numbers; docs/ENGINE.md)",
+                           choices=("device", "official")),
     "compute_threads": Param(0, "CPU threads of the model (torch intra-op threads); 0: the cores of "
-                        "this process less one, left to frame intake (docs/NODE.md, 'CPU threads')", range=(0, None)),
+                             "this process less one, left to frame intake (docs/NODE.md, 'CPU threads')",
+                             range=(0, None)),
     "compile": Param(False, "torch.compile the heavy modules (pays off on CUDA; minutes to build on CPU)"),
     "seed": Param(0, "seed of the random initialisation when no checkpoint is given"),
     "store_dir": Param("~/.ros/refseg_ros/targets", "directory of the target store; empty: keep "
-                  "taught targets in memory only"),
+                       "taught targets in memory only"),
     "reference_topic": Param("~/reference", "refseg_ros/ReferenceTarget: teach by example"),
     "caption_topic": Param("~/caption", "std_msgs/String: teach by caption"),
     "status_topic": Param("~/status", "std_msgs/String: human-readable events"),
     "object_masks": Param(False, "also put each object's own mask (mono8) in the object list, so "
-                     "that overlapping objects keep every pixel (the label image gives a "
-                     "pixel to the later object only)", live=True),
+                          "that overlapping objects keep every pixel (the label image gives a "
+                          "pixel to the later object only)", live=True),
     "overlay_alpha": Param(0.5, "mask opacity in the overlay image", live=True, range=(0.0, 1.0)),
     "diagnostics_period": Param(1.0, "seconds between /diagnostics reports", live=True, range=(0.01, None)),
     "stamp_tolerance": Param(5.0, "seconds a frame's header.stamp may lie from this node's clock "
-                        "on arrival before the header is reported as implausible", live=True, range=(0.001, None)),
-    "status_repeat_period": Param(5.0, "seconds before an identical rejection is reported again", live=True, range=(0.0, None)),
+                             "on arrival before the header is reported as implausible",
+                             live=True, range=(0.001, None)),
+    "status_repeat_period": Param(5.0, "seconds before an identical rejection is reported again",
+                                  live=True, range=(0.0, None)),
     "max_caption_length": Param(1000, "longest caption accepted, in characters", live=True, range=(1, None)),
     "dino_model": Param("", "folder of a transformers Dinov2Model: reference targets are looked for by their "
-                   "prior while not tracked (acquisition), in every reference_mode; empty: off (in "
-                   "reference_mode fssam: FSSAM's own DINOv2)"),
+                        "prior while not tracked (acquisition), in every reference_mode; empty: off (in "
+                        "reference_mode fssam: FSSAM's own DINOv2)"),
     "acquisition_threshold": Param(0.5, "raw candidate score (mask-averaged cosine x IoU and presence terms) a "
-                              "frame needs"),
-    "acquisition_m": Param(2, "frames above the threshold, out of the last acquisition_k looked at, before a seed", range=(1, None)),
+                                   "frame needs"),
+    "acquisition_m": Param(2, "frames above the threshold, out of the last acquisition_k looked at, before a seed",
+                           range=(1, None)),
     "acquisition_k": Param(3, "frames looked at that the M-of-K rule counts", range=(1, None)),
-    "acquisition_interval": Param(0.0, "seconds between two proposals for one target (0: as fast as DINOv2 goes)", range=(0.0, None)),
-    "acquisition_candidates": Param(5, "similarity peaks decoded per proposal, in one batched SAM2 decode", range=(1, None)),
+    "acquisition_interval": Param(0.0, "seconds between two proposals for one target (0: as fast as DINOv2 goes)",
+                                  range=(0.0, None)),
+    "acquisition_candidates": Param(5, "similarity peaks decoded per proposal, in one batched SAM2 decode",
+                                    range=(1, None)),
     "acquisition_input_size": Param(224, "DINOv2 input side in pixels, a multiple of its patch (0: the model's own; "
-                               "224: a ViT-B/14 proposal costs ~0.4 of a step at 512 on the CPU, 518: ~2.4)", range=(0, None)),
+                                    "224: a ViT-B/14 proposal costs ~0.4 of a step at 512 on the CPU, 518: ~2.4)",
+                                    range=(0, None)),
     "acquisition_watch": Param(True, "the prior also looks at tracked reference targets (every acquisition_interval) "
-                          "and declares one lost, with no mask, when acquisition_m of the last acquisition_k "
-                          "looks find nothing like it (SAM2 alone keeps drawing a mask from memory)"),
+                               "and declares one lost, with no mask, when acquisition_m of the last acquisition_k "
+                               "looks find nothing like it (SAM2 alone keeps drawing a mask from memory)"),
     "reference_mode": Param("baseline", "how reference targets are segmented: baseline (pinned examples, SAM2 "
-                       "tracking), ttga (a per-target neck tuned by CAV-SAM's test-time geometric alignment "
-                       "in the background; with dbst_pipeline, also DBST's transition frames encoded through "
-                       "that neck: CAV-SAM in full) or fssam (FSSAM on every frame; needs fssam_checkpoint, "
-                       "model sam2_hiera_s, image_size 512)", choices=MODES),
+                            "tracking), ttga (a per-target neck tuned by CAV-SAM's test-time geometric alignment "
+                            "in the background; with dbst_pipeline, also DBST's transition frames encoded through "
+                            "that neck: CAV-SAM in full) or fssam (FSSAM on every frame; needs fssam_checkpoint, "
+                            "model sam2_hiera_s, image_size 512)", choices=MODES),
     "fssam_checkpoint": Param("", "FSSAM checkpoint file (its SAM2 and DINOv2) for reference_mode fssam"),
-    "ttga_steps": Param(100, "reference_mode ttga: Adam steps of a target's neck tuning (background thread)", range=(1, None)),
+    "ttga_steps": Param(100, "reference_mode ttga: Adam steps of a target's neck tuning (background thread)",
+                        range=(1, None)),
     "fssam_official": Param(False, "FSSAM as its release computes it instead of as the paper describes "
-                       "(docs/ENGINE.md, FSSAM)"),
+                            "(docs/ENGINE.md, FSSAM)"),
     "dbst_pipeline": Param("", "folder of a diffusers Stable Diffusion pipeline (2.1 base): reference targets get "
-                      "diffusion transition frames (CAV-SAM) in the background, beside acquisition when "
-                      "dino_model is set too; empty: off"),
+                           "diffusion transition frames (CAV-SAM) in the background, beside acquisition when "
+                           "dino_model is set too; empty: off"),
     "dbst_on": Param("taught,lost", "when a transition job starts: taught and/or lost"),
     "dbst_frames": Param(9, "transition frames per job", range=(1, None)),
     "dbst_lora_steps": Param(200, "steps of each per-image LoRA fit of a transition job", range=(0, None)),
     "text_path": Param("auto", "how captions are tracked: samwise, grounding, none, or auto (samwise when "
-                  "samwise_checkpoint is set, else grounding when grounding_model is set, else none)", choices=PATHS),
+                       "samwise_checkpoint is set, else grounding when grounding_model is set, else none)",
+                       choices=PATHS),
     "samwise_checkpoint": Param("", "official SAMWISE checkpoint file (its SAM2 must be the model parameter's: "
-                           "sam2_hiera_b+ at 1024)"),
+                                "sam2_hiera_b+ at 1024)"),
     "samwise_tokenizer": Param("", "folder with roberta-base's vocab.json + merges.txt (or tokenizer.json)"),
-    "text_window": Param(8, "SAMWISE window T in frames: the causal window (1: per-frame streaming) or the clip", range=(1, None)),
+    "text_window": Param(8, "SAMWISE window T in frames: the causal window (1: per-frame streaming) or the clip",
+                         range=(1, None)),
     "text_mode": Param("causal", "SAMWISE streaming mode: causal (a result every frame, adapted with the T-1 "
-                  "frames before) or clip (the official non-overlapping clips; results T-1 frames late, "
-                  "published with their frames' headers)", choices=("causal", "clip")),
+                       "frames before) or clip (the official non-overlapping clips; results T-1 frames late, "
+                       "published with their frames' headers)", choices=("causal", "clip")),
     "text_cme": Param(True, "SAMWISE's conditional memory encoder on (as the official model)"),
     "grounding_model": Param("", "folder of a transformers zero-shot detector (Grounding DINO, "
-                        "MM-Grounding-DINO/LLMDet, OWLv2) for the grounding path"),
+                             "MM-Grounding-DINO/LLMDet, OWLv2) for the grounding path"),
     "grounding_threshold": Param(0.35, "detector score a caption's box needs", range=(0.0, 1.0)),
-    "regrounding_interval": Param(0.0, "seconds between re-groundings of a tracked caption (0: only when lost)", range=(0.0, None)),
+    "regrounding_interval": Param(0.0, "seconds between re-groundings of a tracked caption (0: only when lost)",
+                                  range=(0.0, None)),
     "grounding_retry": Param(0.0, "seconds between grounding calls while a caption is not found (0: as often "
-                        "as the detector keeps up)", range=(0.0, None)),
+                             "as the detector keeps up)", range=(0.0, None)),
     "max_label_length": Param(256, "longest label accepted, in characters", live=True, range=(1, None)),
     "max_targets": Param(1000, "most targets the node keeps", live=True, range=(1, None)),
 }
@@ -327,11 +343,10 @@ def _part(settings: "Settings", cls):
 def declare(node: Node) -> None:
     """Declare every parameter of PARAMETERS on `node`, typed, with its descriptor.
 
-    A value given at start-up in another type is converted where that is lossless in
-    meaning ("-p overlay_alpha:=1", an integer, for a double; "true" for a bool); one that
-    cannot be converted, or lies out of range, is kept as given (declared without type or
-    range) so that configure refuses it with the parameter's name and the node keeps
-    running, unconfigured.
+    A value given at start-up in another type is converted where that keeps its meaning
+    ("-p overlay_alpha:=1", an integer, for a double; "true" for a bool); one that cannot
+    be converted, or lies out of range, is kept as given (declared without type or range)
+    so that configure fails naming the parameter instead of the node's constructor.
     """
     for name, row in PARAMETERS.items():
         try:
@@ -383,7 +398,9 @@ def changed_settings(current: Optional[Settings], parameters: Iterable[Parameter
             use_sim_time) are left to rclpy.
     Returns:
         New Settings holding the changes (to be used from the next frame on), or None when
-        the node is not configured or no parameter of the table changed.
+        the node is not configured or no parameter of the table changed (a parameter set
+        to the value it has is no change, so tools that send every parameter back are
+        not refused).
     Raises:
         ValueError: the reason for refusing the whole request: a value of the wrong type
             or out of range, a read-only parameter on a configured node, or settings that
@@ -425,8 +442,12 @@ def markdown_table() -> str:
         limits = _choices_text(row.choices) if row.choices else _range_text(row.range) if row.range else ""
         kind = row.type.name.lower()
         lines.append(f"| `{name}` | {kind} | `{default}` | {limits} | {'live' if row.live else 'read-only'} "
-                     f"| {row.description.replace('|', '/')} |")
+                     f"| {_markdown(row.description)} |")
     return "\n".join(lines) + "\n"
+
+
+def _markdown(text: str) -> str:
+    return text.replace("|", "/").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def _coerce(name: str, value: Any, default: Any) -> Any:

@@ -100,7 +100,7 @@ def test_an_unusable_projection_is_refused_with_the_reason():
         geometry.Intrinsics.from_projection([1.0] * 9)
     bad = rectified_projection()
     bad[1, 1] = -1.0
-    with pytest.raises(ValueError, match="fy'=-1"):
+    with pytest.raises(ValueError, match="fy=-1"):
         geometry.Intrinsics.from_projection(bad.reshape(-1))
     bad[1, 1] = np.nan
     with pytest.raises(ValueError, match="NaN"):

@@ -45,6 +45,26 @@ DEPTH_ENCODINGS = {"16UC1": (np.dtype(np.uint16), 0.001), "mono16": (np.dtype(np
                    "32FC1": (np.dtype(np.float32), 1.0)}
 
 
+def _camera_matrix(name: str, values: Sequence[float], columns: int, if_zero: str) -> np.ndarray:
+    """CameraInfo's K (3 columns) or P (4) as a 3 x `columns` float64 array.
+
+    Raises:
+        ValueError: not 3 * columns finite values, all zero (`if_zero` says what that
+            means), or focal lengths fx, fy not > 0.
+    """
+    M = np.asarray(values, np.float64).reshape(-1)
+    if M.size != 3 * columns:
+        raise ValueError(f"CameraInfo {name} has {M.size} values, needs {3 * columns}")
+    M = M.reshape(3, columns)
+    if not np.all(np.isfinite(M)):
+        raise ValueError(f"CameraInfo {name} holds NaN or inf")
+    if not np.any(M):
+        raise ValueError(f"CameraInfo {name} is all zero ({if_zero}): no bearing or position")
+    if M[0, 0] <= 0 or M[1, 1] <= 0:
+        raise ValueError(f"CameraInfo {name} has focal lengths fx={M[0, 0]:g}, fy={M[1, 1]:g}; both must be > 0")
+    return M
+
+
 @dataclass(frozen=True)
 class Intrinsics:
     """A camera's pinhole model and lens distortion (the used fields of CameraInfo).
@@ -70,16 +90,7 @@ class Intrinsics:
             ValueError: K is not 9 finite values with fx, fy > 0 (an all-zero K means an
                 uncalibrated camera), D is not finite, or the model is not supported.
         """
-        K = np.asarray(k, np.float64).reshape(-1)
-        if K.size != 9:
-            raise ValueError(f"CameraInfo K has {K.size} values, needs 9")
-        K = K.reshape(3, 3)
-        if not np.all(np.isfinite(K)):
-            raise ValueError("CameraInfo K holds NaN or inf")
-        if not np.any(K):
-            raise ValueError("CameraInfo K is all zero (uncalibrated camera): no bearing or position")
-        if K[0, 0] <= 0 or K[1, 1] <= 0:
-            raise ValueError(f"CameraInfo K has focal lengths fx={K[0, 0]:g}, fy={K[1, 1]:g}; both must be > 0")
+        K = _camera_matrix("K", k, 3, "uncalibrated camera")
         D = np.asarray(d, np.float64).reshape(-1)
         if not np.all(np.isfinite(D)):
             raise ValueError("CameraInfo D holds NaN or inf")
@@ -103,17 +114,7 @@ class Intrinsics:
             ValueError: P is not 12 finite values with fx', fy' > 0 (an all-zero P: the
                 camera's calibration has no rectified projection).
         """
-        P = np.asarray(p, np.float64).reshape(-1)
-        if P.size != 12:
-            raise ValueError(f"CameraInfo P has {P.size} values, needs 12")
-        P = P.reshape(3, 4)
-        if not np.all(np.isfinite(P)):
-            raise ValueError("CameraInfo P holds NaN or inf")
-        if not np.any(P):
-            raise ValueError("CameraInfo P is all zero (no rectified calibration): no bearing or position "
-                             "for a rectified image (set camera_rectified false for a raw one)")
-        if P[0, 0] <= 0 or P[1, 1] <= 0:
-            raise ValueError(f"CameraInfo P has focal lengths fx'={P[0, 0]:g}, fy'={P[1, 1]:g}; both must be > 0")
+        P = _camera_matrix("P", p, 4, "no rectified calibration; camera_rectified false reads K and D")
         return Intrinsics(np.ascontiguousarray(P[:, :3]), np.zeros(0), int(width), int(height), "")
 
     @property

@@ -176,3 +176,19 @@ def test_camera_rectified_changes_the_camera_model_live(live):
     assert result.successful, result.reason
     obj = located(listener, node)
     assert np.allclose(bearing_of(obj), through_k_and_d(obj), atol=1e-6), (bearing_of(obj), through_k_and_d(obj))
+
+
+def test_read_only_parameters_are_accepted_until_configure_and_unchanged_values_always():
+    from refseg_ros.ros.params import Settings, changed_settings
+
+    # Unconfigured (no settings yet): any valid value; configure will read it.
+    assert changed_settings(None, [Parameter("image_size", value=512)]) is None
+    with pytest.raises(ValueError, match="image_size must be in \\[64, 8192\\], a multiple of 64, got 100"):
+        changed_settings(None, [Parameter("image_size", value=100)])
+    current = Settings(cameras=[CAM], image_size=256)
+    assert changed_settings(current, [Parameter("image_size", value=256)]) is None
+    with pytest.raises(ValueError, match="parameters image_size, mode are read-only after configure"):
+        changed_settings(current, [Parameter("image_size", value=512), Parameter("mode", value="replay"),
+                                   Parameter("overlay_alpha", value=0.1)])
+    new = changed_settings(current, [Parameter("overlay_alpha", value=0.1), Parameter("use_sim_time", value=True)])
+    assert (new.overlay_alpha, current.overlay_alpha, new.image_size) == (0.1, 0.5, 256)

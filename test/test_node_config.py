@@ -26,6 +26,10 @@ PARAMS_FILE = REPO_ROOT / "config" / "segmenter.yaml"
 PYPROJECT = REPO_ROOT / "pyproject.toml"
 
 
+# Values the shipped file deliberately sets otherwise than the node's default, and why.
+FILE_CHOICES = {"checkpoint": "auto: the weights cache's file (the node's default, empty, means random weights)"}
+
+
 def test_params_file_applies_in_any_namespace_and_matches_the_node():
     from refseg_ros.ros.params import PARAMETERS
 
@@ -33,13 +37,57 @@ def test_params_file_applies_in_any_namespace_and_matches_the_node():
     assert list(document) == [file_key()] == ["/**/refseg"], list(document)
     params = read_parameters(PARAMS_FILE)
     assert set(params) <= set(PARAMETERS), f"unknown parameters {set(params) - set(PARAMETERS)}"
-    missing = {k for k, (default, _) in PARAMETERS.items() if not hasattr(default, "name")} - set(params)
+    missing = {k for k, row in PARAMETERS.items() if not hasattr(row.default, "name")} - set(params)
     assert not missing, f"parameters not documented in {PARAMS_FILE.name}: {missing}"
     # Relative topics, so that a namespace moves them (the node's own are private: ~/...).
-    topics = [*params["cameras"], *PARAMETERS["cameras"][0]]
+    topics = [*params["cameras"], *PARAMETERS["cameras"].default]
     topics += [v for k, v in params.items() if k.endswith("_topic")]
     absolute = [t for t in topics if t.startswith("/")]
     assert not absolute, f"absolute topic names in the defaults: {absolute}"
+
+
+def test_params_file_values_are_the_tables_defaults_of_the_same_type():
+    from refseg_ros.ros.params import PARAMETERS
+
+    params = read_parameters(PARAMS_FILE)
+    differ = {k: (v, PARAMETERS[k].default) for k, v in params.items()
+              if (v, type(v)) != (PARAMETERS[k].default, type(PARAMETERS[k].default)) and k not in FILE_CHOICES}
+    assert not differ, f"{PARAMS_FILE.name} values (file, table) that differ: {differ}"
+    for name in FILE_CHOICES:
+        assert params[name] != PARAMETERS[name].default, f"{name}: drop it from FILE_CHOICES"
+    # Commented-out examples of the unset array parameters are valid values too.
+    examples = yaml.safe_load("\n".join(re.findall(r"^    # (\w+: \[.*\])$", PARAMS_FILE.read_text(), re.M)))
+    unset = {k for k, row in PARAMETERS.items() if hasattr(row.default, "name")}
+    assert unset <= set(examples), f"no commented example in {PARAMS_FILE.name} for {unset - set(examples)}"
+    for name in unset:
+        PARAMETERS[name].check(name, examples[name])
+
+
+def test_every_parameter_is_in_the_settings_and_its_table_row_holds():
+    from dataclasses import fields
+
+    from rclpy.parameter import Parameter
+
+    from refseg_ros.ros.params import PARAMETERS, Settings
+
+    assert {f.name for f in fields(Settings)} == set(PARAMETERS)
+    for name, row in PARAMETERS.items():
+        assert row.description and isinstance(row.live, bool), name
+        if not isinstance(row.default, Parameter.Type):
+            row.check(name, row.default)  # every default within its own range and choices
+        if row.range is not None:
+            assert row.type in (Parameter.Type.INTEGER, Parameter.Type.DOUBLE), name
+        if row.choices:
+            assert row.type in (Parameter.Type.STRING, Parameter.Type.STRING_ARRAY), name
+    Settings(cameras=["camera/image_raw"]).check()
+
+
+def test_node_md_lists_every_parameter_as_the_table_says():
+    from refseg_ros.ros.params import markdown_table
+
+    doc = (REPO_ROOT / "docs" / "NODE.md").read_text()
+    assert markdown_table() in doc, ("docs/NODE.md's parameter table is not the table's: regenerate it with "
+                                     "python -m refseg_ros.ros.params")
 
 
 def test_a_file_keyed_by_the_plain_node_name_is_refused_by_name(tmp_path):
@@ -148,9 +196,10 @@ def test_bad_parameters_stop_the_entry_point_with_the_reason(tmp_path):
     import subprocess
     import sys
 
-    for override, reason in (("image_size:=100", "image_size must be a positive multiple of 64"),
-                             ("mode:=sometimes", "mode must be live or replay"),
-                             ("qos_reliability:=maybe", "qos_reliability must be reliable or best_effort")):
+    for override, reason in (("image_size:=100", "image_size must be in [64, 8192], a multiple of 64, got 100"),
+                             ("mode:=sometimes", "mode must be one of live, replay, got 'sometimes'"),
+                             ("qos_reliability:=maybe", "qos_reliability must be one of '', reliable, best_effort"),
+                             ("overlay_alpha:=abc", "overlay_alpha has value 'abc', which is not a float")):
         proc = subprocess.run([sys.executable, "-m", "refseg_ros.ros.main", "--ros-args", "-p", override,
                                "-p", f"store_dir:={tmp_path}"], cwd=REPO_ROOT, env=dict(os.environ),
                               capture_output=True, text=True, timeout=60)

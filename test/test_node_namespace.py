@@ -48,7 +48,7 @@ def test_the_shipped_file_applies_in_a_namespace(robot):
     file_values = read_parameters(PARAMS_FILE)
     expected = {k: v for k, v in file_values.items() if k not in overrides}
     # The file must say something the node would not default to, or this proves nothing.
-    differs = {k for k, v in expected.items() if v != PARAMETERS[k][0]}
+    differs = {k for k, v in expected.items() if v != PARAMETERS[k].default}
     assert "checkpoint" in differs, differs
     got = get_parameters(listener, NODE, sorted(expected))
     wrong = {k: (got[k], v) for k, v in expected.items() if got[k] != v}

@@ -116,12 +116,16 @@ def fill_geometry(obj: SegmentedObject, where: geometry.TargetGeometry, frame_id
             obj.position = Point(x=x, y=y, z=z)
 
 
-def intrinsics_from_camera_info(msg: CameraInfo) -> geometry.Intrinsics:
-    """The pinhole model and distortion of a CameraInfo (K, D, size, distortion_model).
+def intrinsics_from_camera_info(msg: CameraInfo, rectified: bool = False) -> geometry.Intrinsics:
+    """The camera model of a CameraInfo's images: K, D and distortion_model for raw
+    images; P without distortion for rectified ones (`rectified`); with the size.
 
     Raises:
-        ValueError: K all zero (uncalibrated), not finite, or an unsupported model.
+        ValueError: K (raw) or P (rectified) all zero (uncalibrated), not finite, or an
+            unsupported distortion model.
     """
+    if rectified:
+        return geometry.Intrinsics.from_projection(list(msg.p), msg.width, msg.height)
     return geometry.Intrinsics.from_fields(list(msg.k), list(msg.d), msg.width, msg.height,
                                            msg.distortion_model)
 

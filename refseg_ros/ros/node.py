@@ -29,6 +29,7 @@ import numpy as np
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.lifecycle import LifecycleState, TransitionCallbackReturn
 from diagnostic_msgs.msg import DiagnosticArray
+from rcl_interfaces.msg import SetParametersResult
 from std_msgs.msg import Header, String
 
 from ..engine import EngineConfig, EngineError, SegmentationEngine
@@ -64,7 +65,8 @@ class SegmenterNode(ReleasingNode):
     def __init__(self, node_name: str = NODE_NAME, **kwargs):
         super().__init__(node_name, **kwargs)
         params.declare(self)
-        self.settings: Optional[params.Settings] = None
+        self.settings: Optional[params.Settings] = None  # set by configure, None when unconfigured
+        self.add_on_set_parameters_callback(self._on_set_parameters)
         self.engine: Optional[SegmentationEngine] = None
         self.registry: Optional[TargetRegistry] = None
         self.cameras: dict[str, CameraChannel] = {}
@@ -210,8 +212,31 @@ class SegmenterNode(ReleasingNode):
         self._target_services = []
         if self.registry is not None:
             self.registry.close()
-        self.registry, self.engine = None, None
+        self.registry, self.engine, self.settings = None, None, None
         SegmentationEngine.release_device_memory()
+
+    # ================================================================ parameters
+    def _on_set_parameters(self, parameters: list) -> SetParametersResult:
+        """A set_parameters request, checked against params.PARAMETERS: live parameters
+        are used from the next frame on; read-only ones are refused while configured, as
+        are values out of range, with the reason (also logged and on the status topic)."""
+        try:
+            settings = params.changed_settings(self.settings, parameters)
+        except ValueError as exc:
+            self._status(f"set_parameters refused: {exc}", error=True)
+            return SetParametersResult(successful=False, reason=str(exc))
+        if settings is not None:
+            old, self.settings = self.settings, settings
+            registry, timer = self.registry, self._diag_timer
+            if registry is not None:  # teaching limits: read per request
+                registry.max_caption_length = settings.max_caption_length
+                registry.max_label_length = settings.max_label_length
+                registry.max_targets = settings.max_targets
+            if timer is not None and settings.diagnostics_period != old.diagnostics_period:
+                timer.timer_period_ns = int(settings.diagnostics_period * 1e9)
+            changed = [f"{p.name}={getattr(settings, p.name)!r}" for p in parameters if p.name in params.PARAMETERS]
+            self._status(f"parameters set: {', '.join(changed)}")
+        return SetParametersResult(successful=True)
 
     # ===================================================================== frames
     def _on_frame(self, channel: CameraChannel, data: bytes) -> None:
@@ -327,12 +352,16 @@ class SegmenterNode(ReleasingNode):
     def _on_camera_info(self, channel: CameraChannel, msg) -> None:
         """Keep the camera's newest valid CameraInfo; say once why an invalid one is refused
         (bearing and position then stay unset until a valid one arrives)."""
-        key = (tuple(msg.k), tuple(msg.d), msg.width, msg.height, msg.distortion_model)
+        settings = self.settings
+        if settings is None:
+            return
+        rectified = settings.rectified(list(self.cameras).index(channel.name))
+        key = (tuple(msg.k), tuple(msg.d), tuple(msg.p), msg.width, msg.height, msg.distortion_model, rectified)
         if key == channel.info_key:
             return  # the same calibration again (CameraInfo comes with every frame)
         channel.info_key = key
         try:
-            channel.intrinsics = intrinsics_from_camera_info(msg)
+            channel.intrinsics = intrinsics_from_camera_info(msg, rectified)
         except ValueError as exc:
             channel.intrinsics = None
             self._say_once(channel.name, "camera_info", f"CameraInfo on {channel.info_topic} refused: {exc}")

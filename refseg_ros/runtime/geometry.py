@@ -8,6 +8,18 @@ Conventions (REP-103 / REP-105, sensor_msgs/CameraInfo):
 - Depth images (REP-118): each pixel holds the z coordinate of the surface it sees, in
   metres (32FC1) or millimetres (16UC1); 0, NaN and +-inf mean "no measurement".
 
+Raw and rectified images (CameraInfo, REP-104): a raw image is seen through K and the
+lens distortion D; a rectified one (image_proc's `image_rect`, `image_rect_color`) has
+had D removed and is seen through the projection matrix P, whose left 3 x 3 part is its
+camera matrix (fx' = P[0], cx' = P[2], fy' = P[5], cy' = P[6]), with no distortion
+(`Intrinsics.from_projection`). P's fourth column (Tx = -fx' * B, Ty) of the second camera
+of a stereo pair only places its optical centre in the first camera's frame; bearings
+and points here are in the image's own frame (`header.frame_id`, whose origin is that
+camera's centre), so Tx and Ty do not enter, as in image_geometry's Python
+PinholeCameraModel.projectPixelTo3dRay. The rectification rotation R is not applied
+either: rays of a rectified image are in the rectified frame (R is the identity for a
+monocular camera).
+
 A target's position is the point on its bearing ray (the ray through the mask centroid)
 whose z equals a percentile of the mask's valid depth values (the median by default): a
 robust depth that ignores holes, flying pixels at the silhouette and background seen
@@ -31,6 +43,26 @@ FISHEYE_MODELS = ("equidistant",)
 #: Depth encodings: name -> (dtype, metres per unit).
 DEPTH_ENCODINGS = {"16UC1": (np.dtype(np.uint16), 0.001), "mono16": (np.dtype(np.uint16), 0.001),
                    "32FC1": (np.dtype(np.float32), 1.0)}
+
+
+def _camera_matrix(name: str, values: Sequence[float], columns: int, if_zero: str) -> np.ndarray:
+    """CameraInfo's K (3 columns) or P (4) as a 3 x `columns` float64 array.
+
+    Raises:
+        ValueError: not 3 * columns finite values, all zero (`if_zero` says what that
+            means), or focal lengths fx, fy not > 0.
+    """
+    M = np.asarray(values, np.float64).reshape(-1)
+    if M.size != 3 * columns:
+        raise ValueError(f"CameraInfo {name} has {M.size} values, needs {3 * columns}")
+    M = M.reshape(3, columns)
+    if not np.all(np.isfinite(M)):
+        raise ValueError(f"CameraInfo {name} holds NaN or inf")
+    if not np.any(M):
+        raise ValueError(f"CameraInfo {name} is all zero ({if_zero}): no bearing or position")
+    if M[0, 0] <= 0 or M[1, 1] <= 0:
+        raise ValueError(f"CameraInfo {name} has focal lengths fx={M[0, 0]:g}, fy={M[1, 1]:g}; both must be > 0")
+    return M
 
 
 @dataclass(frozen=True)
@@ -58,16 +90,7 @@ class Intrinsics:
             ValueError: K is not 9 finite values with fx, fy > 0 (an all-zero K means an
                 uncalibrated camera), D is not finite, or the model is not supported.
         """
-        K = np.asarray(k, np.float64).reshape(-1)
-        if K.size != 9:
-            raise ValueError(f"CameraInfo K has {K.size} values, needs 9")
-        K = K.reshape(3, 3)
-        if not np.all(np.isfinite(K)):
-            raise ValueError("CameraInfo K holds NaN or inf")
-        if not np.any(K):
-            raise ValueError("CameraInfo K is all zero (uncalibrated camera): no bearing or position")
-        if K[0, 0] <= 0 or K[1, 1] <= 0:
-            raise ValueError(f"CameraInfo K has focal lengths fx={K[0, 0]:g}, fy={K[1, 1]:g}; both must be > 0")
+        K = _camera_matrix("K", k, 3, "uncalibrated camera")
         D = np.asarray(d, np.float64).reshape(-1)
         if not np.all(np.isfinite(D)):
             raise ValueError("CameraInfo D holds NaN or inf")
@@ -81,9 +104,34 @@ class Intrinsics:
             raise ValueError(f"CameraInfo D has {D.size} values; OpenCV takes 4, 5, 8, 12 or 14")
         return Intrinsics(K, D, int(width), int(height), model)
 
+    @staticmethod
+    def from_projection(p: Sequence[float], width: int = 0, height: int = 0) -> "Intrinsics":
+        """The camera model of a rectified image: CameraInfo's P (12 row-major values), its
+        left 3 x 3 part as the camera matrix and no distortion (Tx, Ty ignored: see the
+        module's notes).
+
+        Raises:
+            ValueError: P is not 12 finite values with fx', fy' > 0 (an all-zero P: the
+                camera's calibration has no rectified projection).
+        """
+        P = _camera_matrix("P", p, 4, "no rectified calibration; camera_rectified false reads K and D")
+        return Intrinsics(np.ascontiguousarray(P[:, :3]), np.zeros(0), int(width), int(height), "")
+
     @property
     def distorted(self) -> bool:
+        """Whether D holds a nonzero coefficient (else pixels map through K alone)."""
         return bool(self.D.size and np.any(self.D))
+
+
+def is_rectified_topic(topic: str) -> bool:
+    """Whether an image topic's name says it is rectified: its last name (without a
+    /compressed suffix) has a `rect` or `rectified` part between underscores, as
+    image_proc's `image_rect` and `image_rect_color` and drivers' `image_rect_raw` do
+    (`image_raw`, `image_color`: no)."""
+    parts = [p for p in topic.split("/") if p]
+    if parts and parts[-1] == "compressed":
+        parts.pop()
+    return bool(parts) and any(word in ("rect", "rectified") for word in parts[-1].split("_"))
 
 
 @dataclass(frozen=True)

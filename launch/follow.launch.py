@@ -1,6 +1,6 @@
 """Start the refseg follow controller with ROS 2's launch:
 
-    ros2 launch refseg_ros follow.launch.py [objects_topic:=camera/refseg/objects]
+    ros2 launch refseg_ros follow.launch.py [objects_topic:=camera/image_raw/refseg/objects]
         [target_id:=N | target_label:=LABEL] [cmd_vel_topic:=cmd_vel] [stamped:=true]
         [stop_distance:=M] [max_linear_speed:=V] [max_angular_speed:=W]
         [params_file:=follow.yaml] [autostart:=false] [namespace:=robot1] [use_sim_time:=true]
@@ -21,7 +21,7 @@ from launch_ros.parameter_descriptions import ParameterValue
 # launch argument -> (parameter type, description): the parameter of that name, passed
 # only when given (the node's own defaults stay the one source of them)
 ARGUMENTS = {
-    "objects_topic": (str, "the segmenter's objects topic of the camera (default camera/refseg/objects)"),
+    "objects_topic": (str, "the segmenter's objects topic of the camera (default camera/image_raw/refseg/objects)"),
     "target_id": (int, "target id to follow; 0: by target_label, else the newest caption target"),
     "target_label": (str, "label to follow when target_id is 0"),
     "cmd_vel_topic": (str, "velocity command topic (default cmd_vel)"),

@@ -28,7 +28,7 @@ HFOV = math.radians(90.0)       # the simulated camera's horizontal field of vie
 DEPTH_RANGE = (0.2, 8.0)        # metres within which it measures depth
 RATE = 10.0                     # objects arrays per second, as a segmenter on a GPU
 FRAME_ID = "camera_optical_frame"
-OBJECTS = "/camera/refseg/objects"
+OBJECTS = "/camera/image_raw/refseg/objects"
 NODE = "refseg_follow"
 LAW = {"stop_distance": 1.0, "linear_gain": 0.8, "angular_gain": 2.0, "max_linear_speed": 0.4,
        "max_angular_speed": 0.8, "occlusion_timeout": 0.6, "stale_timeout": 1.0, "message_timeout": 0.8}

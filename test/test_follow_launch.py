@@ -49,3 +49,12 @@ def test_launch_description_builds():
     spec.loader.exec_module(module)
     names = {a.name for a in module.generate_launch_description().get_launch_arguments()}
     assert set(module.ARGUMENTS) <= names and {"autostart", "params_file", "namespace"} <= names
+
+
+def test_the_default_objects_topic_is_the_segmenters_for_its_default_camera():
+    from refseg_ros.ros.camera import output_topic
+    from refseg_ros.ros.params import PARAMETERS as SEGMENTER
+
+    (camera,) = SEGMENTER["cameras"].default
+    assert PARAMETERS["objects_topic"].default == output_topic(camera, SEGMENTER["output_namespace"].default,
+                                                               "objects")

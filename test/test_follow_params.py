@@ -58,7 +58,7 @@ def test_live_limits_read_only_and_ranges_over_dds(tmp_path):
     try:
         commands = []
         listener.node.create_subscription(TwistStamped, "/cmd_vel", lambda m: commands.append(m), 10)
-        pub = listener.publisher("/camera/refseg/objects", type(objects(listener)))
+        pub = listener.publisher("/camera/image_raw/refseg/objects", type(objects(listener)))
         listener.wait_for(lambda: pub.get_subscription_count() > 0, 60, "the node subscribing", node)
 
         def drive(until, seconds: float = 20.0) -> None:

@@ -1,6 +1,6 @@
 """`refseg-follow`: a lifecycle node that drives a robot towards a segmented target.
 
-    refseg-follow [--no-autostart] --ros-args -p objects_topic:=camera/refseg/objects \
+    refseg-follow [--no-autostart] --ros-args -p objects_topic:=camera/image_raw/refseg/objects \
         [-p target_id:=N | -p target_label:=LABEL] [-p stamped:=true] ...
 
 Subscribes to the segmenter's objects (`objects_topic`), picks the target to follow

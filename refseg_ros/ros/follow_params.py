@@ -35,7 +35,7 @@ class Spec:
 
 # name -> Spec. The control law's defaults are FollowSettings' own.
 PARAMETERS: dict[str, Spec] = {
-    "objects_topic": Spec("camera/refseg/objects", "refseg_ros/SegmentedObjectArray of the camera to follow "
+    "objects_topic": Spec("camera/image_raw/refseg/objects", "refseg_ros/SegmentedObjectArray of the camera to follow "
                           "with (relative names resolve in the node's namespace)", read_only=True),
     "cmd_vel_topic": Spec("cmd_vel", "where velocity commands go", read_only=True),
     "stamped": Spec(False, "publish geometry_msgs/TwistStamped (header: clock, base_frame_id) instead of "

@@ -14,6 +14,7 @@ from ..runtime.acquisition import AcquisitionSettings
 from ..runtime.captions import TextSettings
 from ..runtime.reference_modes import ReferenceSettings
 from ..runtime.transitions import TransitionSettings
+from .standard_outputs import OutputSwitches
 
 # name -> (default, description). A Parameter.Type default declares a parameter that may
 # stay unset (ROS cannot infer a type from an empty list).
@@ -40,6 +41,12 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "qos_depth": (0, "override for the image subscriptions' queue depth (0: by mode)"),
     "output_qos_depth": (0, "queue depth of the result publishers (0: by mode)"),
     "output_namespace": ("refseg", "results go to <camera>/<output_namespace>/{mask,objects,overlay}"),
+    "publish_detections": (True, "also publish vision_msgs Detection2DArray and Detection3DArray on "
+                           "<camera>/<output_namespace>/detections and .../detections_3d (when vision_msgs "
+                           "is installed)"),
+    "publish_tf": (True, "publish a TF frame per target with a 3D position on /tf: <optical frame> -> "
+                   "<tf_frame_prefix>target_<id> (when tf2_msgs is installed)"),
+    "tf_frame_prefix": ("refseg/", "prefix of the targets' TF frames (e.g. refseg/target_3); no leading '/'"),
     "model": ("sam2.1_hiera_t", "SAM2 model name (see refseg_ros.engine.model.MODEL_CONFIGS)"),
     "checkpoint": ("", "SAM2 checkpoint file; auto: the weights cache's file for the model "
                    "(refseg-weights); empty: random weights (tests only)"),
@@ -117,7 +124,7 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
 
 
 @dataclass
-class Settings(TextSettings, AcquisitionSettings, ReferenceSettings, TransitionSettings):
+class Settings(TextSettings, AcquisitionSettings, ReferenceSettings, TransitionSettings, OutputSwitches):
     """Every parameter's value, read once per configure (the text path's, acquisition's
     and the reference mode's fields come from their own settings classes)."""
 
@@ -190,7 +197,7 @@ class Settings(TextSettings, AcquisitionSettings, ReferenceSettings, TransitionS
 
     def check(self) -> None:
         """Refuse settings that cannot work, naming the parameter."""
-        for part in (TextSettings, AcquisitionSettings, ReferenceSettings, TransitionSettings):
+        for part in (TextSettings, AcquisitionSettings, ReferenceSettings, TransitionSettings, OutputSwitches):
             part.check(self)
         if not self.cameras:
             raise ValueError("parameter cameras is empty: give at least one image topic")

@@ -112,8 +112,7 @@ _provided: dict[tuple[str, ...], MessagePackages] = {}
 def installed(package: str) -> bool:
     """Whether the real package is installed: importable with the environment this
     process started with (stand-ins are only ever added to a test's own processes)."""
-    env = {k: v for k, v in os.environ.items()}
-    return subprocess.call([sys.executable, "-c", f"import {package}.msg"], env=env, cwd=REPO_ROOT,
+    return subprocess.call([sys.executable, "-c", f"import {package}.msg"], cwd=REPO_ROOT,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) == 0
 
 

@@ -13,15 +13,12 @@ from __future__ import annotations
 
 import pytest
 
-from _node_harness import Listener, image_msg, start_node
-from _standins import provide
-from test_node_geometry import H, RGBD, W, depth_topic, info_topic, start_rgbd
-
-import numpy as np
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
-from refseg_ros.eval import synthetic
-from refseg_ros.msg import ReferenceTarget, SegmentedObjectArray
+from _node_harness import Listener, start_node
+from _standins import provide
+from test_node_geometry import RGBD, depth_topic, info_topic, start_rgbd, teach_scene_object
+from refseg_ros.msg import SegmentedObjectArray
 
 PREFIX = "robot1/refseg/"
 TF_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100, reliability=ReliabilityPolicy.RELIABLE,
@@ -49,10 +46,7 @@ def rgbd(tmp_path_factory):
             "depth_stamp_tolerance": 0.05, "store_dir": "", "tf_frame_prefix": PREFIX}, env=packages.env)
         procs.append(node)
         listener.wait_status("active", timeout=90, node=node)
-        ref = synthetic.render_reference(1, H, W)
-        listener.teach(ReferenceTarget(label=ref.label, image=image_msg(ref.image, "rgb8"),
-                                       mask=image_msg(ref.mask.astype(np.uint8) * 255, "mono8")),
-                       timeout=60, node=node)
+        teach_scene_object(listener, node)
         procs.append(start_rgbd(tmp, RGBD, info_topic(RGBD), depth_topic(RGBD), "rgbd"))
         yield listener, node
     finally:

@@ -142,6 +142,39 @@ def test_the_3x_layout_gets_its_centre_and_the_2x_one_is_refused():
         so.vision_msgs_layout(v2)
 
 
+def test_outputs_follow_their_switches(vision_msgs):
+    """A real node in this process: switched-off outputs make no publisher; switched on,
+    they appear on the next frame; an image without frame_id gets no TF, with the reason."""
+    import rclpy
+
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    node = rclpy.create_node("switches", context=context)
+    topics = {"/cam/refseg/detections", "/cam/refseg/detections_3d", "/tf"}
+
+    def ours() -> set[str]:
+        return {n for n, _ in node.get_publisher_names_and_types_by_node(node.get_name(), node.get_namespace())}
+
+    try:
+        off = so.OutputSwitches(publish_detections=False, publish_tf=False)
+        outputs, notes = so.StandardOutputs.open(node, {"/cam/image_raw": "/cam/refseg"}, 10, off)
+        assert ("vision_msgs 4.x: detections on /cam/refseg/detections[_3d] (off: publish_detections false)",
+                False) in notes
+        assert outputs.publish("/cam/image_raw", header(), results(), located(), None, off) is None
+        assert not topics & ours()
+        on = so.OutputSwitches()
+        assert outputs.publish("/cam/image_raw", header(), results(), located(), None, on) is None
+        assert topics <= ours()
+        nameless = header()
+        nameless.frame_id = ""
+        assert "empty header.frame_id" in outputs.publish("/cam/image_raw", nameless, results(), located(), None, on)
+        outputs.close()
+        assert not topics & ours()
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown(context=context)
+
+
 def test_tf_frame_prefix_is_checked():
     so.OutputSwitches(tf_frame_prefix="robot1/refseg/").check()
     so.OutputSwitches(tf_frame_prefix="").check()

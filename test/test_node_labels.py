@@ -109,4 +109,21 @@ def test_a_target_keeps_its_pixel_value_while_others_come_and_go(labelled):
     # every array checked above; at least one target that stayed is seen in both phases
     # (its value is its id there, whatever its position in the array)
     assert any(seen.get(t) == {"before", "after"} for t in (a, c)), f"targets seen: {seen}"
+    assert not [m.data for _, m in listener.received("/refseg/status") if "65535" in m.data]
+
+
+def test_an_id_beyond_the_label_image_is_left_out_and_said_once(labelled):
+    listener, node = labelled
+    big = reference("big", slice(H // 3, H // 3 + H // 4), slice(W // 4, W // 4 + H // 4))
+    big.target_id = 70000  # a reference may name its id
+    teach(listener, node, big)
+
+    def shown():
+        got = [(mask, o) for mask, o in pairs(listener) for obj in o.objects if obj.target_id == 70000 and obj.area]
+        return got or None
+    frames = listener.wait_for(shown, 240, "target 70000 visible", node)
+    for mask, objects in frames:
+        values = values_of(mask, objects)
+        assert values[70000] == 0
+    listener.wait_status(f"camera {CAM}: target id(s) 70000 exceed 65535: not in the label image", node=node)
     assert node.alive()

@@ -305,9 +305,9 @@ class SegmenterNode(LifecycleNode):
             results, events = res.targets, res.events
             self._publish_late(channel, res, msg.header, rgb)
         label = label_image(results, rgb.shape[0], rgb.shape[1])
-        self._say_once(channel.name, "label_range", label.unpainted and (
+        self._say_once(channel.name, "label_range", (
             f"target id(s) {', '.join(map(str, label.unpainted))} exceed 65535: not in the label image "
-            f"(their own masks travel with object_masks: true)"))
+            f"(their own masks travel with object_masks: true)") if label.unpainted else None)
         if depth_data is None:  # the depth message may have come in during the step
             depth_data = channel.pair_depth(stamp_ns, self.settings.depth_stamp_tolerance)
         channel.forget_depth_before(stamp_ns, self.settings.depth_stamp_tolerance)

@@ -150,22 +150,22 @@ def test_live_node_that_cannot_start(tmp_path, bag, capsys):
 # ------------------------------------------------------------------ without ROS
 
 def test_object_masks_prefer_the_objects_own_masks():
-    labels = np.zeros((4, 5), np.uint8)
-    labels[0, :2] = 1
-    labels[1, :] = 2  # object 2 painted over part of object 1's own mask
+    labels = np.zeros((4, 5), np.uint16)
+    labels[0, :2] = 11
+    labels[1, :] = 12  # target 12 painted over part of target 11's own mask
     own = np.zeros((4, 5), bool)
     own[:2, :2] = True
-    out = NodeOutput(7, labels, [NodeObject(11, 1, 0.9, "tracked", own),
-                                 NodeObject(12, 2, 0.8, "tracked"),
+    out = NodeOutput(7, labels, [NodeObject(11, 11, 0.9, "tracked", own),
+                                 NodeObject(12, 12, 0.8, "tracked"),
                                  NodeObject(13, 0, 0.1, "lost")])
     masks = object_masks(out)
     assert masks[11].tolist() == own.tolist()  # whole, overlap included
-    assert masks[12].tolist() == (labels == 2).tolist()  # from the label image
+    assert masks[12].tolist() == (labels == 12).tolist()  # from the label image
     assert not masks[13].any()
-    with pytest.raises(ValueError, match="mask value 2 at position 1"):
+    with pytest.raises(ValueError, match="mask value 2, not its target id"):
         object_masks(NodeOutput(7, labels, [NodeObject(12, 2, 0.8, "tracked")]))
     with pytest.raises(ValueError, match="label image"):
-        object_masks(NodeOutput(7, labels, [NodeObject(11, 1, 0.9, "tracked", own[:3])]))
+        object_masks(NodeOutput(7, labels, [NodeObject(11, 11, 0.9, "tracked", own[:3])]))
 
 
 def test_plans_the_node_cannot_reproduce_are_refused():

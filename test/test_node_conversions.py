@@ -98,10 +98,10 @@ def test_label_and_objects_messages_agree():
                TargetResult(6, "cup", np.zeros((h, w), bool), 0.1, None, TargetState.LOST)]
     lab = label_image(results, h, w)
     img = image_message(lab.labels, lab.encoding, Image().header)
-    assert (img.width, img.height, img.step, img.encoding) == (w, h, w, "mono8")
+    assert (img.width, img.height, img.step, img.encoding) == (w, h, 2 * w, "mono16")
     msg = objects_message(img.header, results, lab)
     first, second = msg.objects
-    assert (first.target_id, first.label, first.mask_value, first.state) == (5, "mug", 1, SegmentedObject.STATE_TRACKED)
+    assert (first.target_id, first.label, first.mask_value, first.state) == (5, "mug", 5, SegmentedObject.STATE_TRACKED)
     assert (first.bbox.x_offset, first.bbox.y_offset, first.bbox.width, first.bbox.height) == (2, 1, 4, 3)
     assert (second.mask_value, second.state, second.bbox.width) == (0, SegmentedObject.STATE_LOST, 0)
     assert abs(first.score - 0.8) < 1e-6
@@ -122,7 +122,7 @@ def test_objects_carry_their_own_masks_when_asked():
     masks = [mask_from_message(o.mask) for o in msg.objects]
     assert masks[0].tolist() == a.tolist() and masks[1].tolist() == b.tolist()
     assert not masks[2].any() and masks[2].shape == (h, w)
-    assert (lab.labels == 1).sum() < a.sum()  # the overlap went to object 2
+    assert (lab.labels == 1).sum() < a.sum()  # the overlap went to target 2
 
 
 def test_qos_by_mode_and_overrides():

@@ -51,6 +51,14 @@ def depth_topic(cam: str) -> str:
     return cam.rsplit("/", 1)[0] + "/depth/image_raw"
 
 
+def teach_scene_object(listener: Listener, node: Process) -> str:
+    """Teach the synthetic scene's first object by its reference (image and mask)."""
+    ref = synthetic.render_reference(1, H, W)
+    return listener.teach(ReferenceTarget(label=ref.label, image=image_msg(ref.image, "rgb8"),
+                                          mask=image_msg(ref.mask.astype(np.uint8) * 255, "mono8")),
+                          timeout=60, node=node)
+
+
 @pytest.fixture(scope="module")
 def rgbd(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("geometry")
@@ -70,10 +78,7 @@ def rgbd(tmp_path_factory):
             "store_dir": "", "status_repeat_period": 0.0})
         procs.append(node)
         listener.wait_status("active", timeout=90, node=node)
-        ref = synthetic.render_reference(1, H, W)
-        listener.teach(ReferenceTarget(label=ref.label, image=image_msg(ref.image, "rgb8"),
-                                       mask=image_msg(ref.mask.astype(np.uint8) * 255, "mono8")),
-                       timeout=60, node=node)
+        teach_scene_object(listener, node)
         procs.append(start_rgbd(tmp, RGBD, info_topic(RGBD), depth_topic(RGBD), "rgbd", gt=tmp / "rgbd.gt"))
         procs.append(start_rgbd(tmp, LATE, info_topic(LATE), depth_topic(LATE), "late", encoding="16UC1",
                                 depth_offset=0.25))  # half the frame period: never within the tolerance

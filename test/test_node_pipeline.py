@@ -25,15 +25,16 @@ CAM0, CAM1 = "/cam0/image_raw", "/cam1/image_raw"
 
 
 def check_label_image(mask: Image, objects: SegmentedObjectArray) -> None:
-    """Pixel value k lies inside object k's box; the values present are the visible objects."""
+    """Pixel value = target id, inside that object's box; the values present are the visible objects."""
     labels = imaging.image_to_array(mask.encoding, mask.height, mask.width, mask.step,
                                     mask.is_bigendian, bytes(mask.data))
-    assert mask.encoding == ("mono8" if len(objects.objects) <= 255 else "mono16")
+    assert mask.encoding == "mono16"
     present = set(np.unique(labels).tolist()) - {0}
     visible = {o.mask_value for o in objects.objects if o.mask_value}
     assert present == visible, f"label values {present} but objects say {visible}"
-    for k, obj in enumerate(objects.objects, start=1):
-        assert obj.mask_value in (0, k), f"object {k} has mask_value {obj.mask_value}"
+    for obj in objects.objects:
+        k = obj.target_id
+        assert obj.mask_value in (0, k), f"target {k} has mask_value {obj.mask_value}"
         if not obj.mask_value:
             continue
         ys, xs = np.nonzero(labels == k)

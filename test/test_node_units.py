@@ -177,7 +177,7 @@ def result(tid, mask, label="x", score=0.9):
     return TargetResult(tid, label, mask, score, box, TargetState.TRACKED if box else TargetState.OCCLUDED)
 
 
-def test_label_image_values_overlap_and_hidden_objects():
+def test_label_image_values_are_target_ids_with_overlap_and_hidden_objects():
     h, w = 20, 30
     a = np.zeros((h, w), bool); a[2:10, 2:10] = True
     b = np.zeros((h, w), bool); b[5:15, 5:15] = True  # overlaps a: b wins there
@@ -185,22 +185,35 @@ def test_label_image_values_overlap_and_hidden_objects():
     d = np.zeros((h, w), bool); d[16:18, 20:22] = True
     e = d.copy()  # same pixels as d, later in the list: d is hidden under it
     lab = label_image([result(7, a), result(3, b), result(9, c), result(4, d), result(5, e)], h, w)
-    assert lab.encoding == "mono8"
-    assert lab.values == [1, 2, 0, 0, 5]
-    assert lab.labels[6, 6] == 2 and lab.labels[3, 3] == 1 and lab.labels[17, 21] == 5
-    assert set(np.unique(lab.labels)) == {0, 1, 2, 5}
+    assert lab.encoding == "mono16" and lab.labels.dtype == np.uint16
+    assert lab.values == [7, 3, 0, 0, 5]
+    assert lab.labels[6, 6] == 3 and lab.labels[3, 3] == 7 and lab.labels[17, 21] == 5
+    assert set(np.unique(lab.labels)) == {0, 3, 5, 7}
 
 
-def test_label_image_goes_16_bit_beyond_255_objects():
+def test_label_image_keeps_a_targets_value_whatever_else_is_in_the_frame():
+    h, w = 20, 20
+    mine = np.zeros((h, w), bool); mine[2:6, 2:6] = True
+    other = np.zeros((h, w), bool); other[10:14, 10:14] = True
+    alone = label_image([result(42, mine)], h, w)
+    crowded = label_image([result(3, other), result(42, mine), result(300, other)], h, w)
+    assert alone.values == [42] and crowded.values == [0, 42, 300]
+    assert (alone.labels[mine] == 42).all() and (crowded.labels[mine] == 42).all()
+
+
+def test_label_image_holds_ids_up_to_65535_and_leaves_larger_ones_out():
     h, w = 20, 20
     results = []
     for k in range(300):
         m = np.zeros((h, w), bool)
         m.flat[k] = True
-        results.append(result(k + 1, m))
+        results.append(result(1000 + k, m))
+    big = np.zeros((h, w), bool); big[19, 19] = True
+    results += [result(65535, big.copy()), result(65536, big.copy())]
     lab = label_image(results, h, w)
-    assert lab.encoding == "mono16" and lab.labels.dtype == np.uint16
-    assert lab.values == list(range(1, 301)) and lab.labels.flat[299] == 300
+    assert lab.values == list(range(1000, 1300)) + [65535, 0]
+    assert lab.unpainted == [65536]
+    assert lab.labels.flat[299] == 1299 and lab.labels[19, 19] == 65535
     assert overlay(np.zeros((h, w, 3), np.uint8), results, lab).shape == (h, w, 3)
 
 

@@ -1,7 +1,7 @@
 """What the node answered for one frame, and how that becomes per-target masks.
 
-The node publishes, per frame, a label image (0 background, k = the k-th object of the
-object list with the same stamp) and the object list. The label image gives a pixel to
+The node publishes, per frame, a label image (mono16: 0 background, else the pixel's
+target id) and the object list with the same stamp. The label image gives a pixel to
 one object only (the later one where masks overlap), while the offline evaluation
 scores each target's own mask; so the live evaluation runs the node with
 ``object_masks`` and uses each object's own mask when the node sent it, falling back to
@@ -32,7 +32,7 @@ class NodeOutput:
     """The label image and object list of one frame, matched by header stamp."""
 
     stamp_ns: int
-    labels: np.ndarray  # H x W uint8 or uint16
+    labels: np.ndarray  # H x W uint16: target ids, 0 background
     objects: list[NodeObject] = field(default_factory=list)
     received: float = 0.0  # time.monotonic() when the later of the two messages came in
 
@@ -41,21 +41,21 @@ def object_masks(out: NodeOutput) -> dict[int, np.ndarray]:
     """Node target id -> that target's mask on this frame (H x W bool).
 
     Raises ValueError when the two messages do not fit together (an object mask of
-    another size, a mask value beyond the object count), which would mean they are not
-    one frame's answer.
+    another size, a mask value other than the object's target id), which would mean they
+    are not one frame's answer.
     """
     shape = out.labels.shape
     masks: dict[int, np.ndarray] = {}
-    for k, obj in enumerate(out.objects, start=1):
+    for obj in out.objects:
         if obj.mask is not None:
             if obj.mask.shape != shape:
                 raise ValueError(f"object {obj.target_id} at stamp {out.stamp_ns}: mask "
                                  f"{obj.mask.shape} but label image {shape}")
             masks[obj.target_id] = np.asarray(obj.mask, bool)
         elif obj.mask_value:
-            if obj.mask_value != k:
+            if obj.mask_value != obj.target_id:
                 raise ValueError(f"object {obj.target_id} at stamp {out.stamp_ns} has mask "
-                                 f"value {obj.mask_value} at position {k} of the object list")
+                                 f"value {obj.mask_value}, not its target id")
             masks[obj.target_id] = out.labels == obj.mask_value
         else:
             masks[obj.target_id] = np.zeros(shape, bool)

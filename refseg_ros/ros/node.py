@@ -48,11 +48,12 @@ from refseg_ros.msg import ReferenceTarget, TargetInfo
 from refseg_ros.srv import AddTarget, ListTargets, RemoveTarget, ResetTargets
 from . import params, qos, requests
 from .rclpy_compat import QoSRequestedIncompatibleQoSInfo, SubscriptionEventCallbacks
-from .camera import CameraChannel
+from .camera import CameraChannel, output_topic
 from .conversions import depth_from_message, frame_from_message, intrinsics_from_camera_info
 from .diagnostics import camera_status, diagnostic_array, missing_frames, model_status
 from .params_file import NODE_NAME
 from .lifecycle import ReleasingNode
+from .standard_outputs import StandardOutputs
 
 # The one warning of a node without a checkpoint (logged at configure; /diagnostics says it too).
 RANDOM_WEIGHTS_WARNING = ("no checkpoint given: the model has random weights and its masks are meaningless "
@@ -75,6 +76,7 @@ class SegmenterNode(ReleasingNode):
         self._status_pub = None
         self._diag_pub = None
         self._diag_timer = None
+        self._outputs: Optional[StandardOutputs] = None  # vision_msgs detections and target TF frames
         self._mailbox: Optional[FrameMailbox] = None
         self._worker: Optional[threading.Thread] = None
         self._latest: dict[str, np.ndarray] = {}
@@ -157,6 +159,8 @@ class SegmenterNode(ReleasingNode):
             depth_queue = s.depth_queue_size if s.mode == "live" else max(s.depth_queue_size, input_qos.depth)
             channel.open_geometry(self, input_qos, output_qos, s.output_namespace, self._on_camera_info,
                                   self._frame_group, s.point_targets, depth_queue)
+        self._outputs, output_notes = StandardOutputs.open(
+            self, {name: output_topic(name, s.output_namespace, "") for name in self.cameras}, output_qos, s)
         self._teaching_subs = [
             self.create_subscription(ReferenceTarget, s.reference_topic, self._on_reference,
                                      qos.teaching_qos(), callback_group=self._teach_group),
@@ -172,6 +176,8 @@ class SegmenterNode(ReleasingNode):
         for line in self._pending_status:
             self._status(line)
         self._pending_status = []
+        for text, warning in output_notes:
+            self._status(text, error=warning)
         self._status(f"active ({s.mode} mode): segmenting {', '.join(self.cameras)}")
         return super().on_activate(state)
 
@@ -189,6 +195,9 @@ class SegmenterNode(ReleasingNode):
         self._worker, self._mailbox = None, None
         for channel in self.cameras.values():
             channel.close(self)
+        if self._outputs is not None:
+            self._outputs.close()
+            self._outputs = None
         for sub in self._teaching_subs:
             self.destroy_subscription(sub)
         self._teaching_subs = []
@@ -314,12 +323,16 @@ class SegmenterNode(ReleasingNode):
             results, events = res.targets, res.events
             self._publish_late(channel, res, msg.header, rgb)
         label = label_image(results, rgb.shape[0], rgb.shape[1])
+        self._say_once(channel.name, "label_range", (
+            f"target id(s) {', '.join(map(str, label.unpainted))} exceed 65535: not in the label image "
+            f"(their own masks travel with object_masks: true)") if label.unpainted else None)
         if depth_data is None:  # the depth message may have come in during the step
             depth_data = channel.pair_depth(stamp_ns, self.settings.depth_stamp_tolerance)
         channel.forget_depth_before(stamp_ns, self.settings.depth_stamp_tolerance)
         located = self._locate(channel, results, rgb.shape[0], rgb.shape[1], depth_data)
         drawn = channel.publish(msg.header, rgb, results, label, self.settings.overlay_alpha,
                                 self.settings.object_masks, located)
+        self._publish_standard(channel, msg.header, results, located)
         overhead = time.perf_counter() - start - step
         latency = plausible_latency(stamp, envelope.clock, self.get_clock().now().nanoseconds * 1e-9,
                                     self.settings.stamp_tolerance)
@@ -348,6 +361,14 @@ class SegmenterNode(ReleasingNode):
             located = self._locate(channel, results, frame.shape[0], frame.shape[1], None)
             channel.publish(then, frame, results, label, self.settings.overlay_alpha, self.settings.object_masks,
                             located)
+            self._publish_standard(channel, then, results, located)
+
+    def _publish_standard(self, channel: CameraChannel, header, results, located) -> None:
+        """vision_msgs detections and target TF frames of one frame (those switched on)."""
+        outputs = self._outputs  # read once: deactivation may drop it meanwhile
+        if outputs is not None:
+            self._say_once(channel.name, "tf_frame",
+                           outputs.publish(channel.name, header, results, located, channel.intrinsics, self.settings))
 
     def _on_camera_info(self, channel: CameraChannel, msg) -> None:
         """Keep the camera's newest valid CameraInfo; say once why an invalid one is refused

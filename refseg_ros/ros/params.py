@@ -30,6 +30,7 @@ from ..runtime.acquisition import AcquisitionSettings
 from ..runtime.captions import PATHS, TextSettings
 from ..runtime.reference_modes import MODES, ReferenceSettings
 from ..runtime.transitions import TransitionSettings
+from .standard_outputs import OutputSwitches
 
 INT64_MAX = 2 ** 63 - 1
 RECTIFIED_CHOICES = ("auto", "true", "false")
@@ -146,6 +147,13 @@ PARAMETERS: dict[str, Param] = {
     "qos_depth": Param(0, "override for the image subscriptions' queue depth (0: by mode)", range=(0, None)),
     "output_qos_depth": Param(0, "queue depth of the result publishers (0: by mode)", range=(0, None)),
     "output_namespace": Param("refseg", "results go to <camera>/<output_namespace>/{mask,objects,overlay}"),
+    "publish_detections": Param(True, "also publish vision_msgs Detection2DArray and Detection3DArray on "
+                                "<camera>/<output_namespace>/detections and .../detections_3d (when vision_msgs "
+                                "is installed)", live=True),
+    "publish_tf": Param(True, "publish a TF frame per target with a 3D position on /tf: <optical frame> -> "
+                        "<tf_frame_prefix>target_<id> (when tf2_msgs is installed)", live=True),
+    "tf_frame_prefix": Param("refseg/", "prefix of the targets' TF frames (e.g. refseg/target_3); no leading '/'",
+                             live=True),
     "model": Param("sam2.1_hiera_t", "SAM2 model name (see refseg_ros.engine.model.MODEL_CONFIGS)"),
     "checkpoint": Param("", "SAM2 checkpoint file; auto: the weights cache's file for the model "
                         "(refseg-weights); empty: random weights (tests only)"),
@@ -244,7 +252,7 @@ PARAMETERS: dict[str, Param] = {
 
 
 @dataclass
-class Settings(TextSettings, AcquisitionSettings, ReferenceSettings, TransitionSettings):
+class Settings(TextSettings, AcquisitionSettings, ReferenceSettings, TransitionSettings, OutputSwitches):
     """Every parameter's value, read once per configure (the text path's, acquisition's
     and the reference mode's fields come from their own settings classes)."""
 
@@ -332,7 +340,7 @@ class Settings(TextSettings, AcquisitionSettings, ReferenceSettings, TransitionS
         """
         for name, row in PARAMETERS.items():
             row.check(name, getattr(self, name))
-        for part in (TextSettings, AcquisitionSettings, ReferenceSettings, TransitionSettings):
+        for part in (TextSettings, AcquisitionSettings, ReferenceSettings, TransitionSettings, OutputSwitches):
             part.check(self)
         if not self.cameras:
             raise ValueError("parameter cameras is empty: give at least one image topic")

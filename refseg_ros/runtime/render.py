@@ -1,55 +1,77 @@
 """Turn one frame's target results into a label image and an overlay picture.
 
-Label image: 0 is background and k is the k-th object of the frame's object list
-(1-based), so a consumer pairs pixels and objects with no extra message. Objects are
+Label image (mono16): 0 is background and every other value is a target id, so a
+consumer holding only the image knows which target each pixel belongs to, and a target
+keeps its value from frame to frame whatever other targets appear or vanish. Objects are
 painted in list order, so where masks overlap the later object wins; an object whose
 pixels are all covered by later ones (or that is not visible) gets value 0 in the list.
-uint8 holds up to 255 objects; beyond that the image is uint16.
+Ids above 65535 do not fit the image: such a target is not painted (value 0; its own mask
+still travels with object_masks).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
 import numpy as np
 
 from ..engine import TargetResult
 
-MAX_MONO8_OBJECTS = 255
-MAX_OBJECTS = 65535
+#: The largest target id a label image holds (its pixels are uint16).
+MAX_LABEL = 65535
+LABEL_ENCODING = "mono16"
 
 
 @dataclass
 class LabelImage:
-    """The painted label image and, per object, its value in it (0: not visible)."""
+    """The painted label image and, per object, its value in it.
 
-    labels: np.ndarray  # H x W uint8 or uint16
+    labels: H x W uint16, 0 background, else the target id of the pixel's object.
+    values: per object of the list, its target id if any of its pixels is in `labels`,
+        else 0 (not visible, covered by later objects, or an id above MAX_LABEL).
+    unpainted: ids of visible objects left out because they exceed MAX_LABEL.
+    """
+
+    labels: np.ndarray
     values: list[int]
+    unpainted: list[int] = field(default_factory=list)
 
     @property
     def encoding(self) -> str:
-        return "mono8" if self.labels.dtype == np.uint8 else "mono16"
+        """The sensor_msgs/Image encoding of `labels` (always mono16)."""
+        return LABEL_ENCODING
+
+
+def _visible(result: TargetResult, height: int, width: int) -> bool:
+    return result.mask is not None and result.box is not None and result.mask.shape == (height, width)
 
 
 def label_image(results: Sequence[TargetResult], height: int, width: int) -> LabelImage:
-    """Paint every result's mask with its 1-based position in `results`."""
-    n = len(results)
-    if n > MAX_OBJECTS:
-        raise ValueError(f"{n} objects do not fit a 16-bit label image (at most {MAX_OBJECTS})")
-    dtype = np.uint8 if n <= MAX_MONO8_OBJECTS else np.uint16
-    labels = np.zeros((height, width), dtype=dtype)
+    """Paint every visible result's mask with its target id (later results on top).
+
+    Args:
+        results: one frame's results, in the order of its object list.
+        height, width: the frame's size in pixels; masks of another size are skipped.
+    """
+    labels = np.zeros((height, width), dtype=np.uint16)
+    unpainted = []
     painted = False
-    for k, result in enumerate(results, start=1):
-        mask = result.mask
-        if mask is None or result.box is None or mask.shape != (height, width):
+    for result in results:
+        if not _visible(result, height, width):
             continue
-        labels[mask] = k
+        tid = int(result.target_id)
+        if not 0 < tid <= MAX_LABEL:
+            unpainted.append(tid)
+            continue
+        labels[result.mask] = tid
         painted = True
     if not painted:
-        return LabelImage(labels, [0] * n)
-    counts = np.bincount(labels.ravel(), minlength=n + 1)
-    return LabelImage(labels, [k if counts[k] else 0 for k in range(1, n + 1)])
+        return LabelImage(labels, [0] * len(results), unpainted)
+    present = np.bincount(labels.ravel()).nonzero()[0]
+    present = set(present[present > 0].tolist())
+    return LabelImage(labels, [int(r.target_id) if int(r.target_id) in present else 0 for r in results],
+                      unpainted)
 
 
 def color_of(target_id: int) -> tuple[int, int, int]:
@@ -76,11 +98,14 @@ def overlay(rgb: np.ndarray, results: Sequence[TargetResult], label: Optional[La
         # Colour every pixel by its label through a lookup table, blend the whole picture
         # once, and copy the blend where a mask is: OpenCV's vectorised paths, ~20x
         # faster than per-pixel float arithmetic on large masks.
-        table = np.zeros((max(256, len(results) + 1), 3), dtype=np.uint8)
-        for k, result in enumerate(results, start=1):
-            table[k] = color_of(result.target_id)
-        if labels.dtype == np.uint8:
-            color = cv2.LUT(cv2.merge([labels, labels, labels]), table[:256].reshape(256, 1, 3))
+        top = int(labels.max())
+        table = np.zeros((max(256, top + 1), 3), dtype=np.uint8)
+        for result in results:
+            if 0 < int(result.target_id) <= top:
+                table[int(result.target_id)] = color_of(result.target_id)
+        if top <= 255:
+            small = labels.astype(np.uint8)
+            color = cv2.LUT(cv2.merge([small, small, small]), table[:256].reshape(256, 1, 3))
         else:
             color = table[labels]
         blended = cv2.addWeighted(rgb, 1.0 - alpha, color, alpha, 0.0)

@@ -11,6 +11,10 @@ bash scripts/setup.sh
 # shellcheck disable=SC1091
 . scripts/env.sh
 
+# Stand-ins of the message packages the node's standard outputs use, where the real ones
+# are not installed (test/_standins.py): built once per checkout, outside any test's limit.
+python test/_standins.py
+
 rc=0
 [ $# -gt 0 ] || set -- test/
 python -m pytest -q --timeout="${REFSEG_TEST_TIMEOUT:-300}" "$@" || rc=$?

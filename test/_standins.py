@@ -144,3 +144,16 @@ def provide(packages: tuple[str, ...]) -> MessagePackages:
         out.standins = missing
     _provided[packages] = out
     return out
+
+
+def main() -> int:
+    """Build (or find built) the stand-ins of every package the node's outputs use, before
+    the tests run (scripts/test.sh): the build then counts in no test's time limit."""
+    provided = provide(("vision_msgs", "tf2_msgs"))
+    what = ", ".join(provided.standins) or "none needed (the real packages import)"
+    print(f"_standins.py: stand-ins {what}; built in {provided.build_seconds:.0f} s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -14,7 +14,7 @@ the reason.
 from __future__ import annotations
 
 from dataclasses import fields, make_dataclass, replace
-from typing import Any, Iterable, Optional
+from typing import Iterable, Optional
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.exceptions import (InvalidParameterTypeException, InvalidParameterValueException,

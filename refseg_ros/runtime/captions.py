@@ -24,7 +24,6 @@ from typing import Optional, Protocol
 
 from .. import models
 from ..engine import SegmentationEngine
-from .parameters import TEXT_PATHS as PATHS
 from .parameters import check_values, parameter
 
 

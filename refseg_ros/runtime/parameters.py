@@ -295,8 +295,8 @@ PARAMETERS: dict[str, Param] = {
                        "frames before) or clip (the official non-overlapping clips; results T-1 frames late, "
                        "published with their frames' headers)", choices=TEXT_MODES),
     "text_cme": Param(True, "SAMWISE's conditional memory encoder on (as the official model)"),
-    "grounding_model": Param("", "folder or hub id (from the hub cache) of a transformers zero-shot detector (Grounding DINO, "
-                             "MM-Grounding-DINO/LLMDet, OWLv2) for the grounding path"),
+    "grounding_model": Param("", "folder or hub id (from the hub cache) of a transformers zero-shot detector "
+                             "(Grounding DINO, MM-Grounding-DINO/LLMDet, OWLv2) for the grounding path"),
     "grounding_threshold": Param(0.35, "detector score a caption's box needs", range=(0.0, 1.0)),
     "regrounding_interval": Param(0.0, "seconds between re-groundings of a tracked caption (0: only when lost)",
                                   range=(0.0, None)),

@@ -33,13 +33,12 @@ from typing import Optional
 import numpy as np
 
 from ..engine import SegmentationEngine
-from .parameters import REFERENCE_MODES as MODES
 from .parameters import check_values, parameter
 
 
 @dataclass
 class ReferenceSettings:
-    """reference_mode: baseline, ttga or fssam (MODES); fssam_checkpoint: FSSAM's
+    """reference_mode: baseline, ttga or fssam; fssam_checkpoint: FSSAM's
     checkpoint file; fssam_official: the release's behaviour (FssamOptions.official)
     instead of the paper's; ttga_steps: Adam steps of a TTGA target's neck tuning. The
     node parameters of the same names, with their defaults, ranges and choices

@@ -46,6 +46,14 @@ def test_settings_fields_have_the_tables_names_types_and_defaults():
                                                     f"table {row.value()!r}"
             assert type(field_default(f)) is type(row.value()), f"{cls.__name__}.{f.name}"
             assert hints[f.name] == row.kind.python, f"{cls.__name__}.{f.name}: {hints[f.name]} for {row.kind}"
+    # The evaluation's engine options: the parameters' defaults, but None for "random
+    # weights" and "the model's own size" (the node's '' and 1024).
+    from refseg_ros.eval.sources import EngineSettings
+
+    from refseg_ros.eval.cli import ENGINE_PARAMETERS
+
+    engine = {f.name: field_default(f) for f in dataclasses.fields(EngineSettings) if f.name in ENGINE_PARAMETERS}
+    assert engine == {**{k: PARAMETERS[k].default for k in ENGINE_PARAMETERS}, "checkpoint": None, "image_size": None}
     # A list default is a fresh list per instance, never shared.
     assert Settings().cameras is not Settings().cameras
     assert Settings().store_dir == "~/.ros/refseg_ros/targets" == PARAMETERS["store_dir"].default

@@ -101,7 +101,7 @@ def test_eval_flags_of_node_parameters_are_the_tables():
             assert action.default == default != row.value() and why in action.help, name
         else:
             assert action.default == row.value() and type(action.default) is type(row.value()), \
-                f"--{name}: default {action.default!r}, table {row.value()!r}"
+                f"{flag(name)}: default {action.default!r}, table {row.value()!r}"
         assert tuple(action.choices or ()) == row.choices, name
         assert action.help.startswith(row.description.replace("%", "%%")), name
         if row.kind == Kind.BOOL:

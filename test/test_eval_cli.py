@@ -17,6 +17,7 @@ def test_eval_imports_without_rclpy():
     code = textwrap.dedent("""
         import sys
         import refseg_ros.imaging
+        import refseg_ros.runtime.parameters  # the parameter table: the eval's flags and the docs
         from refseg_ros.eval import (bags, builders, cli, live, metrics, node_outputs,
                                      nodeproc, outdir, plan, player, report, runner,
                                      scoring, sources, synthetic)

@@ -134,16 +134,17 @@ def test_one_shot_episodes_live_match_offline(tmp_path, shots):
 
 def test_live_node_that_cannot_start(tmp_path, bag, capsys):
     """A bad node parameter: a clear error naming the bag and topic, with the node's own
-    reason, and no report marked complete."""
+    reason, and no report marked complete. (A value out of a parameter's range, such as
+    --image-size 96, is refused by refseg-eval's parser before: test_parameter_spec.py.)"""
     pytest.importorskip("rclpy")
     out = tmp_path / "out"
-    code = cli.main(["run", str(bag), "--out", str(out), "--mode", "live", "--image-size", "96",
+    code = cli.main(["run", str(bag), "--out", str(out), "--source", "live", "--model", "sam2.1_hiera_x",
                      "--device", "cpu", "--no-progress", "--startup-timeout", "120"])
     err = capsys.readouterr().err
     assert code == 1, err
     assert str(bag) in err and "/camera/image_raw" in err
     assert "exited with status 1 before it became active" in err
-    assert "image_size must be a positive multiple of 64" in err
+    assert "unknown model 'sam2.1_hiera_x'" in err
     assert not (out / outdir.COMPLETE).exists() and not (out / outdir.INFERENCE_DONE).exists()
 
 

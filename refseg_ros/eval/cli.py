@@ -1,7 +1,7 @@
 """``refseg-eval``: build evaluation bags, inspect them, evaluate them, play them.
 
     refseg-eval run BAG --out DIR [--prompt first-frame-gt|reference-topic] [--checkpoint F]
-                    [--mode offline|live]
+                    [--source offline|live]
     refseg-eval run INDEX --out DIR [--workers N] [--address ADDR]
                                                  (every bag of an importer's index.json;
                                                   N > 1 or ADDR: on Ray, pip install .[cluster])
@@ -19,6 +19,13 @@
 
 Exit status: 0 done, 2 unusable input (bag, folder, output directory, arguments),
 1 anything else (for instance a live node that does not start or answer).
+
+`run`'s model, caption and reference options are the node's parameters of the same names
+(--image-size is image_size), made from its table (refseg_ros.runtime.parameters): same
+defaults (but EVALUATION_DEFAULTS), choices, ranges and help. Its own options are named
+apart from every parameter: --source (offline or live; --mode is its former name),
+--bag-reference-topic and --bag-caption-topic (topics in the bag; --reference-topic and
+--caption-topic are their former names).
 """
 
 from __future__ import annotations
@@ -32,8 +39,21 @@ from typing import Optional, Sequence
 
 from refseg_ros.eval import bags
 from refseg_ros.eval.scoring import OVERLAP_RULES
+from refseg_ros.runtime.parameters import add_argument, settings_from
 
 EXIT_BAD_INPUT = 2
+# The node's parameters `run` takes, by group (flags made from the table: add_argument).
+ENGINE_PARAMETERS = ("model", "checkpoint", "image_size", "device", "seed", "compute_threads")
+TEXT_PARAMETERS = ("text_path", "samwise_checkpoint", "samwise_tokenizer", "text_window", "text_mode",
+                   "grounding_model", "grounding_threshold")
+REFERENCE_PARAMETERS = ("dbst_pipeline", "dbst_frames", "dbst_lora_steps", "ttga_steps", "dino_model",
+                        "acquisition_threshold", "acquisition_m", "acquisition_k", "fssam_checkpoint",
+                        "fssam_official")
+# Where the evaluation's default differs from the node's, and why.
+EVALUATION_DEFAULTS = {
+    "acquisition_m": (1, "1 of 1 for one-frame episodes (a one-shot episode has one query frame)"),
+    "acquisition_k": (1, "1 of 1 for one-frame episodes"),
+}
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -47,7 +67,16 @@ def _size(text: str) -> tuple[int, int]:
 def _topic_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--camera-topic", default=bags.CAMERA_TOPIC)
     p.add_argument("--gt-topic", default=bags.GROUND_TRUTH_TOPIC)
-    p.add_argument("--reference-topic", default=bags.REFERENCE_TOPIC)
+    p.add_argument("--bag-reference-topic", "--reference-topic", default=bags.REFERENCE_TOPIC,
+                   help="the bag's topic of reference targets")
+    p.add_argument("--bag-caption-topic", "--caption-topic", default=bags.CAPTION_TOPIC,
+                   help="the bag's topic of captions")
+
+
+def _parameter_args(group: argparse._ActionsContainer, names: Sequence[str]) -> None:
+    for name in names:
+        default, why = EVALUATION_DEFAULTS.get(name, (None, ""))
+        add_argument(group, name, default=default, note=why)
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -65,16 +94,7 @@ def _build_parser() -> argparse.ArgumentParser:
                      help="how targets are taught (auto: first-frame-gt for videos, "
                           "reference-topic for one-shot bags)")
     _topic_args(run)
-    run.add_argument("--caption-topic", default=bags.CAPTION_TOPIC)
-    run.add_argument("--model", default="sam2.1_hiera_t")
-    run.add_argument("--checkpoint", default=None, help="SAM2 checkpoint (default: random "
-                                                        "weights, for testing the pipeline)")
-    run.add_argument("--image-size", type=int, default=None)
-    run.add_argument("--device", default="auto")
-    run.add_argument("--seed", type=int, default=0)
-    run.add_argument("--compute-threads", type=int, default=0,
-                     help="CPU threads of the model, offline and in the node (0: the node's "
-                          "default, the cores less one; the same count gives the same masks)")
+    _parameter_args(run, ENGINE_PARAMETERS)
     run.add_argument("--max-frames", type=int, default=None)
     run.add_argument("--worst-frames", type=int, default=4)
     run.add_argument("--overlaps", choices=OVERLAP_RULES, default=None,
@@ -85,7 +105,7 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--overwrite", action="store_true",
                      help="discard another run's results in --out")
     run.add_argument("--no-progress", action="store_true")
-    run.add_argument("--mode", choices=["offline", "live"], default="offline",
+    run.add_argument("--source", "--mode", choices=["offline", "live"], default="offline",
                      help="offline: the engine in this process; live: the segmenter node in "
                           "replay mode, fed over DDS (needs rclpy); same settings, same masks")
     run.add_argument("--startup-timeout", type=float, default=300.0,
@@ -95,14 +115,7 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--window", type=int, default=16,
                      help="live: frames sent ahead of the node's latest result")
     text = run.add_argument_group("caption targets (--prompt caption; the node's parameters of the same names)")
-    text.add_argument("--text-path", default="auto", choices=["auto", "samwise", "grounding", "none"])
-    text.add_argument("--samwise-checkpoint", default="", help="official SAMWISE checkpoint (its SAM2 must be --model)")
-    text.add_argument("--samwise-tokenizer", default="", help="folder with roberta-base vocab.json + merges.txt")
-    text.add_argument("--text-window", type=int, default=8, help="SAMWISE window T, frames")
-    text.add_argument("--text-mode", default="causal", choices=["causal", "clip"],
-                      help="SAMWISE: causal (a result every frame) or clip (the official clips of T frames)")
-    text.add_argument("--grounding-model", default="", help="folder of a zero-shot detector (Grounding DINO, OWLv2)")
-    text.add_argument("--grounding-threshold", type=float, default=0.35)
+    _parameter_args(text, TEXT_PARAMETERS)
     ref = run.add_argument_group("reference targets (one-shot episodes, --prompt reference-topic)")
     ref.add_argument("--reference-mode", default="baseline",
                      choices=["baseline", "acquisition", "ttga", "dbst", "fssam", "acquisition+dbst", "cavsam",
@@ -115,19 +128,7 @@ def _build_parser() -> argparse.ArgumentParser:
                           "transition frames encoded through the target's tuned neck; MODE+acquisition: "
                           "the prior gates that mode's tracker (it runs, and masks are published, only "
                           "once the prior found the target)")
-    ref.add_argument("--dbst-pipeline", default="", help="dbst: a Stable Diffusion folder")
-    ref.add_argument("--dbst-frames", type=int, default=9)
-    ref.add_argument("--dbst-lora-steps", type=int, default=200)
-    ref.add_argument("--ttga-steps", type=int, default=100, help="ttga: Adam steps")
-    ref.add_argument("--dino-model", default="", help="acquisition: a Dinov2Model folder")
-    ref.add_argument("--acquisition-threshold", type=float, default=0.5)
-    ref.add_argument("--acquisition-m", type=int, default=1,
-                     help="acquisition: frames above the threshold among the last --acquisition-k "
-                          "(1 of 1 for one-frame episodes)")
-    ref.add_argument("--acquisition-k", type=int, default=1)
-    ref.add_argument("--fssam-checkpoint", default="", help="fssam: FSSAM's checkpoint (--model sam2_hiera_s, "
-                                                            "--image-size 512)")
-    ref.add_argument("--fssam-official", action="store_true", help="fssam: the release's computation")
+    _parameter_args(ref, REFERENCE_PARAMETERS)
     fan = run.add_argument_group("benchmark index (INDEX instead of BAG)")
     fan.add_argument("--workers", type=int, default=None,
                      help="worker processes, each with one model (default 1: in this process; "
@@ -260,27 +261,20 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from refseg_ros.eval.runner import RunConfig, evaluate
     from refseg_ros.eval.sources import EngineSettings, reference_parts
 
-    from refseg_ros.runtime.captions import TextSettings
-
-    text = TextSettings(text_path=args.text_path, samwise_checkpoint=args.samwise_checkpoint,
-                        samwise_tokenizer=args.samwise_tokenizer, text_window=args.text_window,
-                        text_mode=args.text_mode,
-                        grounding_model=args.grounding_model, grounding_threshold=args.grounding_threshold)
-    text.check()
     from refseg_ros.runtime.acquisition import AcquisitionSettings
+    from refseg_ros.runtime.captions import TextSettings
     from refseg_ros.runtime.reference_modes import ReferenceSettings
-
-    acquisition = AcquisitionSettings(dino_model=args.dino_model, acquisition_threshold=args.acquisition_threshold,
-                                      acquisition_m=args.acquisition_m, acquisition_k=args.acquisition_k)
-    acquisition.check()
-    fssam = ReferenceSettings("ttga" if "ttga" in reference_parts(args.reference_mode) else "fssam",
-                              args.fssam_checkpoint, args.fssam_official, args.ttga_steps)
-    fssam.check()
     from refseg_ros.runtime.transitions import TransitionSettings
 
-    transitions = TransitionSettings(args.dbst_pipeline, "taught", args.dbst_frames, args.dbst_lora_steps)
-    transitions.check()
-    engine = EngineSettings(args.model, args.checkpoint, args.image_size, args.device,
+    values = vars(args)  # the flags of the node's parameters, under their names
+    text = settings_from(TextSettings, values)
+    acquisition = settings_from(AcquisitionSettings, values)
+    fssam = settings_from(ReferenceSettings, values,
+                          reference_mode="ttga" if "ttga" in reference_parts(args.reference_mode) else "fssam")
+    transitions = settings_from(TransitionSettings, values, dbst_on="taught")
+    for part in (text, acquisition, fssam, transitions):
+        part.check()
+    engine = EngineSettings(args.model, args.checkpoint or None, args.image_size, args.device,
                             args.seed, args.compute_threads, text=text, reference_mode=args.reference_mode,
                             acquisition=acquisition, fssam=fssam, transitions=transitions)
     if fanout.is_index(args.bag):
@@ -290,13 +284,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
                          "apply to a benchmark index (index.json)")
     cfg = RunConfig(bag=args.bag, out=args.out, prompt=args.prompt,
                     camera_topic=args.camera_topic, gt_topic=args.gt_topic,
-                    reference_topic=args.reference_topic, caption_topic=args.caption_topic,
+                    reference_topic=args.bag_reference_topic, caption_topic=args.bag_caption_topic,
                     max_frames=args.max_frames, overwrite=args.overwrite,
                     progress=False if args.no_progress else None,
                     worst_frames=args.worst_frames, overlaps=args.overlaps or "keep",
                     engine=engine)
     source = None
-    if args.mode == "live":
+    if args.source == "live":
         from refseg_ros.eval.live import LiveNodeSource, LiveSettings
         from refseg_ros.eval.outdir import NODE_LOG
 
@@ -326,10 +320,10 @@ def _cmd_run_index(args: argparse.Namespace, engine: object) -> int:
         address=args.address, gpus_per_worker=args.gpus_per_worker,
         max_retries=args.max_retries, prompt=args.prompt, overlaps=args.overlaps,
         camera_topic=args.camera_topic, gt_topic=args.gt_topic,
-        reference_topic=args.reference_topic, caption_topic=args.caption_topic,
+        reference_topic=args.bag_reference_topic, caption_topic=args.bag_caption_topic,
         max_frames=args.max_frames, worst_frames=args.worst_frames, overwrite=args.overwrite,
-        progress=False if args.no_progress else None, mode=args.mode,
-        live=_live_settings(args) if args.mode == "live" else {})
+        progress=False if args.no_progress else None, mode=args.source,
+        live=_live_settings(args) if args.source == "live" else {})
     outcome = fanout.run_index(cfg)
     if outcome.summary is None:
         print(f"already complete: all {len(outcome.reused)} sequences are finished, nothing "

@@ -17,6 +17,7 @@ import numpy as np
 
 from refseg_ros.eval import bags
 from refseg_ros.eval.plan import EvalPlan
+from refseg_ros.runtime.parameters import parameter
 
 log = logging.getLogger("refseg_ros.eval")
 
@@ -52,18 +53,20 @@ class ResultSource(Protocol):
 
 @dataclass
 class EngineSettings:
-    """The engine options the evaluation exposes (see refseg_ros.engine.EngineConfig)."""
+    """The engine options the evaluation exposes (see refseg_ros.engine.EngineConfig); the
+    node's parameters of the same names, with their defaults (checkpoint None: random
+    weights; image_size None: the model's own size)."""
 
-    model: str = "sam2.1_hiera_t"
+    model: str = parameter("model")
     checkpoint: Optional[str] = None
     image_size: Optional[int] = None
-    device: str = "auto"
-    seed: int = 0
+    device: str = parameter("device")
+    seed: int = parameter("seed")
     # CPU threads of the model; 0: the node's default (refseg_ros.runtime.threads: the
     # cores less one), offline too, since float sums depend on the thread count and the
     # offline masks must equal the node's bit for bit. Not part of as_dict: a resumed run
     # may use another count.
-    compute_threads: int = 0
+    compute_threads: int = parameter("compute_threads")
     # Caption targets (``--prompt caption``): the text path, as the node's parameters of
     # the same names (refseg_ros.runtime.captions.TextSettings).
     text: Optional[Any] = None

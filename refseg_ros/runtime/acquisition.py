@@ -14,6 +14,8 @@ from typing import Optional
 
 import torch
 
+from .parameters import check_values, parameter
+
 
 @dataclass
 class AcquisitionSettings:
@@ -25,28 +27,28 @@ class AcquisitionSettings:
     ViT-B/14 proposal at about 0.4 of a hiera_t step at 512, 518 costs 2.4 steps:
     docs/BENCHMARKS.md, "Acquisition"); 0: the model's own size; watch: the prior also
     looks at a tracked target's frames (at the same interval) and declares it lost when
-    M of the last K looks find nothing like it."""
+    M of the last K looks find nothing like it. The node parameters of the same names,
+    with their defaults and ranges (runtime.parameters.PARAMETERS)."""
 
-    dino_model: str = ""
-    acquisition_threshold: float = 0.5
-    acquisition_m: int = 2
-    acquisition_k: int = 3
-    acquisition_interval: float = 0.0
-    acquisition_candidates: int = 5
-    acquisition_input_size: int = 224
-    acquisition_watch: bool = True
+    dino_model: str = parameter("dino_model")
+    acquisition_threshold: float = parameter("acquisition_threshold")
+    acquisition_m: int = parameter("acquisition_m")
+    acquisition_k: int = parameter("acquisition_k")
+    acquisition_interval: float = parameter("acquisition_interval")
+    acquisition_candidates: int = parameter("acquisition_candidates")
+    acquisition_input_size: int = parameter("acquisition_input_size")
+    acquisition_watch: bool = parameter("acquisition_watch")
 
     def check(self) -> None:
-        """Raises ValueError naming the parameter."""
+        """Each value against its parameter's range, then m <= k.
+
+        Raises:
+            ValueError: naming the parameter.
+        """
+        check_values(self)
         if not 1 <= self.acquisition_m <= self.acquisition_k:
             raise ValueError("parameters acquisition_m and acquisition_k must satisfy 1 <= m <= k, got "
                              f"{self.acquisition_m} and {self.acquisition_k}")
-        if self.acquisition_interval < 0:
-            raise ValueError("parameter acquisition_interval must not be negative")
-        if self.acquisition_input_size < 0:
-            raise ValueError("parameter acquisition_input_size must be 0 (the model's size) or positive")
-        if self.acquisition_candidates < 1:
-            raise ValueError("parameter acquisition_candidates must be at least 1")
 
 
 def open_acquisition(settings: AcquisitionSettings, device: torch.device, synchronous: bool = False,

@@ -24,42 +24,37 @@ from typing import Optional, Protocol
 
 from .. import models
 from ..engine import SegmentationEngine
-
-PATHS = ("auto", "samwise", "grounding", "none")
+from .parameters import check_values, parameter
 
 
 @dataclass
 class TextSettings:
-    """The text path's settings (node parameters of the same names).
+    """The text path's settings: the node parameters of the same names, with their
+    defaults, ranges and meaning (runtime.parameters.PARAMETERS).
 
-    window: SAMWISE's causal window T in frames; threshold: the detector score a box
-    needs; regrounding_interval / grounding_retry: seconds (0: only when lost / on every
-    frame while looking).
+    text_window: SAMWISE's causal window T in frames; grounding_threshold: the detector
+    score a box needs; regrounding_interval / grounding_retry: seconds (0: only when lost
+    / on every frame while looking).
     """
 
-    text_path: str = "auto"
-    samwise_checkpoint: str = ""
-    samwise_tokenizer: str = ""
-    text_window: int = 8
-    text_mode: str = "causal"
-    text_cme: bool = True
-    grounding_model: str = ""
-    grounding_threshold: float = 0.35
-    regrounding_interval: float = 0.0
-    grounding_retry: float = 0.0
+    text_path: str = parameter("text_path")
+    samwise_checkpoint: str = parameter("samwise_checkpoint")
+    samwise_tokenizer: str = parameter("samwise_tokenizer")
+    text_window: int = parameter("text_window")
+    text_mode: str = parameter("text_mode")
+    text_cme: bool = parameter("text_cme")
+    grounding_model: str = parameter("grounding_model")
+    grounding_threshold: float = parameter("grounding_threshold")
+    regrounding_interval: float = parameter("regrounding_interval")
+    grounding_retry: float = parameter("grounding_retry")
 
     def check(self) -> None:
-        """Raises ValueError naming the parameter."""
-        if self.text_path not in PATHS:
-            raise ValueError(f"parameter text_path must be one of {', '.join(PATHS)}, got {self.text_path!r}")
-        if self.text_mode not in ("causal", "clip"):
-            raise ValueError(f"parameter text_mode must be causal or clip, got {self.text_mode!r}")
-        if self.text_window < 1:
-            raise ValueError(f"parameter text_window must be at least 1 frame, got {self.text_window}")
-        if not 0.0 <= self.grounding_threshold <= 1.0:
-            raise ValueError(f"parameter grounding_threshold must lie in [0, 1], got {self.grounding_threshold}")
-        if self.regrounding_interval < 0 or self.grounding_retry < 0:
-            raise ValueError("parameters regrounding_interval and grounding_retry must not be negative")
+        """Each value against its parameter's range or choices.
+
+        Raises:
+            ValueError: naming the parameter.
+        """
+        check_values(self)
 
     def chosen(self) -> str:
         """The path `auto` resolves to: samwise, grounding or none."""

@@ -33,28 +33,29 @@ from typing import Optional
 import numpy as np
 
 from ..engine import SegmentationEngine
-
-MODES = ("baseline", "ttga", "fssam")
+from .parameters import check_values, parameter
 
 
 @dataclass
 class ReferenceSettings:
-    """reference_mode: baseline, ttga or fssam (MODES); fssam_checkpoint: FSSAM's
+    """reference_mode: baseline, ttga or fssam; fssam_checkpoint: FSSAM's
     checkpoint file; fssam_official: the release's behaviour (FssamOptions.official)
-    instead of the paper's; ttga_steps: Adam steps of a TTGA target's neck tuning."""
+    instead of the paper's; ttga_steps: Adam steps of a TTGA target's neck tuning. The
+    node parameters of the same names, with their defaults, ranges and choices
+    (runtime.parameters.PARAMETERS)."""
 
-    reference_mode: str = "baseline"
-    fssam_checkpoint: str = ""
-    fssam_official: bool = False
-    ttga_steps: int = 100
+    reference_mode: str = parameter("reference_mode")
+    fssam_checkpoint: str = parameter("fssam_checkpoint")
+    fssam_official: bool = parameter("fssam_official")
+    ttga_steps: int = parameter("ttga_steps")
 
     def check(self) -> None:
-        """Raises ValueError naming the parameter."""
-        if self.reference_mode not in MODES:
-            raise ValueError(f"parameter reference_mode must be one of {', '.join(MODES)}, "
-                             f"got {self.reference_mode!r}")
-        if self.ttga_steps < 1:
-            raise ValueError(f"parameter ttga_steps must be at least 1, got {self.ttga_steps}")
+        """Each value against its parameter's range or choices.
+
+        Raises:
+            ValueError: naming the parameter.
+        """
+        check_values(self)
 
 
 class FssamMode:

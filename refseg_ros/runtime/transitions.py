@@ -22,8 +22,7 @@ from typing import Optional
 import torch
 
 from ..engine import SegmentationEngine
-
-TRIGGERS = ("taught", "lost")
+from .recipes import DEFAULT_DBST_ON, TRIGGERS
 
 
 @dataclass
@@ -35,7 +34,7 @@ class TransitionSettings:
     dbst_lora_steps: the per-image LoRA fit's steps (DiffMorpher's 200)."""
 
     dbst_pipeline: str = ""
-    dbst_on: str = "taught,lost"
+    dbst_on: str = DEFAULT_DBST_ON
     dbst_frames: int = 9
     dbst_lora_steps: int = 200
 

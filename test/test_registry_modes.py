@@ -175,8 +175,8 @@ def test_transitions_give_reference_targets_their_dbst_proposer(engine, tmp_path
                                              engine.device)
         assert acquisition is not None, note
         try:
-            both = TargetRegistry(engine, None, CAMERAS,
-                                  reference=_setup(acquisition=acquisition, transitions=service, on=settings.triggers()))
+            both = TargetRegistry(engine, None, CAMERAS, reference=_setup(
+                acquisition=acquisition, transitions=service, on=settings.triggers()))
             tid = int(both.teach(TaughtTarget(0, "jar", "reference", image=image, mask=mask)).split()[2])
             chains = [engine._stream(c).targets[tid].proposer for c in CAMERAS]
             assert all(isinstance(p, ProposerChain) for p in chains) and chains[0] is not chains[1]

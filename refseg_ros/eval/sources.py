@@ -89,16 +89,23 @@ class EngineSettings:
                "image_size": self.image_size, "device": self.device, "seed": self.seed}
         if self.text is not None and self.text.chosen() != "none":
             out["text"] = {k: v for k, v in vars(self.text).items()}
-        recipe = self.recipe()
-        if recipe.name != "baseline":
-            out["reference_mode"] = recipe.name
-            # the options of the recipe's parts (their names do not overlap)
-            parts = [(recipe.tracker != "baseline", self.fssam), (recipe.acquisition, self.acquisition),
-                     (recipe.dbst, self.transitions)]
-            reference = {k: v for used, options in parts if used and options is not None
-                         for k, v in vars(options).items()}
+        reference = self.reference_parameters()
+        mode = reference.pop("reference_mode")
+        if mode != "baseline":
+            out["reference_mode"] = mode
             if reference:
                 out["reference"] = reference
+        return out
+
+    def reference_parameters(self) -> dict[str, Any]:
+        """The node parameters of the reference recipe: `reference_mode` (its canonical
+        name) and the options of the parts it has, no others (the node adds a part for a
+        model it is given: runtime.recipes.for_node). ValueError for an unknown mode."""
+        recipe = self.recipe()
+        parts = [(recipe.tracker != "baseline", self.fssam), (recipe.acquisition, self.acquisition),
+                 (recipe.dbst, self.transitions)]  # their option names do not overlap
+        out = {k: v for used, options in parts if used and options is not None for k, v in vars(options).items()}
+        out["reference_mode"] = recipe.name
         return out
 
 

@@ -50,13 +50,16 @@ class Recipe:
 
     tracker: baseline, ttga or fssam (TRACKERS); acquisition: the DINOv2 prior looks for
     the target and gates its tracker; dbst: diffusion transition frames bridge to it;
-    dbst_on: when a transition job starts (a subset of transitions.TRIGGERS).
+    dbst_on: when a transition job starts (a subset of TRIGGERS); () without dbst.
     """
 
     tracker: str = "baseline"
     acquisition: bool = False
     dbst: bool = False
     dbst_on: tuple[str, ...] = TRIGGERS
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "dbst_on", tuple(self.dbst_on) if self.dbst else ())
 
     @property
     def name(self) -> str:
@@ -99,10 +102,9 @@ def for_node(reference: Any, acquisition: Any, transitions: Any) -> Recipe:
     FSSAM's own DINOv2 for fssam; a `dbst_pipeline` (TransitionSettings): +dbst), so that
     configurations naming only the tracker keep their meaning. Raises ValueError for an
     unknown mode name."""
-    stated = parse_mode(reference.reference_mode, transitions.triggers())
-    return dataclasses.replace(
-        stated, acquisition=stated.acquisition or bool(acquisition.dino_model) or stated.tracker == "fssam",
-        dbst=stated.dbst or bool(transitions.dbst_pipeline))
+    stated = parse_mode(reference.reference_mode)
+    return Recipe(stated.tracker, stated.acquisition or bool(acquisition.dino_model) or stated.tracker == "fssam",
+                  stated.dbst or bool(transitions.dbst_pipeline), transitions.triggers())
 
 
 @dataclass

@@ -136,11 +136,10 @@ class Opened:
 
     def missing(self) -> list[str]:
         """The notes of the parts `wanted` asked for that could not be opened."""
-        got = self.setup.recipe
-        lost = [("tracker", got.tracker != self.wanted.tracker), ("acquisition", self.wanted.acquisition
-                                                                    and not got.acquisition),
-                ("dbst", self.wanted.dbst and not got.dbst)]
-        return [self.notes[part] for part, gone in lost if gone]
+        got, wanted = self.setup.recipe, self.wanted
+        lost = {"tracker": got.tracker != wanted.tracker, "acquisition": wanted.acquisition and not got.acquisition,
+                "dbst": wanted.dbst and not got.dbst}
+        return [self.notes[part] for part, gone in lost.items() if gone]
 
 
 def open_reference(wanted: Recipe, reference: Any, acquisition: Any, transitions: Any,

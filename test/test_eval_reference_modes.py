@@ -85,7 +85,7 @@ def test_modes_side_by_side(tmp_path, capsys):
     assert both["reference_mode"] == "acquisition+dbst"
     assert both["reference"]["dino_model"] == str(dino) and both["reference"]["dbst_frames"] == 2
     cavsam = json.loads((tmp_path / "cavsam" / "run.json").read_text())["source"]
-    assert cavsam["reference_mode"] == "cavsam" and published["cavsam"] > 0
+    assert cavsam["reference_mode"] == "ttga+dbst" and published["cavsam"] > 0  # the alias's canonical name
     assert cavsam["reference"]["ttga_steps"] == 1 and cavsam["reference"]["dbst_frames"] == 2
     assert published["ttga+acquisition"] == 0  # the prior gates the TTGA tracker as it gates SAM2's
     gated = json.loads((tmp_path / "ttga+acquisition" / "run.json").read_text())["source"]["reference"]

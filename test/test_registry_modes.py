@@ -22,6 +22,7 @@ from refseg_ros.engine import EngineConfig, SegmentationEngine
 from refseg_ros.engine.model import build_model
 from refseg_ros.runtime.acquisition import AcquisitionSettings, open_acquisition
 from refseg_ros.runtime.reference_modes import FssamMode, ReferenceSettings, open_reference_mode
+from refseg_ros.runtime.recipes import Recipe, ReferenceServices, ReferenceSetup
 from refseg_ros.runtime.registry import TargetRegistry
 from refseg_ros.store import TaughtTarget
 
@@ -44,13 +45,19 @@ def _example(seed: int):
     return image, mask
 
 
+def _setup(tracker=None, acquisition=None, transitions=None, on=("taught", "lost")):
+    """The registry's reference setup for these services (the recipe they make)."""
+    recipe = Recipe(getattr(tracker, "path", "baseline"), acquisition is not None, transitions is not None, on)
+    return ReferenceSetup(recipe, ReferenceServices(tracker, acquisition, transitions))
+
+
 def _trackers(engine, tid):
     return [engine._stream(c).targets[tid].tracker for c in CAMERAS]
 
 
 def test_fssam_mode_tracks_references_with_fssam(engine):
     dino = build_dinov2(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, mlp_ratio=2)
-    registry = TargetRegistry(engine, None, CAMERAS, reference_mode=FssamMode(engine.model, dino, FssamOptions()))
+    registry = TargetRegistry(engine, None, CAMERAS, reference=_setup(FssamMode(engine.model, dino, FssamOptions())))
     image, mask = _example(1)
     text = registry.teach(TaughtTarget(0, "mug", "reference", image=image, mask=mask))
     tid = int(text.split()[2])
@@ -76,8 +83,8 @@ def test_fssam_targets_get_the_prior_as_their_absence_gate(engine):
     assert service is not None and "FSSAM's own" in note, note
     assert service.encoder.model is dino
     try:
-        registry = TargetRegistry(engine, None, CAMERAS, acquisition=service,
-                                  reference_mode=FssamMode(engine.model, dino, FssamOptions()))
+        registry = TargetRegistry(engine, None, CAMERAS,
+                                  reference=_setup(FssamMode(engine.model, dino, FssamOptions()), service))
         image, mask = _example(1)
         tid = int(registry.teach(TaughtTarget(0, "mug", "reference", image=image, mask=mask)).split()[2])
         assert [s.path for s in registry.statuses()] == ["fssam+acquisition"]
@@ -102,7 +109,7 @@ def test_acquisition_gives_every_camera_its_prior(engine, tmp_path):
                                      engine.device)
     assert service is not None, note
     try:
-        registry = TargetRegistry(engine, None, CAMERAS, acquisition=service)
+        registry = TargetRegistry(engine, None, CAMERAS, reference=_setup(acquisition=service))
         image, mask = _example(4)
         tid = int(registry.teach(TaughtTarget(0, "cup", "reference", image=image, mask=mask)).split()[2])
         proposers = [engine._stream(c).targets[tid].proposer for c in CAMERAS]
@@ -123,7 +130,7 @@ def test_ttga_mode_tracks_references_through_a_tuned_neck(engine):
     from refseg_ros.adapters.reference.ttga import TtgaTracker
     from refseg_ros.runtime.reference_modes import TtgaMode
 
-    registry = TargetRegistry(engine, None, CAMERAS, reference_mode=TtgaMode(engine, steps=2, synchronous=True))
+    registry = TargetRegistry(engine, None, CAMERAS, reference=_setup(TtgaMode(engine, steps=2, synchronous=True)))
     image, mask = _example(6)
     tid = int(registry.teach(TaughtTarget(0, "box", "reference", image=image, mask=mask)).split()[2])
     tracker = _trackers(engine, tid)[0]
@@ -152,7 +159,7 @@ def test_transitions_give_reference_targets_their_dbst_proposer(engine, tmp_path
     service, note = open_transitions(settings, engine, synchronous=True)
     assert service is not None, note
     try:
-        registry = TargetRegistry(engine, None, CAMERAS, transitions=service, transitions_on=settings.triggers())
+        registry = TargetRegistry(engine, None, CAMERAS, reference=_setup(transitions=service, on=settings.triggers()))
         image, mask = _example(9)
         tid = int(registry.teach(TaughtTarget(0, "jar", "reference", image=image, mask=mask)).split()[2])
         proposers = [engine._stream(c).targets[tid].proposer for c in CAMERAS]
@@ -168,8 +175,8 @@ def test_transitions_give_reference_targets_their_dbst_proposer(engine, tmp_path
                                              engine.device)
         assert acquisition is not None, note
         try:
-            both = TargetRegistry(engine, None, CAMERAS, acquisition=acquisition, transitions=service,
-                                  transitions_on=settings.triggers())
+            both = TargetRegistry(engine, None, CAMERAS, reference=_setup(
+                acquisition=acquisition, transitions=service, on=settings.triggers()))
             tid = int(both.teach(TaughtTarget(0, "jar", "reference", image=image, mask=mask)).split()[2])
             chains = [engine._stream(c).targets[tid].proposer for c in CAMERAS]
             assert all(isinstance(p, ProposerChain) for p in chains) and chains[0] is not chains[1]
@@ -189,8 +196,8 @@ def test_transitions_give_reference_targets_their_dbst_proposer(engine, tmp_path
             def tracker(self, images, masks):
                 return TtgaTracker(engine.model, list(zip(images, masks)), preprocess=engine.preprocess)
 
-        cavsam = TargetRegistry(engine, None, CAMERAS, reference_mode=Untuned(), transitions=service,
-                                transitions_on=settings.triggers())
+        cavsam = TargetRegistry(engine, None, CAMERAS,
+                                reference=_setup(Untuned(), transitions=service, on=settings.triggers()))
         tid = int(cavsam.teach(TaughtTarget(0, "jar", "reference", image=image, mask=mask)).split()[2])
         targets = [engine._stream(c).targets[tid] for c in CAMERAS]
         assert all(isinstance(t.proposer, DbstProposer) and t.proposer.encoder is t.tracker for t in targets)

@@ -35,18 +35,22 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
 from refseg_ros.eval import bags
 from refseg_ros.eval.scoring import OVERLAP_RULES
+from refseg_ros.runtime import recipes
 from refseg_ros.runtime.parameters import add_argument, settings_from
+
+if TYPE_CHECKING:
+    from refseg_ros.eval.sources import EngineSettings
 
 EXIT_BAD_INPUT = 2
 # The node's parameters `run` takes, by group (flags made from the table: add_argument).
 ENGINE_PARAMETERS = ("model", "checkpoint", "image_size", "device", "seed", "compute_threads")
 TEXT_PARAMETERS = ("text_path", "samwise_checkpoint", "samwise_tokenizer", "text_window", "text_mode",
                    "grounding_model", "grounding_threshold")
-REFERENCE_PARAMETERS = ("dbst_pipeline", "dbst_frames", "dbst_lora_steps", "ttga_steps", "dino_model",
+REFERENCE_PARAMETERS = ("dbst_pipeline", "dbst_on", "dbst_frames", "dbst_lora_steps", "ttga_steps", "dino_model",
                         "acquisition_threshold", "acquisition_m", "acquisition_k", "fssam_checkpoint",
                         "fssam_official")
 # Where the evaluation's default differs from the node's, and why.
@@ -117,17 +121,14 @@ def _build_parser() -> argparse.ArgumentParser:
     text = run.add_argument_group("caption targets (--prompt caption; the node's parameters of the same names)")
     _parameter_args(text, TEXT_PARAMETERS)
     ref = run.add_argument_group("reference targets (one-shot episodes, --prompt reference-topic)")
-    ref.add_argument("--reference-mode", default="baseline",
-                     choices=["baseline", "acquisition", "ttga", "dbst", "fssam", "acquisition+dbst", "cavsam",
-                              "ttga+acquisition", "fssam+acquisition", "cavsam+acquisition"],
-                     help="baseline: pinned examples, SAM2 tracking; acquisition: + the DINOv2 prior's "
-                          "gate (no mask until found); ttga: a per-target neck tuned by CAV-SAM's TTGA "
-                          "(tuned before the episode's frames offline); dbst: diffusion transition frames "
-                          "from the reference to the first frame (made before it offline); fssam: FSSAM "
-                          "on every frame; acquisition+dbst: both on each target; cavsam: ttga + dbst, the "
-                          "transition frames encoded through the target's tuned neck; MODE+acquisition: "
-                          "the prior gates that mode's tracker (it runs, and masks are published, only "
-                          "once the prior found the target)")
+    ref.add_argument("--reference-mode", default="baseline", choices=recipes.NAMES,
+                     help="the node's reference_mode names, run exactly as named (runtime.recipes): "
+                          "TRACKER[+acquisition][+dbst]; TRACKER baseline (pinned examples, SAM2 "
+                          "tracking; left out before a part), ttga (a per-target neck tuned by CAV-SAM's "
+                          "TTGA, before the episode's frames offline) or fssam (FSSAM on every frame); "
+                          "+acquisition: the DINOv2 prior gates the tracker (no mask until found); +dbst: "
+                          "diffusion transition frames from the reference (through the tuned neck for "
+                          "ttga); cavsam: ttga+dbst")
     _parameter_args(ref, REFERENCE_PARAMETERS)
     fan = run.add_argument_group("benchmark index (INDEX instead of BAG)")
     fan.add_argument("--workers", type=int, default=None,
@@ -256,11 +257,13 @@ def _live_settings(args: argparse.Namespace) -> dict[str, float | int]:
             "window": args.window}
 
 
-def _cmd_run(args: argparse.Namespace) -> int:
-    from refseg_ros.eval import fanout
-    from refseg_ros.eval.runner import RunConfig, evaluate
-    from refseg_ros.eval.sources import EngineSettings, reference_parts
+def engine_settings(args: argparse.Namespace) -> "EngineSettings":
+    """The engine, caption and reference settings of `refseg-eval run`'s arguments.
 
+    Raises:
+        ValueError: naming the option, for a value the settings refuse.
+    """
+    from refseg_ros.eval.sources import EngineSettings
     from refseg_ros.runtime.acquisition import AcquisitionSettings
     from refseg_ros.runtime.captions import TextSettings
     from refseg_ros.runtime.reference_modes import ReferenceSettings
@@ -269,14 +272,20 @@ def _cmd_run(args: argparse.Namespace) -> int:
     values = vars(args)  # the flags of the node's parameters, under their names
     text = settings_from(TextSettings, values)
     acquisition = settings_from(AcquisitionSettings, values)
-    fssam = settings_from(ReferenceSettings, values,
-                          reference_mode="ttga" if "ttga" in reference_parts(args.reference_mode) else "fssam")
-    transitions = settings_from(TransitionSettings, values, dbst_on="taught")
+    fssam = settings_from(ReferenceSettings, values)
+    transitions = settings_from(TransitionSettings, values)
     for part in (text, acquisition, fssam, transitions):
         part.check()
-    engine = EngineSettings(args.model, args.checkpoint or None, args.image_size, args.device,
-                            args.seed, args.compute_threads, text=text, reference_mode=args.reference_mode,
-                            acquisition=acquisition, fssam=fssam, transitions=transitions)
+    return EngineSettings(args.model, args.checkpoint or None, args.image_size, args.device,
+                          args.seed, args.compute_threads, text=text, reference_mode=args.reference_mode,
+                          acquisition=acquisition, fssam=fssam, transitions=transitions)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from refseg_ros.eval import fanout
+    from refseg_ros.eval.runner import RunConfig, evaluate
+
+    engine = engine_settings(args)
     if fanout.is_index(args.bag):
         return _cmd_run_index(args, engine)
     if (args.workers or 1) > 1 or args.address is not None:

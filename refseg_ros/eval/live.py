@@ -118,6 +118,10 @@ class LiveNodeSource:
             raise LiveEvalError("the live mode evaluates SAMWISE's causal mode; in clip mode the node "
                                 "publishes a clip's results late, as extra messages (evaluate clip mode "
                                 "offline)")
+        recipe = self.settings.recipe()
+        if recipe.tracker == "fssam" and not recipe.acquisition:
+            raise LiveEvalError("the node gates FSSAM targets by FSSAM's own DINOv2 (runtime.recipes.for_node): "
+                                "evaluate fssam+acquisition live, or plain fssam offline")
         todo = {i: ep for ep in plan.episodes if ep.index not in skip for i in ep.frames}
         if not todo:
             return
@@ -201,6 +205,7 @@ class LiveSession:
             params["compute_threads"] = self.engine.compute_threads
         if self.engine.text is not None:
             params.update({k: v for k, v in vars(self.engine.text).items()})
+        params.update(self.engine.reference_parameters())
         return params
 
     def start(self) -> None:

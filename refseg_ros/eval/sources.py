@@ -70,46 +70,46 @@ class EngineSettings:
     # Caption targets (``--prompt caption``): the text path, as the node's parameters of
     # the same names (refseg_ros.runtime.captions.TextSettings).
     text: Optional[Any] = None
-    # How references are segmented: baseline (pinned examples, SAM2 tracking),
-    # acquisition (+ the DINOv2 prior's gate: `acquisition`, runtime.acquisition's
-    # AcquisitionSettings), ttga or fssam (`fssam`: runtime.reference_modes'
-    # ReferenceSettings, which holds both modes' options), dbst (`transitions`), or two
-    # or more of them on each target (REFERENCE_PARTS: acquisition+dbst; cavsam, TTGA +
-    # DBST through the target's tuned neck; a reference mode + acquisition, the prior
-    # gating the mode's tracker).
+    # How references are segmented: a recipe's name (runtime.recipes.NAMES, the node's
+    # reference_mode), run exactly as named; each part's options: `acquisition`
+    # (runtime.acquisition's AcquisitionSettings), `fssam` (runtime.reference_modes'
+    # ReferenceSettings: the ttga and fssam trackers' options), `transitions` (dbst:
+    # runtime.transitions' TransitionSettings, its dbst_on the recipe's triggers).
     reference_mode: str = "baseline"
     acquisition: Optional[Any] = None
     fssam: Optional[Any] = None
-    transitions: Optional[Any] = None  # dbst: runtime.transitions' TransitionSettings
+    transitions: Optional[Any] = None
+
+    def recipe(self) -> Any:
+        """The reference targets' `runtime.recipes.Recipe`; ValueError for an unknown mode."""
+        from refseg_ros.runtime.recipes import parse_mode
+        from refseg_ros.runtime.transitions import TransitionSettings
+
+        return parse_mode(self.reference_mode, (self.transitions or TransitionSettings()).triggers())
 
     def as_dict(self) -> dict[str, Any]:
         out = {"model": self.model, "checkpoint": self.checkpoint,
                "image_size": self.image_size, "device": self.device, "seed": self.seed}
         if self.text is not None and self.text.chosen() != "none":
             out["text"] = {k: v for k, v in vars(self.text).items()}
-        if self.reference_mode != "baseline":
-            out["reference_mode"] = self.reference_mode
-            options = {"acquisition": self.acquisition, "dbst": self.transitions}
-            reference: dict[str, Any] = {}
-            for part in reference_parts(self.reference_mode):
-                extra = options.get(part, self.fssam)
-                reference.update(vars(extra) if extra is not None else {})
+        reference = self.reference_parameters()
+        mode = reference.pop("reference_mode")
+        if mode != "baseline":
+            out["reference_mode"] = mode
             if reference:
                 out["reference"] = reference
         return out
 
-
-# Reference modes that give each target several of the single modes (their option names
-# do not overlap, so run.json's "reference" holds every set).
-REFERENCE_PARTS = {"acquisition+dbst": ("acquisition", "dbst"), "cavsam": ("ttga", "dbst"),
-                   "ttga+acquisition": ("ttga", "acquisition"), "fssam+acquisition": ("fssam", "acquisition"),
-                   "cavsam+acquisition": ("ttga", "acquisition", "dbst")}
-
-
-def reference_parts(mode: str) -> tuple[str, ...]:
-    """The single reference modes `mode` is made of, in the order a target gets them
-    (e.g. "acquisition+dbst" -> ("acquisition", "dbst")); a single mode is its own part."""
-    return REFERENCE_PARTS.get(mode, (mode,))
+    def reference_parameters(self) -> dict[str, Any]:
+        """The node parameters of the reference recipe: `reference_mode` (its canonical
+        name) and the options of the parts it has, no others (the node adds a part for a
+        model it is given: runtime.recipes.for_node). ValueError for an unknown mode."""
+        recipe = self.recipe()
+        parts = [(recipe.tracker != "baseline", self.fssam), (recipe.acquisition, self.acquisition),
+                 (recipe.dbst, self.transitions)]  # their option names do not overlap
+        out = {k: v for used, options in parts if used and options is not None for k, v in vars(options).items()}
+        out["reference_mode"] = recipe.name
+        return out
 
 
 def _put(result: FrameResult, gid: int, r: Any) -> None:
@@ -160,7 +160,7 @@ class EngineReplaySource:
         self.settings = settings
         self._engine = engine
         self._captions: Any = None
-        self._reference: dict[str, Any] = {}
+        self._reference: Any = None
 
     @property
     def engine(self) -> Any:
@@ -190,94 +190,43 @@ class EngineReplaySource:
             self._captions = path
         return self._captions
 
-    def reference_adapters(self) -> dict[str, Any]:
-        """The adapters of `settings.reference_mode`, opened once, by part
-        (`reference_parts`): "acquisition" an AcquisitionService, "dbst" a
-        TransitionService, "ttga" / "fssam" a TtgaMode / FssamMode; empty for the
-        baseline. Background work is waited for (synchronous), so results do not depend
-        on timing. Raises PlanError when one cannot be loaded or the mode is unknown."""
-        mode = self.settings.reference_mode
-        if mode == "baseline" or self._reference:
-            return self._reference
-        adapters: dict[str, Any] = {}
-        for part in reference_parts(mode):
-            adapters[part] = self._open_reference_part(part, adapters)
-        self._reference = adapters
-        return adapters
+    def reference_adapters(self) -> Any:
+        """The reference targets' `runtime.recipes.ReferenceSetup` (the recipe of
+        `settings.reference_mode` with its models), opened once, exactly as named: the
+        node's path to the engine. Background work is waited for (synchronous), so results
+        do not depend on timing. Raises PlanError when the mode is unknown or a part
+        cannot be loaded."""
+        if self._reference is None:
+            from refseg_ros.eval.plan import PlanError
+            from refseg_ros.runtime.acquisition import AcquisitionSettings
+            from refseg_ros.runtime.recipes import open_reference
+            from refseg_ros.runtime.reference_modes import ReferenceSettings
+            from refseg_ros.runtime.transitions import TransitionSettings
 
-    def _open_reference_part(self, mode: str, opened: dict[str, Any]) -> Any:
-        """One part of the reference mode; `opened`: the parts before it (FSSAM's DINOv2
-        serves the prior when no --dino-model is given)."""
-        from refseg_ros.eval.plan import PlanError
+            try:
+                wanted = self.settings.recipe()
+            except ValueError as exc:
+                raise PlanError(str(exc)) from None
+            opened = open_reference(wanted, self.settings.fssam or ReferenceSettings(wanted.name),
+                                    self.settings.acquisition or AcquisitionSettings(),
+                                    self.settings.transitions or TransitionSettings(), self.engine, synchronous=True)
+            missing = opened.missing()
+            if missing:
+                opened.setup.services.close()
+                raise PlanError(f"reference mode {wanted.name}: {'; '.join(missing)}")
+            self._reference = opened.setup
+        return self._reference
 
-        if mode == "acquisition":
-            from refseg_ros.runtime.acquisition import AcquisitionSettings, open_acquisition
-
-            adapter, note = open_acquisition(self.settings.acquisition or AcquisitionSettings(),
-                                             self.engine.device, synchronous=True,
-                                             dino=getattr(opened.get("fssam"), "dino", None))
-        elif mode == "dbst":
-            from refseg_ros.runtime.transitions import TransitionSettings, open_transitions
-
-            adapter, note = open_transitions(self.settings.transitions or TransitionSettings(), self.engine,
-                                             synchronous=True)
-        elif mode in ("fssam", "ttga"):
-            from refseg_ros.runtime.reference_modes import ReferenceSettings, open_reference_mode
-
-            settings = self.settings.fssam or ReferenceSettings(mode)
-            settings = ReferenceSettings(mode, settings.fssam_checkpoint, settings.fssam_official, settings.ttga_steps)
-            adapter, note = open_reference_mode(settings, self.engine, synchronous=True)
-        else:
-            raise PlanError(f"unknown reference mode {mode!r} (baseline, acquisition, ttga, fssam, dbst, "
-                            f"{', '.join(REFERENCE_PARTS)})")
-        if adapter is None:
-            raise PlanError(f"reference mode {mode}: {note}")
-        return adapter
-
-    def _teach_reference(self, engine: Any, stream: str, p: Any, examples: dict, engine_to_gt: dict) -> int:
-        """Teach reference prompt `p` in the configured mode; returns the engine id."""
-        from refseg_ros.engine import MaskPrompt
-
-        from refseg_ros.engine.proposer_chain import ProposerChain
-
-        adapters = self.reference_adapters()
+    def teach_reference(self, engine: Any, stream: str, p: Any, examples: dict, engine_to_gt: dict) -> int:
+        """Teach reference prompt `p` (a target's first example, or one more) by the
+        configured recipe; returns the engine id."""
         shots = examples.setdefault(p.target_id, [])
         shots.append((p.image, p.mask))
-        images, masks = [s[0] for s in shots], [s[1] for s in shots]
-        known = p.target_id in engine_to_gt
-        for part in ("fssam", "ttga"):
-            if part in adapters:
-                tracker = adapters[part].tracker(images, masks)
-                tid = engine.add_tracked_target(stream, tracker, label=p.label, target_id=p.target_id,
-                                                replace=known)
-                members = []
-                if "acquisition" in adapters:  # the prior gates the mode's tracker
-                    acquisition = adapters["acquisition"]
-                    members.append(acquisition.proposer(acquisition.prototypes(images, masks)))
-                if "dbst" in adapters:  # cavsam: transition frames through the target's own neck
-                    first_image, first_mask = shots[0]
-                    members.append(adapters["dbst"].proposer(
-                        first_image, np.asarray(first_mask, bool), on=("taught",), encoder=tracker))
-                if members:
-                    engine.set_proposer(stream, tid, members[0] if len(members) == 1 else ProposerChain(members))
-                return tid
-        if known:  # one more example (k-shot)
-            engine.add_reference(stream, p.target_id, MaskPrompt(p.mask), p.image)
-            tid = p.target_id
-        else:
-            tid = engine.add_target(stream, MaskPrompt(p.mask), label=p.label, target_id=p.target_id,
-                                    image=p.image)
-        members = []
-        if "acquisition" in adapters:  # the prior from every example so far
-            acquisition = adapters["acquisition"]
-            members.append(acquisition.proposer(acquisition.prototypes(images, masks)))
-        if "dbst" in adapters and (not known or members):  # transition frames from the first example
-            # (made again with a new prior: the engine's proposer is replaced whole)
-            first_image, first_mask = shots[0]
-            members.append(adapters["dbst"].proposer(first_image, np.asarray(first_mask, bool), on=("taught",)))
-        if members:
-            engine.set_proposer(stream, tid, members[0] if len(members) == 1 else ProposerChain(members))
-        return tid
+        prepared = self.reference_adapters().prepare([s[0] for s in shots], [s[1] for s in shots])
+        if p.target_id in engine_to_gt:  # one more example (k-shot)
+            prepared.add_example(engine, stream, p.target_id, p.label)
+            return p.target_id
+        return prepared.install(engine, stream, p.target_id, p.label)
 
     def fingerprint(self) -> dict[str, Any]:
         """The settings that make results differ (run.json's ``source``): the same as a
@@ -334,7 +283,7 @@ class EngineReplaySource:
                         engine_to_gt[p.target_id] = p.target_id
                         continue
                     if p.image is not None:
-                        tid = self._teach_reference(engine, stream, p, examples, engine_to_gt)
+                        tid = self.teach_reference(engine, stream, p, examples, engine_to_gt)
                     else:
                         tid = engine.add_target(stream, MaskPrompt(p.mask), label=p.label, target_id=p.target_id)
                 except PromptBelowResolutionError as exc:

@@ -36,10 +36,8 @@ from ..engine import EngineConfig, EngineError, SegmentationEngine
 from ..runtime import geometry
 from ..runtime.headers import HEADER_PROBLEMS, header_problems, plausible_latency
 from ..runtime.mailbox import Closed, Envelope, FrameMailbox
-from ..runtime.acquisition import open_acquisition
 from ..runtime.captions import open_caption_path
-from ..runtime.reference_modes import open_reference_mode
-from ..runtime.transitions import open_transitions
+from ..runtime.recipes import open_for_node
 from ..runtime.registry import TargetRegistry, TeachError, camera_key
 from ..runtime.render import label_image
 from ..runtime.threads import apply_threads, plan_threads
@@ -114,17 +112,12 @@ class SegmenterNode(ReleasingNode):
             # A text model that was asked for and cannot be loaded is a warning; none asked for is not.
             failed = captions is None and settings.text().chosen() != "none"
             (self.get_logger().warning if failed else self.get_logger().info)(captions_note)
-            reference_mode, reference_note = open_reference_mode(settings.reference(), engine)
-            self.get_logger().info(reference_note)
-            acquisition, acquisition_note = open_acquisition(settings.acquisition(), engine.device,
-                                                             dino=getattr(reference_mode, "dino", None))
-            self.get_logger().info(acquisition_note)
-            transitions, transitions_note = open_transitions(settings.transitions(), engine)
-            self.get_logger().info(transitions_note)
+            reference = open_for_node(settings.reference(), settings.acquisition(), settings.transitions(), engine)
+            for note in reference.notes.values():
+                self.get_logger().info(note)
             registry = TargetRegistry(engine, store, list(cameras), settings.max_caption_length,
                                       settings.max_label_length, settings.max_targets, captions, captions_note,
-                                      acquisition, acquisition_note, reference_mode, transitions,
-                                      settings.transitions().triggers())
+                                      reference.setup)
             restored = registry.restore()
         except Exception as exc:  # a bad parameter, checkpoint or store: say which, stay unconfigured
             self.get_logger().error(f"configure failed: {type(exc).__name__}: {exc}")
@@ -135,7 +128,7 @@ class SegmenterNode(ReleasingNode):
         for line in restored:
             self.get_logger().info(line)
         where = f"target store {store.dir}" if store else "no target store (store_dir empty)"
-        self._pending_status = [captions_note, reference_note, acquisition_note, transitions_note] + restored + [
+        self._pending_status = [captions_note, *reference.notes.values()] + restored + [
             f"configured: {len(cameras)} camera(s) ({', '.join(cameras)}), {where}, "
             f"{len(registry.ids())} target(s)"]
         self._create_services()

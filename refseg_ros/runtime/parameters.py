@@ -31,11 +31,13 @@ import enum
 from dataclasses import dataclass
 from typing import Any, Iterable, Optional, Sequence
 
+from .modes import DEFAULT_DBST_ON, NAMES
+
 RECTIFIED_CHOICES = ("auto", "true", "false")
 CAPTION_TOPIC_MODES = ("replace", "add")
 TEXT_PATHS = ("auto", "samwise", "grounding", "none")
 TEXT_MODES = ("causal", "clip")
-REFERENCE_MODES = ("baseline", "ttga", "fssam")
+REFERENCE_MODES = NAMES  # the mode grammar (runtime.modes)
 
 
 class Kind(enum.Enum):
@@ -270,11 +272,13 @@ PARAMETERS: dict[str, Param] = {
     "acquisition_watch": Param(True, "the prior also looks at tracked reference targets (every acquisition_interval) "
                                "and declares one lost, with no mask, when acquisition_m of the last acquisition_k "
                                "looks find nothing like it (SAM2 alone keeps drawing a mask from memory)"),
-    "reference_mode": Param("baseline", "how reference targets are segmented: baseline (pinned examples, SAM2 "
-                            "tracking), ttga (a per-target neck tuned by CAV-SAM's test-time geometric alignment "
-                            "in the background; with dbst_pipeline, also DBST's transition frames encoded through "
-                            "that neck: CAV-SAM in full) or fssam (FSSAM on every frame; needs fssam_checkpoint, "
-                            "model sam2_hiera_s, image_size 512)", choices=REFERENCE_MODES),
+    "reference_mode": Param("baseline", "how reference targets are segmented, TRACKER[+acquisition][+dbst] "
+                            "(docs/NODE.md, \"Reference modes\"): baseline (pinned examples, SAM2 tracking), ttga (a "
+                            "per-target neck tuned by CAV-SAM's test-time geometric alignment in the background) or "
+                            "fssam (FSSAM on every frame; needs fssam_checkpoint, model sam2_hiera_s, image_size "
+                            "512); +acquisition: the DINOv2 prior gates it (added by dino_model, and by FSSAM's own "
+                            "DINOv2 for fssam); +dbst: transition frames (added by dbst_pipeline; through the tuned "
+                            "neck for ttga: CAV-SAM in full); cavsam: ttga+dbst", choices=REFERENCE_MODES),
     "fssam_checkpoint": Param("", "FSSAM checkpoint file (its SAM2 and DINOv2) for reference_mode fssam"),
     "ttga_steps": Param(100, "reference_mode ttga: Adam steps of a target's neck tuning (background thread)",
                         range=(1, None)),
@@ -284,7 +288,7 @@ PARAMETERS: dict[str, Param] = {
                            "diffusers Stable Diffusion pipeline (2.1 base): reference targets get "
                            "diffusion transition frames (CAV-SAM) in the background, beside acquisition when "
                            "dino_model is set too; empty: off"),
-    "dbst_on": Param("taught,lost", "when a transition job starts: taught and/or lost"),
+    "dbst_on": Param(DEFAULT_DBST_ON, "when a transition job starts: taught and/or lost"),
     "dbst_frames": Param(9, "transition frames per job", range=(1, None)),
     "dbst_lora_steps": Param(200, "steps of each per-image LoRA fit of a transition job", range=(0, None)),
     "text_path": Param("auto", "how captions are tracked: samwise, grounding, none, or auto (samwise when "

@@ -1,4 +1,7 @@
-"""How reference targets are segmented, configured once per node; ROS-free.
+"""The trackers of reference targets, configured once per node; ROS-free.
+
+`reference_mode` names a recipe (`runtime.recipes`: its tracker, and whether the prior
+and the transition frames join it); this module makes its tracker:
 
 - `baseline` (default): the reference is pinned as a conditioning memory and SAM2's
   tracker follows the object from it (correspondence as video), with acquisition on top
@@ -33,12 +36,15 @@ from typing import Optional
 import numpy as np
 
 from ..engine import SegmentationEngine
+from .modes import NAMES, parse_mode
 from .parameters import check_values, parameter
+
+MODES = NAMES  # every name reference_mode takes (runtime.modes)
 
 
 @dataclass
 class ReferenceSettings:
-    """reference_mode: baseline, ttga or fssam; fssam_checkpoint: FSSAM's
+    """reference_mode: a recipe's name (MODES, runtime.modes); fssam_checkpoint: FSSAM's
     checkpoint file; fssam_official: the release's behaviour (FssamOptions.official)
     instead of the paper's; ttga_steps: Adam steps of a TTGA target's neck tuning. The
     node parameters of the same names, with their defaults, ranges and choices
@@ -50,12 +56,16 @@ class ReferenceSettings:
     ttga_steps: int = parameter("ttga_steps")
 
     def check(self) -> None:
-        """Each value against its parameter's range or choices.
+        """Each value against its parameter's range or choices, and the mode's grammar.
 
         Raises:
             ValueError: naming the parameter.
         """
         check_values(self)
+        try:
+            parse_mode(self.reference_mode)
+        except ValueError as exc:
+            raise ValueError(f"parameter reference_mode: {exc}") from None
 
 
 class FssamMode:
@@ -97,12 +107,14 @@ class TtgaMode:
 
 def open_reference_mode(settings: ReferenceSettings, engine: SegmentationEngine,
                         synchronous: bool = False) -> tuple[Optional[object], str]:
-    """The TTGA or FSSAM mode, or None and what reference targets use instead (never
-    raises: a checkpoint that cannot be loaded is the reason, and targets fall back to
-    baseline). `synchronous`: TTGA tunes before tracking (offline evaluation)."""
-    if settings.reference_mode == "baseline":
+    """The TTGA or FSSAM mode of `settings.reference_mode`'s tracker, or None and what
+    reference targets use instead (never raises: a checkpoint that cannot be loaded is
+    the reason, and targets fall back to baseline). `synchronous`: TTGA tunes before
+    tracking (offline evaluation)."""
+    tracker = parse_mode(settings.reference_mode).tracker
+    if tracker == "baseline":
         return None, "reference targets: baseline (pinned examples, SAM2 tracking)"
-    if settings.reference_mode == "ttga":
+    if tracker == "ttga":
         return (TtgaMode(engine, settings.ttga_steps, synchronous),
                 f"reference targets tracked through a per-target neck tuned by TTGA ({settings.ttga_steps} steps)")
     try:

@@ -2,9 +2,11 @@
 
 Every change is validated first, applied to the engine, then written to the store; only
 then does the caller get the text that acknowledges it. A change the engine refuses is
-not stored; a change the store cannot write is taken back from the engine. Captions are
-stored and listed, but not tracked: tracking from text needs the text adapter, which this
-build does not have, and the registry says so instead of pretending.
+not stored; a change the store cannot write is taken back from the engine. What a target
+becomes in the engine is not decided here: a caption goes to the caption path
+(`runtime.captions`), a reference to its recipe (`runtime.recipes.ReferenceSetup`), a
+mask, box or points target to the engine's prompt. Captions are stored and listed but
+not tracked when no text path could be opened, and the registry says why.
 """
 
 from __future__ import annotations
@@ -12,15 +14,15 @@ from __future__ import annotations
 import dataclasses
 import threading
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 
 from ..engine import (BoxPrompt, EngineError, MaskPrompt, PointsPrompt, Prompt, SegmentationEngine,
                       TargetState)
-from ..engine.proposer_chain import ProposerChain
 from ..store import CAPTION_TOPIC, StoreError, TargetStore, TaughtTarget
 from .captions import CaptionPath
+from .recipes import ReferenceSetup
 
 CAPTION_WAITING = "waiting for a text model: stored, not tracked"
 _STATE_RANK = {TargetState.TRACKED: 3, TargetState.OCCLUDED: 2, TargetState.ACQUIRING: 1,
@@ -38,9 +40,8 @@ class TargetStatus:
     target: TaughtTarget
     status: str  # acquiring | tracked | occluded | lost | waiting
     note: str = ""  # why it waits, when it does
-    path: str = ""  # how it is found: samwise or grounding (captions); acquisition, dbst,
-    # acquisition+dbst, or a reference mode (ttga, fssam) with +acquisition and (ttga) +dbst
-    # (references); "" for none
+    path: str = ""  # how it is found: samwise or grounding (captions); its recipe's name
+    # (references: runtime.recipes.MODES); "" for none
 
 
 def camera_key(topic: str) -> str:
@@ -67,19 +68,19 @@ def describe(target: TaughtTarget) -> str:
 
 
 class TargetRegistry:
-    """Teach, forget and list targets; thread-safe."""
+    """Teach, forget and list targets; thread-safe.
+
+    `reference`: how reference targets are made (their recipe and its services; default:
+    the plain baseline); `captions`: the caption path, or None (captions wait, with
+    `captions_note` as the reason).
+    """
 
     def __init__(self, engine: SegmentationEngine, store: Optional[TargetStore],
                  cameras: Sequence[str], max_caption_length: int = 1000, max_label_length: int = 256,
                  max_targets: int = 1000, captions: Optional[CaptionPath] = None,
-                 captions_note: str = CAPTION_WAITING, acquisition=None, acquisition_note: str = "",
-                 reference_mode=None, transitions=None, transitions_on: tuple[str, ...] = ("taught", "lost")):
+                 captions_note: str = CAPTION_WAITING, reference: Optional[ReferenceSetup] = None):
         self.engine = engine
-        self.transitions = transitions  # adapters.reference.dbst_proposer.TransitionService
-        self.transitions_on = transitions_on
-        self.reference_mode = reference_mode  # runtime.reference_modes.FssamMode, or None: baseline
-        self.acquisition_note = acquisition_note
-        self.acquisition = acquisition  # adapters.reference.acquisition_proposer.AcquisitionService
+        self.reference = reference or ReferenceSetup()
         self.captions = captions
         self.captions_note = captions_note
         self.store = store
@@ -101,10 +102,7 @@ class TargetRegistry:
         """Stop the text path's and acquisition's background work (the node is cleaning up)."""
         if self.captions is not None:
             self.captions.close()
-        if self.acquisition is not None:
-            self.acquisition.close()
-        if self.transitions is not None:
-            self.transitions.close()
+        self.reference.services.close()
 
     # ------------------------------------------------------------------------ restore
     def restore(self) -> list[str]:
@@ -229,14 +227,10 @@ class TargetRegistry:
             view_mask = np.asarray(mask) != 0
             new = dataclasses.replace(old, views=old.views + [(image, view_mask)])
             try:
-                if old.target_id not in self._notes and self.reference_mode is not None:
-                    tracker, prototypes = self._reference_tracker(new), self._prototypes_if_on(new)
+                if old.target_id not in self._notes:
+                    prepared = self.reference.prepare(*_examples(new))
                     for camera in self._cameras_of(new):
-                        self._add_reference_tracker(camera, new, tracker, prototypes, replace=True)
-                elif old.target_id not in self._notes:
-                    for camera in self._cameras_of(new):
-                        self.engine.add_reference(camera, new.target_id, MaskPrompt(view_mask), image)
-                    self._look_for(new)
+                        prepared.add_example(self.engine, camera, new.target_id, new.label)
                 if self.store is not None:
                     self.store.save(new)
             except Exception as exc:  # bad input, device memory, a full disk: teach the old one again
@@ -386,44 +380,17 @@ class TargetRegistry:
         return target.kind != "caption" or self.captions is not None
 
     def _apply(self, target: TaughtTarget) -> None:
-        """Add the target to the engine on its cameras, all or none."""
-        if target.kind == "caption" and self.captions is not None:
+        """Add the target to the engine on its cameras, all or none (a caption without a
+        text path is only kept)."""
+        if target.kind != "caption" or self.captions is not None:
             self._check_own_camera(target)
+            add = self._adder(target)
             done = []
             try:
                 for camera in self._cameras_of(target):
-                    self.captions.add(self.engine, camera, target.caption, label=target.label,
-                                      target_id=target.target_id)
                     done.append(camera)
-            except Exception as exc:  # a caption the path refuses, device memory: all or none
-                for camera in done:
-                    self._remove_quietly(camera, target.target_id)
-                raise TeachError(_engine_refusal(exc)) from exc
-        elif target.kind == "reference" and self.reference_mode is not None:
-            self._check_own_camera(target)
-            done = []
-            try:
-                tracker, prototypes = self._reference_tracker(target), self._prototypes_if_on(target)
-                for camera in self._cameras_of(target):
-                    done.append(camera)
-                    self._add_reference_tracker(camera, target, tracker, prototypes)
-            except Exception as exc:  # examples the mode refuses, device memory: all or none
-                for camera in done:
-                    self._remove_quietly(camera, target.target_id)
-                raise TeachError(_engine_refusal(exc)) from exc
-        elif target.kind != "caption":
-            self._check_own_camera(target)
-            prompt = _prompt(target)
-            done = []
-            try:
-                for camera in self._cameras_of(target):
-                    self.engine.add_target(camera, prompt, label=target.label,
-                                           target_id=target.target_id, image=target.image)
-                    done.append(camera)
-                    for image, mask in target.views:
-                        self.engine.add_reference(camera, target.target_id, MaskPrompt(mask), image)
-                self._look_for(target)
-            except Exception as exc:  # bad input, or e.g. device memory running out: all or none
+                    add(camera)
+            except Exception as exc:  # input the engine or a path refuses, device memory: all or none
                 for camera in done:
                     self._remove_quietly(camera, target.target_id)
                 raise TeachError(_engine_refusal(exc)) from exc
@@ -435,78 +402,27 @@ class TargetRegistry:
         """How the engine finds the target besides its memory (see TargetStatus.path)."""
         if target.kind == "caption":
             return "" if self.captions is None else self.captions.path
-        if target.kind == "reference" and self.reference_mode is not None:
-            parts = [self.reference_mode.path] + (["acquisition"] if self.acquisition is not None else [])
-            return "+".join(parts + (["dbst"] if self._bridged(target) else []))
-        if target.kind == "reference" and self.acquisition is not None and self.transitions is not None:
-            return "acquisition+dbst"
-        if target.kind == "reference" and self.acquisition is not None:
-            return "acquisition"
-        if target.kind == "reference" and self.transitions is not None:
-            return "dbst"
-        return ""
+        return self.reference.path if target.kind == "reference" else ""
 
-    def _add_reference_tracker(self, camera: str, target: TaughtTarget, tracker, prototypes,
-                               replace: bool = False) -> None:
-        """Add (or replace) the reference mode's tracker of `target` on `camera`, with its
-        prior when acquisition is on (the tracker then runs only once the prior found the
-        target, and the prior's watch declares it lost) and its transition frames when it
-        gets them (`_bridged`: from its first example); with both, one `ProposerChain`."""
-        self.engine.add_tracked_target(camera, tracker, label=target.label, target_id=target.target_id,
-                                       replace=replace)
-        bridged = self._bridged(target)  # CAV-SAM in full: DBST through the target's own neck
-        self._give_proposers(camera, target, prototypes, bridged=bridged, encoder=tracker if bridged else None)
+    def _adder(self, target: TaughtTarget) -> Callable[[str], object]:
+        """What adds `target` to one camera's stream: its caption path, its reference
+        recipe (the parts built here once, shared by its cameras) or its prompt."""
+        tid, label = target.target_id, target.label
+        if target.kind == "caption":
+            return lambda camera: self.captions.add(self.engine, camera, target.caption, label=label, target_id=tid)
+        if target.kind == "reference":
+            prepared = self._prepare(target)
+            return lambda camera: prepared.install(self.engine, camera, tid, label)
+        prompt = _prompt(target)
+        return lambda camera: self.engine.add_target(camera, prompt, label=label, target_id=tid, image=target.image)
 
-    def _give_proposers(self, camera: str, target: TaughtTarget, prototypes, bridged: bool, encoder=None) -> None:
-        """Set the target's proposer on `camera`: its prior (from `prototypes`, when not
-        None) and its transition frames (when `bridged`, through `encoder` if given), one
-        `ProposerChain` with both; nothing when neither. A member built before one that
-        fails is closed."""
-        members = []
+    def _prepare(self, target: TaughtTarget):
+        """A reference target's parts from all its examples, as its recipe has them;
+        raises TeachError for examples the recipe's adapters refuse."""
         try:
-            if prototypes is not None:
-                members.append(self.acquisition.proposer(prototypes))
-            if bridged:
-                members.append(self.transitions.proposer(target.image, np.asarray(target.mask) != 0,
-                                                         on=self.transitions_on, encoder=encoder))
-            if members:
-                proposer = members[0] if len(members) == 1 else ProposerChain(members)
-                self.engine.set_proposer(camera, target.target_id, proposer)
-        except Exception:
-            for member in members:
-                member.close()
-            raise
-
-    def _prototypes_if_on(self, target: TaughtTarget):
-        """The target's prior prototypes when acquisition is on, else None."""
-        return self._prototypes(target) if self.acquisition is not None else None
-
-    def _prototypes(self, target: TaughtTarget):
-        """The target's prior prototypes, from all its examples (acquisition on)."""
-        return self.acquisition.prototypes(*_examples(target))
-
-    def _bridged(self, target: TaughtTarget) -> bool:
-        """Whether a reference target of the reference mode also gets diffusion transition
-        frames: TTGA targets do when `dbst_pipeline` is set (the transition frames are
-        encoded through the target's own, tuned neck: `TtgaTracker.current_encoder`)."""
-        return (target.kind == "reference" and self.transitions is not None and self.reference_mode is not None
-                and self.reference_mode.path == "ttga")
-
-    def _reference_tracker(self, target: TaughtTarget):
-        """The reference mode's tracker for all of a target's examples (one per target:
-        it keeps no per-stream state)."""
-        return self.reference_mode.tracker(*_examples(target))
-
-    def _look_for(self, target: TaughtTarget) -> None:
-        """Give a reference target its proposers on each of its cameras: its prior
-        (acquisition, from all its examples) and its diffusion transition frames (DBST,
-        from its first example), each when configured; with both, one `ProposerChain`
-        (the prior's prompts first, the transitions' memories beside them)."""
-        if target.kind != "reference" or (self.acquisition is None and self.transitions is None):
-            return
-        prototypes = self._prototypes_if_on(target)
-        for camera in self._cameras_of(target):
-            self._give_proposers(camera, target, prototypes, bridged=self.transitions is not None)
+            return self.reference.prepare(*_examples(target))
+        except Exception as exc:  # examples an adapter refuses, device memory
+            raise TeachError(_engine_refusal(exc)) from exc
 
     def _check_own_camera(self, target: TaughtTarget) -> None:
         if target.camera and target.camera not in self.cameras:

@@ -22,9 +22,8 @@ from typing import Optional
 import torch
 
 from ..engine import SegmentationEngine
+from .modes import TRIGGERS
 from .parameters import check_values, parameter
-
-TRIGGERS = ("taught", "lost")
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Acquisition of reference targets (refseg_ros.adapters.reference: reference_prior, peaks,
+"""Acquisition of reference targets (refseg_ros.adapters.reference.prior: reference_prior, peaks,
 candidates, gate, acquisition; its background worker: test_latest_worker.py).
 
 Hand-made feature maps check the prototype arithmetic and the raw-score gate; a tiny
@@ -16,16 +16,16 @@ import torch
 import torch.nn.functional as F
 
 from _tiny_models import present_sam
-from refseg_ros.adapters.reference import candidates as candidates_module
-from refseg_ros.adapters.reference.acquisition import (Acquirer, AcquirerConfig, Proposal,
+from refseg_ros.adapters.reference.prior import candidates as candidates_module
+from refseg_ros.adapters.reference.prior.acquisition import (Acquirer, AcquirerConfig, Proposal,
                                                         encode_acquisition_memory)
-from refseg_ros.adapters.reference.candidates import (Candidates, ScoringRules, decode_candidates,
+from refseg_ros.adapters.reference.prior.candidates import (Candidates, ScoringRules, decode_candidates,
                                                       score_candidates, single_click_multimask)
-from refseg_ros.adapters.reference.dino_encoder import DinoEncoder, load_dinov2
-from refseg_ros.adapters.reference.gate import AbsenceGate, AcquisitionGate
-from refseg_ros.adapters.reference.peaks import Peak, find_peaks, grid_to_frame
+from refseg_ros.adapters.reference.prior.dino_encoder import DinoEncoder, load_dinov2
+from refseg_ros.adapters.reference.prior.gate import AbsenceGate, AcquisitionGate
+from refseg_ros.adapters.reference.prior.peaks import Peak, find_peaks, grid_to_frame
 from refseg_ros.adapters.reference.prototypes import min_max
-from refseg_ros.adapters.reference.reference_prior import (ReferencePrototypes, mask_to_grid, prior_maps,
+from refseg_ros.adapters.reference.prior.reference_prior import (ReferencePrototypes, mask_to_grid, prior_maps,
                                                            prototypes_from_examples, prototypes_from_features,
                                                            similarity_map)
 from refseg_ros.engine import heads
@@ -274,7 +274,7 @@ def test_acquirer_never_accepts_a_refused_candidate(monkeypatch, sam, frame_feat
     proposal = acquirer.propose(frame)
     s = sam.image_size // 4
     full = torch.ones(2, s, s, dtype=torch.bool)
-    monkeypatch.setattr("refseg_ros.adapters.reference.acquisition.decode_candidates",
+    monkeypatch.setattr("refseg_ros.adapters.reference.prior.acquisition.decode_candidates",
                         lambda *a, **k: _mask_candidates(full[:len(proposal.points_xy)], proposal.points_xy))
     decision = acquirer.evaluate(sam, features, proposal, frame.shape[:2])
     assert decision.verdicts and all(v.refused == "full frame" for v in decision.verdicts)
@@ -434,7 +434,7 @@ def test_decide_uses_the_frames_features_and_returns_a_pinnable_mask(sam, frame_
         seen["points"], seen["hw"] = points, frame_hw
         return real(model, feats, points, frame_hw, *args, **kwargs)
 
-    import refseg_ros.adapters.reference.acquisition as acquisition_module
+    import refseg_ros.adapters.reference.prior.acquisition as acquisition_module
     acquisition_module.decode_candidates, saved_decode = spy, acquisition_module.decode_candidates
     try:
         acquirer.evaluate(sam, big_features, proposal, (224, 320))

@@ -4,9 +4,11 @@ Three ideas, one sub-package each, and two modules they share:
 
 | where | what it offers |
 |---|---|
-| `prior/` | the DINOv2 prototype prior: acquisition and re-acquisition of a target that is not tracked, and the watch that declares a tracked one absent (`AcquisitionService`) |
-| `fssam/` | FSSAM (ICML 2025): a target segmented afresh on every frame from its supports (`FssamSegmenter`, `FssamTracker`) |
-| `cavsam/` | CAV-SAM (ICCV 2025): the TTGA-tuned neck (`TtgaTracker`) and DBST transition frames (`TransitionService`) |
-| `dino.py` | DINOv2 ViT-B/14 on transformers' `Dinov2Model`, as FSSAM uses it (used by `fssam/` and `prior/`) |
-| `prototypes.py` | masked-average prototypes and cosine maps (used by `fssam/` and `prior/`) |
+| `prior/` | the DINOv2 prototype prior: finds a target not tracked, notices a tracked one gone |
+| `fssam/` | FSSAM (ICML 2025): a target segmented afresh on every frame from its supports |
+| `cavsam/` | CAV-SAM (ICCV 2025): the TTGA-tuned neck and DBST transition frames |
+| `dino.py` | DINOv2 ViT-B/14 on transformers' `Dinov2Model`, as FSSAM uses it |
+| `prototypes.py` | masked-average prototypes and cosine maps |
+
+`dino.py` and `prototypes.py` serve both `fssam/` and `prior/`.
 """

@@ -8,7 +8,7 @@ reference and the frame searched read as two frames of a pseudo video.
 | `dbst_inversion.py` | deterministic DDIM inversion and sampling |
 | `dbst_lora.py` | per-image LoRA on the UNet's attention, and its blend |
 | `dbst.py` | `TransitionGenerator`: diffusion transition frames from the reference to a frame |
-| `dbst_proposer.py` | `TransitionService` / `DbstProposer`: transition frames as conditioning memories, the engine's `Proposer` |
+| `dbst_proposer.py` | `TransitionService` / `DbstProposer`: transition frames as conditioning memories |
 """
 
 from .dbst import TransitionConfig, TransitionGenerator, load_pipeline

@@ -16,5 +16,5 @@ from .checkpoint import load_fssam_checkpoint, load_fssam_state
 from .segmenter import FssamEncoded, FssamOptions, FssamOutput, FssamSegmenter
 from .tracker import FssamTracker
 
-__all__ = ["FssamEncoded", "FssamOptions", "FssamOutput", "FssamSegmenter", "FssamTracker", "SupportCalibration",
-           "load_fssam_checkpoint", "load_fssam_state"]
+__all__ = ["FssamEncoded", "FssamOptions", "FssamOutput", "FssamSegmenter", "FssamTracker",
+           "SupportCalibration", "load_fssam_checkpoint", "load_fssam_state"]

@@ -4,13 +4,13 @@ tracked one is gone.
 
 | module | one idea |
 |---|---|
-| `dino_encoder.py` | `DinoEncoder`: DINOv2 patch features of whole frames; `load_dinov2` from a local folder |
+| `dino_encoder.py` | `DinoEncoder`: DINOv2 patch features of whole frames; `load_dinov2` from a folder |
 | `reference_prior.py` | the examples' foreground / background prototypes and a frame's prior maps |
 | `peaks.py` | candidate clicks: the k highest separated maxima of a prior map |
 | `candidates.py` | the candidates' masks in one batched SAM2 decode, and their scores |
 | `gate.py` | M-of-K acceptance of a candidate, M-of-K absence of a tracked target |
 | `acquisition.py` | `Acquirer`: the slow phase (prior + peaks) and the fast one (decode, score, gate) |
-| `acquisition_proposer.py` | `AcquisitionService` / `ReferenceAcquisition`: the engine's `Proposer`, on a background `LatestWorker` |
+| `acquisition_proposer.py` | `AcquisitionService` / `ReferenceAcquisition`: the engine's `Proposer` |
 """
 
 from .acquisition import Acquirer, AcquirerConfig

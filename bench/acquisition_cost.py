@@ -84,8 +84,8 @@ def dinov2(**config):
 
 def permissive_config(candidates: int, m: int, window: int):
     """Every valid candidate scores a hit (random weights score at random)."""
-    from refseg_ros.adapters.reference.acquisition import AcquirerConfig
-    from refseg_ros.adapters.reference.candidates import ScoringRules
+    from refseg_ros.adapters.reference.prior.acquisition import AcquirerConfig
+    from refseg_ros.adapters.reference.prior.candidates import ScoringRules
 
     rules = ScoringRules(min_area_fraction=0.0, max_area_fraction=1.0, require_point_inside=False)
     return AcquirerConfig(candidates=candidates, background_margin=None, threshold=-1.0, m=m, window=window,
@@ -126,9 +126,9 @@ def side_by_side(args) -> dict:
     """Part 1: the step, three proposes and three decides once per round, order rotating."""
     import torch
 
-    from refseg_ros.adapters.reference.acquisition import Acquirer, Proposal
-    from refseg_ros.adapters.reference.dino_encoder import DinoEncoder
-    from refseg_ros.adapters.reference.reference_prior import prototypes_from_examples
+    from refseg_ros.adapters.reference.prior.acquisition import Acquirer, Proposal
+    from refseg_ros.adapters.reference.prior.dino_encoder import DinoEncoder
+    from refseg_ros.adapters.reference.prior.reference_prior import prototypes_from_examples
     from refseg_ros.engine import MaskPrompt
     from refseg_ros.engine.features import encode_image
     from refseg_ros.engine.model import build_model
@@ -215,8 +215,8 @@ def retained_memory(args) -> dict:
     """Part 2: retained bytes and RSS over many small frames with the proposer active."""
     import torch
 
-    from refseg_ros.adapters.reference.acquisition_proposer import AcquisitionService
-    from refseg_ros.adapters.reference.dino_encoder import DinoEncoder
+    from refseg_ros.adapters.reference.prior.acquisition_proposer import AcquisitionService
+    from refseg_ros.adapters.reference.prior.dino_encoder import DinoEncoder
     from refseg_ros.engine import MaskPrompt
     from refseg_ros.engine.model import build_model
     from refseg_ros.eval.synthetic import generate

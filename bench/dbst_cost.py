@@ -1,4 +1,4 @@
-"""Seconds per DBST transition set (refseg_ros.adapters.reference.dbst): the N frames between
+"""Seconds per DBST transition set (refseg_ros.adapters.reference.cavsam.dbst): the N frames between
 a reference image and the current frame.
 
     python bench/dbst_cost.py                                   # tiny random pipeline, CPU
@@ -33,7 +33,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from refseg_ros.adapters.reference.dbst import (  # noqa: E402
+from refseg_ros.adapters.reference.cavsam.dbst import (  # noqa: E402
     CURRENT, TransitionConfig, TransitionGenerator, load_pipeline)
 
 

@@ -30,8 +30,8 @@ import numpy as np
 import torch
 
 from refseg_ros.adapters.reference.dino import build_dinov2
-from refseg_ros.adapters.reference.fssam import IMAGE_SIZE, FssamOptions, FssamSegmenter
-from refseg_ros.adapters.reference.fssam_tracker import FssamTracker
+from refseg_ros.adapters.reference.fssam.segmenter import IMAGE_SIZE, FssamOptions, FssamSegmenter
+from refseg_ros.adapters.reference.fssam.tracker import FssamTracker
 from refseg_ros.engine import EngineConfig, MaskPrompt, SegmentationEngine
 from refseg_ros.engine.model import build_model
 

@@ -1,4 +1,4 @@
-"""Cost of test-time geometric alignment (refseg_ros.adapters.reference.ttga): tuning a
+"""Cost of test-time geometric alignment (refseg_ros.adapters.reference.cavsam.ttga): tuning a
 target's FPN-neck copy, the per-frame cost of a TTGA target against a plain reference
 target, and what frames cost while a job tunes beside them.
 
@@ -29,7 +29,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "test"))  # the synthetic clip of the tests
 
 from clips import moving_shapes  # noqa: E402
-from refseg_ros.adapters.reference.ttga import TtgaJob, TtgaTracker, TtgaTuner  # noqa: E402
+from refseg_ros.adapters.reference.cavsam.ttga import TtgaJob, TtgaTracker, TtgaTuner  # noqa: E402
 from refseg_ros.engine import EngineConfig, MaskPrompt, SegmentationEngine  # noqa: E402
 
 

@@ -1,5 +1,5 @@
-"""Acquisition of reference targets (refseg_ros.adapters.reference: reference_prior, peaks,
-candidates, gate, acquisition, acquisition_worker).
+"""Acquisition of reference targets (refseg_ros.adapters.reference.prior: reference_prior, peaks,
+candidates, gate, acquisition; its background worker: test_latest_worker.py).
 
 Hand-made feature maps check the prototype arithmetic and the raw-score gate; a tiny
 DINOv2 (built from a config, saved and loaded back) and a small SAM2 (sam2_hiera_t at
@@ -10,26 +10,22 @@ fast phase never runs the image encoder. No fixtures or downloads needed.
 
 from __future__ import annotations
 
-import threading
-import time
-
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
 from _tiny_models import present_sam
-from refseg_ros.adapters.reference import candidates as candidates_module
-from refseg_ros.adapters.reference.acquisition import (Acquirer, AcquirerConfig, Proposal,
+from refseg_ros.adapters.reference.prior import candidates as candidates_module
+from refseg_ros.adapters.reference.prior.acquisition import (Acquirer, AcquirerConfig, Proposal,
                                                         encode_acquisition_memory)
-from refseg_ros.adapters.reference.acquisition_worker import AcquisitionWorker
-from refseg_ros.adapters.reference.candidates import (Candidates, ScoringRules, decode_candidates,
+from refseg_ros.adapters.reference.prior.candidates import (Candidates, ScoringRules, decode_candidates,
                                                       score_candidates, single_click_multimask)
-from refseg_ros.adapters.reference.dino_encoder import DinoEncoder, load_dinov2
-from refseg_ros.adapters.reference.gate import AbsenceGate, AcquisitionGate
-from refseg_ros.adapters.reference.peaks import Peak, find_peaks, grid_to_frame
+from refseg_ros.adapters.reference.prior.dino_encoder import DinoEncoder, load_dinov2
+from refseg_ros.adapters.reference.prior.gate import AbsenceGate, AcquisitionGate
+from refseg_ros.adapters.reference.prior.peaks import Peak, find_peaks, grid_to_frame
 from refseg_ros.adapters.reference.prototypes import min_max
-from refseg_ros.adapters.reference.reference_prior import (ReferencePrototypes, mask_to_grid, prior_maps,
+from refseg_ros.adapters.reference.prior.reference_prior import (ReferencePrototypes, mask_to_grid, prior_maps,
                                                            prototypes_from_examples, prototypes_from_features,
                                                            similarity_map)
 from refseg_ros.engine import heads
@@ -278,7 +274,7 @@ def test_acquirer_never_accepts_a_refused_candidate(monkeypatch, sam, frame_feat
     proposal = acquirer.propose(frame)
     s = sam.image_size // 4
     full = torch.ones(2, s, s, dtype=torch.bool)
-    monkeypatch.setattr("refseg_ros.adapters.reference.acquisition.decode_candidates",
+    monkeypatch.setattr("refseg_ros.adapters.reference.prior.acquisition.decode_candidates",
                         lambda *a, **k: _mask_candidates(full[:len(proposal.points_xy)], proposal.points_xy))
     decision = acquirer.evaluate(sam, features, proposal, frame.shape[:2])
     assert decision.verdicts and all(v.refused == "full frame" for v in decision.verdicts)
@@ -438,7 +434,7 @@ def test_decide_uses_the_frames_features_and_returns_a_pinnable_mask(sam, frame_
         seen["points"], seen["hw"] = points, frame_hw
         return real(model, feats, points, frame_hw, *args, **kwargs)
 
-    import refseg_ros.adapters.reference.acquisition as acquisition_module
+    import refseg_ros.adapters.reference.prior.acquisition as acquisition_module
     acquisition_module.decode_candidates, saved_decode = spy, acquisition_module.decode_candidates
     try:
         acquirer.evaluate(sam, big_features, proposal, (224, 320))
@@ -472,94 +468,3 @@ def test_presence_looks_around_the_tracked_box_only():
     assert acquirer.presence(proposal, None, hw) is None  # an empty mask shows nothing like it
     fg[5, 0] = 0.3  # like the foreground more than the background, below the threshold
     assert acquirer.presence(proposal, (0, 100, 40, 160), hw) == pytest.approx(0.3)
-
-
-# ------------------------------------------------------------------------------ the worker
-def test_worker_submit_never_blocks_and_keeps_only_the_latest():
-    release = threading.Event()
-    started = threading.Event()
-    seen = []
-
-    def propose(key, frame, stamp):
-        seen.append((key, stamp))
-        started.set()
-        release.wait(5)
-        return f"proposal {stamp}"
-
-    worker = AcquisitionWorker(propose)
-    try:
-        worker.submit("a", np.zeros(1), 1.0)
-        assert started.wait(5)  # the first runs, and holds the thread
-        t0 = time.perf_counter()
-        for stamp in (2.0, 3.0, 4.0):
-            assert worker.submit("a", np.zeros(1), stamp)
-        assert time.perf_counter() - t0 < 0.1
-        assert not worker.wants("a")
-        assert worker.skipped("a") == 2 and worker.poll("a") is None
-        release.set()
-        deadline = time.monotonic() + 5
-        while worker.finished("a") < 2 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        result = worker.poll("a")
-        assert seen == [("a", 1.0), ("a", 4.0)]
-        assert result.ok and result.proposal == "proposal 4.0" and result.stamp == 4.0 and result.seconds >= 0
-        assert worker.poll("a") is None  # handed over once
-        assert worker.wants("a")
-    finally:
-        release.set()
-        assert worker.close(timeout=5)
-
-
-def test_worker_reports_errors_and_goes_on():
-    def propose(key, frame, stamp):
-        if key == "bad":
-            raise RuntimeError("no features today")
-        return stamp
-
-    worker = AcquisitionWorker(propose)
-    try:
-        worker.submit("bad", np.zeros(1), 1.0)
-        worker.submit("good", np.zeros(1), 2.0)
-        deadline = time.monotonic() + 5
-        while worker.finished("good") < 1 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        bad, good = worker.poll("bad"), worker.poll("good")
-        assert not bad.ok and isinstance(bad.error, RuntimeError) and bad.proposal is None
-        assert worker.errors("bad") == 1
-        assert good.ok and good.proposal == 2.0
-    finally:
-        assert worker.close(timeout=5)
-    assert not worker._thread.is_alive()
-    assert worker.submit("good", np.zeros(1), 3.0) is False
-
-
-def test_worker_keeps_each_keys_own_rate_and_forgets():
-    starts: dict[str, list[float]] = {"a": [], "b": []}
-
-    def propose(key, frame, stamp):
-        starts[key].append(time.monotonic())
-        return stamp
-
-    worker = AcquisitionWorker(propose, min_interval_s=0.3)
-    try:
-        worker.submit("a", np.zeros(1), 1.0)
-        deadline = time.monotonic() + 5
-        while worker.finished("a") < 1 and time.monotonic() < deadline:
-            time.sleep(0.005)
-        worker.submit("a", np.zeros(1), 2.0)  # waits for its interval
-        worker.submit("b", np.zeros(1), 1.0)  # another key is not held up by a's rate
-        while worker.finished("b") < 1 and time.monotonic() < deadline:
-            time.sleep(0.005)
-        assert worker.finished("a") == 1 and worker.poll("b").proposal == 1.0
-        while worker.finished("a") < 2 and time.monotonic() < deadline:
-            time.sleep(0.005)
-        assert starts["a"][1] - starts["a"][0] >= 0.3 - 1e-3
-        assert worker.poll("a").proposal == 2.0
-        worker.submit("a", np.zeros(1), 3.0)
-        worker.forget("a")  # removed before it ran: nothing comes back
-        time.sleep(0.4)
-        assert worker.poll("a") is None and len(starts["a"]) == 2
-    finally:
-        assert worker.close(timeout=5)
-    with pytest.raises(ValueError):
-        AcquisitionWorker(propose, min_interval_s=-1)

@@ -1,6 +1,6 @@
 """CAV-SAM in full on one reference target: TTGA (a per-target tuned neck,
-refseg_ros.adapters.reference.ttga) and DBST (diffusion transition frames as
-conditioning memories, refseg_ros.adapters.reference.dbst_proposer), the transition
+refseg_ros.adapters.reference.cavsam.ttga) and DBST (diffusion transition frames as
+conditioning memories, refseg_ros.adapters.reference.cavsam.dbst_proposer), the transition
 frames encoded through the target's own neck.
 
 sam2_hiera_t at 256 with random weights, its object head set to say "present"; a neck
@@ -19,9 +19,9 @@ pytest.importorskip("diffusers")
 pytest.importorskip("peft", reason="the DBST LoRA needs peft (requirements: peft)")
 
 from _tiny_models import noise_reference, present_sam, save_tiny_pipeline  # noqa: E402
-from refseg_ros.adapters.reference.dbst import TransitionConfig, TransitionGenerator, load_pipeline  # noqa: E402
-from refseg_ros.adapters.reference.dbst_proposer import TransitionService  # noqa: E402
-from refseg_ros.adapters.reference.ttga import TtgaTracker, TtgaTuner  # noqa: E402
+from refseg_ros.adapters.reference.cavsam.dbst import TransitionConfig, TransitionGenerator, load_pipeline  # noqa: E402
+from refseg_ros.adapters.reference.cavsam.dbst_proposer import TransitionService  # noqa: E402
+from refseg_ros.adapters.reference.cavsam.ttga import TtgaTracker, TtgaTuner  # noqa: E402
 from refseg_ros.engine import EngineConfig, SegmentationEngine  # noqa: E402
 
 HEIGHT, WIDTH = 96, 128

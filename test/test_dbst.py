@@ -1,4 +1,4 @@
-"""The diffusion-based semantic transition (refseg_ros.adapters.reference.dbst) on a tiny
+"""The diffusion-based semantic transition (refseg_ros.adapters.reference.cavsam.dbst) on a tiny
 random-weight Stable Diffusion pipeline, saved to a folder and loaded through
 `load_pipeline` (the real loading path; built by `_tiny_models.save_tiny_pipeline`). Nothing is
 downloaded.
@@ -22,12 +22,12 @@ pytest.importorskip("diffusers")
 pytest.importorskip("peft", reason="the DBST LoRA needs peft (requirements: peft)")
 
 from _tiny_models import save_tiny_pipeline  # noqa: E402
-from refseg_ros.adapters.reference import dbst  # noqa: E402
-from refseg_ros.adapters.reference.dbst import (  # noqa: E402
+from refseg_ros.adapters.reference.cavsam import dbst  # noqa: E402
+from refseg_ros.adapters.reference.cavsam.dbst import (  # noqa: E402
     TransitionConfig, TransitionGenerator, adain, blend_lora, interpolate_latents, load_pipeline, slerp,
     transition_alphas)
-from refseg_ros.adapters.reference.dbst_inversion import DdimSchedule, ddim_invert, ddim_sample  # noqa: E402
-from refseg_ros.adapters.reference.dbst_lora import lora_delta  # noqa: E402
+from refseg_ros.adapters.reference.cavsam.dbst_inversion import DdimSchedule, ddim_invert, ddim_sample  # noqa: E402
+from refseg_ros.adapters.reference.cavsam.dbst_lora import lora_delta  # noqa: E402
 
 # A few LoRA steps at a high rate: enough for the fits to move the tiny UNet's output.
 FAST = dict(lora_steps=4, lora_lr=5e-3)

@@ -1,5 +1,5 @@
 """DBST transition frames as conditioning memories of a reference target
-(refseg_ros.adapters.reference.dbst_proposer) in the engine.
+(refseg_ros.adapters.reference.cavsam.dbst_proposer) in the engine.
 
 The diffusion side is the tiny random-weight Stable Diffusion pipeline of
 `_tiny_models.save_tiny_pipeline` (32 x 32 pixels, N = 3 transition frames, a few steps:
@@ -23,8 +23,8 @@ pytest.importorskip("diffusers")
 pytest.importorskip("peft", reason="the DBST LoRA needs peft (requirements: peft)")
 
 from _tiny_models import noise_reference, present_sam, save_tiny_pipeline, say_present  # noqa: E402
-from refseg_ros.adapters.reference.dbst import TransitionConfig, TransitionGenerator, load_pipeline  # noqa: E402
-from refseg_ros.adapters.reference.dbst_proposer import TransitionService  # noqa: E402
+from refseg_ros.adapters.reference.cavsam.dbst import TransitionConfig, TransitionGenerator, load_pipeline  # noqa: E402
+from refseg_ros.adapters.reference.cavsam.dbst_proposer import TransitionService  # noqa: E402
 from refseg_ros.engine import EngineConfig, MaskPrompt, SegmentationEngine, TargetState  # noqa: E402
 
 HEIGHT, WIDTH = 96, 128

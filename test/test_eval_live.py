@@ -251,7 +251,7 @@ def test_unpaired_outputs_are_bounded_and_reported(monkeypatch):
     from sensor_msgs.msg import Image
 
     from refseg_ros.msg import SegmentedObjectArray
-    from refseg_ros.ros import eval_client
+    from refseg_ros.eval import eval_client
 
     monkeypatch.setattr(eval_client, "MAX_UNPAIRED", 4)
     client = eval_client.ReplayClient("nobody", "/unpaired/image_raw", "sensor_msgs/msg/Image", "unpaired")

@@ -1,4 +1,4 @@
-"""FSSAM (refseg_ros.adapters.reference) against the official code's numbers.
+"""FSSAM (refseg_ros.adapters.reference.fssam) against the official code's numbers.
 
 `../shared/fixtures/fssam/` (README there) holds every stage of the official FSSAM forward
 pass, run on CPU with deterministic synthetic weights. Here the same weights are written
@@ -25,7 +25,7 @@ import pytest
 import torch
 
 from _fixtures import fixtures_dir
-from refseg_ros.adapters.reference import (FssamOptions, FssamSegmenter, SupportCalibration,
+from refseg_ros.adapters.reference.fssam import (FssamOptions, FssamSegmenter, SupportCalibration,
                                            load_fssam_checkpoint, load_fssam_state)
 from refseg_ros.engine import heads
 from refseg_ros.engine.errors import CheckpointError

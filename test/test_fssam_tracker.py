@@ -1,4 +1,4 @@
-"""FSSAM as a per-target tracker in the engine (`adapters.reference.fssam_tracker`).
+"""FSSAM as a per-target tracker in the engine (`adapters.reference.fssam.tracker`).
 
 Small random networks, no fixtures: sam2_hiera_t at 512 (FSSAM runs SAM2 at 512) with
 the object-score head biased to "present", and a DINOv2 of width 32 and one layer at
@@ -14,10 +14,10 @@ import pytest
 import torch
 
 from _tiny_models import present_sam
-from refseg_ros.adapters.reference import FssamOptions, FssamSegmenter
+from refseg_ros.adapters.reference.fssam import FssamOptions, FssamSegmenter
 from refseg_ros.adapters.reference.dino import build_dinov2
-from refseg_ros.adapters.reference.fssam_tracker import FssamTracker
-from refseg_ros.adapters.reference.priors import priors_from_prototypes, pseudo_prompt_priors
+from refseg_ros.adapters.reference.fssam.tracker import FssamTracker
+from refseg_ros.adapters.reference.fssam.priors import priors_from_prototypes, pseudo_prompt_priors
 from refseg_ros.adapters.reference.prototypes import masked_average
 from refseg_ros.engine import EngineConfig, MaskPrompt, SegmentationEngine, TargetState
 from refseg_ros.engine.features import encode_image

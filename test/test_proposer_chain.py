@@ -143,8 +143,8 @@ def sam():
 def transitions(sam, tmp_path_factory):
     pytest.importorskip("diffusers")
     pytest.importorskip("peft", reason="the DBST LoRA needs peft (requirements: peft)")
-    from refseg_ros.adapters.reference.dbst import TransitionConfig, TransitionGenerator, load_pipeline
-    from refseg_ros.adapters.reference.dbst_proposer import TransitionService
+    from refseg_ros.adapters.reference.cavsam.dbst import TransitionConfig, TransitionGenerator, load_pipeline
+    from refseg_ros.adapters.reference.cavsam.dbst_proposer import TransitionService
 
     before = torch.get_num_threads()
     torch.set_num_threads(1)  # two OpenMP threads on two busy cores make each tiny UNet pass far slower
@@ -179,10 +179,10 @@ def _seeded(step) -> list[str]:
 
 
 def test_a_reference_target_gets_the_priors_seed_and_the_transition_memories(sam, transitions, tmp_path):
-    from refseg_ros.adapters.reference.acquisition import AcquirerConfig
-    from refseg_ros.adapters.reference.acquisition_proposer import AcquisitionService
-    from refseg_ros.adapters.reference.candidates import ScoringRules
-    from refseg_ros.adapters.reference.dino_encoder import DinoEncoder
+    from refseg_ros.adapters.reference.prior.acquisition import AcquirerConfig
+    from refseg_ros.adapters.reference.prior.acquisition_proposer import AcquisitionService
+    from refseg_ros.adapters.reference.prior.candidates import ScoringRules
+    from refseg_ros.adapters.reference.prior.dino_encoder import DinoEncoder
 
     # Random weights: the gate accepts the prior's best click, whatever SAM2 draws there.
     rules = ScoringRules(require_point_inside=False, max_area_fraction=1.0)

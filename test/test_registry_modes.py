@@ -17,7 +17,7 @@ import torch
 from _tiny_models import save_dinov2
 from refseg_ros.adapters.reference.dino import build_dinov2
 from refseg_ros.adapters.reference.fssam import FssamOptions
-from refseg_ros.adapters.reference.fssam_tracker import FssamTracker
+from refseg_ros.adapters.reference.fssam.tracker import FssamTracker
 from refseg_ros.engine import EngineConfig, SegmentationEngine
 from refseg_ros.engine.model import build_model
 from refseg_ros.runtime.acquisition import AcquisitionSettings, open_acquisition
@@ -74,7 +74,7 @@ def test_fssam_mode_tracks_references_with_fssam(engine):
 
 
 def test_fssam_targets_get_the_prior_as_their_absence_gate(engine):
-    from refseg_ros.adapters.reference.acquisition_proposer import ReferenceAcquisition
+    from refseg_ros.adapters.reference.prior.acquisition_proposer import ReferenceAcquisition
     from refseg_ros.engine import TargetState
 
     dino = build_dinov2(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, mlp_ratio=2)
@@ -127,7 +127,7 @@ def test_acquisition_gives_every_camera_its_prior(engine, tmp_path):
 
 
 def test_ttga_mode_tracks_references_through_a_tuned_neck(engine):
-    from refseg_ros.adapters.reference.ttga import TtgaTracker
+    from refseg_ros.adapters.reference.cavsam.ttga import TtgaTracker
     from refseg_ros.runtime.reference_modes import TtgaMode
 
     registry = TargetRegistry(engine, None, CAMERAS, reference=_setup(TtgaMode(engine, steps=2, synchronous=True)))
@@ -145,8 +145,8 @@ def test_ttga_mode_tracks_references_through_a_tuned_neck(engine):
 
 def test_transitions_give_reference_targets_their_dbst_proposer(engine, tmp_path):
     from _tiny_models import save_tiny_pipeline
-    from refseg_ros.adapters.reference.acquisition_proposer import ReferenceAcquisition
-    from refseg_ros.adapters.reference.dbst_proposer import DbstProposer
+    from refseg_ros.adapters.reference.prior.acquisition_proposer import ReferenceAcquisition
+    from refseg_ros.adapters.reference.cavsam.dbst_proposer import DbstProposer
     from refseg_ros.engine.proposer_chain import ProposerChain
     from refseg_ros.runtime.transitions import TransitionSettings, open_transitions
 
@@ -188,7 +188,7 @@ def test_transitions_give_reference_targets_their_dbst_proposer(engine, tmp_path
             acquisition.close()
 
         # TTGA targets get their transition frames through their own neck (CAV-SAM in full)
-        from refseg_ros.adapters.reference.ttga import TtgaTracker
+        from refseg_ros.adapters.reference.cavsam.ttga import TtgaTracker
 
         class Untuned:  # the registry's view of TtgaMode, without the tuning job
             path = "ttga"

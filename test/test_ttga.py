@@ -1,4 +1,4 @@
-"""Test-time geometric alignment (refseg_ros.adapters.reference.ttga) on a small random SAM2.
+"""Test-time geometric alignment (refseg_ros.adapters.reference.cavsam.ttga) on a small random SAM2.
 
 sam2_hiera_t at 256 with random weights (the object-score head shifted so objects count as
 present), a disc on a textured background as the example, a few tuning steps instead of
@@ -15,8 +15,8 @@ import pytest
 import torch
 
 from clips import moving_shapes
-from refseg_ros.adapters.reference.augment import augment_views
-from refseg_ros.adapters.reference.ttga import (TtgaCancelled, TtgaJob, TtgaTracker, TtgaTuner,
+from refseg_ros.adapters.reference.cavsam.augment import augment_views
+from refseg_ros.adapters.reference.cavsam.ttga import (TtgaCancelled, TtgaJob, TtgaTracker, TtgaTuner,
                                                 start_ttga)
 from refseg_ros.engine import EngineConfig, MaskPrompt, SegmentationEngine
 

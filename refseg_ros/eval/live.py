@@ -211,7 +211,7 @@ class LiveSession:
     def start(self) -> None:
         """Start client and node; return once the node is active and connected."""
         try:
-            from refseg_ros.ros.eval_client import ReplayClient
+            from refseg_ros.eval.eval_client import ReplayClient
         except ImportError as exc:
             raise self.fail(f"the live mode needs rclpy and the generated refseg_ros messages "
                             f"(source scripts/env.sh, or a built and sourced workspace): "

@@ -1,7 +1,7 @@
 """Acquisition for reference targets, configured once per node; ROS-free.
 
 With a DINOv2 folder (`dino_model`), every reference target gets a proposer
-(`adapters.reference.acquisition_proposer`): while it is not tracked, its prior looks
+(`adapters.reference.prior.acquisition_proposer`): while it is not tracked, its prior looks
 for it beside tracking and seeds the tracker when found; no mask is published for it
 until then. Without one, reference targets are tracked from their pinned examples
 alone (the plain correspondence-as-video baseline), and the node says so.
@@ -62,9 +62,9 @@ def open_acquisition(settings: AcquisitionSettings, device: torch.device, synchr
                       "e.g. facebook/dinov2-base after `refseg-weights --for reference`, to look for them "
                       "while they are not tracked)")
     try:
-        from ..adapters.reference.acquisition import AcquirerConfig
-        from ..adapters.reference.acquisition_proposer import AcquisitionService
-        from ..adapters.reference.dino_encoder import DinoEncoder
+        from ..adapters.reference.prior.acquisition import AcquirerConfig
+        from ..adapters.reference.prior.acquisition_proposer import AcquisitionService
+        from ..adapters.reference.prior.dino_encoder import DinoEncoder
 
         config = AcquirerConfig(candidates=settings.acquisition_candidates,
                                 threshold=settings.acquisition_threshold, m=settings.acquisition_m,

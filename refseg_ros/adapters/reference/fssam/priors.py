@@ -17,7 +17,7 @@ from typing import Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-from .prototypes import masked_average, min_max, normalised_similarity
+from ..prototypes import masked_average, min_max, normalised_similarity
 
 
 @dataclass

@@ -16,7 +16,7 @@ import torch
 
 from refseg_ros.engine.errors import CheckpointError
 
-from .dino import hf_to_hub_shapes, hub_to_hf
+from ..dino import hf_to_hub_shapes, hub_to_hf
 
 DDP_PREFIX = "module."
 

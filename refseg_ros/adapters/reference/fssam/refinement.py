@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .prototypes import masked_average, min_max, normalised_similarity
+from ..prototypes import masked_average, min_max, normalised_similarity
 
 NUM_ITERATIONS = 3
 

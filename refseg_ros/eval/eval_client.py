@@ -26,11 +26,10 @@ from std_msgs.msg import Header, String
 from refseg_ros.eval.node_outputs import NodeObject, NodeOutput
 from refseg_ros.eval.player import message_class, publisher_qos
 from refseg_ros.msg import ReferenceTarget, SegmentedObjectArray
+from refseg_ros.ros.camera import output_topic
+from refseg_ros.ros.conversions import STATES, image_array, image_message, mask_from_message
+from refseg_ros.ros.rclpy_compat import publisher_count
 from refseg_ros.srv import AddTarget, ResetTargets
-
-from .camera import output_topic
-from .conversions import STATES, image_array, image_message, mask_from_message
-from .rclpy_compat import publisher_count
 
 STATE_NAMES = {code: state.value for state, code in STATES.items()}
 REFERENCE_TYPE = "refseg_ros/msg/ReferenceTarget"

@@ -28,8 +28,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..prototypes import cosine_map, masked_average
 from .dino_encoder import DinoEncoder, as_encoder
-from .prototypes import cosine_map, masked_average
 
 # A background prototype needs at least this much of the grid (in cells) outside the mask.
 MIN_BACKGROUND_CELLS = 0.5

@@ -32,7 +32,7 @@ from typing import Optional
 
 import torch
 
-from .prototypes import COSINE_EPS, masked_average, min_max
+from ..prototypes import COSINE_EPS, masked_average, min_max
 
 MODES = ("official", "paper")
 PENALTY_SCALE = 10.0

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .dino import PIXEL_MEAN, PIXEL_STD, patch_features
+from ..dino import PIXEL_MEAN, PIXEL_STD, patch_features
 
 
 def load_dinov2(source: Union[str, os.PathLike, torch.nn.Module],

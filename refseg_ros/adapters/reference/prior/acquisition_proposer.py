@@ -2,7 +2,7 @@
 targets (acquisition and re-acquisition).
 
 While the target is acquiring or lost, each frame is offered to the shared
-`AcquisitionWorker` (DINOv2 prior + peaks, at its own rate, in the background); a
+`LatestWorker` (DINOv2 prior + peaks, at its own rate, in the background); a
 finished proposal is decoded and scored on the current frame's SAM2 features
 (`Acquirer.decide`: one batched decode, raw score, M-of-K gate). An accepted candidate
 becomes a click prompt on the current frame, which the engine pins as a conditioning
@@ -32,12 +32,12 @@ from typing import Optional
 import numpy as np
 import torch
 
+from refseg_ros.adapters.latest_worker import LatestWorker
 from refseg_ros.engine.features import FrameFeatures
 from refseg_ros.engine.seams import Absent, Seed
 from refseg_ros.engine.types import PointsPrompt, TargetState
 
 from .acquisition import Acquirer, AcquirerConfig, Proposal
-from .acquisition_worker import AcquisitionWorker
 from .dino_encoder import DinoEncoder
 from .gate import AbsenceGate
 from .reference_prior import ReferencePrototypes, prototypes_from_examples
@@ -61,7 +61,7 @@ class AcquisitionService:
                  min_interval_s: float = 0.0, synchronous: bool = False, watch: bool = True):
         self.encoder, self.config, self.synchronous, self.watch = encoder, config, synchronous, watch
         self._acquirers: dict = {}
-        self.worker = AcquisitionWorker(self._propose, min_interval_s, name="refseg-acquisition")
+        self.worker = LatestWorker(self._propose, min_interval_s, name="refseg-acquisition")
 
     def prototypes(self, images: list[np.ndarray], masks: list[np.ndarray]) -> ReferencePrototypes:
         """A target's prototypes from its examples ((H, W, 3) uint8, (H, W) bool), at teach time."""
@@ -125,7 +125,7 @@ class ReferenceAcquisition:
             result = self.worker.poll(self.key)
         if result is None or not result.ok:
             return None
-        return result.proposal
+        return result.value
 
     def _watch(self, proposal: Proposal, box: Optional[tuple[int, int, int, int]],
                frame_hw: tuple[int, int]) -> Optional[Absent]:

@@ -1,6 +1,6 @@
 """Acquisition and re-acquisition of a reference target that is not being tracked.
 
-Two phases, so that the slow one can run beside tracking (`acquisition_worker`):
+Two phases, so that the slow one can run beside tracking (`adapters.latest_worker`):
 
 1. `Acquirer.propose(frame)` (slow, any thread): one DINOv2 pass over the frame, the raw
    prototype prior (`reference_prior`; FSSAM's / PFENet-style training-free prior, as in

@@ -31,9 +31,9 @@ import torch.nn.functional as F
 from refseg_ros.engine import heads
 from refseg_ros.engine.features import FrameFeatures, encode_image
 
+from ..dino import build_dinov2, normalise_for_dino, patch_features
 from .calibration import SupportCalibration
 from .checkpoint import load_fssam_checkpoint
-from .dino import build_dinov2, normalise_for_dino, patch_features
 from .priors import pseudo_prompt_priors
 from .refinement import NUM_ITERATIONS, refine_disc_memory
 

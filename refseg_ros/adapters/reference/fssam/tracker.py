@@ -5,7 +5,7 @@ frame of the stream is FSSAM's query; the target's k (image, mask) pairs are its
 supports. `FssamTracker` implements `engine.seams.TargetTracker` with `variant_key`
 None, so the engine hands it the stream's plain image-encoder pass (`PlainFrame`).
 
-Split of the work (the paper's stages, as in `fssam.py`):
+Split of the work (the paper's stages, as in `segmenter.py`):
 
 - once, at construction (support side, `SupportState`): DINOv2 patch features of the
   supports and, from them, each shot's foreground and background prototypes (Pseudo
@@ -82,12 +82,12 @@ from refseg_ros.engine.features import FrameFeatures, encode_image
 from refseg_ros.engine.memory import TargetMemory
 from refseg_ros.engine.seams import PlainFrame, Tracked
 
+from ..dino import normalise_for_dino, patch_features
+from ..prototypes import masked_average
 from .calibration import SupportCalibration
-from .dino import normalise_for_dino, patch_features
-from .fssam import IGNORE_LABEL, IMAGE_SIZE, FssamOptions, FssamOutput, FssamSegmenter
 from .priors import priors_from_prototypes
-from .prototypes import masked_average
 from .refinement import refine_disc_memory
+from .segmenter import IGNORE_LABEL, IMAGE_SIZE, FssamOptions, FssamOutput, FssamSegmenter
 
 QUERY_FEATURES = ("shared", "own")
 

@@ -69,6 +69,7 @@ from typing import Callable, Hashable, Optional, Protocol, Sequence, Union
 import numpy as np
 import torch
 
+from refseg_ros.adapters.latest_worker import LatestWorker, WorkResult
 from refseg_ros.engine import heads
 from refseg_ros.engine.features import FrameFeatures, encode_image
 from refseg_ros.engine.frames import FramePreprocessor, check_frame
@@ -77,7 +78,6 @@ from refseg_ros.engine.prompts import check_prompt, to_model_inputs
 from refseg_ros.engine.seams import Seed
 from refseg_ros.engine.types import MaskPrompt, TargetState
 
-from .acquisition_worker import AcquisitionWorker, ProposalResult
 from .ttga import prompt_entry, track_frame
 
 __all__ = ["DbstProposer", "ImageEncoder", "PseudoVideo", "TRIGGERS", "TransitionCancelled", "TransitionEncoder",
@@ -196,7 +196,7 @@ class TransitionService:
     when None). synchronous: `propose` waits for a job it starts and seeds on that same
     frame (offline evaluation: results independent of timing; never in a live node).
 
-    Jobs run latest-only per target on one `AcquisitionWorker` thread (a target has at
+    Jobs run latest-only per target on one `LatestWorker` thread (a target has at
     most one job anyway); a job that raises becomes an error result (the proposer's
     `last_error`) and the thread goes on. `close()` drops waiting jobs, lets a running
     one finish and joins the thread. Thread-safe.
@@ -218,7 +218,7 @@ class TransitionService:
         self._contexts: dict = {}
         self._lock = threading.Lock()
         self.cancelled = 0  # jobs stopped because their target went
-        self.worker = AcquisitionWorker(self._run, 0.0, name=name)
+        self.worker = LatestWorker(self._run, 0.0, name=name)
 
     def proposer(self, reference_image: np.ndarray, reference_mask: np.ndarray,
                  on: Sequence[str] = TRIGGERS, encoder: Optional[TransitionEncoder] = None) -> "DbstProposer":
@@ -409,7 +409,8 @@ class DbstProposer:
             context = self.service._context(self.key)
             if context is not None:
                 context.trigger = self._wanted  # read by the job, which starts after this
-            if context is not None and self.worker.submit(self.key, frame.copy(), float(index)):
+            if context is not None and not self.worker.closed:
+                self.worker.submit(self.key, frame.copy(), float(index))
                 self._wanted, self._job_version = None, version
                 self.running = True
                 self.jobs_started += 1
@@ -421,14 +422,14 @@ class DbstProposer:
     def _collect(self) -> Optional[Seed]:
         if not self.running:
             return None
-        result: Optional[ProposalResult] = self.worker.poll(self.key)
+        result: Optional[WorkResult] = self.worker.poll(self.key)
         if result is None:
             return None
         self.running = False
         if not result.ok:
             self.last_error = result.error
             return None
-        job: TransitionJob = result.proposal
+        job: TransitionJob = result.value
         self.last_job, self.last_error = job, None
         self._job_version = job.encoder_version  # what it was encoded with, not what it started with
         if self._wanted == "tuned" and self.encoder is not None \

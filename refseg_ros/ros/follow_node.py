@@ -116,11 +116,7 @@ class FollowNode(ReleasingNode):
         if self._list_client is not None:
             self.destroy_client(self._list_client)
             self._list_client = None
-        for attr in ("_cmd_pub", "_status_pub"):
-            pub = getattr(self, attr)
-            if pub is not None:
-                self.destroy_publisher(pub)
-                setattr(self, attr, None)
+        self.destroy_publishers("_cmd_pub", "_status_pub")
         self.follower = None
 
     def _unsubscribe(self) -> None:

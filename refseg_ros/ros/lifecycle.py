@@ -17,6 +17,15 @@ class ReleasingNode(LifecycleNode):
         """Drop what configure and activate created; safe to call more than once."""
         raise NotImplementedError
 
+    def destroy_publishers(self, *attributes: str) -> None:
+        """Destroy the publishers held in these attributes of the node, and set each to None
+        (an attribute already None is left as it is)."""
+        for attribute in attributes:
+            publisher = getattr(self, attribute)
+            if publisher is not None:
+                self.destroy_publisher(publisher)
+                setattr(self, attribute, None)
+
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
         self.release()
         return TransitionCallbackReturn.SUCCESS

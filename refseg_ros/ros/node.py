@@ -197,11 +197,7 @@ class SegmenterNode(ReleasingNode):
         if self._diag_timer is not None:
             self.destroy_timer(self._diag_timer)
             self._diag_timer = None
-        for attr in ("_status_pub", "_diag_pub"):
-            pub = getattr(self, attr)
-            if pub is not None:
-                self.destroy_publisher(pub)
-                setattr(self, attr, None)
+        self.destroy_publishers("_status_pub", "_diag_pub")
         self._latest.clear()
         self._history.clear()
         self._said_once.clear()

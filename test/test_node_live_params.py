@@ -177,9 +177,9 @@ def test_grounding_and_acquisition_thresholds_are_live_and_reach_the_caption_pat
     results = set_parameters(listener, Parameter("grounding_threshold", value=0.6),
                              Parameter("regrounding_interval", value=2.0))
     assert all(r.successful for r in results), [r.reason for r in results]
-    line = listener.wait_status("parameters set: grounding_threshold=0.6, regrounding_interval=2.0", since,
-                                node=node)
-    assert line.endswith("; caption path grounding uses them from the next frame"), line
+    for name, value in (("grounding_threshold", 0.6), ("regrounding_interval", 2.0)):  # one call each
+        line = listener.wait_status(f"parameters set: {name}={value}", since, node=node)
+        assert line.endswith("; caption path grounding uses them from the next frame"), line
     (result,) = set_parameters(listener, Parameter("acquisition_threshold", value=0.7))
     assert result.successful, result.reason  # no acquisition here: the node keeps it for its next configure
     (result,) = set_parameters(listener, Parameter("acquisition_m", value=4))

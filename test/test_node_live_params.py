@@ -20,6 +20,7 @@ from rclpy.parameter import Parameter
 from sensor_msgs.msg import CameraInfo, Image
 
 from _node_harness import Listener, get_parameters, image_msg, scene, scene_reference, start_node
+from _tiny_models import save_owlv2
 from refseg_ros.msg import SegmentedObjectArray
 
 W, H = 160, 120
@@ -37,7 +38,7 @@ def live(tmp_path_factory):
     listener.listen_status()
     listener.listen(OBJECTS, SegmentedObjectArray)
     node = start_node(tmp, {"cameras": [CAM], "camera_info_topics": [INFO], "store_dir": "",
-                            "status_repeat_period": 0.0})
+                            "status_repeat_period": 0.0, "grounding_model": str(save_owlv2(tmp / "owlv2"))})
     try:
         listener.wait_status("active", timeout=120, node=node)
         listener.teach(scene_reference(W, H), timeout=90, node=node)
@@ -167,6 +168,28 @@ def test_values_out_of_range_or_choices_are_refused(live):
     assert not result.successful and "depth_min_range and depth_max_range must satisfy min < max" in result.reason
     assert get_parameters(listener, NODE, ["overlay_alpha", "depth_min_range"]) == {
         "overlay_alpha": 0.5, "depth_min_range": 0.0}
+    assert node.alive()
+
+
+def test_grounding_and_acquisition_thresholds_are_live_and_reach_the_caption_path(live):
+    listener, node = live
+    since = listener.count("/refseg/status")
+    results = set_parameters(listener, Parameter("grounding_threshold", value=0.6),
+                             Parameter("regrounding_interval", value=2.0))
+    assert all(r.successful for r in results), [r.reason for r in results]
+    for name, value in (("grounding_threshold", 0.6), ("regrounding_interval", 2.0)):  # one call each
+        line = listener.wait_status(f"parameters set: {name}={value}", since, node=node)
+        assert line.endswith("; caption path grounding uses them from the next frame"), line
+    (result,) = set_parameters(listener, Parameter("acquisition_threshold", value=0.7))
+    assert result.successful, result.reason  # no acquisition here: the node keeps it for its next configure
+    (result,) = set_parameters(listener, Parameter("acquisition_m", value=4))
+    assert not result.successful and "1 <= m <= k" in result.reason  # acquisition_k is 3
+    (result,) = set_parameters(listener, Parameter("grounding_retry", value=-1.0))
+    assert not result.successful and "out of range" in result.reason
+    assert get_parameters(listener, NODE, ["grounding_threshold", "regrounding_interval", "acquisition_threshold",
+                                           "acquisition_m", "grounding_retry"]) == {
+        "grounding_threshold": 0.6, "regrounding_interval": 2.0, "acquisition_threshold": 0.7,
+        "acquisition_m": 2, "grounding_retry": 0.0}
     assert node.alive()
 
 

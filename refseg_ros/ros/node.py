@@ -220,6 +220,10 @@ class SegmenterNode(ReleasingNode):
         are values out of range, with the reason (also logged and on the status topic)."""
         try:
             settings = params.changed_settings(self.settings, parameters)
+            given: list[str] = []
+            if settings is not None and self.registry is not None and (
+                    settings.text() != self.settings.text() or settings.acquisition() != self.settings.acquisition()):
+                given = self.registry.update_services(settings.text(), settings.acquisition())
         except ValueError as exc:
             self._status(f"set_parameters refused: {exc}", error=True)
             return SetParametersResult(successful=False, reason=str(exc))
@@ -233,7 +237,8 @@ class SegmenterNode(ReleasingNode):
             if timer is not None and settings.diagnostics_period != old.diagnostics_period:
                 timer.timer_period_ns = int(settings.diagnostics_period * 1e9)
             changed = [f"{p.name}={getattr(settings, p.name)!r}" for p in parameters if p.name in params.PARAMETERS]
-            self._status(f"parameters set: {', '.join(changed)}")
+            given_text = f"; {' and '.join(given)} use{'s' if len(given) == 1 else ''} them from the next frame"
+            self._status(f"parameters set: {', '.join(changed)}{given_text if given else ''}")
         return SetParametersResult(successful=True)
 
     # ===================================================================== frames

@@ -10,7 +10,7 @@ alone (the plain correspondence-as-video baseline), and the node says so.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 
@@ -82,3 +82,12 @@ def open_acquisition(settings: AcquisitionSettings, device: torch.device, synchr
     watched = " and watched while tracked" if settings.acquisition_watch else ""
     origin = f"from {settings.dino_model}" if settings.dino_model else "(FSSAM's own)"
     return service, f"reference targets looked for by DINOv2 {origin} while not tracked{watched}"
+
+
+def update_acquisition(service: Any, settings: AcquisitionSettings) -> None:
+    """Give a running `AcquisitionService` (from `open_acquisition`) the live parameters
+    of `settings`: acquisition_threshold, acquisition_m, acquisition_k and
+    acquisition_interval (seconds), used from every reference target's next decision on.
+    Raises ValueError for values the gate refuses (`AcquisitionSettings.check`)."""
+    service.update(threshold=settings.acquisition_threshold, m=settings.acquisition_m,
+                   window=settings.acquisition_k, min_interval_s=settings.acquisition_interval)

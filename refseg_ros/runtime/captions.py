@@ -19,6 +19,7 @@ are then kept and listed as waiting, with the reason and the command that fetche
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, replace
 from typing import Optional, Protocol
 
@@ -119,6 +120,11 @@ class CaptionPath(Protocol):
     def close(self) -> None:
         """Stop background work."""
 
+    def update(self, settings: TextSettings) -> None:
+        """Use the live parameters of `settings` (runtime.parameters) from every caption
+        target's next decision on, the targets added before and after. Raises ValueError
+        for a value the path cannot take."""
+
 
 class SamwisePath:
     """Caption targets decoded by the SAMWISE adapter."""
@@ -136,6 +142,9 @@ class SamwisePath:
     def close(self) -> None:
         pass
 
+    def update(self, settings: TextSettings) -> None:
+        """Nothing to update: SAMWISE's settings are read-only after configure."""
+
 
 class GroundingPath:
     """Caption targets found by a zero-shot detector and tracked by SAM2."""
@@ -149,6 +158,7 @@ class GroundingPath:
         self.worker = GroundingWorker(detector)
         self.threshold, self.synchronous = threshold, synchronous
         self.policy = RegroundPolicy(interval_s=interval_s, retry_s=retry_s)
+        self._proposers: weakref.WeakSet = weakref.WeakSet()  # the targets' GroundingProposers
 
     def add(self, engine: SegmentationEngine, stream_id: str, caption: str, *, label: str, target_id: int,
             replace: bool = False) -> None:
@@ -158,9 +168,21 @@ class GroundingPath:
             raise ValueError("caption is empty")
         proposer = GroundingProposer(self.worker, caption, self.threshold, self.policy, wait=self.synchronous)
         engine.add_proposed_target(stream_id, proposer, label=label, target_id=target_id, replace=replace)
+        self._proposers.add(proposer)
 
     def close(self) -> None:
         self.worker.close(timeout=5.0)
+
+    def update(self, settings: TextSettings) -> None:
+        """grounding_threshold (detector score), regrounding_interval and grounding_retry
+        (seconds) of `settings`, used by every caption target's next grounding decision.
+        Raises ValueError for a negative or non-finite time (RegroundPolicy)."""
+        from ..adapters.grounding import RegroundPolicy
+
+        policy = RegroundPolicy(interval_s=settings.regrounding_interval, retry_s=settings.grounding_retry)
+        self.threshold, self.policy = settings.grounding_threshold, policy
+        for proposer in list(self._proposers):
+            proposer.threshold, proposer.policy = self.threshold, policy
 
 
 def open_caption_path(settings: TextSettings, engine: SegmentationEngine, model_name: str,

@@ -258,12 +258,12 @@ PARAMETERS: dict[str, Param] = {
                         "prior while not tracked (acquisition), in every reference_mode; empty: off (in "
                         "reference_mode fssam: FSSAM's own DINOv2)"),
     "acquisition_threshold": Param(0.5, "raw candidate score (mask-averaged cosine x IoU and presence terms) a "
-                                   "frame needs"),
+                                   "frame needs", live=True),
     "acquisition_m": Param(2, "frames above the threshold, out of the last acquisition_k looked at, before a seed",
-                           range=(1, None)),
-    "acquisition_k": Param(3, "frames looked at that the M-of-K rule counts", range=(1, None)),
+                           live=True, range=(1, None)),
+    "acquisition_k": Param(3, "frames looked at that the M-of-K rule counts", live=True, range=(1, None)),
     "acquisition_interval": Param(0.0, "seconds between two proposals for one target (0: as fast as DINOv2 goes)",
-                                  range=(0.0, None)),
+                                  live=True, range=(0.0, None)),
     "acquisition_candidates": Param(5, "similarity peaks decoded per proposal, in one batched SAM2 decode",
                                     range=(1, None)),
     "acquisition_input_size": Param(224, "DINOv2 input side in pixels, a multiple of its patch (0: the model's own; "
@@ -308,11 +308,11 @@ PARAMETERS: dict[str, Param] = {
     "text_cme": Param(True, "SAMWISE's conditional memory encoder on (as the official model)"),
     "grounding_model": Param("", "folder or hub id (from the hub cache) of a transformers zero-shot detector "
                              "(Grounding DINO, MM-Grounding-DINO/LLMDet, OWLv2) for the grounding path"),
-    "grounding_threshold": Param(0.35, "detector score a caption's box needs", range=(0.0, 1.0)),
+    "grounding_threshold": Param(0.35, "detector score a caption's box needs", live=True, range=(0.0, 1.0)),
     "regrounding_interval": Param(0.0, "seconds between re-groundings of a tracked caption (0: only when lost)",
-                                  range=(0.0, None)),
+                                  live=True, range=(0.0, None)),
     "grounding_retry": Param(0.0, "seconds between grounding calls while a caption is not found (0: as often "
-                             "as the detector keeps up)", range=(0.0, None)),
+                             "as the detector keeps up)", live=True, range=(0.0, None)),
     "max_label_length": Param(256, "longest label accepted, in characters", live=True, range=(1, None)),
     "max_targets": Param(1000, "most targets the node keeps", live=True, range=(1, None)),
 }

@@ -21,7 +21,8 @@ import numpy as np
 from ..engine import (BoxPrompt, EngineError, MaskPrompt, PointsPrompt, Prompt, SegmentationEngine,
                       TargetState)
 from ..store import CAPTION_TOPIC, StoreError, TargetStore, TaughtTarget
-from .captions import CaptionPath
+from .acquisition import AcquisitionSettings, update_acquisition
+from .captions import CaptionPath, TextSettings
 from .recipes import ReferenceSetup
 
 CAPTION_WAITING = "waiting for a text model: stored, not tracked"
@@ -103,6 +104,20 @@ class TargetRegistry:
         if self.captions is not None:
             self.captions.close()
         self.reference.services.close()
+
+    def update_services(self, text: TextSettings, acquisition: AcquisitionSettings) -> list[str]:
+        """Give the caption path and the acquisition (where there are) the live parameters
+        of `text` and `acquisition`, used from their targets' next decision on; returns
+        the services given them, in words ("caption path grounding", "acquisition").
+        Raises ValueError for values they cannot take."""
+        given = []
+        if self.captions is not None:
+            self.captions.update(text)
+            given.append(f"caption path {self.captions.path}")
+        if self.reference.services.acquisition is not None:
+            update_acquisition(self.reference.services.acquisition, acquisition)
+            given.append("acquisition")
+        return given
 
     # ------------------------------------------------------------------------ restore
     def restore(self) -> list[str]:

@@ -153,6 +153,13 @@ class Acquirer:
         self.config = config
         self.gate = AcquisitionGate(config.threshold, config.m, config.window)
 
+    def configure(self, config: AcquirerConfig) -> None:
+        """Use `config` from the next proposal and decision on; the gate's window starts
+        empty when it changes."""
+        if config != self.config:
+            self.gate = AcquisitionGate(config.threshold, config.m, config.window)
+        self.config = config
+
     @classmethod
     def from_examples(cls, encoder: DinoEncoder | torch.nn.Module, images: Sequence[np.ndarray],
                       masks: Sequence[np.ndarray], config: AcquirerConfig = AcquirerConfig()) -> "Acquirer":

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import itertools
 import time
+from dataclasses import replace
 from typing import Optional
 
 import numpy as np
@@ -71,6 +72,20 @@ class AcquisitionService:
         """A proposer for one target on one stream."""
         return ReferenceAcquisition(self, Acquirer(self.encoder, prototypes, self.config))
 
+    def update(self, *, threshold: float, m: int, window: int, min_interval_s: float) -> None:
+        """Live settings, used from every served target's next decision on (and by the
+        targets added later): the raw score a frame needs, M of the last `window` looks
+        (for acquisition and for the absence watch; their windows start empty when these
+        change) and seconds between two proposals for one target. Raises ValueError for a
+        non-finite threshold, m outside 1..window or a negative interval."""
+        if not min_interval_s >= 0:
+            raise ValueError(f"min_interval_s must be >= 0, got {min_interval_s}")
+        config = replace(self.config, threshold=threshold, m=m, window=window)
+        self.config = config
+        self.worker.min_interval_s = float(min_interval_s)
+        for acquirer in list(self._acquirers.values()):
+            acquirer.configure(config)
+
     def close(self) -> None:
         self.worker.close()
 
@@ -86,13 +101,15 @@ class ReferenceAcquisition:
 
     def __init__(self, service: AcquisitionService, acquirer: Acquirer):
         self.service, self.worker, self.acquirer = service, service.worker, acquirer
-        self.absence = AbsenceGate(acquirer.config.threshold, acquirer.config.m, acquirer.config.window)
+        self._absence_of: Optional[AcquirerConfig] = None  # the config `absence` was built from
+        self._follow_config()
         self.key = ("acquisition", next(_keys))
         self.last_click: Optional[tuple[float, float]] = None  # (x, y) pixels of the last seed
         service._acquirers[self.key] = acquirer
 
     def propose(self, model: torch.nn.Module, features: FrameFeatures, frame: np.ndarray, index: int,
                 state: TargetState, box: Optional[tuple[int, int, int, int]]) -> Optional[Seed | Absent]:
+        self._follow_config()
         searching = state in SEARCHING
         if searching:
             self.absence.reset()
@@ -112,6 +129,13 @@ class ReferenceAcquisition:
         self.last_click = (x, y)
         return Seed(PointsPrompt(np.array([[x, y]], dtype=np.float32), np.array([1], dtype=np.int64)),
                     f"found by its prior at ({x:.0f}, {y:.0f}) (score {acquisition.verdict.score:.2f})")
+
+    def _follow_config(self) -> None:
+        """A new absence gate (window empty) when the acquirer's config was replaced
+        (`AcquisitionService.update`)."""
+        config = self.acquirer.config
+        if config is not self._absence_of:
+            self._absence_of, self.absence = config, AbsenceGate(config.threshold, config.m, config.window)
 
     def _look(self, frame: np.ndarray, index: int) -> Optional[Proposal]:
         """Hand the frame to the worker when it wants one; the newest finished proposal

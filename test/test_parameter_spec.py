@@ -203,3 +203,13 @@ def test_the_node_declares_every_parameter_as_the_table_says(declared):
         elif not row.unset:
             assert values[name] == row.default and type(values[name]) is type(row.default), \
                 f"{name}: the node's {values[name]!r}, the table's {row.default!r}"
+
+
+def test_doubles_that_are_not_finite_are_refused_naming_the_parameter():
+    from refseg_ros.runtime.parameters import PARAMETERS
+
+    for value in (float("nan"), float("inf"), -float("inf")):
+        for name in ("grounding_threshold", "acquisition_threshold", "acquisition_interval"):
+            with pytest.raises(ValueError, match=f"parameter {name} must be a finite number"):
+                PARAMETERS[name].check(name, value)
+    PARAMETERS["acquisition_threshold"].check("acquisition_threshold", 0.7)

@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import enum
+import math
 from dataclasses import dataclass
 from typing import Any, Iterable, Optional, Sequence
 
@@ -128,7 +129,10 @@ class Param:
         return "; ".join(parts)
 
     def check(self, name: str, value: Any) -> None:
-        """Raises ValueError naming the parameter when `value` is out of range or not a choice."""
+        """Raises ValueError naming the parameter when `value` is out of range, not a choice,
+        or a double that is not finite (NaN or infinite)."""
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"parameter {name} must be a finite number, got {value!r}")
         if self.choices:
             values = value if isinstance(value, (list, tuple)) else [value]
             bad = [v for v in values if v not in self.choices]

@@ -215,15 +215,16 @@ class StandardOutputs:
 
         Returns:
             the outputs, and lines to log and put on the status topic: (text, is_warning);
-            a missing package is a warning that names what is off and how to get it.
+            a missing package is an optional output left out, a note (not a warning, like
+            the other optional parts' notes) that names what is off and how to get it; a
+            package of a layout this code cannot fill is a warning.
         """
         notes = []
         vision, why = import_messages("vision_msgs")
         where = ", ".join(f"{t}/{DETECTIONS}[_3d]" for t in topics.values())
         if vision is None:
             notes.append((f"vision_msgs is not importable ({why}): no Detection2DArray/Detection3DArray on "
-                          f"{where}; install ros-<distro>-vision-msgs (or set publish_detections: false)",
-                          switches.publish_detections))
+                          f"{where}; install ros-<distro>-vision-msgs (or set publish_detections: false)", False))
         else:
             try:
                 layout = vision_msgs_layout(vision)
@@ -235,7 +236,7 @@ class StandardOutputs:
         tf2, why = import_messages("tf2_msgs")
         if tf2 is None:
             notes.append((f"tf2_msgs is not importable ({why}): no TF frames of targets on {TF_TOPIC}; "
-                          f"install ros-<distro>-tf2-msgs (or set publish_tf: false)", switches.publish_tf))
+                          f"install ros-<distro>-tf2-msgs (or set publish_tf: false)", False))
         else:
             notes.append((f"TF frames of located targets: <optical frame> -> "
                           f"{switches.tf_frame_prefix}target_<id> on {TF_TOPIC}"

@@ -24,10 +24,7 @@ from pathlib import Path
 from packaging.markers import default_environment
 from packaging.requirements import Requirement
 
-try:
-    import tomllib  # novermin (Python 3.11)
-except ModuleNotFoundError:  # Python 3.10: the same parser, as pip ships it
-    from pip._vendor import tomli as tomllib
+from conftest import pyproject
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -116,7 +113,7 @@ def test_pip_install_into_fresh_venv_imports_without_ros(tmp_path):
         env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300,
     )
     assert build.returncode == 0, build.stdout + build.stderr
-    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    project = pyproject()["project"]
     (wheel,) = wheels.glob(f"refseg_ros-{project['version']}-*.whl")
     # setup.py is the entry, pyproject.toml the metadata: the wheel has pyproject's.
     with zipfile.ZipFile(wheel) as archive:

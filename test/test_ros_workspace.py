@@ -36,12 +36,8 @@ import pytest
 from packaging.requirements import Requirement
 
 from _node_harness import SMALL_MODEL, Listener, _param, list_targets
+from conftest import pyproject
 from refseg_ros.procs import stop_process_group
-
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    import tomli as tomllib
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = "refseg_ros"
@@ -69,10 +65,6 @@ def _canonical(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def _pyproject() -> dict:
-    return tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
-
-
 def _requirements(path: Path) -> list[Requirement]:
     lines = (line.split("#", 1)[0].strip() for line in path.read_text().splitlines())
     return [Requirement(line) for line in lines if line]
@@ -88,7 +80,7 @@ RUN_KEYS = ("depend", "exec_depend")
 
 def executable_names() -> dict[str, str]:
     """The `ros2 run` executable for each console script: name with '-' -> '_' -> entry point."""
-    return {name.replace("-", "_"): value for name, value in _pyproject()["project"]["scripts"].items()}
+    return {name.replace("-", "_"): value for name, value in pyproject()["project"]["scripts"].items()}
 
 
 # --------------------------------------------------------------------- declarations
@@ -100,7 +92,7 @@ def test_package_xml_parses_with_catkin_pkg():
     package.validate()
     assert package.name == PACKAGE
     assert package.get_build_type() == "ament_cmake"
-    assert package.version == _pyproject()["project"]["version"]
+    assert package.version == pyproject()["project"]["version"]
 
 
 def test_pip_requirements_are_ranges_without_ros_packages():
@@ -119,7 +111,7 @@ def test_pip_requirements_are_ranges_without_ros_packages():
 def test_every_runtime_dependency_is_declared_for_rosdep_or_pip():
     """pyproject's dependencies, its model extra and its test extra: each is a rosdep key in
     package.xml or a line of requirements/workspace.txt."""
-    project = _pyproject()["project"]
+    project = pyproject()["project"]
     needed = list(project["dependencies"])
     needed += project["optional-dependencies"]["adapters"] + project["optional-dependencies"]["test"]
     run_keys = _package_xml_keys(RUN_KEYS)

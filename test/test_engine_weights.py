@@ -205,3 +205,47 @@ def test_engine_uses_a_cached_checkpoint_when_asked(tmp_path, monkeypatch, offic
     assert torch.equal(engine.model.state_dict()["maskmem_tpos_enc"], state["maskmem_tpos_enc"])
     monkeypatch.setenv("REFSEG_WEIGHTS", str(tmp_path / "empty"))
     assert SegmentationEngine.from_config(EngineConfig(image_size=128, checkpoint="auto")).random_weights
+
+
+def test_the_engine_alone_writes_its_weights(tmp_path, official_format_checkpoint):
+    """The config's SAM2 checkpoint and then a SAMWISE checkpoint (its sam.* are the
+    SAM2 of the captions) both go through `load_weights`: `random_weights` and
+    `checkpoint` follow it and cannot be set from outside; once an adapter's file gave
+    the weights, no other file replaces them (the model untouched); a file that does not
+    fit leaves a random model random."""
+    from _tiny_models import samwise_state, tiny_samwise, write_samwise_checkpoint
+    from refseg_ros.adapters.text.checkpoint import SamwiseWeights
+    from refseg_ros.engine.model import Sam2Checkpoint
+
+    payload, state = official_format_checkpoint
+    sam2_file = tmp_path / "sam2.1_hiera_tiny.pt"
+    sam2_file.write_bytes(payload)
+    engine = SegmentationEngine.from_config(EngineConfig(image_size=128, checkpoint=str(sam2_file), device="cpu"))
+    assert not engine.random_weights and engine.checkpoint == str(sam2_file)
+    assert torch.equal(engine.model.state_dict()["maskmem_tpos_enc"], state["maskmem_tpos_enc"])
+    with pytest.raises(AttributeError):
+        engine.random_weights = True
+    with pytest.raises(AttributeError):
+        engine.checkpoint = None
+
+    sam, adapter = tiny_samwise("sam2.1_hiera_t", 128, seed=7)
+    samwise = samwise_state(sam, adapter)
+    samwise_file = write_samwise_checkpoint(tmp_path / "samwise.pth", sam, adapter, samwise)
+    loaded = engine.load_weights(SamwiseWeights(str(samwise_file), "sam2.1_hiera_t"))
+    assert type(loaded).__name__ == "SamwiseAdapter"
+    assert engine.checkpoint == str(samwise_file) and not engine.random_weights
+    after = {k: v.clone() for k, v in engine.model.state_dict().items()}
+    assert all(torch.equal(after[k], samwise["sam." + k]) for k in after)
+
+    with pytest.raises(CheckpointError, match=r"come from the SAMWISE checkpoint .*samwise.pth; "
+                                              r"the SAM2 checkpoint .*would replace them"):
+        engine.load_weights(Sam2Checkpoint(str(sam2_file)))
+    assert engine.checkpoint == str(samwise_file)
+    assert all(torch.equal(engine.model.state_dict()[k], v) for k, v in after.items())
+
+    fresh = SegmentationEngine.from_config(EngineConfig(image_size=128, device="cpu"))
+    assert fresh.random_weights and fresh.checkpoint is None
+    torch.save({"model": {"extra.weight": torch.zeros(1)}}, tmp_path / "wrong.pt")
+    with pytest.raises(CheckpointError, match="wrong.pt does not match"):
+        fresh.load_weights(Sam2Checkpoint(str(tmp_path / "wrong.pt")))
+    assert fresh.random_weights and fresh.checkpoint is None

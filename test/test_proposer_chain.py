@@ -203,7 +203,7 @@ def test_a_reference_target_gets_the_priors_seed_and_the_transition_memories(sam
         assert job is not None and len(job.entries) == N
         for k, index in enumerate((-4, -3, -2)):
             assert memory.conditioning[index].maskmem_features is job.entries[k].maskmem_features
-        assert prior.last_click is not None and engine._stream("cam").targets[tid].seeds == [0]
+        assert prior.last_click is not None and engine._stream("cam").targets[tid].seeds.frames == [0]
         (event,) = _seeded(step)
         assert "found by its prior" in event and f"{N} transition frames" in event
         assert step.targets[0].state == TargetState.TRACKED and step.targets[0].mask.any()

@@ -19,34 +19,114 @@ import torch.nn.functional as F
 
 from . import heads
 from .config import EngineConfig
-from .errors import DuplicateTargetError, InvalidPromptError, UnknownStreamError, UnknownTargetError
+from .errors import (CheckpointError, DuplicateTargetError, InvalidPromptError, UnknownStreamError,
+                     UnknownTargetError)
 from .features import FrameFeatures, encode_image
 from .frames import FramePreprocessor, check_frame
 from .memory import MemoryEntry, MemorySelection, TargetMemory
-from .model import build_model, resolve_device
+from .model import Sam2Checkpoint, WeightsSource, build_model, resolve_device
 from .prompts import check_prompt, to_model_inputs
 from .seams import Absent, FeatureVariant, PlainFrame, Proposer, Seed, TargetTracker, Tracked
 from .types import Prompt, StepResult, TargetResult, TargetState
 from .weights import cached_checkpoint
 
 
+def config_checkpoint(config: EngineConfig) -> Optional[str]:
+    """The SAM2 checkpoint file `config.checkpoint` names: "auto" is the weights cache's
+    file for `config.model` (None when the cache has none); None: random weights."""
+    if config.checkpoint == "auto":
+        found = cached_checkpoint(config.model)
+        return str(found) if found else None
+    return config.checkpoint
+
+
+@dataclass
+class Seeds:
+    """What a target's proposer pinned: the frames of its seeds (conditioning memories
+    made from prompts on stream frames, oldest first) and the indices of the latest
+    `Seed.memories` (entries made from images that are not stream frames)."""
+
+    frames: list[int] = field(default_factory=list)
+    extra: list[int] = field(default_factory=list)
+
+    def seeded_on(self, index: int) -> bool:
+        """Whether the newest seed came on frame `index`."""
+        return bool(self.frames) and self.frames[-1] == index
+
+    def pin_memories(self, memory: TargetMemory, entries: list[MemoryEntry]) -> None:
+        """Pin `entries` just before the earliest conditioning entry of `memory` (the
+        previous set goes first), keeping their order."""
+        for index in self.extra:
+            memory.unpin(index)
+        earliest = min(memory.conditioning, default=0)
+        self.extra = []
+        for k, entry in enumerate(entries):
+            index = earliest - len(entries) + k
+            memory.pin(MemoryEntry(index, entry.obj_ptr, entry.maskmem_features, entry.maskmem_pos_enc))
+            self.extra.append(index)
+
+    def forget_old(self, memory: TargetMemory, keep: int) -> None:
+        """Keep the newest `keep` (at least 1) seeds pinned; older ones leave `memory`."""
+        while len(self.frames) > max(keep, 1):
+            memory.unpin(self.frames.pop(0))
+
+
 @dataclass
 class Target:
-    """A tracked object: its memory and per-target hooks for the adapters."""
+    """A tracked object: its memory, its state, and the adapters' hooks (seams.py).
+
+    Without a `tracker`, SAM2's own tracking decodes it (batched with the stream's other
+    plain targets); with one, the tracker does. A `proposer` looks for it while it is not
+    tracked.
+    """
 
     target_id: int
     label: str
     memory: TargetMemory
+    tracker: Optional[TargetTracker] = None  # an adapter's own features and tracking (seams.py)
+    proposer: Optional[Proposer] = None  # looks for the target while it is not tracked (seams.py)
     pending: Optional[Prompt] = None  # a prompt waiting for the stream's next frame
     state: TargetState = TargetState.ACQUIRING
     absent_frames: int = 0
-    extra_tokens: Optional[torch.Tensor] = None  # appended to the decoder's sparse prompt
-    memory_reweight: Optional[heads.MemoryWeighting] = None
-    tracker: Optional[TargetTracker] = None  # an adapter's own features and tracking (seams.py)
-    proposer: Optional[Proposer] = None  # looks for the target while it is not tracked (seams.py)
-    seeds: list[int] = field(default_factory=list)  # frames of the pinned seeds, oldest first
-    extra_pins: list[int] = field(default_factory=list)  # indices of a Seed's pinned memories
     last_box: Optional[tuple[int, int, int, int]] = None
+    seeds: Seeds = field(default_factory=Seeds)
+
+
+@dataclass
+class FrameOutputs:
+    """What one `step` collects for its stream's targets, stage after stage.
+
+    low_res / scores: target id -> (1, 1, S/4, S/4) mask logits and (1, 1) object score
+    logits of the targets decoded on this frame; frame_logits: those a tracker mapped to
+    the frame itself, (1, 1, H, W); withheld: targets looked for and not found (absent on
+    this frame, no mask); pending: targets whose tracker gives this frame's result later;
+    late: results of earlier frames completed now, as (target, frame index, Tracked);
+    seed_memories: a proposer's memories for tracker targets, pinned once the trackers
+    ran; events: human-readable state changes, in order.
+    """
+
+    index: int
+    size: tuple[int, int]  # (H, W) of the frame
+    low_res: dict[int, torch.Tensor] = field(default_factory=dict)
+    scores: dict[int, torch.Tensor] = field(default_factory=dict)
+    frame_logits: dict[int, torch.Tensor] = field(default_factory=dict)
+    withheld: set[int] = field(default_factory=set)
+    pending: set[int] = field(default_factory=set)
+    late: list[tuple[Target, int, Tracked]] = field(default_factory=list)
+    seed_memories: list[tuple[Target, list[MemoryEntry]]] = field(default_factory=list)
+    events: list[str] = field(default_factory=list)
+
+    def decoded(self, target_id: int, low_res: torch.Tensor, scores: torch.Tensor,
+                frame_logits: Optional[torch.Tensor] = None) -> None:
+        """Record a target's output on this frame."""
+        self.low_res[target_id] = low_res
+        self.scores[target_id] = scores
+        if frame_logits is not None:
+            self.frame_logits[target_id] = frame_logits
+
+    def has_output(self, target_id: int) -> bool:
+        """Whether the target was decoded on this frame."""
+        return target_id in self.low_res
 
 
 @dataclass
@@ -79,10 +159,13 @@ class SegmentationEngine:
     """Streaming SAM2 with bounded per-target memory. Thread-safe; no ROS inside."""
 
     def __init__(self, model: torch.nn.Module, config: EngineConfig, random_weights: bool):
+        """`model`: a built SAM2 (`model.build_model`) on its device; `random_weights`:
+        whether its weights are random (the warning the node gives). Weights loaded
+        later go through `load_weights`."""
         self.model = model
         self.config = config
-        self.random_weights = random_weights
-        self.checkpoint: Optional[str] = None
+        self._random_weights = random_weights
+        self._weights: Optional[WeightsSource] = None
         self.device = next(model.parameters()).device
         self.image_size = int(model.image_size)
         self.preprocess = FramePreprocessor(self.image_size, self.device, config.preprocessing)
@@ -95,16 +178,48 @@ class SegmentationEngine:
 
     @classmethod
     def from_config(cls, config: EngineConfig) -> "SegmentationEngine":
+        """Build the model of `config` and load its SAM2 checkpoint (`config_checkpoint`);
+        random weights when there is none. Raises CheckpointError, ValueError."""
         device = resolve_device(config.device)
-        checkpoint = config.checkpoint
-        if checkpoint == "auto":
-            found = cached_checkpoint(config.model)
-            checkpoint = str(found) if found else None
-        model = build_model(config.model, checkpoint, config.image_size, device, config.seed)
+        model = build_model(config.model, None, config.image_size, device, config.seed)
         model.max_obj_ptrs_in_encoder = config.max_obj_ptrs
-        engine = cls(model, config, random_weights=checkpoint is None)
-        engine.checkpoint = checkpoint
+        engine = cls(model, config, random_weights=True)
+        checkpoint = config_checkpoint(config)
+        if checkpoint is not None:
+            engine.load_weights(Sam2Checkpoint(checkpoint))
         return engine
+
+    # ------------------------------------------------------------------------- weights
+    @property
+    def random_weights(self) -> bool:
+        """Whether the model's weights are random (no weights were loaded)."""
+        return self._random_weights
+
+    @property
+    def checkpoint(self) -> Optional[str]:
+        """The file the model's SAM2 weights came from; None for random weights (or a
+        model whose weights were loaded before the engine got it)."""
+        return self._weights.path if self._weights is not None else None
+
+    def load_weights(self, source: WeightsSource) -> object:
+        """Load the SAM2 weights of `source` into the engine's model: the one place the
+        model's weights are written once it is built, and what `random_weights` and
+        `checkpoint` report. Returns what `source` holds besides (an adapter's modules).
+
+        A file that carries SAM2 for an adapter (SAMWISE's, FSSAM's) replaces a plain
+        SAM2 checkpoint's weights; weights from one adapter's file are never replaced by
+        another file (CheckpointError naming both, nothing loaded). Raises what
+        `source.load` raises (CheckpointError naming the mismatching keys), the model
+        untouched.
+        """
+        with self._lock:
+            current = self._weights
+            if current is not None and not isinstance(current, Sam2Checkpoint):
+                raise CheckpointError(f"the model's weights come from the {current.kind} {current.path}; "
+                                      f"the {source.kind} {source.path} would replace them")
+            extra = source.load(self.model)
+            self._weights, self._random_weights = source, False
+            return extra
 
     # ----------------------------------------------------------------- streams & targets
     def add_stream(self, stream_id: str) -> None:
@@ -270,66 +385,34 @@ class SegmentationEngine:
 
     # --------------------------------------------------------------------------- step
     def step(self, stream_id: str, frame: np.ndarray, stamp: float = 0.0) -> StepResult:
-        """Segment every target of `stream_id` on `frame` (H x W x 3 uint8 RGB)."""
+        """Segment every target of `stream_id` on `frame` (H x W x 3 uint8 RGB).
+
+        Stages: the plain image-encoder pass (when a target needs it); proposers look for
+        their targets; feature variants encode the frame and trackers decode their
+        targets; prompts waiting for this frame (taught, or a proposer's seeds) are
+        decoded; the other targets are decoded in groups of the same memory layout; the
+        outputs become results and states.
+
+        Raises UnknownStreamError, InvalidFrameError.
+        """
         with self._lock:
             stream = self._stream(stream_id)
             check_frame(frame)
             start = time.perf_counter()
-            index = stream.next_index
-            height, width = frame.shape[:2]
-            events: list[str] = []
+            out = FrameOutputs(stream.next_index, frame.shape[:2])
             with self._compute(), stream.changing():
-                low_res: dict[int, torch.Tensor] = {}
-                scores: dict[int, torch.Tensor] = {}
-                frame_logits: dict[int, torch.Tensor] = {}
-                adapted = [t for t in stream.targets.values() if t.tracker is not None]
-                plain_needed = any(t.tracker is None or t.tracker.variant_key is None
-                                   for t in stream.targets.values())
-                features = encode_image(self.model, self.preprocess(frame)) if plain_needed else None
-                stream.stamps[index] = stamp
-                stream.stamps.pop(index - 256, None)
-                late: list = []
-                pending: set[int] = set()
-                gated, deferred = self._propose(stream, features, frame, index, events)
-                self._track_adapted(stream, [t for t in adapted if t.target_id not in gated], frame, features,
-                                    index, low_res, scores, frame_logits, late, pending)
-                for target, memories in deferred:  # after the tracker pinned what it pins on its first frame
-                    self._pin_memories(target, memories)
-                late_results = self._late_results(stream, late, events)
-                for target in list(stream.targets.values()):
-                    if target.pending is None:
-                        continue
-                    prompt, target.pending = target.pending, None
-                    seeded = bool(target.seeds) and target.seeds[-1] == index
-                    try:
-                        decoded = self._apply_prompt(target, features, prompt, (height, width), index)
-                    except InvalidPromptError as exc:  # the frame turned out not to fit the prompt
-                        if seeded:  # a proposer's mistake: drop the seed, keep the target
-                            target.seeds.pop()
-                            events.append(f"{_name(target)} seed refused: {exc}")
-                            if target.state in (TargetState.ACQUIRING, TargetState.LOST):
-                                gated.add(target.target_id)
-                            continue
-                        del stream.targets[target.target_id]
-                        events.append(f"target {target.target_id} rejected: {exc}")
-                        continue
-                    if seeded:
-                        self._forget_old_seeds(target)
-                    low_res[target.target_id] = decoded.low_res_masks
-                    scores[target.target_id] = decoded.object_score_logits
-                tracked = [t for t in stream.targets.values() if t.tracker is None and t.target_id not in low_res
-                           and t.target_id not in gated and t.memory.conditioning]
-                for group, selections in self._layout_groups(tracked, index):
-                    decoded = self._track_group(group, selections, features, index)
-                    for i, target in enumerate(group):
-                        low_res[target.target_id] = decoded.low_res_masks[i:i + 1]
-                        scores[target.target_id] = decoded.object_score_logits[i:i + 1]
-                results = self._results(stream, low_res, scores, (height, width), events, frame_logits, gated,
-                                        pending)
-            stream.last_size = (height, width)
+                features = self._encode_plain(stream, frame)
+                stream.stamps[out.index] = stamp
+                stream.stamps.pop(out.index - 256, None)
+                self._propose(stream, features, frame, out)
+                self._track_adapted(stream, frame, features, out)
+                late = self._late_results(stream, out.late, out.events)
+                self._apply_prompts(stream, features, out)
+                self._track_plain(stream, features, out)
+                results = self._results(stream, out)
+            stream.last_size = out.size
             stream.next_index += 1
-            return StepResult(stream_id, index, stamp, results, time.perf_counter() - start, events,
-                              late_results)
+            return StepResult(stream_id, out.index, stamp, results, time.perf_counter() - start, out.events, late)
 
     # ------------------------------------------------------------------------ internals
     def _stream(self, stream_id: str) -> Stream:
@@ -355,94 +438,124 @@ class SegmentationEngine:
                       size: tuple[int, int], index: int) -> heads.Decoded:
         """Decode a prompt without memory and pin the result as conditioning memory."""
         inputs = to_model_inputs(prompt, size[0], size[1], self.image_size, self.device)
-        decoded = heads.decode_prompt(self.model, features, inputs, target.extra_tokens)
+        decoded = heads.decode_prompt(self.model, features, inputs)
         # SAM2 encodes a prompt frame's memory from its low-resolution output.
         high = F.interpolate(decoded.low_res_masks, size=(self.image_size,) * 2,
                              mode="bilinear", align_corners=False)
         feats, pos = heads.encode_memory(self.model, features, high, decoded.object_score_logits,
-                                         from_prompt=True, reweight=target.memory_reweight)
+                                         from_prompt=True)
         target.memory.pin(MemoryEntry(index, decoded.obj_ptr, feats, pos))
         return decoded
 
-    def _propose(self, stream: Stream, features: Optional[FrameFeatures], frame: np.ndarray, index: int,
-                 events: list[str]) -> tuple[set[int], list[tuple[Target, list[MemoryEntry]]]]:
+    def _encode_plain(self, stream: Stream, frame: np.ndarray) -> Optional[FrameFeatures]:
+        """The plain image-encoder pass, shared by the plain targets, the proposers and the
+        trackers without a variant of their own; None when no target of the stream needs it."""
+        if any(t.tracker is None or t.tracker.variant_key is None for t in stream.targets.values()):
+            return encode_image(self.model, self.preprocess(frame))
+        return None
+
+    def _propose(self, stream: Stream, features: Optional[FrameFeatures], frame: np.ndarray,
+                 out: FrameOutputs) -> None:
         """Ask each proposer target's proposer for a seed; a seed becomes the target's
         prompt on this frame (a tracker target's tracker runs instead, see
-        `set_proposer`). Returns the ids whose output is withheld (and, for tracker
-        targets, whose tracker does not run) on this frame, and the tracker targets'
-        seed memories, to pin once their trackers ran."""
-        gated: set[int] = set()
-        deferred: list[tuple[Target, list[MemoryEntry]]] = []
+        `set_proposer`). Targets whose output is withheld (and, for tracker targets, whose
+        tracker does not run) on this frame go to `out.withheld`; the tracker targets'
+        seed memories to `out.seed_memories`, to pin once their trackers ran."""
         for target in stream.targets.values():
             proposer = target.proposer
             if proposer is None or target.pending is not None or features is None:
                 continue
-            seed: Optional[Seed | Absent] = proposer.propose(self.model, features, frame, index, target.state,
+            seed: Optional[Seed | Absent] = proposer.propose(self.model, features, frame, out.index, target.state,
                                                              target.last_box)
             if isinstance(seed, Absent):
                 if target.state not in (TargetState.ACQUIRING, TargetState.LOST):
                     target.state = TargetState.LOST
                     target.memory.forget_recent()  # frames tracked while it was gone: on something else
-                    events.append(f"{_name(target)} lost" + (f": {seed.reason}" if seed.reason else ""))
-                gated.add(target.target_id)
+                    out.events.append(f"{_name(target)} lost" + (f": {seed.reason}" if seed.reason else ""))
+                out.withheld.add(target.target_id)
             elif seed is not None:
                 if seed.memories and target.tracker is not None:
-                    deferred.append((target, seed.memories))
+                    out.seed_memories.append((target, seed.memories))
                 elif seed.memories:
-                    self._pin_memories(target, seed.memories)
+                    target.seeds.pin_memories(target.memory, seed.memories)
                 if seed.prompt is not None and target.tracker is None:
                     target.pending = seed.prompt
-                    target.seeds.append(index)
+                    target.seeds.frames.append(out.index)
                 if seed.reason:
-                    events.append(f"{_name(target)} seeded: {seed.reason}")
+                    out.events.append(f"{_name(target)} seeded: {seed.reason}")
             elif proposer.gates_output and target.state in (TargetState.ACQUIRING, TargetState.LOST):
-                gated.add(target.target_id)
-        return gated, deferred
+                out.withheld.add(target.target_id)
 
-    @staticmethod
-    def _pin_memories(target: Target, memories: list[MemoryEntry]) -> None:
-        """Pin a seed's memories just before the target's earliest conditioning entry
-        (the previous set goes first), keeping their order."""
-        for index in target.extra_pins:
-            target.memory.unpin(index)
-        earliest = min(target.memory.conditioning, default=0)
-        target.extra_pins = []
-        for k, entry in enumerate(memories):
-            index = earliest - len(memories) + k
-            target.memory.pin(MemoryEntry(index, entry.obj_ptr, entry.maskmem_features, entry.maskmem_pos_enc))
-            target.extra_pins.append(index)
-
-    def _forget_old_seeds(self, target: Target) -> None:
-        """Keep the newest `max_seeds` seeds pinned; older ones leave the memory."""
-        while len(target.seeds) > max(self.config.max_seeds, 1):
-            target.memory.unpin(target.seeds.pop(0))
-
-    def _track_adapted(self, stream: Stream, targets: list[Target], frame: np.ndarray,
-                       features: Optional[FrameFeatures], index: int,
-                       low_res: dict, scores: dict, frame_logits: dict, late: list, pending: set) -> None:
-        """Targets with their own tracker: one variant pass per key, then each tracker.
-        Trackers with no result yet go to `pending`; results of earlier frames to `late`
-        as (target, frame index, Tracked)."""
-        encoded: dict = {}
-        for target in targets:
-            key = target.tracker.variant_key
+    def _encode_variants(self, stream: Stream, frame: np.ndarray, features: Optional[FrameFeatures],
+                         targets: list[Target], index: int) -> dict[Hashable, object]:
+        """One pass per variant key the `targets`' trackers name (the stream's variant for
+        the key is made on first use); key None is the plain pass, as a `PlainFrame`."""
+        encoded: dict[Hashable, object] = {}
+        for key in dict.fromkeys(t.tracker.variant_key for t in targets):
             if key is None:
                 encoded[key] = PlainFrame(features, frame)
-            if key not in encoded:
-                variant = stream.variants.get(key)
-                if variant is None:
-                    variant = stream.variants[key] = target.tracker.new_variant()
-                encoded[key] = variant.encode(frame, index)
-            out: Optional[Tracked] = target.tracker.track(self.model, encoded[key], target.memory, index,
-                                                          frame.shape[:2])
-            if out is None:
-                pending.add(target.target_id)
                 continue
-            late += [(target, i, t) for i, t in out.late]
-            low_res[target.target_id] = out.low_res_masks
-            scores[target.target_id] = out.object_score_logits
-            if out.frame_logits is not None:
-                frame_logits[target.target_id] = out.frame_logits
+            variant = stream.variants.get(key)
+            if variant is None:
+                variant = stream.variants[key] = next(t.tracker for t in targets
+                                                      if t.tracker.variant_key == key).new_variant()
+            encoded[key] = variant.encode(frame, index)
+        return encoded
+
+    def _track_adapted(self, stream: Stream, frame: np.ndarray, features: Optional[FrameFeatures],
+                       out: FrameOutputs) -> None:
+        """Targets with their own tracker and not withheld: encode the variants they name,
+        then each tracker decodes its target. Trackers with no result yet go to
+        `out.pending`; results of earlier frames to `out.late`. A proposer's memories for
+        these targets are pinned last (after what a tracker pins on its first frame)."""
+        targets = [t for t in stream.targets.values()
+                   if t.tracker is not None and t.target_id not in out.withheld]
+        encoded = self._encode_variants(stream, frame, features, targets, out.index)
+        for target in targets:
+            tracked: Optional[Tracked] = target.tracker.track(self.model, encoded[target.tracker.variant_key],
+                                                              target.memory, out.index, out.size)
+            if tracked is None:
+                out.pending.add(target.target_id)
+                continue
+            out.late += [(target, i, t) for i, t in tracked.late]
+            out.decoded(target.target_id, tracked.low_res_masks, tracked.object_score_logits, tracked.frame_logits)
+        for target, memories in out.seed_memories:
+            target.seeds.pin_memories(target.memory, memories)
+
+    def _apply_prompts(self, stream: Stream, features: Optional[FrameFeatures], out: FrameOutputs) -> None:
+        """Decode the prompts waiting for this frame (taught on it, or a proposer's seed)
+        and pin each as conditioning memory. A prompt the frame turns out not to fit
+        rejects a taught target (removed), or drops a seed (the target stays)."""
+        for target in list(stream.targets.values()):
+            if target.pending is None:
+                continue
+            prompt, target.pending = target.pending, None
+            seeded = target.seeds.seeded_on(out.index)
+            try:
+                decoded = self._apply_prompt(target, features, prompt, out.size, out.index)
+            except InvalidPromptError as exc:  # the frame turned out not to fit the prompt
+                if seeded:  # a proposer's mistake: drop the seed, keep the target
+                    target.seeds.frames.pop()
+                    out.events.append(f"{_name(target)} seed refused: {exc}")
+                    if target.state in (TargetState.ACQUIRING, TargetState.LOST):
+                        out.withheld.add(target.target_id)
+                    continue
+                del stream.targets[target.target_id]
+                out.events.append(f"target {target.target_id} rejected: {exc}")
+                continue
+            if seeded:
+                target.seeds.forget_old(target.memory, self.config.max_seeds)
+            out.decoded(target.target_id, decoded.low_res_masks, decoded.object_score_logits)
+
+    def _track_plain(self, stream: Stream, features: Optional[FrameFeatures], out: FrameOutputs) -> None:
+        """SAM2's tracking of the plain targets not decoded yet, withheld or empty, one
+        batched pass per group of the same memory layout."""
+        targets = [t for t in stream.targets.values() if t.tracker is None and not out.has_output(t.target_id)
+                   and t.target_id not in out.withheld and t.memory.conditioning]
+        for group, selections in self._layout_groups(targets, out.index):
+            decoded = self._track_group(group, selections, features, out.index)
+            for i, target in enumerate(group):
+                out.decoded(target.target_id, decoded.low_res_masks[i:i + 1], decoded.object_score_logits[i:i + 1])
 
     def flush(self, stream_id: str) -> list[tuple[int, float, TargetResult]]:
         """The stream has ended: trackers decode what their variants still buffer (a
@@ -481,8 +594,7 @@ class SegmentationEngine:
         groups: dict[tuple, tuple[list[Target], list[MemorySelection]]] = {}
         for target in targets:
             selection = target.memory.select(index)
-            key: tuple = (selection.layout(), id(target.memory_reweight),
-                          None if target.extra_tokens is None else tuple(target.extra_tokens.shape))
+            key: tuple = (selection.layout(),)
             if not self.config.batch_targets:
                 key = (target.target_id,)
             members, selections = groups.setdefault(key, ([], []))
@@ -495,16 +607,11 @@ class SegmentationEngine:
         model = self.model
         batch = len(group)
         pix_feat = heads.attend_memory(model, features, selections)
-        extra = None
-        if group[0].extra_tokens is not None:
-            extra = torch.cat([t.extra_tokens for t in group], dim=0)
         multimask = model.multimask_output_in_sam and model.multimask_output_for_tracking and (
             model.multimask_min_pt_num <= 0 <= model.multimask_max_pt_num)
-        decoded = heads.decode(model, pix_feat, features.high_res(batch), multimask=multimask,
-                               extra_tokens=extra)
+        decoded = heads.decode(model, pix_feat, features.high_res(batch), multimask=multimask)
         feats, pos = heads.encode_memory(model, features, decoded.high_res_masks,
-                                         decoded.object_score_logits, from_prompt=False,
-                                         reweight=group[0].memory_reweight)
+                                         decoded.object_score_logits, from_prompt=False)
         logits = decoded.object_score_logits.flatten().float().tolist()  # one host sync per group
         for i, (target, logit) in enumerate(zip(group, logits)):
             if logit <= 0 and self.config.keep_memory_when_absent:
@@ -512,11 +619,11 @@ class SegmentationEngine:
             target.memory.push(MemoryEntry(index, decoded.obj_ptr[i:i + 1], feats[i:i + 1], pos[i:i + 1]))
         return decoded
 
-    def _results(self, stream: Stream, low_res: dict[int, torch.Tensor], scores: dict[int, torch.Tensor],
-                 size: tuple[int, int], events: list[str],
-                 frame_logits: Optional[dict[int, torch.Tensor]] = None,
-                 gated: frozenset[int] | set[int] = frozenset(),
-                 pending: frozenset[int] | set[int] = frozenset()) -> list[TargetResult]:
+    def _results(self, stream: Stream, out: FrameOutputs) -> list[TargetResult]:
+        """Every target's result on this frame, in the stream's order, moving its state:
+        the decoded ones' masks at the frame's size, an empty mask for the others (taught
+        but not applied yet, or withheld); none for the pending ones."""
+        low_res, scores, frame_logits, size = out.low_res, out.scores, out.frame_logits, out.size
         results = []
         ids = [tid for tid in stream.targets if tid in low_res]
         masks = np.zeros((0,) + size, dtype=bool)
@@ -525,7 +632,7 @@ class SegmentationEngine:
             stacked = torch.cat([low_res[tid] for tid in ids], dim=0).float()
             full = F.interpolate(stacked, size=size, mode="bilinear", align_corners=False)
             for i, tid in enumerate(ids):  # trackers that map their output to the frame themselves
-                if frame_logits and tid in frame_logits:
+                if tid in frame_logits:
                     full[i] = frame_logits[tid][0].float()
             masks = (full[:, 0] > 0).cpu().numpy()
             low_res_host = stacked.cpu()
@@ -533,17 +640,17 @@ class SegmentationEngine:
         probabilities = torch.sigmoid(logits).tolist()
         for i, tid in enumerate(ids):
             target = stream.targets[tid]
-            self._update_state(target, bool(logits[i] > 0), events)
+            self._update_state(target, bool(logits[i] > 0), out.events)
             target.last_box = _box(masks[i])
             results.append(TargetResult(
                 target_id=tid, label=target.label, mask=masks[i], score=probabilities[i],
                 box=target.last_box, state=target.state, low_res_logits=low_res_host[i:i + 1],
             ))
         for tid, target in stream.targets.items():
-            if tid in gated:  # looked for and not found: absent on this frame
-                self._update_state(target, False, events)
+            if tid in out.withheld:  # looked for and not found: absent on this frame
+                self._update_state(target, False, out.events)
                 target.last_box = None
-            if tid in pending:  # its result comes later (StepResult.late)
+            if tid in out.pending:  # its result comes later (StepResult.late)
                 continue
             if tid not in low_res:  # taught but not applied yet, or withheld
                 results.append(TargetResult(tid, target.label, np.zeros(size, dtype=bool), 0.0, None,

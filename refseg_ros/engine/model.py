@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Protocol
 
 import torch
 
@@ -120,6 +121,35 @@ def load_checkpoint(net: torch.nn.Module, path: str | os.PathLike) -> None:
             f"checkpoint {path} does not match the model config: " + "; ".join(parts)
         )
     net.load_state_dict(state, strict=True)
+
+
+class WeightsSource(Protocol):
+    """A file that holds the weights of the engine's SAM2, perhaps beside an adapter's
+    (`SegmentationEngine.load_weights` loads it).
+
+    `path`: the file; `kind`: what it is, for messages ("SAM2 checkpoint", ...).
+    """
+
+    path: str
+    kind: str
+
+    def load(self, model: torch.nn.Module) -> object:
+        """Load the file's SAM2 weights into `model` (built from the matching config),
+        all or nothing, and return what the file holds besides (an adapter's modules),
+        or None. Raises CheckpointError (and others for a missing tokenizer, ...) with
+        `model` untouched."""
+
+
+@dataclass(frozen=True)
+class Sam2Checkpoint:
+    """An official SAM2 checkpoint (`{"model": state_dict}`), loaded strictly."""
+
+    path: str
+    kind: str = "SAM2 checkpoint"
+
+    def load(self, model: torch.nn.Module) -> None:
+        """Load the file into `model`; CheckpointError on any mismatch, nothing loaded."""
+        load_checkpoint(model, self.path)
 
 
 def _preview(items: list[str], limit: int = 8) -> str:

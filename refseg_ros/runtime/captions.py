@@ -207,11 +207,10 @@ def open_caption_path(settings: TextSettings, engine: SegmentationEngine, model_
 
             checkpoint = samwise_checkpoint_file(settings.samwise_checkpoint)
             tokenizer = models.local_model(settings.samwise_tokenizer, "samwise_tokenizer")
-            captions = SamwiseCaptions.from_files(engine.model, model_name, checkpoint,
+            # the checkpoint's sam.* weights become the engine's SAM2 (engine.load_weights)
+            captions = SamwiseCaptions.from_files(engine, model_name, checkpoint,
                                                   tokenizer, window=settings.text_window,
                                                   cme=settings.text_cme, mode=settings.text_mode)
-            # the checkpoint's sam.* weights are now the engine's SAM2
-            engine.random_weights, engine.checkpoint = False, checkpoint
             what = (f"causal window {settings.text_window}" if settings.text_mode == "causal" else
                     f"clips of {settings.text_window}, results {settings.text_window - 1} frames late")
             return SamwisePath(captions), f"captions tracked by SAMWISE ({what})"

@@ -68,6 +68,26 @@ class ReferenceSettings:
             raise ValueError(f"parameter reference_mode: {exc}") from None
 
 
+@dataclass(frozen=True)
+class FssamWeights:
+    """An FSSAM checkpoint as the engine's weights source (`engine.model.WeightsSource`):
+    its SAM 2.0 Hiera-S is the engine's SAM2, `load` returns its DINOv2 ViT-B/14 (on
+    the CPU)."""
+
+    path: str
+    kind: str = "FSSAM checkpoint"
+
+    def load(self, sam2):
+        """Check every key, then load `sam2` (the engine's model) and a new DINOv2.
+        Raises CheckpointError (nothing loaded)."""
+        from ..adapters.reference.fssam.checkpoint import load_fssam_checkpoint
+        from ..adapters.reference.dino import build_dinov2
+
+        dino = build_dinov2()
+        load_fssam_checkpoint(self.path, sam2, dino)
+        return dino
+
+
 class FssamMode:
     """Makes an FSSAM tracker per reference target (the engine's model is FSSAM's SAM2)."""
 
@@ -118,15 +138,11 @@ def open_reference_mode(settings: ReferenceSettings, engine: SegmentationEngine,
         return (TtgaMode(engine, settings.ttga_steps, synchronous),
                 f"reference targets tracked through a per-target neck tuned by TTGA ({settings.ttga_steps} steps)")
     try:
-        from ..adapters.reference.fssam.checkpoint import load_fssam_checkpoint
-        from ..adapters.reference.dino import build_dinov2
         from ..adapters.reference.fssam import FssamOptions
 
         if not settings.fssam_checkpoint:
             raise ValueError("no FSSAM checkpoint given: set the parameter fssam_checkpoint")
-        dino = build_dinov2()
-        load_fssam_checkpoint(settings.fssam_checkpoint, engine.model, dino)
-        engine.random_weights, engine.checkpoint = False, settings.fssam_checkpoint
+        dino = engine.load_weights(FssamWeights(settings.fssam_checkpoint))
         options = FssamOptions.official() if settings.fssam_official else FssamOptions()
         mode = FssamMode(engine.model, dino.to(engine.device), options)
     except Exception as exc:  # a missing file, a checkpoint for another model

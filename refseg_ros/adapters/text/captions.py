@@ -16,7 +16,7 @@ from typing import Optional
 import torch
 
 from .adapter import SamwiseAdapter
-from .checkpoint import load_samwise
+from .checkpoint import SamwiseWeights
 from .streaming import SamwiseTracker
 
 MAX_TOKENS = 512  # RoBERTa's 514 positions less the two offsets fairseq reserves
@@ -72,24 +72,24 @@ class SamwiseCaptions:
         self.window, self.cme, self.cme_window, self.mode = window, cme, cme_window, mode
 
     @classmethod
-    def from_files(cls, sam: torch.nn.Module, model_name: str, checkpoint: str, tokenizer_folder: str,
+    def from_files(cls, engine, model_name: str, checkpoint: str, tokenizer_folder: str,
                    window: int = 8, cme: bool = True, verbose: bool = False,
                    mode: str = "causal") -> "SamwiseCaptions":
-        """Load an official SAMWISE checkpoint into the engine's `sam` (its `sam.*`
-        weights; nothing changes unless the whole file is valid) and the tokenizer.
+        """Load an official SAMWISE checkpoint as `engine`'s weights (a
+        `SegmentationEngine`; its `load_weights` writes the `sam.*` weights into the
+        engine's SAM2, nothing changes unless the whole file is valid) and the tokenizer.
 
         Raises TextModelError for a missing file or folder; CheckpointError (from
-        `load_samwise`) naming the first mismatching keys.
+        `load_samwise`, or the engine's when its weights come from another adapter's
+        file) naming the first mismatching keys.
         """
         if not checkpoint:
             raise TextModelError("no SAMWISE checkpoint given: set the parameter samwise_checkpoint")
         if not Path(checkpoint).expanduser().is_file():
             raise TextModelError(f"SAMWISE checkpoint {checkpoint} (parameter samwise_checkpoint) does not exist")
         tokenizer = load_tokenizer(tokenizer_folder)
-        device = next(sam.parameters()).device
-        sam, adapter = load_samwise(Path(checkpoint).expanduser(), model=model_name, device=device, sam=sam,
-                                    verbose=verbose)
-        return cls(sam, adapter, tokenizer, window=window, cme=cme, mode=mode)
+        adapter = engine.load_weights(SamwiseWeights(checkpoint, model_name, verbose))
+        return cls(engine.model, adapter, tokenizer, window=window, cme=cme, mode=mode)
 
     def encode(self, caption: str) -> torch.Tensor:
         """The caption's token ids, (L,) int64 with <s> and </s>. Raises CaptionError."""

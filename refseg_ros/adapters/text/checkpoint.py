@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -129,6 +130,25 @@ def load_samwise(
               f"{counts['project_text']:,} = {counts['adapters_plus_project_text']:,} parameters; "
               f"CME {counts['conditional_memory_encoder']:,}")
     return sam.to(device).eval(), adapter.to(device).eval()
+
+
+@dataclass(frozen=True)
+class SamwiseWeights:
+    """An official SAMWISE checkpoint as the engine's weights source
+    (`engine.model.WeightsSource`): its `sam.*` weights are SAM2's (`model`, a short
+    model name), `load` returns the rest as the `SamwiseAdapter`."""
+
+    path: str
+    model: str = SAM_MODEL
+    verbose: bool = False
+    kind: str = "SAMWISE checkpoint"
+
+    def load(self, sam: torch.nn.Module) -> SamwiseAdapter:
+        """Check every key, then load `sam` (the engine's model) and a new adapter on its
+        device. Raises CheckpointError (nothing loaded)."""
+        device = next(sam.parameters()).device
+        return load_samwise(Path(self.path).expanduser(), model=self.model, device=device, sam=sam,
+                            verbose=self.verbose)[1]
 
 
 def rename_prefix(name: str, table: dict[str, str]) -> str:

@@ -45,16 +45,28 @@ def pseudo_prompt_priors(
     `background_prototype=False` leaves the background prototype out (bg = 0, so disc is
     the normalised fg): an ablation, not FSSAM.
     """
+    fg_prototypes, bg_prototypes = shot_prototypes(support_features, support_masks)
+    return priors_from_prototypes(query_features, fg_prototypes, bg_prototypes if background_prototype else None,
+                                  size)
+
+
+def shot_prototypes(support_features: torch.Tensor,
+                    support_masks: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Each shot's foreground and background prototypes (FSSAM's Pseudo Prompt Generator,
+    support half): the masked averages of its DINOv2 patch features.
+
+    support_features (shots, C, h, w) float32; support_masks (shots, 1, S, S) float {0, 1},
+    resized bilinearly (align_corners) to the feature grid. Returns two lists of `shots`
+    prototypes, each (1, C, 1, 1) as `prototypes.masked_average` gives them.
+    """
     grid = support_features.shape[-2:]
     fg_prototypes, bg_prototypes = [], []
     for shot in range(support_features.shape[0]):
         features = support_features[shot:shot + 1]
         mask = F.interpolate(support_masks[shot:shot + 1], size=grid, mode="bilinear", align_corners=True)
         fg_prototypes.append(masked_average(features, mask))
-        if background_prototype:
-            bg_prototypes.append(masked_average(features, 1 - mask))
-    return priors_from_prototypes(query_features, fg_prototypes, bg_prototypes if background_prototype else None,
-                                  size)
+        bg_prototypes.append(masked_average(features, 1 - mask))
+    return fg_prototypes, bg_prototypes
 
 
 def priors_from_prototypes(query_features: torch.Tensor, fg_prototypes: Sequence[torch.Tensor],

@@ -83,9 +83,8 @@ from refseg_ros.engine.memory import TargetMemory
 from refseg_ros.engine.seams import PlainFrame, Tracked
 
 from ..dino import normalise_for_dino, patch_features
-from ..prototypes import masked_average
 from .calibration import SupportCalibration
-from .priors import priors_from_prototypes
+from .priors import priors_from_prototypes, shot_prototypes
 from .refinement import refine_disc_memory
 from .segmenter import IGNORE_LABEL, IMAGE_SIZE, FssamOptions, FssamOutput, FssamSegmenter
 
@@ -215,13 +214,7 @@ class FssamTracker:
             raise ValueError(f"support masks {empty} hold no object pixel at {IMAGE_SIZE} x {IMAGE_SIZE}")
         # Pseudo Prompt Generator, support half: DINOv2 features -> per-shot prototypes.
         dino_supports = patch_features(seg.dino, normalise_for_dino(images))
-        grid = dino_supports.shape[-2:]
-        fg_protos, bg_protos = [], []
-        for shot in range(dino_supports.shape[0]):
-            features = dino_supports[shot:shot + 1]
-            mask = F.interpolate(masks[shot:shot + 1], size=grid, mode="bilinear", align_corners=True)
-            fg_protos.append(masked_average(features, mask))
-            bg_protos.append(masked_average(features, 1 - mask))
+        fg_protos, bg_protos = shot_prototypes(dino_supports, masks)
         # Support memories (mask-as-output, as SAM2 encodes a mask prompt).
         model = seg.sam2
         encoded = [seg._memory(encode_image(model, seg._sam2_input(images[i:i + 1])), masks[i:i + 1])

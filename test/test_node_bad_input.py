@@ -88,7 +88,7 @@ def test_row_padding_gives_the_unpadded_mask(tracked):
                           60, "masks and object arrays of both cameras", node)
         got_pad = listener.received(f"{PAD}/refseg/mask")[-1][1]
         got_plain = listener.received(f"{NOPAD}/refseg/mask")[-1][1]
-        assert (got_pad.width, got_pad.height, got_pad.step) == (W, H, W)
+        assert (got_pad.width, got_pad.height, got_pad.step, got_pad.encoding) == (W, H, 2 * W, "mono16")
         assert bytes(got_pad.data) == bytes(got_plain.data), "row padding changed the mask"
         obj_pad = listener.received(f"{PAD}/refseg/objects")[-1][1].objects
         obj_plain = listener.received(f"{NOPAD}/refseg/objects")[-1][1].objects

@@ -208,13 +208,14 @@ class SegmentationEngine:
 
         A file that carries SAM2 for an adapter (SAMWISE's, FSSAM's) replaces a plain
         SAM2 checkpoint's weights; weights from one adapter's file are never replaced by
-        another file (CheckpointError naming both, nothing loaded). Raises what
+        another file (CheckpointError naming both, nothing loaded); the same source again
+        loads again (a second reference mode opened on the same engine). Raises what
         `source.load` raises (CheckpointError naming the mismatching keys), the model
         untouched.
         """
         with self._lock:
             current = self._weights
-            if current is not None and not isinstance(current, Sam2Checkpoint):
+            if current is not None and not isinstance(current, Sam2Checkpoint) and current != source:
                 raise CheckpointError(f"the model's weights come from the {current.kind} {current.path}; "
                                       f"the {source.kind} {source.path} would replace them")
             extra = source.load(self.model)

@@ -156,11 +156,16 @@ def test_every_imported_ros_package_is_in_package_xml():
 
 
 # ------------------------------------------------------------------ the workspace
-def _without(paths: str, dropped: Iterable[Path]) -> str:
-    """A path list without the entries at or under any of `dropped`."""
-    dropped = [str(d) for d in dropped]
+def _under(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder + os.sep)
+
+
+def _without(paths: str, dropped: Iterable[Path], kept: Iterable[str] = ()) -> str:
+    """A path list without the entries at or under any of `dropped`, except those at or
+    under any of `kept` (the venv: scripts/setup.sh makes it inside the checkout)."""
+    dropped, kept = [str(d) for d in dropped], list(kept)
     keep = [p for p in paths.split(os.pathsep)
-            if p and not any(p == d or p.startswith(d + os.sep) for d in dropped)]
+            if p and (any(_under(p, k) for k in kept) or not any(_under(p, d) for d in dropped))]
     return os.pathsep.join(keep)
 
 
@@ -179,7 +184,7 @@ def underlay_environment() -> dict[str, str]:
     if (Path(sys.prefix) / index / "rclpy").exists() and sys.prefix not in underlay:
         underlay.append(sys.prefix)  # the ROS 2 wheels
     for var in ("PYTHONPATH", "LD_LIBRARY_PATH", "CMAKE_PREFIX_PATH", "PATH"):
-        env[var] = _without(env.get(var, ""), dropped)
+        env[var] = _without(env.get(var, ""), dropped, kept=[sys.prefix])
     env["AMENT_PREFIX_PATH"] = os.pathsep.join(underlay)
     cmake_prefixes = underlay + [p for p in env["CMAKE_PREFIX_PATH"].split(os.pathsep) if p]
     env["CMAKE_PREFIX_PATH"] = os.pathsep.join(dict.fromkeys(cmake_prefixes))

@@ -150,8 +150,13 @@ def main() -> int:
     """Build (or find built) the stand-ins of every package the node's outputs use, before
     the tests run (scripts/test.sh): the build then counts in no test's time limit."""
     provided = provide(("vision_msgs", "tf2_msgs"))
-    what = ", ".join(provided.standins) or "none needed (the real packages import)"
-    print(f"_standins.py: stand-ins {what}; built in {provided.build_seconds:.0f} s", flush=True)
+    if not provided.standins:
+        print("_standins.py: no stand-ins needed (the real packages import)", flush=True)
+    elif provided.build_seconds:
+        print(f"_standins.py: stand-ins {', '.join(provided.standins)} built in {provided.build_seconds:.0f} s",
+              flush=True)
+    else:
+        print(f"_standins.py: stand-ins {', '.join(provided.standins)} already built", flush=True)
     return 0
 
 

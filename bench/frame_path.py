@@ -13,7 +13,8 @@ from the image subscription's callback until the mask is published ("to mask") a
 the frame's statistics are counted, the last thing done for it ("whole frame"). It prints
 the project modules (`refseg_ros.*`, the generated `refseg_ros.msg` excluded) whose
 functions are called on that path, and the hops between them (consecutive project calls
-in different modules).
+in different modules), and the calls that cross from one project module into another
+(caller -> callee; those of the node module listed).
 
 Static numbers, read with `ast` from the imported package's source: lines of the class
 `SegmenterNode` and of its module, of `TargetRegistry` (runtime/registry.py), and the calls
@@ -80,7 +81,7 @@ class PathRecorder:
 
     def __init__(self) -> None:
         self.recording = False
-        self.calls: list[tuple[str, str, str]] = []  # (module, function, thread)
+        self.calls: list[tuple[str, str, str, str]] = []  # (module, function, thread, calling module)
         self.mask_at: Optional[int] = None  # index in calls when the mask was published
         self.done = threading.Event()  # the frame's statistics were counted
 
@@ -95,17 +96,24 @@ class PathRecorder:
                 self.mask_at = len(self.calls)
         if not module.startswith("refseg_ros") or module.startswith(("refseg_ros.msg", "refseg_ros.srv")):
             return
-        self.calls.append((module, name, threading.current_thread().name))
+        caller = frame.f_back.f_globals.get("__name__", "") if frame.f_back is not None else ""
+        self.calls.append((module, name, threading.current_thread().name, caller))
         if module == "refseg_ros.runtime.stats" and name == "on_processed":
             self.recording = False
             self.done.set()
 
 
-def summary(calls: list[tuple[str, str, str]]) -> dict[str, Any]:
-    """Modules in order of first call, hops, and how often the path enters each module."""
+def summary(calls: list[tuple[str, str, str, str]]) -> dict[str, Any]:
+    """Modules in order of first call, hops, how often the path enters each module, and
+    the calls from one project module into another."""
     modules: list[str] = []
     entries: dict[str, int] = {}
-    for i, (module, _, _) in enumerate(calls):
+    crossing: dict[str, int] = {}
+    for module, _, _, caller in calls:
+        if caller != module and caller.startswith("refseg_ros"):
+            edge = f"{caller.removeprefix('refseg_ros.')} -> {module.removeprefix('refseg_ros.')}"
+            crossing[edge] = crossing.get(edge, 0) + 1
+    for i, (module, _, _, _) in enumerate(calls):
         if module not in modules:
             modules.append(module)
         if not i or calls[i - 1][0] != module:
@@ -113,7 +121,8 @@ def summary(calls: list[tuple[str, str, str]]) -> dict[str, Any]:
     node_side = [m for m in modules if not m.startswith(("refseg_ros.engine", "refseg_ros.adapters"))]
     return {"modules": len(modules), "module_list": modules, "node_side_modules": len(node_side),
             "hops": max(sum(entries.values()) - 1, 0), "entries": entries, "calls": len(calls),
-            "threads": sorted({t for _, _, t in calls})}
+            "crossing_calls": sum(crossing.values()), "crossing": crossing,
+            "threads": sorted({t for _, _, t, _ in calls})}
 
 
 def image(array: np.ndarray, encoding: str, stamp=None, frame_id: str = "fp_optical"):
@@ -220,6 +229,9 @@ def main() -> int:
         print(f"{key}: {s['modules']} project modules ({s['node_side_modules']} outside engine/ and adapters/), "
               f"{s['hops']} hops between them, {s['calls']} calls, threads {', '.join(s['threads'])}")
         print("   entries: " + " ".join(f"{m.removeprefix('refseg_ros.')}x{n}" for m, n in s["entries"].items()))
+        node = {e: n for e, n in s["crossing"].items() if "ros.node" in e.split(" -> ")}
+        print(f"   {s['crossing_calls']} calls across modules; those of ros.node: "
+              + ", ".join(f"{e} x{n}" for e, n in node.items()))
     print(f"SegmenterNode: {numbers['SegmenterNode_lines']} lines; ros/node.py: {numbers['node_py_lines']} lines")
     print(f"TargetRegistry: {numbers['TargetRegistry_lines']} lines")
     print(f"declare_parameter calls: {len(numbers['declare_parameter_calls'])} in "

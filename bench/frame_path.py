@@ -125,18 +125,16 @@ def summary(calls: list[tuple[str, str, str, str]]) -> dict[str, Any]:
             "threads": sorted({t for _, _, t, _ in calls})}
 
 
-def image(array: np.ndarray, encoding: str, stamp=None, frame_id: str = "fp_optical"):
-    from sensor_msgs.msg import Image
+def image(array: np.ndarray, encoding: str, stamp=None):
+    """An Image of `array` from the camera `fp_optical` (stamp: builtin_interfaces/Time or None)."""
+    from std_msgs.msg import Header
 
-    from refseg_ros import imaging
+    from refseg_ros.ros.conversions import image_message
 
-    msg = Image()
-    for key, value in imaging.array_to_image_fields(array, encoding).items():
-        setattr(msg, key, value)
-    msg.header.frame_id = frame_id
+    header = Header(frame_id="fp_optical")
     if stamp is not None:
-        msg.header.stamp = stamp
-    return msg
+        header.stamp = stamp
+    return image_message(array, encoding, header)
 
 
 def scene(t: int) -> tuple[np.ndarray, np.ndarray]:

@@ -185,9 +185,10 @@ class CameraChannel:
 
     # ================================================================== stages
     def receive(self, envelope: Envelope, settings: Any) -> Optional[CameraFrame]:
-        """Stage 1: the taken message decoded into a frame, its header checked (implausible
-        stamps and frame ids said once), its depth paired if it has come in; None when the
-        message cannot be decoded (rejected, with the reason). `settings`: the node's."""
+        """The receive stage: the taken message decoded into a frame, its header checked
+        (implausible stamps and frame ids said once), its depth paired if it has come in;
+        None when the message cannot be decoded (rejected, with the reason). `settings`:
+        the node's."""
         started = time.perf_counter()
         try:
             msg = self.decode(envelope.message)
@@ -205,9 +206,9 @@ class CameraChannel:
         return frame
 
     def locate(self, frame: CameraFrame, settings: Any) -> CameraFrame:
-        """Stage 3: every result's centroid, bearing and position (`frame.located`), with
-        the depth image paired with the frame (it may have come in during the step); depth
-        no later frame can pair with is forgotten."""
+        """The locate stage: every result's centroid, bearing and position (`frame.located`),
+        with the depth image paired with the frame (it may have come in during the step);
+        depth no later frame can pair with is forgotten."""
         data = frame.depth
         if data is None:
             data = self._pair_depth(frame.stamp_ns, settings.depth_stamp_tolerance)
@@ -225,8 +226,9 @@ class CameraChannel:
         return frame
 
     def publish(self, frame: CameraFrame, settings: Any) -> None:
-        """Stage 4: results of earlier frames completed on this one, then the frame's own
-        results; its statistics and the engine's events of the frame (status topic)."""
+        """The publish stage: results of earlier frames completed on this one, then the
+        frame's own results; its statistics and the engine's events of the frame (status
+        topic)."""
         notes: Notes = {}
         if frame.result is not None:
             self._publish_late(frame.result, frame.header, frame.rgb, settings, notes)

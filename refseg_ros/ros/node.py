@@ -12,10 +12,16 @@ Lifecycle:
 Frames are handed from subscription callbacks to a single worker through a mailbox
 (refseg_ros.runtime.mailbox): live mode keeps only each camera's newest frame, replay
 mode keeps every frame in order. Frames arrive serialized and only the one the worker
-takes is deserialized and converted (refseg_ros.ros.camera), and the model's CPU threads
-leave a core for intake (refseg_ros.runtime.threads, parameter compute_threads), so a fast
-camera does not slow the model down. Teaching is acknowledged (service reply or status
-message) only after the target store has it on disk.
+takes is deserialized and converted, and the model's CPU threads leave a core for intake
+(refseg_ros.runtime.threads, parameter compute_threads), so a fast camera does not slow
+the model down. Teaching is acknowledged (service reply or status message) only after
+the target store has it on disk.
+
+A frame's way (`_work`): take (the mailbox), receive (its camera's channel: decode, check
+the header, pair depth), step (the engine), locate and publish (the channel again:
+geometry, then every output). Each stage takes and gives a list of frames; each camera's
+channel (refseg_ros.ros.camera) owns its subscriptions, decoding, depth pairing, locator
+and publishers, and reports its own problems (refseg_ros.ros.status).
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from __future__ import annotations
 import threading
 import time
 import traceback
-from typing import Optional
+from typing import Callable, Optional, Sequence, TypeVar
 
 import numpy as np
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
@@ -33,29 +39,27 @@ from rcl_interfaces.msg import SetParametersResult
 from std_msgs.msg import Header, String
 
 from ..engine import EngineConfig, EngineError, SegmentationEngine
-from ..runtime import geometry
-from ..runtime.headers import HEADER_PROBLEMS, header_problems, plausible_latency
 from ..runtime.mailbox import Closed, Envelope, FrameMailbox
 from ..runtime.captions import open_caption_path
 from ..runtime.recipes import open_for_node
 from ..runtime.registry import TargetRegistry, TeachError, camera_key
-from ..runtime.render import label_image
 from ..runtime.threads import apply_threads, plan_threads
 from ..store import TargetStore
 from refseg_ros.msg import ReferenceTarget, TargetInfo
 from refseg_ros.srv import AddTarget, ListTargets, RemoveTarget, ResetTargets
 from . import params, qos, requests
-from .rclpy_compat import QoSRequestedIncompatibleQoSInfo, SubscriptionEventCallbacks
-from .camera import CameraChannel, output_topic
-from .conversions import depth_from_message, frame_from_message, intrinsics_from_camera_info
+from .camera import CameraChannel, CameraFrame, output_topic
 from .diagnostics import camera_status, diagnostic_array, missing_frames, model_status
 from .params_file import NODE_NAME
 from .lifecycle import ReleasingNode
 from .standard_outputs import StandardOutputs
+from .status import StatusReports
 
 # The one warning of a node without a checkpoint (logged at configure; /diagnostics says it too).
 RANDOM_WEIGHTS_WARNING = ("no checkpoint given: the model has random weights and its masks are meaningless "
                           "(fine for tests, not for use)")
+
+Item = TypeVar("Item", Envelope, CameraFrame)
 
 
 class SegmenterNode(ReleasingNode):
@@ -69,19 +73,15 @@ class SegmenterNode(ReleasingNode):
         self.engine: Optional[SegmentationEngine] = None
         self.registry: Optional[TargetRegistry] = None
         self.cameras: dict[str, CameraChannel] = {}
+        self.reports = StatusReports(self.get_logger())  # the log and the status topic
         self._target_services: list = []
         self._teaching_subs: list = []
-        self._status_pub = None
         self._diag_pub = None
         self._diag_timer = None
         self._outputs: Optional[StandardOutputs] = None  # vision_msgs detections and target TF frames
         self._mailbox: Optional[FrameMailbox] = None
         self._worker: Optional[threading.Thread] = None
-        self._latest: dict[str, np.ndarray] = {}
-        self._history: dict[str, dict[int, tuple]] = {}  # clip mode: frame index -> (header, rgb)
         self._pending_status: list[str] = []
-        self._last_reported: dict[tuple[str, str], float] = {}
-        self._said_once: set[tuple[str, str]] = set()  # (camera, kind) of warnings given once
         self._teach_group = MutuallyExclusiveCallbackGroup()
         self._frame_group = ReentrantCallbackGroup()
         self._diag_group = MutuallyExclusiveCallbackGroup()
@@ -92,8 +92,9 @@ class SegmenterNode(ReleasingNode):
             settings = params.read(self)
             cameras = {}
             for i, topic in enumerate(settings.cameras):
-                channel = CameraChannel(camera_key(topic), topic, settings.transport(i),
-                                        info_topic=settings.camera_info_topic(i), depth_topic=settings.depth_topic(i))
+                channel = CameraChannel(camera_key(topic), topic, settings.transport(i), self.reports,
+                                        info_topic=settings.camera_info_topic(i), depth_topic=settings.depth_topic(i),
+                                        rectified=settings.rectified(i))
                 if channel.name in cameras:
                     raise ValueError(f"cameras {cameras[channel.name].topic} and {topic} are the same camera")
                 cameras[channel.name] = channel
@@ -142,18 +143,16 @@ class SegmenterNode(ReleasingNode):
             self.get_logger().error(f"activate failed: {exc}")
             return TransitionCallbackReturn.FAILURE
         output_qos = qos.output_qos(s.mode, s.output_qos_depth)
-        self._status_pub = self.create_publisher(String, s.status_topic, qos.status_qos())
+        self.reports.publisher = self.create_publisher(String, s.status_topic, qos.status_qos())
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._mailbox = FrameMailbox(replay=s.mode == "replay", capacity=input_qos.depth)
-        for channel in self.cameras.values():
-            channel.open(self, input_qos, output_qos, s.output_namespace, self._on_frame, self._frame_group,
-                         self._subscription_events(channel))
-            # Replay: frames may wait in the deep queue, so may their depth images.
-            depth_queue = s.depth_queue_size if s.mode == "live" else max(s.depth_queue_size, input_qos.depth)
-            channel.open_geometry(self, input_qos, output_qos, s.output_namespace, self._on_camera_info,
-                                  self._frame_group, s.point_targets, depth_queue)
         self._outputs, output_notes = StandardOutputs.open(
             self, {name: output_topic(name, s.output_namespace, "") for name in self.cameras}, output_qos, s)
+        # Replay: frames may wait in the deep queue, so may their depth images.
+        depth_queue = s.depth_queue_size if s.mode == "live" else max(s.depth_queue_size, input_qos.depth)
+        for channel in self.cameras.values():
+            channel.open(self, self._mailbox, input_qos, output_qos, s.output_namespace, self._frame_group,
+                         s.point_targets, depth_queue, self._outputs)
         self._teaching_subs = [
             self.create_subscription(ReferenceTarget, s.reference_topic, self._on_reference,
                                      qos.teaching_qos(), callback_group=self._teach_group),
@@ -197,10 +196,11 @@ class SegmenterNode(ReleasingNode):
         if self._diag_timer is not None:
             self.destroy_timer(self._diag_timer)
             self._diag_timer = None
-        self.destroy_publishers("_status_pub", "_diag_pub")
-        self._latest.clear()
-        self._history.clear()
-        self._said_once.clear()
+        self.destroy_publishers("_diag_pub")
+        if self.reports.publisher is not None:
+            self.destroy_publisher(self.reports.publisher)
+            self.reports.publisher = None
+        self.reports.forget_once()
 
     def release(self) -> None:
         """Stop processing and drop services, engine and device memory (cleanup, shutdown, exit)."""
@@ -236,218 +236,93 @@ class SegmenterNode(ReleasingNode):
                 registry.max_targets = settings.max_targets
             if timer is not None and settings.diagnostics_period != old.diagnostics_period:
                 timer.timer_period_ns = int(settings.diagnostics_period * 1e9)
+            for i, channel in enumerate(self.cameras.values()):  # from each camera's next CameraInfo
+                channel.rectified = settings.rectified(i)
             changed = [f"{p.name}={getattr(settings, p.name)!r}" for p in parameters if p.name in params.PARAMETERS]
             given_text = f"; {' and '.join(given)} use{'s' if len(given) == 1 else ''} them from the next frame"
             self._status(f"parameters set: {', '.join(changed)}{given_text if given else ''}")
         return SetParametersResult(successful=True)
 
     # ===================================================================== frames
-    def _on_frame(self, channel: CameraChannel, data: bytes) -> None:
-        channel.stats.on_input()
-        mailbox = self._mailbox
-        if mailbox is not None and mailbox.put(channel.name, data, self.get_clock().now().nanoseconds * 1e-9):
-            channel.stats.on_dropped()
-
-    def _subscription_events(self, channel: CameraChannel) -> SubscriptionEventCallbacks:
-        def incompatible(info: QoSRequestedIncompatibleQoSInfo) -> None:
-            policy = info.last_policy_kind.name.removeprefix("RMW_QOS_POLICY_").lower()
-            self._status(f"camera {channel.name}: a publisher on {channel.topic} has QoS incompatible with "
-                         f"this subscription ({policy}); its frames never arrive. "
-                         f"Set qos_reliability to match the camera (docs/NODE.md)", error=True)
-
-        return SubscriptionEventCallbacks(incompatible_qos=incompatible)
-
-    def _say_once(self, camera: str, kind: str, text: Optional[str]) -> None:
-        """A warning about a camera on the status topic, once per activation (and once more
-        after it stopped applying and came back)."""
-        key = (camera, kind)
-        if text is None:
-            self._said_once.discard(key)
-        elif key not in self._said_once:
-            self._said_once.add(key)
-            self._status(f"camera {camera}: {text}", error=True)
-
     def _work(self, mailbox: FrameMailbox) -> None:
+        """The worker thread, until the mailbox closes: take, receive, step, locate, publish.
+
+        Every stage works on a list of frames (today one: the mailbox hands out one at a
+        time) and passes on those that go on; a frame that fails in a stage is rejected
+        with the reason and the worker goes on with the next.
+        """
         while True:
             try:
-                envelope = mailbox.get(timeout=0.5)
+                envelopes = self._take(mailbox)
             except Closed:
                 return
-            if envelope is None:
-                continue
-            try:
-                self._process(envelope)
-            except Exception as exc:  # the worker must outlive any one frame
-                if not self.context.ok():
-                    return  # shutting down (Ctrl-C): publishers are gone, nothing to report
+            settings = self.settings  # one set of parameters for the whole way
+            frames = self._each(envelopes, lambda e: self.cameras[e.camera].receive(e, settings), settings)
+            frames = self._step(frames, settings)
+            frames = self._each(frames, lambda f: self.cameras[f.camera].locate(f, settings), settings)
+            self._each(frames, lambda f: self.cameras[f.camera].publish(f, settings), settings)
+
+    @staticmethod
+    def _take(mailbox: FrameMailbox) -> list[Envelope]:
+        """The frames waiting in the mailbox for the worker: one, or none after 0.5 s.
+
+        Raises:
+            Closed: the mailbox was closed (deactivation).
+        """
+        envelope = mailbox.get(timeout=0.5)
+        return [] if envelope is None else [envelope]
+
+    def _step(self, frames: Sequence[CameraFrame], settings: params.Settings) -> list[CameraFrame]:
+        """The engine's step on each frame of a camera with targets (`frame.result`,
+        `frame.step_seconds`); a camera without targets is not stepped. A frame the engine
+        refuses (EngineError) is rejected with the reason and goes no further."""
+        stepped = []
+        for frame in frames:
+            if self.registry.tracked_ids(frame.camera):
+                t0 = time.perf_counter()
                 try:
-                    self.get_logger().error(f"frame on camera {envelope.camera} failed: "
-                                            f"{traceback.format_exc()}")
-                    self._reject(self.cameras[envelope.camera], f"internal error: {exc}")
-                except Exception:
-                    pass
+                    frame.result = self.engine.step(frame.camera, frame.rgb, frame.stamp)
+                except EngineError as exc:
+                    self.cameras[frame.camera].reject(str(exc), settings)
+                    continue
+                except Exception as exc:  # the worker must outlive any one frame
+                    self._failed(frame.camera, exc, settings)
+                    continue
+                frame.step_seconds = time.perf_counter() - t0
+            stepped.append(frame)
+        return stepped
 
-    def _process(self, envelope: Envelope) -> None:
-        channel = self.cameras[envelope.camera]
-        start = time.perf_counter()
-        try:
-            msg = channel.decode(envelope.message)
-            rgb = frame_from_message(msg)
-        except ValueError as exc:
-            self._reject(channel, str(exc))
-            return
-        stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
-        problems = header_problems(stamp, msg.header.frame_id, envelope.clock, self.settings.stamp_tolerance)
-        channel.stats.on_header("; ".join(problems.values()))
-        for kind in HEADER_PROBLEMS:
-            reason = problems.get(kind)
-            self._say_once(channel.name, kind, reason and f"implausible header: {reason}")
-        self._latest[channel.name] = rgb
-        stamp_ns = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
-        depth_data = channel.pair_depth(stamp_ns, self.settings.depth_stamp_tolerance)
-        results, events, step = [], [], 0.0
-        if self.registry.tracked_ids(channel.name):
-            t0 = time.perf_counter()
+    def _each(self, items: Sequence[Item], stage: Callable[[Item], Optional[CameraFrame]],
+              settings: params.Settings) -> list[CameraFrame]:
+        """`stage` on every item (an envelope or a frame); the frames it gives on, in order.
+        An item whose stage raises is rejected as an internal error."""
+        out = []
+        for item in items:
             try:
-                res = self.engine.step(channel.name, rgb, stamp)
-            except EngineError as exc:
-                self._reject(channel, str(exc))
-                return
-            step = time.perf_counter() - t0
-            results, events = res.targets, res.events
-            self._publish_late(channel, res, msg.header, rgb)
-        label = label_image(results, rgb.shape[0], rgb.shape[1])
-        self._say_once(channel.name, "label_range", (
-            f"target id(s) {', '.join(map(str, label.unpainted))} exceed 65535: not in the label image "
-            f"(their own masks travel with object_masks: true)") if label.unpainted else None)
-        if depth_data is None:  # the depth message may have come in during the step
-            depth_data = channel.pair_depth(stamp_ns, self.settings.depth_stamp_tolerance)
-        channel.forget_depth_before(stamp_ns, self.settings.depth_stamp_tolerance)
-        located = self._locate(channel, results, rgb.shape[0], rgb.shape[1], depth_data)
-        drawn = channel.publish(msg.header, rgb, results, label, self.settings.overlay_alpha,
-                                self.settings.object_masks, located)
-        self._publish_standard(channel, msg.header, results, located)
-        overhead = time.perf_counter() - start - step
-        latency = plausible_latency(stamp, envelope.clock, self.get_clock().now().nanoseconds * 1e-9,
-                                    self.settings.stamp_tolerance)
-        channel.stats.on_processed(latency, step, overhead, drawn)
-        for event in events:
-            self._status(f"camera {channel.name}: {event}")
-
-    # ================================================================== geometry
-    def _publish_late(self, channel: CameraChannel, res, header, rgb: np.ndarray) -> None:
-        """Results of earlier frames (a clip-mode caption target: its clip completed on
-        this frame) go out as extra messages with those frames' headers; the frame's own
-        messages carry the other targets. Frames are kept for this only in clip mode."""
-        history = self._history.setdefault(channel.name, {})
-        if self.settings.text_mode == "clip":
-            history[res.frame_index] = (header, rgb)
-            for old in [i for i in history if i <= res.frame_index - self.settings.text_window]:
-                del history[old]
-        by_frame: dict[int, list] = {}
-        for index, _, result in res.late:
-            by_frame.setdefault(index, []).append(result)
-        for index, results in sorted(by_frame.items()):
-            if index not in history:
+                frame = stage(item)
+            except Exception as exc:  # the worker must outlive any one frame
+                self._failed(item.camera, exc, settings)
                 continue
-            then, frame = history[index]
-            label = label_image(results, frame.shape[0], frame.shape[1])
-            located = self._locate(channel, results, frame.shape[0], frame.shape[1], None)
-            channel.publish(then, frame, results, label, self.settings.overlay_alpha, self.settings.object_masks,
-                            located)
-            self._publish_standard(channel, then, results, located)
+            if frame is not None:
+                out.append(frame)
+        return out
 
-    def _publish_standard(self, channel: CameraChannel, header, results, located) -> None:
-        """vision_msgs detections and target TF frames of one frame (those switched on)."""
-        outputs = self._outputs  # read once: deactivation may drop it meanwhile
-        if outputs is not None:
-            self._say_once(channel.name, "tf_frame",
-                           outputs.publish(channel.name, header, results, located, channel.intrinsics, self.settings))
-
-    def _on_camera_info(self, channel: CameraChannel, msg) -> None:
-        """Keep the camera's newest valid CameraInfo; say once why an invalid one is refused
-        (bearing and position then stay unset until a valid one arrives)."""
-        settings = self.settings
-        if settings is None:
-            return
-        rectified = settings.rectified(list(self.cameras).index(channel.name))
-        key = (tuple(msg.k), tuple(msg.d), tuple(msg.p), msg.width, msg.height, msg.distortion_model, rectified)
-        if key == channel.info_key:
-            return  # the same calibration again (CameraInfo comes with every frame)
-        channel.info_key = key
+    def _failed(self, camera: str, exc: Exception, settings: Optional[params.Settings]) -> None:
+        """Log a frame's unexpected failure with its traceback and reject the frame."""
+        if not self.context.ok() or settings is None:
+            return  # shutting down (Ctrl-C): publishers are gone, nothing to report
         try:
-            channel.intrinsics = intrinsics_from_camera_info(msg, rectified)
-        except ValueError as exc:
-            channel.intrinsics = None
-            self._say_once(channel.name, "camera_info", f"CameraInfo on {channel.info_topic} refused: {exc}")
-            return
-        self._say_once(channel.name, "camera_info", None)
-
-    def _locate(self, channel: CameraChannel, results, height: int, width: int,
-                depth_data: Optional[bytes]) -> list:
-        """Every result's centroid, and its bearing and position where CameraInfo and a
-        paired depth image allow; problems with either are said once on the status topic."""
-        s = self.settings
-        intrinsics = channel.intrinsics
-        if intrinsics is not None and intrinsics.width and intrinsics.height \
-                and (intrinsics.width, intrinsics.height) != (width, height):
-            self._say_once(channel.name, "camera_info_size",
-                           f"CameraInfo on {channel.info_topic} is for {intrinsics.width}x{intrinsics.height} "
-                           f"images, the frames are {width}x{height}: no bearing or position")
-            intrinsics = None
-        else:
-            self._say_once(channel.name, "camera_info_size", None)
-        # Decoded even when no target is visible, so that a bad depth stream is reported
-        # before it matters (0.4 ms at 640x480).
-        depth = None if depth_data is None else self._depth_for(channel, depth_data, height, width, intrinsics)
-        located = geometry.locate_all([r.mask for r in results], [r.box for r in results], intrinsics, depth,
-                                      s.depth_percentile, s.depth_min_range, s.depth_max_range)
-        if depth is not None:
-            if any(w.position is not None and w.position.valid_pixels for w in located):
-                self._say_once(channel.name, "depth_empty", None)
-            elif not np.any((depth >= s.depth_min_range) & (depth <= s.depth_max_range)):
-                self._say_once(channel.name, "depth_empty",
-                               f"depth image on {channel.depth_topic} has no valid pixel (all 0, NaN, inf or "
-                               f"outside [{s.depth_min_range:g}, {s.depth_max_range:g}] m): no position")
-        return located
-
-    def _depth_for(self, channel: CameraChannel, data: bytes, height: int, width: int,
-                   intrinsics) -> Optional[np.ndarray]:
-        """The paired depth image in metres at the colour frame's size, or None (said why)."""
-        kind = "depth_decode"
-        try:
-            depth = depth_from_message(channel.decode_depth(data))
-            if depth.shape != (height, width):
-                kind = "depth_size"
-                if intrinsics is None:
-                    raise ValueError(f"depth image is {depth.shape[1]}x{depth.shape[0]}, the colour frame "
-                                     f"{width}x{height}, and no valid CameraInfo has arrived to scale it by")
-                depth = geometry.fit_depth(depth, height, width)
-        except ValueError as exc:
-            self._say_once(channel.name, kind, f"depth on {channel.depth_topic} not used: {exc}")
-            return None
-        for problem in ("depth_decode", "depth_size"):
-            self._say_once(channel.name, problem, None)
-        return depth
-
-    def _reject(self, channel: CameraChannel, reason: str) -> None:
-        """Count a rejected frame and say why, without repeating the same words too often."""
-        channel.stats.on_rejected(reason)
-        key = (channel.name, reason)
-        now = time.monotonic()
-        if now - self._last_reported.get(key, -1e9) < self.settings.status_repeat_period:
-            return
-        if len(self._last_reported) > 1000:  # reasons carry sizes and texts: keep the table small
-            self._last_reported.clear()
-        self._last_reported[key] = now
-        self._status(f"rejected frame on camera {channel.name}: {reason}", error=True)
+            self.get_logger().error(f"frame on camera {camera} failed: {traceback.format_exc()}")
+            self.cameras[camera].reject(f"internal error: {exc}", settings)
+        except Exception:
+            pass
 
     def latest_frame(self, camera: str) -> Optional[np.ndarray]:
         """The camera's newest decoded frame, for prompts drawn "on the current frame"."""
         key = camera_key(camera)
         if key not in self.cameras:
             raise TeachError(f"unknown camera {camera!r} (cameras: {', '.join(self.cameras)})")
-        return self._latest.get(key)
+        return self.cameras[key].latest
 
     # ================================================================== teaching
     def _create_services(self) -> None:
@@ -545,14 +420,7 @@ class SegmenterNode(ReleasingNode):
 
     # ==================================================================== output
     def _status(self, text: str, error: bool = False) -> None:
-        # rclpy ties a severity to each logging call site: two separate calls, not one.
-        if error:
-            self.get_logger().warning(text)
-        else:
-            self.get_logger().info(text)
-        pub = self._status_pub
-        if pub is not None:
-            pub.publish(String(data=text))
+        self.reports.say(text, error)
 
     def _publish_diagnostics(self) -> None:
         # The timer runs on an executor thread while a lifecycle transition may be
@@ -563,7 +431,7 @@ class SegmenterNode(ReleasingNode):
         statuses = []
         for name, channel in self.cameras.items():
             report, publishers = channel.stats.report(), channel.publisher_count(self)
-            self._say_once(name, "no frames", missing_frames(report, publishers))
+            self.reports.once(name, "no frames", missing_frames(report, publishers))
             statuses.append(camera_status(self.get_name(), report, settings.mode,
                                           len(registry.tracked_ids(name)), publishers))
         statuses.append(model_status(self.get_name(), settings.model, str(engine.device),

@@ -100,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
     n = args.cameras
     print(f"# {n} cameras vs 1, sequential vs batched encoder call ({name}, image size {args.image_size}, "
-          f"{args.objects} object(s) per camera, median of {args.ticks} interleaved ticks, torch {torch.__version__})\n")
+          f"{args.objects} object(s) per camera, median of {args.ticks} interleaved ticks, "
+          f"torch {torch.__version__})\n")
     print(f"| model | 1 camera ms | {n} sequential ms | {n} batched ms | sequential / 1 | batched / 1 | "
           "batched / sequential |")
     print("|---|---|---|---|---|---|---|")

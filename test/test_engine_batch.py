@@ -15,11 +15,11 @@ import torch
 
 import refseg_ros.engine.engine as engine_module
 from clips import moving_shapes
-from refseg_ros.engine import (BoxPrompt, EngineConfig, InvalidFrameError, MaskPrompt, SegmentationEngine,
-                               StepsFailed, UnknownStreamError)
+from refseg_ros.engine import (BoxPrompt, InvalidFrameError, MaskPrompt, SegmentationEngine, StepsFailed,
+                               UnknownStreamError)
 from refseg_ros.engine.features import encode_image, encode_images
+from test_engine_api import SIZE, make_engine  # 128 px, objects kept present
 
-SIZE = 128
 FRAMES = 10  # past num_maskmem (7): the memory bank fills and rolls
 TOL = 1e-4  # batched kernels may sum in another order; measured ~1e-6 on the CPU
 
@@ -44,13 +44,6 @@ def clips():
         "left": (b[0], [BoxPrompt(_bounding_box(b[1][0][3]))]),
         "rear": (c[0], [MaskPrompt(c[1][0][2]), MaskPrompt(c[1][0][3]), BoxPrompt(_bounding_box(c[1][0][1]))]),
     }
-
-
-def make_engine(**overrides) -> SegmentationEngine:
-    engine = SegmentationEngine.from_config(EngineConfig(image_size=SIZE, device="cpu", seed=5, **overrides))
-    with torch.no_grad():  # keep the random objects present (see test_engine_parity)
-        engine.model.sam_mask_decoder.pred_obj_score_head.layers[-1].bias += 2.0
-    return engine
 
 
 @pytest.fixture(scope="module")

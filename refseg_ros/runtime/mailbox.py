@@ -19,7 +19,7 @@ import collections
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 
 @dataclass
@@ -72,19 +72,7 @@ class FrameMailbox:
 
     def get(self, timeout: Optional[float] = None) -> Optional[Envelope]:
         """The next frame to process, or None on timeout; raises Closed once closed."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self._cond:
-            while True:
-                if self._closed:
-                    raise Closed()
-                envelope = self._take()
-                if envelope is not None:
-                    self._cond.notify_all()
-                    return envelope
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    return None
-                self._cond.wait(remaining)
+        return self._wait_for(self._take, timeout)
 
     def get_batch(self, timeout: Optional[float] = None) -> list[Envelope]:
         """Every camera's next frame at once, at most one per camera: [] on timeout;
@@ -97,18 +85,23 @@ class FrameMailbox:
         never reordered (a camera's second frame waits for the next batch, and a frame of
         another camera behind it may be taken now).
         """
+        return self._wait_for(self._take_all, timeout) or []
+
+    def _wait_for(self, take: Callable[[], Any], timeout: Optional[float]) -> Any:
+        """What `take` gives once it gives something (truthy), or None after `timeout`
+        seconds (None: no limit); raises Closed once closed."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
             while True:
                 if self._closed:
                     raise Closed()
-                batch = self._take_all()
-                if batch:
+                taken = take()
+                if taken:
                     self._cond.notify_all()
-                    return batch
+                    return taken
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
-                    return []
+                    return None
                 self._cond.wait(remaining)
 
     def _take_all(self) -> list[Envelope]:

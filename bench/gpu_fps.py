@@ -11,8 +11,11 @@ folder holding those packages on PYTHONPATH. Then:
 
 One engine is built per (model, backend) and serves every (objects, cameras) row, so a
 compiled model is compiled once. A row's "tick" is one frame from every camera, each
-camera stepped in turn (the cameras' encoder passes are not batched together); "cost vs
-1 camera" is a tick's time over the 1-camera tick's time at the same objects.
+camera stepped in turn (one encoder call each); "cost vs
+1 camera" is a tick's time over the 1-camera tick's time at the same objects. A camera
+count in --batched-cameras (default 4) gets a second row, "N batched": the tick as one
+`engine.step_many` call, the cameras' encoder passes batched into one (goal: 4 cameras
+<= 2.5x one camera).
 
 Prints a Markdown table: ms per tick, frames/s per camera and in all, peak memory, FLOPs
 per camera frame and the compute floor of a tick (FLOPs / the GPU's dense bf16 peak), beside SAM2's
@@ -88,8 +91,9 @@ def build_engine(model: str, size: int, backend: str, device: str, checkpoint: s
 
 
 def measure(engine: SegmentationEngine, frames: list[np.ndarray], masks: list[np.ndarray], objects: int,
-            cameras: int, ticks: int, warmup: int, count_flops: bool, tag: str) -> dict:
-    """Median seconds per tick (one frame from each of `cameras` streams, `objects` targets each).
+            cameras: int, ticks: int, warmup: int, count_flops: bool, tag: str, batched: bool = False) -> dict:
+    """Median seconds per tick (one frame from each of `cameras` streams, `objects` targets each);
+    `batched`: each tick is one `engine.step_many` call (one encoder call for the cameras).
 
     Streams are added for this row and removed after it. FLOPs (of one camera's frame) are
     counted on an eager engine only: compiled kernels bypass the dispatcher the counter hears.
@@ -110,8 +114,11 @@ def measure(engine: SegmentationEngine, frames: list[np.ndarray], masks: list[np
     for i in range(warmup + 1, warmup + 1 + ticks):
         sync(dev)
         start = time.perf_counter()
-        for stream in streams:
-            engine.step(stream, frames[i])
+        if batched:
+            engine.step_many([(stream, frames[i], 0.0) for stream in streams])
+        else:
+            for stream in streams:
+                engine.step(stream, frames[i])
         sync(dev)
         times.append(time.perf_counter() - start)
     gflop = None
@@ -131,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
                         choices=list(PUBLISHED_A100_FPS))
     parser.add_argument("--objects", nargs="+", type=int, default=[1, 4])
     parser.add_argument("--cameras", nargs="+", type=int, default=[1, 4])
+    parser.add_argument("--batched-cameras", nargs="*", type=int, default=[4],
+                        help="camera counts (of --cameras) that also get a batched row (step_many)")
     parser.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=BACKENDS)
     parser.add_argument("--image-size", type=int, default=1024)
     parser.add_argument("--frames", type=int, default=50, help="timed ticks per row")
@@ -169,15 +178,18 @@ def main(argv: list[str] | None = None) -> int:
             engine = build_engine(model, args.image_size, backend, args.device, checkpoint)
             for objects in args.objects:
                 one_camera_s = None
-                for cameras in args.cameras:
+                for cameras, batched in [(c, b) for c in args.cameras
+                                         for b in (False, True) if not b or (c > 1 and c in args.batched_cameras)]:
                     r = measure(engine, frames, masks, objects, cameras, args.frames, args.warmup,
-                                count_flops=backend == "eager", tag=f"{objects}x{cameras}")
+                                count_flops=backend == "eager", tag=f"{objects}x{cameras}{'b' * batched}",
+                                batched=batched)
                     if r["gflop"] is not None:
                         gflops[objects] = r["gflop"]
                     gflop = gflops.get(objects)
                     one_camera_s = r["tick_s"] if cameras == 1 else one_camera_s
                     paper = PUBLISHED_A100_FPS.get(model) if objects == 1 and cameras == 1 else None
                     row = {"model": model, "backend": backend, "objects": objects, "cameras": cameras,
+                           "batched": batched,
                            "ms": 1e3 * r["tick_s"], "fps_per_camera": 1.0 / r["tick_s"],
                            "fps_total": cameras / r["tick_s"],
                            "cost_vs_1_camera": r["tick_s"] / one_camera_s if one_camera_s else None,
@@ -185,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
                            "peak_mb": r["peak_mb"], "a100_paper_fps": paper,
                            "goal_fps": GOAL_FACTOR * paper if paper else None, "device": name}
                     rows.append(row)
-                    print(f"| {model} | {backend} | {objects} | {cameras} | {row['ms']:.2f} | "
+                    print(f"| {model} | {backend} | {objects} | {cameras}{' batched' * batched} | {row['ms']:.2f} | "
                           f"{row['fps_per_camera']:.1f} | {row['fps_total']:.1f} | "
                           f"{_cell(row['cost_vs_1_camera'], 2)} | {_cell(gflop, 1)} | {_cell(row['floor_ms'], 2)} | "
                           f"{r['peak_mb']:.0f} | {_cell(paper, 1)} | {_cell(row['goal_fps'], 1)} |", flush=True)

@@ -52,3 +52,16 @@ def test_gpu_script_prints_its_table_on_the_cpu(tmp_path):
         assert row["fps_total"] == pytest.approx(row["cameras"] * row["fps_per_camera"])
         assert row["fps_per_camera"] == pytest.approx(1e3 / row["ms"])
     assert written["rows"][0]["goal_fps"] == 228.0 and written["rows"][1]["goal_fps"] is None
+
+
+def test_gpu_script_adds_a_batched_row_on_request():
+    """--batched-cameras 2: the 2-camera tick also as one step_many call (one encoder call)."""
+    run = subprocess.run(
+        [sys.executable, "bench/gpu_fps.py", "--device", "cpu", "--models", "sam2.1_hiera_t", "--objects", "1",
+         "--cameras", "1", "2", "--batched-cameras", "2", "--image-size", "64", "--frames", "1", "--warmup", "1",
+         "--backends", "eager"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=240)
+    assert run.returncode == 0, run.stderr[-3000:]
+    rows = table_rows(run.stdout)
+    assert [r["cameras"] for r in rows] == ["1", "2", "2 batched"]
+    assert rows[2]["GFLOP/frame"] == rows[1]["GFLOP/frame"] and float(rows[2]["cost vs 1 camera"]) > 0

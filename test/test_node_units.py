@@ -139,34 +139,74 @@ def test_live_mailbox_is_bounded_whatever_the_rate():
     assert box.pending() == 3
 
 
-def test_replay_mailbox_keeps_order_and_blocks_when_full():
+def taken(box: FrameMailbox, take: str) -> list:
+    """The messages one `take` ("get" or "get_batch") hands over, without waiting."""
+    got = getattr(box, take)(0)
+    return [e.message for e in (got if take == "get_batch" else [got])]
+
+
+@pytest.mark.parametrize("take,first,rest", [("get", [1], [[2], [3]]), ("get_batch", [1, 2], [[3]])])
+def test_replay_mailbox_keeps_order_and_blocks_when_full(take, first, rest):
     box = FrameMailbox(replay=True, capacity=2)
     box.put("a", 1)
     box.put("b", 2)
     done = threading.Event()
     threading.Thread(target=lambda: (box.put("a", 3), done.set()), daemon=True).start()
     assert not done.wait(0.3), "put must wait while the queue is full"
-    assert box.get(0).message == 1
+    assert taken(box, take) == first
     assert done.wait(2)
-    assert [box.get(0).message for _ in range(2)] == [2, 3]
+    assert [taken(box, take) for _ in rest] == rest
     assert box.dropped("a") == 0
 
 
-def test_mailbox_close_wakes_the_worker():
+def test_live_mailbox_batch_is_the_newest_frame_of_every_camera():
+    box = FrameMailbox(replay=False)
+    assert box.get_batch(0.01) == []
+    box.put("b", 1)
+    box.put("a", 2)
+    box.put("b", 3)  # replaces b's 1: b now arrived after a
+    box.put("c", 4)
+    batch = box.get_batch(0)
+    assert [(e.camera, e.message) for e in batch] == [("a", 2), ("b", 3), ("c", 4)], "oldest arrival first"
+    assert box.pending() == 0 and box.dropped("b") == 1
+    box.put("a", 5)
+    assert [(e.camera, e.message) for e in box.get_batch(0)] == [("a", 5)]
+
+
+def test_replay_mailbox_batch_takes_each_cameras_oldest_frame_in_order():
+    box = FrameMailbox(replay=True)
+    for camera, message in [("a", 1), ("a", 2), ("b", 3), ("a", 4), ("c", 5), ("b", 6)]:
+        box.put(camera, message)
+    batches = []
+    while box.pending():
+        batches.append([(e.camera, e.message) for e in box.get_batch(0)])
+    assert batches == [[("a", 1), ("b", 3), ("c", 5)], [("a", 2), ("b", 6)], [("a", 4)]]
+    for camera in "abc":  # each camera's frames in their order, all of them, none twice
+        got = [m for batch in batches for c, m in batch if c == camera]
+        assert got == sorted(got)
+    assert sum(map(len, batches)) == 6 and box.get_batch(0.01) == []
+
+
+@pytest.mark.parametrize("take", ["get", "get_batch"])
+def test_mailbox_waits_for_a_frame_and_close_wakes_the_worker(take):
     box = FrameMailbox()
-    errors = []
+    got, errors = [], []
 
     def worker():
+        got.append(getattr(box, take)())  # waits: nothing yet
         try:
-            box.get()
+            getattr(box, take)()
         except Closed:
             errors.append("closed")
 
     t = threading.Thread(target=worker)
     t.start()
     time.sleep(0.1)
+    box.put("a", 1)
+    time.sleep(0.1)
     box.close()
     t.join(2)
+    assert [[e.message for e in (batch if take == "get_batch" else [batch])] for batch in got] == [[1]]
     assert errors == ["closed"] and not box.put("a", 1)
 
 

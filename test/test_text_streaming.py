@@ -102,7 +102,7 @@ def test_one_adapted_pass_per_caption_and_none_for_plain(parts, monkeypatch):
     import refseg_ros.engine.engine as engine_module
 
     calls = {"adapted": 0, "plain": 0}
-    adapted, plain = streaming.encode_clip, engine_module.encode_image
+    adapted, plain = streaming.encode_clip, engine_module.encode_images
 
     def count(name, fn):
         def wrapped(*a, **k):
@@ -111,7 +111,7 @@ def test_one_adapted_pass_per_caption_and_none_for_plain(parts, monkeypatch):
         return wrapped
 
     monkeypatch.setattr(streaming, "encode_clip", count("adapted", adapted))
-    monkeypatch.setattr(engine_module, "encode_image", count("plain", plain))
+    monkeypatch.setattr(engine_module, "encode_images", count("plain", plain))
     engine = _engine(sam)
     a1 = engine.add_tracked_target("cam", SamwiseTracker(sam, adapter, CAPTION_A, window=2))
     a2 = engine.add_tracked_target("cam", SamwiseTracker(sam, adapter, CAPTION_A, window=2))

@@ -3,7 +3,7 @@
 from .config import EngineConfig
 from .engine import SegmentationEngine
 from .errors import (CheckpointError, DuplicateTargetError, EngineError, InvalidFrameError, InvalidPromptError,
-                     PromptBelowResolutionError, UnknownStreamError, UnknownTargetError)
+                     PromptBelowResolutionError, StepsFailed, UnknownStreamError, UnknownTargetError)
 from .types import (BoxPrompt, MaskPrompt, PointsPrompt, Prompt, StepResult, TargetResult,
                     TargetState)
 
@@ -11,5 +11,5 @@ __all__ = [
     "BoxPrompt", "CheckpointError", "DuplicateTargetError", "EngineConfig", "EngineError", "InvalidFrameError",
     "InvalidPromptError", "MaskPrompt", "PointsPrompt", "Prompt", "PromptBelowResolutionError",
     "SegmentationEngine",
-    "StepResult", "TargetResult", "TargetState", "UnknownStreamError", "UnknownTargetError",
+    "StepResult", "StepsFailed", "TargetResult", "TargetState", "UnknownStreamError", "UnknownTargetError",
 ]

@@ -34,3 +34,6 @@ class EngineConfig:
     max_seeds: int = 4  # conditioning entries a proposer's seeds keep per target (oldest goes)
     occlusion_patience: int = 15  # absent frames before an occluded target counts as lost
     batch_targets: bool = True  # batch targets whose memory layouts match
+    # step_many: the plain encoder passes of the streams stepped together run as one
+    # batched call ((T, 3, S, S)); False: one call per frame (the same results).
+    batch_cameras: bool = True

@@ -1,7 +1,8 @@
 """The streaming engine: frames in one at a time, every target's mask out.
 
 One model serves several streams (cameras). Each frame is encoded once and shared by all
-targets of its stream; targets whose memory layouts match are tracked as one batch.
+targets of its stream; targets whose memory layouts match are tracked as one batch; the
+frames of several streams stepped together (`step_many`) share one batched encoder call.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import gc
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Hashable, Iterator, Optional
+from typing import Hashable, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
@@ -19,9 +20,9 @@ import torch.nn.functional as F
 
 from . import heads
 from .config import EngineConfig
-from .errors import (CheckpointError, DuplicateTargetError, InvalidPromptError, UnknownStreamError,
-                     UnknownTargetError)
-from .features import FrameFeatures, encode_image
+from .errors import (CheckpointError, DuplicateTargetError, InvalidFrameError, InvalidPromptError, StepsFailed,
+                     UnknownStreamError, UnknownTargetError)
+from .features import FrameFeatures, encode_image, encode_images
 from .frames import FramePreprocessor, check_frame
 from .memory import MemoryEntry, MemorySelection, TargetMemory
 from .model import Sam2Checkpoint, WeightsSource, build_model, resolve_device
@@ -386,34 +387,105 @@ class SegmentationEngine:
 
     # --------------------------------------------------------------------------- step
     def step(self, stream_id: str, frame: np.ndarray, stamp: float = 0.0) -> StepResult:
-        """Segment every target of `stream_id` on `frame` (H x W x 3 uint8 RGB).
+        """Segment every target of `stream_id` on `frame` (H x W x 3 uint8 RGB); `stamp`
+        is carried to the result (seconds, the frame's header time).
 
         Stages: the plain image-encoder pass (when a target needs it); proposers look for
         their targets; feature variants encode the frame and trackers decode their
         targets; prompts waiting for this frame (taught, or a proposer's seeds) are
         decoded; the other targets are decoded in groups of the same memory layout; the
-        outputs become results and states.
+        outputs become results and states. `step_many` of one frame.
 
-        Raises UnknownStreamError, InvalidFrameError.
+        Raises UnknownStreamError, InvalidFrameError (nothing changed), or what a stage
+        raised (an adapter's error; the stream's frame counter does not move).
         """
+        (result, error), = self._step_streams([(stream_id, frame, stamp)])
+        if error is not None:
+            raise error
+        return result
+
+    def step_many(self, frames: Sequence[tuple[str, np.ndarray, float]]) -> list[StepResult]:
+        """Step several streams on one frame each, `frames` = [(stream_id, frame, stamp)]:
+        one tick of several cameras. Returns their StepResults in the same order.
+
+        The plain image-encoder passes of all the frames that need one (a stream with no
+        target, or only targets of an adapter with features of its own, needs none) run
+        as ONE batched encoder call (`features.encode_images`, (T, 3, S, S); frames of
+        any sizes, each preprocessed to S x S), unless `config.batch_cameras` is off (then
+        one call per frame); then each stream's other stages run as in `step`, stream
+        after stream. The results equal `step` called per stream up to the batched
+        kernels' rounding (test/test_engine_batch.py). A result's `step_seconds` is its
+        share of the batched encoder call (the call's time over the frames in it) plus
+        its own stages, so the results' sum is about the call's time.
+
+        Raises (nothing changed when raised before any work):
+            ValueError: a stream named twice (a stream's frames are stepped in order,
+                one call each).
+            UnknownStreamError, InvalidFrameError: for the first bad entry, naming it; a
+                caller wanting the other frames stepped steps them without it.
+            StepsFailed: a stage of some streams raised (an adapter's error); the other
+                streams were stepped, their results in `results`.
+        """
+        seen: set[str] = set()
+        for stream_id, _, _ in frames:
+            if stream_id in seen:
+                raise ValueError(f"stream {stream_id!r} given twice in one step_many call")
+            seen.add(stream_id)
+        outcomes = self._step_streams(list(frames))
+        failures = {item[0]: error for item, (_, error) in zip(frames, outcomes) if error is not None}
+        results = [result for result, error in outcomes if error is None]
+        if failures:
+            raise StepsFailed(results, failures)
+        return results
+
+    def _step_streams(self, frames: list[tuple[str, np.ndarray, float]]
+                      ) -> list[tuple[Optional[StepResult], Optional[BaseException]]]:
+        """`step_many`'s work: check every entry (raising for the first bad one before any
+        work), encode the frames that need the plain pass together, then run each stream's
+        stages. Returns (result, None) or (None, what its stages raised) per entry."""
         with self._lock:
-            stream = self._stream(stream_id)
-            check_frame(frame)
+            streams = [self._stream(stream_id) for stream_id, _, _ in frames]
+            for stream_id, frame, _ in frames:
+                try:
+                    check_frame(frame)
+                except InvalidFrameError as exc:
+                    if len(frames) == 1:
+                        raise
+                    raise type(exc)(f"stream {stream_id!r}: {exc}") from None
             start = time.perf_counter()
-            out = FrameOutputs(stream.next_index, frame.shape[:2])
-            with self._compute(), stream.changing():
-                features = self._encode_plain(stream, frame)
-                stream.stamps[out.index] = stamp
-                stream.stamps.pop(out.index - 256, None)
-                self._propose(stream, features, frame, out)
-                self._track_adapted(stream, frame, features, out)
-                late = self._late_results(stream, out.late, out.events)
-                self._apply_prompts(stream, features, out)
-                self._track_plain(stream, features, out)
-                results = self._results(stream, out)
-            stream.last_size = out.size
-            stream.next_index += 1
-            return StepResult(stream_id, out.index, stamp, results, time.perf_counter() - start, out.events, late)
+            outcomes: list[tuple[Optional[StepResult], Optional[BaseException]]] = []
+            with self._compute():
+                features = self._encode_plain([(s, f) for s, (_, f, _) in zip(streams, frames)])
+                encoded = sum(f is not None for f in features)
+                share = (time.perf_counter() - start) / max(encoded, 1)
+                for stream, (_, frame, stamp), feats in zip(streams, frames, features):
+                    began = time.perf_counter()
+                    try:
+                        result = self._stages(stream, frame, stamp, feats)
+                    except Exception as exc:  # noqa: BLE001 - the other streams still step
+                        outcomes.append((None, exc))
+                        continue
+                    result.step_seconds = time.perf_counter() - began + (share if feats is not None else 0.0)
+                    outcomes.append((result, None))
+            return outcomes
+
+    def _stages(self, stream: Stream, frame: np.ndarray, stamp: float,
+                features: Optional[FrameFeatures]) -> StepResult:
+        """One stream's stages on one frame after the plain pass (`features`; None when
+        no target needs it): see `step`. Moves the stream to its next frame."""
+        out = FrameOutputs(stream.next_index, frame.shape[:2])
+        with stream.changing():
+            stream.stamps[out.index] = stamp
+            stream.stamps.pop(out.index - 256, None)
+            self._propose(stream, features, frame, out)
+            self._track_adapted(stream, frame, features, out)
+            late = self._late_results(stream, out.late, out.events)
+            self._apply_prompts(stream, features, out)
+            self._track_plain(stream, features, out)
+            results = self._results(stream, out)
+        stream.last_size = out.size
+        stream.next_index += 1
+        return StepResult(stream.stream_id, out.index, stamp, results, 0.0, out.events, late)
 
     # ------------------------------------------------------------------------ internals
     def _stream(self, stream_id: str) -> Stream:
@@ -448,12 +520,23 @@ class SegmentationEngine:
         target.memory.pin(MemoryEntry(index, decoded.obj_ptr, feats, pos))
         return decoded
 
-    def _encode_plain(self, stream: Stream, frame: np.ndarray) -> Optional[FrameFeatures]:
-        """The plain image-encoder pass, shared by the plain targets, the proposers and the
-        trackers without a variant of their own; None when no target of the stream needs it."""
-        if any(t.tracker is None or t.tracker.variant_key is None for t in stream.targets.values()):
-            return encode_image(self.model, self.preprocess(frame))
-        return None
+    def _encode_plain(self, frames: list[tuple[Stream, np.ndarray]]) -> list[Optional[FrameFeatures]]:
+        """The plain image-encoder pass of each (stream, frame), shared by the stream's
+        plain targets, proposers and trackers without a variant of their own; None for a
+        stream none of whose targets needs it. The frames that need it go through one
+        `encode_images` call (one per frame with `config.batch_cameras` off)."""
+        needed = [i for i, (stream, _) in enumerate(frames) if _needs_plain(stream)]
+        features: list[Optional[FrameFeatures]] = [None] * len(frames)
+        if not needed:
+            return features
+        images = [self.preprocess(frames[i][1]) for i in needed]
+        if self.config.batch_cameras:
+            encoded = encode_images(self.model, torch.cat(images, dim=0))
+        else:
+            encoded = [encode_images(self.model, image)[0] for image in images]
+        for i, f in zip(needed, encoded):
+            features[i] = f
+        return features
 
     def _propose(self, stream: Stream, features: Optional[FrameFeatures], frame: np.ndarray,
                  out: FrameOutputs) -> None:
@@ -743,6 +826,12 @@ def _close_hooks(target: Target) -> None:
     close = getattr(target.tracker, "close", None)
     if close is not None:
         close()
+
+
+def _needs_plain(stream: Stream) -> bool:
+    """Whether a target of the stream uses the plain pass: a plain target, or a tracker
+    without a variant of its own."""
+    return any(t.tracker is None or t.tracker.variant_key is None for t in stream.targets.values())
 
 
 def _drop_unused_variants(stream: Stream) -> None:

@@ -42,3 +42,20 @@ class DuplicateTargetError(EngineError):
 
 class CheckpointError(RuntimeError):
     """A checkpoint that is missing, unreadable or does not match the model config."""
+
+
+class StepsFailed(RuntimeError):
+    """`SegmentationEngine.step_many`: the stages of some streams raised; the others were
+    stepped. Not an EngineError: the engine's state did change (the streams in `results`
+    moved on; a failed stream's frame counter did not).
+
+    Attributes:
+        results: the StepResults of the streams that were stepped, in the call's order.
+        failures: stream id -> the exception its stages raised (with its traceback).
+    """
+
+    def __init__(self, results: list, failures: dict):
+        self.results = results
+        self.failures = failures
+        named = "; ".join(f"stream {s!r}: {type(e).__name__}: {e}" for s, e in failures.items())
+        super().__init__(f"{len(failures)} of {len(results) + len(failures)} streams failed: {named}")

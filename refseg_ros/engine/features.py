@@ -1,5 +1,8 @@
 """One image-encoder pass per frame, in the token layout the rest of SAM2 expects.
 
+Frames of several streams may share one pass (`encode_images` takes T images; the
+engine's `step_many` batches the cameras of one tick).
+
 The pass runs in two steps, as SAM2's `ImageEncoder` does: the Hiera trunk, then the FPN
 neck (with the scalp and the mask decoder's conv_s0/conv_s1 projections that
 `SAM2Base.forward_image` applies). The trunk's stage maps stay on the `FrameFeatures`, so
@@ -53,18 +56,34 @@ class FrameFeatures:
         return maps
 
 
-def encode_image(model: torch.nn.Module, image: torch.Tensor) -> FrameFeatures:
-    """Run the image encoder on a (1, 3, S, S) normalised image.
+def encode_images(model: torch.nn.Module, images: torch.Tensor) -> list[FrameFeatures]:
+    """Run the image encoder on T images at once: (T, 3, S, S) normalised float, T >= 1.
 
-    Trunk, then `neck_features`: the same operations as `model.forward_image`, so the
-    features are bit-identical to it; the trunk's stage maps are kept in `trunk`.
-    `model.forward_image` and `model.image_encoder.forward` are not called: a wrapper
-    around either (torch.compile, a test's guard) must wrap the trunk and the neck.
+    The plain pass of every frame goes through here (`encode_image` is this with T=1),
+    so this is the one function an encoder backend (another runtime for the trunk and
+    the neck) replaces. Trunk, then `neck_features`: the same operations as
+    `model.forward_image`, so the features of T=1 are bit-identical to it; a batch of T
+    gives each image's features up to the kernels' rounding (a batched convolution or
+    matmul may sum in another order: about 1e-6 in float32 on the CPU). Returns one
+    FrameFeatures per image, in order, each with its own (1, C_i, h_i, w_i) views of the
+    trunk's stage maps in `trunk`. `model.forward_image` and `model.image_encoder.forward`
+    are not called: a wrapper around either (torch.compile, a test's guard) must wrap
+    the trunk and the neck.
+
+    Raises ValueError for anything but a (T, 3, S, S) tensor with T >= 1.
     """
-    trunk = model.image_encoder.trunk(image)
-    features = neck_features(model, trunk)[0]
-    features.trunk = trunk
+    if images.dim() != 4 or images.shape[0] < 1 or images.shape[1] != 3:
+        raise ValueError(f"images must be (T, 3, S, S) with T >= 1, got {tuple(images.shape)}")
+    trunk = model.image_encoder.trunk(images)
+    features = neck_features(model, trunk)
+    for i, f in enumerate(features):
+        f.trunk = [level[i:i + 1] for level in trunk]
     return features
+
+
+def encode_image(model: torch.nn.Module, image: torch.Tensor) -> FrameFeatures:
+    """Run the image encoder on a (1, 3, S, S) normalised image: `encode_images` of one."""
+    return encode_images(model, image)[0]
 
 
 def neck_features(model: torch.nn.Module, trunk_outputs: list[torch.Tensor],

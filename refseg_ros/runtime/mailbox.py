@@ -8,6 +8,9 @@ is the oldest, so every camera gets its turn.
 Replay: every frame is kept, in arrival order across cameras; when the queue is full,
 `put` waits (the subscriber then stops taking messages, and a reliable publisher slows
 down) instead of dropping.
+
+`get` hands the worker one frame; `get_batch` one frame of every camera that has one
+waiting (one tick of several cameras, for the engine's `step_many`).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import collections
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 
 @dataclass
@@ -69,19 +72,54 @@ class FrameMailbox:
 
     def get(self, timeout: Optional[float] = None) -> Optional[Envelope]:
         """The next frame to process, or None on timeout; raises Closed once closed."""
+        return self._wait_for(self._take, timeout)
+
+    def get_batch(self, timeout: Optional[float] = None) -> list[Envelope]:
+        """Every camera's next frame at once, at most one per camera: [] on timeout;
+        raises Closed once closed. Waits (up to `timeout` seconds, None: for ever) only
+        while nothing waits at all.
+
+        Live: the newest frame of each camera that has one, oldest arrival first (the
+        slots are emptied). Replay: for each camera with frames queued, its oldest one,
+        in arrival order; the frames left keep their order, so a camera's frames are
+        never reordered (a camera's second frame waits for the next batch, and a frame of
+        another camera behind it may be taken now).
+        """
+        return self._wait_for(self._take_all, timeout) or []
+
+    def _wait_for(self, take: Callable[[], Any], timeout: Optional[float]) -> Any:
+        """What `take` gives once it gives something (truthy), or None after `timeout`
+        seconds (None: no limit); raises Closed once closed."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
             while True:
                 if self._closed:
                     raise Closed()
-                envelope = self._take()
-                if envelope is not None:
+                taken = take()
+                if taken:
                     self._cond.notify_all()
-                    return envelope
+                    return taken
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     return None
                 self._cond.wait(remaining)
+
+    def _take_all(self) -> list[Envelope]:
+        if not self.replay:
+            batch = sorted(self._slots.values(), key=lambda e: e.received)
+            self._slots.clear()
+            return batch
+        batch: list[Envelope] = []
+        kept: collections.deque[Envelope] = collections.deque()
+        cameras: set[str] = set()
+        for envelope in self._queue:
+            if envelope.camera in cameras:
+                kept.append(envelope)
+            else:
+                cameras.add(envelope.camera)
+                batch.append(envelope)
+        self._queue = kept
+        return batch
 
     def _take(self) -> Optional[Envelope]:
         if self.replay:

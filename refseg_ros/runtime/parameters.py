@@ -235,6 +235,9 @@ PARAMETERS: dict[str, Param] = {
     "compute_threads": Param(0, "CPU threads of the model (torch intra-op threads); 0: the cores of "
                              "this process less one, left to frame intake (docs/NODE.md, 'CPU threads')",
                              range=(0, None)),
+    "batch_cameras": Param(True, "the cameras' frames waiting together run through the image encoder as one "
+                           "batched call (then each camera's tracking as before; the same results); false: one "
+                           "encoder call per camera frame"),
     "compile": Param(False, "torch.compile the heavy modules (pays off on CUDA; minutes to build on CPU)"),
     "seed": Param(0, "seed of the random initialisation when no checkpoint is given"),
     "store_dir": Param("~/.ros/refseg_ros/targets", "directory of the target store; empty: keep "

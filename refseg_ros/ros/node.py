@@ -27,7 +27,6 @@ and publishers, and reports its own problems (refseg_ros.ros.status).
 from __future__ import annotations
 
 import threading
-import time
 import traceback
 from typing import Callable, Optional, Sequence, TypeVar
 
@@ -38,7 +37,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
 from std_msgs.msg import Header, String
 
-from ..engine import EngineConfig, EngineError, SegmentationEngine
+from ..engine import EngineConfig, EngineError, SegmentationEngine, StepResult, StepsFailed
 from ..runtime.mailbox import Closed, Envelope, FrameMailbox
 from ..runtime.captions import open_caption_path
 from ..runtime.recipes import open_for_node
@@ -108,7 +107,7 @@ class SegmenterNode(ReleasingNode):
                 model=settings.model, checkpoint=settings.checkpoint or None,
                 image_size=settings.image_size, device=settings.device,
                 precision=settings.precision, compile=settings.compile, seed=settings.seed,
-                preprocessing=settings.preprocessing))
+                preprocessing=settings.preprocessing, batch_cameras=settings.batch_cameras))
             captions, captions_note = open_caption_path(settings.text(), engine, settings.model)
             # A text model that was asked for and cannot be loaded is a warning; none asked for is not.
             failed = captions is None and settings.text().chosen() != "none"
@@ -264,33 +263,56 @@ class SegmenterNode(ReleasingNode):
 
     @staticmethod
     def _take(mailbox: FrameMailbox) -> list[Envelope]:
-        """The frames waiting in the mailbox for the worker: one, or none after 0.5 s.
+        """The frames waiting in the mailbox for the worker: at most one per camera
+        (`FrameMailbox.get_batch`: live, each camera's newest; replay, each camera's
+        oldest), or none after 0.5 s.
 
         Raises:
             Closed: the mailbox was closed (deactivation).
         """
-        envelope = mailbox.get(timeout=0.5)
-        return [] if envelope is None else [envelope]
+        return mailbox.get_batch(timeout=0.5)
 
     def _step(self, frames: Sequence[CameraFrame], settings: params.Settings) -> list[CameraFrame]:
-        """The engine's step on each frame of a camera with targets (`frame.result`,
-        `frame.step_seconds`); a camera without targets is not stepped. A frame the engine
-        refuses (EngineError) is rejected with the reason and goes no further."""
+        """The engine's step on the frames of the cameras with targets, giving each its
+        `result` and `step_seconds`; a camera without targets is not stepped. A frame the
+        engine refuses or fails on is rejected with the reason and goes no further."""
+        to_step = [f for f in frames if self.registry.tracked_ids(f.camera)]
+        results = self._step_together(to_step, settings) if to_step else {}
         stepped = []
         for frame in frames:
-            if self.registry.tracked_ids(frame.camera):
-                t0 = time.perf_counter()
-                try:
-                    frame.result = self.engine.step(frame.camera, frame.rgb, frame.stamp)
-                except EngineError as exc:
-                    self.cameras[frame.camera].reject(str(exc), settings)
+            if any(frame is f for f in to_step):
+                if frame.camera not in results:
                     continue
-                except Exception as exc:  # the worker must outlive any one frame
-                    self._failed(frame.camera, exc, settings)
-                    continue
-                frame.step_seconds = time.perf_counter() - t0
+                frame.result = results[frame.camera]
+                frame.step_seconds = frame.result.step_seconds
             stepped.append(frame)
         return stepped
+
+    def _step_together(self, frames: Sequence[CameraFrame], settings: params.Settings) -> dict[str, StepResult]:
+        """One `engine.step_many` call for the frames (one per camera: their plain
+        image-encoder passes run as one batch, see the `batch_cameras` parameter); the
+        results by camera. When the engine refuses the call (EngineError: nothing was
+        stepped) each frame is stepped alone, so that only the bad one is refused; a
+        camera whose stages failed (StepsFailed) is rejected, the others keep theirs."""
+        try:
+            results = self.engine.step_many([(f.camera, f.rgb, f.stamp) for f in frames])
+        except EngineError as exc:
+            if len(frames) == 1:
+                self.cameras[frames[0].camera].reject(str(exc), settings)
+                return {}
+            results = {}
+            for frame in frames:
+                results.update(self._step_together([frame], settings))
+            return results
+        except StepsFailed as exc:
+            results = exc.results
+            for camera, error in exc.failures.items():
+                self._failed(camera, error, settings)
+        except Exception as exc:  # the worker must outlive any frame
+            for frame in frames:
+                self._failed(frame.camera, exc, settings)
+            return {}
+        return {result.stream_id: result for result in results}
 
     def _each(self, items: Sequence[Item], stage: Callable[[Item], Optional[CameraFrame]],
               settings: params.Settings) -> list[CameraFrame]:
@@ -312,7 +334,8 @@ class SegmenterNode(ReleasingNode):
         if not self.context.ok() or settings is None:
             return  # shutting down (Ctrl-C): publishers are gone, nothing to report
         try:
-            self.get_logger().error(f"frame on camera {camera} failed: {traceback.format_exc()}")
+            trace = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+            self.get_logger().error(f"frame on camera {camera} failed: {trace}")
             self.cameras[camera].reject(f"internal error: {exc}", settings)
         except Exception:
             pass

@@ -18,17 +18,8 @@ from pathlib import Path
 import pytest
 
 from refseg_ros.procs import stop_process_group
+from support import REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-
-
-def pyproject() -> dict:
-    """pyproject.toml, parsed (tomllib on Python 3.11+; on 3.10 the same parser as pip ships it)."""
-    try:
-        import tomllib  # novermin (Python 3.11)
-    except ModuleNotFoundError:
-        from pip._vendor import tomli as tomllib
-    return tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
 
 # ROS 2 domain ids used by test sessions: 1..100 (0 is everyone's default).
 _DOMAIN_MIN, _DOMAIN_MAX = 1, 100

@@ -15,7 +15,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from _tiny_models import present_sam
 from refseg_ros.adapters.reference.prior import candidates as candidates_module
 from refseg_ros.adapters.reference.prior.acquisition import (Acquirer, AcquirerConfig, Proposal,
                                                         encode_acquisition_memory)
@@ -33,6 +32,7 @@ from refseg_ros.engine.features import encode_image
 from refseg_ros.engine.frames import FramePreprocessor
 from refseg_ros.engine.prompts import to_model_inputs
 from refseg_ros.engine.types import PointsPrompt
+from support.tiny_models import present_sam
 
 PATCH = 14
 DINO_SIZE = 112  # an 8 x 8 grid

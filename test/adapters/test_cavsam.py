@@ -18,7 +18,7 @@ import torch
 pytest.importorskip("diffusers")
 pytest.importorskip("peft", reason="the DBST LoRA needs peft (requirements: peft)")
 
-from _tiny_models import noise_reference, present_sam, save_tiny_pipeline  # noqa: E402
+from support.tiny_models import noise_reference, present_sam, save_tiny_pipeline  # noqa: E402
 from refseg_ros.adapters.reference.cavsam.dbst import TransitionConfig, TransitionGenerator, load_pipeline  # noqa: E402
 from refseg_ros.adapters.reference.cavsam.dbst_proposer import TransitionService  # noqa: E402
 from refseg_ros.adapters.reference.cavsam.ttga import TtgaTracker, TtgaTuner  # noqa: E402

@@ -1,6 +1,6 @@
 """The diffusion-based semantic transition (refseg_ros.adapters.reference.cavsam.dbst) on a tiny
 random-weight Stable Diffusion pipeline, saved to a folder and loaded through
-`load_pipeline` (the real loading path; built by `_tiny_models.save_tiny_pipeline`). Nothing is
+`load_pipeline` (the real loading path; built by `support.tiny_models.save_tiny_pipeline`). Nothing is
 downloaded.
 
 The tiny pipeline: a UNet2DConditionModel with block channels (8, 16) and cross-attention
@@ -21,7 +21,7 @@ import torch
 pytest.importorskip("diffusers")
 pytest.importorskip("peft", reason="the DBST LoRA needs peft (requirements: peft)")
 
-from _tiny_models import save_tiny_pipeline  # noqa: E402
+from support.tiny_models import save_tiny_pipeline  # noqa: E402
 from refseg_ros.adapters.reference.cavsam import dbst  # noqa: E402
 from refseg_ros.adapters.reference.cavsam.dbst import (  # noqa: E402
     TransitionConfig, TransitionGenerator, adain, blend_lora, interpolate_latents, load_pipeline, slerp,

@@ -2,7 +2,7 @@
 (refseg_ros.adapters.reference.cavsam.dbst_proposer) in the engine.
 
 The diffusion side is the tiny random-weight Stable Diffusion pipeline of
-`_tiny_models.save_tiny_pipeline` (32 x 32 pixels, N = 3 transition frames, a few steps:
+`support.tiny_models.save_tiny_pipeline` (32 x 32 pixels, N = 3 transition frames, a few steps:
 under a second a job); SAM2 is sam2_hiera_t at 256 with random weights, its object head
 set to say "present" (or "absent", to force a loss). Jobs that must still be running
 while frames are stepped wait on a gate in the generator, so the order of events does
@@ -22,7 +22,7 @@ import torch
 pytest.importorskip("diffusers")
 pytest.importorskip("peft", reason="the DBST LoRA needs peft (requirements: peft)")
 
-from _tiny_models import noise_reference, present_sam, save_tiny_pipeline, say_present  # noqa: E402
+from support.tiny_models import noise_reference, present_sam, save_tiny_pipeline, say_present  # noqa: E402
 from refseg_ros.adapters.reference.cavsam.dbst import TransitionConfig, TransitionGenerator, load_pipeline  # noqa: E402
 from refseg_ros.adapters.reference.cavsam.dbst_proposer import TransitionService  # noqa: E402
 from refseg_ros.engine import EngineConfig, MaskPrompt, SegmentationEngine, TargetState  # noqa: E402

@@ -24,11 +24,11 @@ import numpy as np
 import pytest
 import torch
 
-from _fixtures import fixtures_dir
 from refseg_ros.adapters.reference.fssam import (FssamOptions, FssamSegmenter, SupportCalibration,
                                            load_fssam_checkpoint, load_fssam_state)
 from refseg_ros.engine import heads
 from refseg_ros.engine.errors import CheckpointError
+from support.shared_fixtures import fixtures_dir
 
 SLOW = os.environ.get("REFSEG_SLOW_PARITY") == "1"
 slow = pytest.mark.skipif(not SLOW, reason="slow FSSAM parity case: set REFSEG_SLOW_PARITY=1")

@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 import torch
 
-from _tiny_models import present_sam
 from refseg_ros.adapters.reference.fssam import FssamOptions, FssamSegmenter
 from refseg_ros.adapters.reference.dino import build_dinov2
 from refseg_ros.adapters.reference.fssam.tracker import FssamTracker
@@ -22,6 +21,7 @@ from refseg_ros.adapters.reference.prototypes import masked_average
 from refseg_ros.engine import EngineConfig, MaskPrompt, SegmentationEngine, TargetState
 from refseg_ros.engine.features import encode_image
 from refseg_ros.engine.seams import PlainFrame
+from support.tiny_models import present_sam
 
 FRAMES = 3  # stepped with the FSSAM target
 COMPARED_PLAIN = 2  # frames of the plain target compared with and without it

@@ -25,7 +25,7 @@ from refseg_ros.adapters.grounding import (Detection, GroundingDetector, Groundi
                                            degenerate_reason, match_to_track, read_family)
 
 transformers = pytest.importorskip("transformers")
-from _tiny_models import OWL_PIXELS, OWL_SCORE, load_owl, save_owlv2  # noqa: E402
+from support.tiny_models import OWL_PIXELS, OWL_SCORE, load_owl, save_owlv2  # noqa: E402
 
 HEIGHT, WIDTH = 96, 128  # a non-square frame: x and y scale differently
 CAPTION = "a red cup"

@@ -14,11 +14,11 @@ import json
 import pytest
 import torch
 
-from _fixtures import fixtures_dir
 
 from refseg_ros.adapters.text.checkpoint import load_samwise, read_checkpoint
 from refseg_ros.engine.errors import CheckpointError
 from refseg_ros.engine.model import build_model
+from support.shared_fixtures import fixtures_dir
 
 
 @pytest.fixture(scope="module")

@@ -25,11 +25,11 @@ import numpy as np
 import pytest
 import torch
 
-from _fixtures import fixtures_dir
 
 from refseg_ros.adapters.text.checkpoint import load_samwise
 from refseg_ros.adapters.text.clip_runner import ClipRunner
 from refseg_ros.adapters.text.preprocess import preprocess_frame
+from support.shared_fixtures import fixtures_dir
 
 SLOW = os.environ.get("REFSEG_SLOW_PARITY") == "1"
 slow = pytest.mark.skipif(not SLOW, reason="set REFSEG_SLOW_PARITY=1 for the full SAMWISE parity (~25 min)")

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from _tiny_models import present_sam
 from refseg_ros.adapters.text.adapter import SamwiseAdapter
 from refseg_ros.adapters.text.clip_runner import ClipRunner
 from refseg_ros.adapters.text.decoding import decode_with_text, without_memory
 from refseg_ros.adapters.text.encoder import encode_clip
 from refseg_ros.adapters.text.preprocess import preprocess_frame
+from support.tiny_models import present_sam
 
 CAPTION_A = torch.tensor([0, 1234, 873, 40001, 2])
 CAPTION_B = torch.tensor([0, 99, 31337, 2])

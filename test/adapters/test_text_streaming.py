@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from _tiny_models import tiny_samwise
 from refseg_ros.adapters.text.clip_runner import ClipRunner
 from refseg_ros.adapters.text.streaming import SamwiseTracker
 from refseg_ros.engine import EngineConfig, MaskPrompt, SegmentationEngine, TargetState
+from support.tiny_models import tiny_samwise
 
 CAPTION_A = torch.tensor([0, 1234, 873, 40001, 2])
 CAPTION_B = torch.tensor([0, 99, 31337, 2])

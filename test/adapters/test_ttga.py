@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 import torch
 
-from clips import moving_shapes
 from refseg_ros.adapters.reference.cavsam.augment import augment_views
 from refseg_ros.adapters.reference.cavsam.ttga import (TtgaCancelled, TtgaJob, TtgaTracker, TtgaTuner,
                                                 start_ttga)
 from refseg_ros.engine import EngineConfig, MaskPrompt, SegmentationEngine
+from support.clips import moving_shapes
 
 SIZE = 256
 FRAMES = 4

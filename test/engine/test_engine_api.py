@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from clips import moving_shapes
 from refseg_ros.engine import (BoxPrompt, DuplicateTargetError, EngineConfig, InvalidFrameError, InvalidPromptError,
                                MaskPrompt, PointsPrompt, SegmentationEngine, TargetState,
                                UnknownStreamError, UnknownTargetError)
 from refseg_ros.engine.errors import PromptBelowResolutionError
+from support.clips import moving_shapes
 
 SIZE = 128
 

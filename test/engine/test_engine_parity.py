@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 import torch
 
-from clips import moving_shapes
 from refseg_ros.engine.frames import FramePreprocessor
 from refseg_ros.engine.official import OfficialPrompt, jpeg_clip, official_predictor, run_official
 from refseg_ros.engine import BoxPrompt, EngineConfig, MaskPrompt, PointsPrompt, SegmentationEngine
 from refseg_ros.engine import memory as memory_module
+from support.clips import moving_shapes
 
 SIZE = 256
 FRAMES = 24  # past num_maskmem (7) and past max_obj_ptrs (16)

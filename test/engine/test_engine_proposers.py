@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 import torch
 
-from _tiny_models import OWL_SCORE, load_owl, noise_reference, present_sam, save_dinov2, save_owlv2, say_present
 from refseg_ros.adapters.grounding import GroundingWorker, RegroundPolicy
 from refseg_ros.adapters.grounding.proposer import GroundingProposer
 from refseg_ros.adapters.reference.prior.acquisition import AcquirerConfig
@@ -22,6 +21,7 @@ from refseg_ros.adapters.reference.prior.dino_encoder import DinoEncoder
 from refseg_ros.adapters.reference.cavsam.ttga import TtgaTracker
 from refseg_ros.engine import EngineConfig, MaskPrompt, PointsPrompt, SegmentationEngine, TargetState
 from refseg_ros.engine.seams import Absent, Seed
+from support.tiny_models import OWL_SCORE, load_owl, noise_reference, present_sam, save_dinov2, save_owlv2, say_present
 
 HEIGHT, WIDTH = 96, 128
 

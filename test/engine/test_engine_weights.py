@@ -213,7 +213,7 @@ def test_the_engine_alone_writes_its_weights(tmp_path, official_format_checkpoin
     `checkpoint` follow it and cannot be set from outside; once an adapter's file gave
     the weights, no other file replaces them (the model untouched); a file that does not
     fit leaves a random model random."""
-    from _tiny_models import samwise_state, tiny_samwise, write_samwise_checkpoint
+    from support.tiny_models import samwise_state, tiny_samwise, write_samwise_checkpoint
     from refseg_ros.adapters.text.checkpoint import SamwiseWeights
     from refseg_ros.engine.model import Sam2Checkpoint
 

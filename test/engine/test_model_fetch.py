@@ -17,8 +17,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from _hub_server import HubServer, hub_env, refseg_weights
-from _tiny_models import save_dinov2, save_owlv2, save_roberta_tokenizer
+from support.hub_server import HubServer, hub_env, refseg_weights
+from support.tiny_models import save_dinov2, save_owlv2, save_roberta_tokenizer
+
 
 OWL = "google/owlv2-base-patch16-ensemble"
 DINO_TINY = "IDEA-Research/grounding-dino-tiny"

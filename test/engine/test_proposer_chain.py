@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 import torch
 
-from _tiny_models import present_sam, save_dinov2, save_tiny_pipeline
 from refseg_ros.engine import EngineConfig, MaskPrompt, PointsPrompt, SegmentationEngine, TargetState
 from refseg_ros.engine.memory import MemoryEntry
 from refseg_ros.engine.proposer_chain import ProposerChain
 from refseg_ros.engine.seams import Seed
+from support.tiny_models import present_sam, save_dinov2, save_tiny_pipeline
 
 HEIGHT, WIDTH = 96, 128
 N = 3

@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 from refseg_ros.eval import bags, synthetic
+from support import REPO_ROOT
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +106,7 @@ def test_other_encodings_and_padding_are_decoded(tmp_path, seq):
 
 
 def test_embedded_reference_definition_matches_msg_file():
-    assert (REPO / "msg" / "ReferenceTarget.msg").read_text() == bags.REFERENCE_TARGET_MSG
+    assert (REPO_ROOT / "msg" / "ReferenceTarget.msg").read_text() == bags.REFERENCE_TARGET_MSG
 
 
 def test_writer_leaves_nothing_on_error(tmp_path, seq):
@@ -341,7 +341,7 @@ def test_type_hashes_match_the_generated_interfaces():
     }
     for msgtype, want in pinned.items():
         pkg, _, name = msgtype.split("/")
-        for share in (Path(sys.prefix) / "share", REPO / "install" / "share"):
+        for share in (Path(sys.prefix) / "share", REPO_ROOT / "install" / "share"):
             desc = share / pkg / "msg" / f"{name}.json"
             if desc.is_file():
                 import json

@@ -10,9 +10,10 @@ import json
 
 import pytest
 
-from _tiny_models import save_owlv2
 from refseg_ros.eval import bags, cli
 from refseg_ros.eval.plan import PlanError, make_plan
+from support.evaluation import make_ytvos_layout
+from support.tiny_models import save_owlv2
 
 
 @pytest.fixture(scope="module")
@@ -61,8 +62,6 @@ def test_offline_caption_run_scores_every_caption_and_is_reproducible(synthetic,
 
 
 def test_refvos_miniature_runs_one_expression_per_bag(tmp_path, owl):
-    from test_eval_importers import make_ytvos_layout
-
     exps = [{"exp": "a cat on the left", "obj_id": "1"}, {"exp": "the dog", "obj_id": "2"}]
     make_ytvos_layout(tmp_path / "ytvos", "train", exps)
     assert cli.main(["build", "ref-youtube-vos", str(tmp_path / "ytvos"), str(tmp_path / "idx"),
@@ -110,7 +109,7 @@ def test_live_caption_run_through_the_node(synthetic, tmp_path, owl):
 
 @pytest.fixture(scope="module")
 def samwise_files(tmp_path_factory):
-    from _tiny_models import save_roberta_tokenizer, tiny_samwise, write_samwise_checkpoint
+    from support.tiny_models import save_roberta_tokenizer, tiny_samwise, write_samwise_checkpoint
 
     root = tmp_path_factory.mktemp("samwise")
     sam, adapter = tiny_samwise("sam2_hiera_t", 256)

@@ -11,9 +11,9 @@ import json
 
 import pytest
 
-from clips import write_fss_folder
 from refseg_ros.eval import builders, cli, outdir, runner
 from refseg_ros.eval.sources import EngineReplaySource, EngineSettings
+from support.clips import write_fss_folder
 
 SETTINGS = EngineSettings(image_size=256, device="cpu", seed=0)
 

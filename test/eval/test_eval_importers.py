@@ -14,18 +14,7 @@ from PIL import Image
 from refseg_ros.eval import bags, builders, cli, metrics, runner
 from refseg_ros.eval.importers import davis2017, read_index, run_options, summarize
 from refseg_ros.eval.sources import FrameResult
-
-H, W = 24, 32
-
-
-def palette_png(path, labels):
-    im = Image.fromarray(labels.astype(np.uint8), mode="P")
-    pal = []
-    for rgb, _ in sorted(builders._voc_palette().items(), key=lambda kv: kv[1]):
-        pal.extend(rgb)
-    im.putpalette(pal)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    im.save(path)
+from support.evaluation import H, W, frames_folder, make_ytvos_layout, palette_png, two_objects
 
 
 def davis_labels(i):
@@ -257,41 +246,6 @@ def test_rle_hand_cases_and_round_trip():
 # --- referring VOS: Ref-YouTube-VOS, Ref-DAVIS 2017, MeViS -----------------------------
 
 
-def _frames(root, vid, n=3, seed=0):
-    rng = np.random.default_rng(seed)
-    (root / vid).mkdir(parents=True, exist_ok=True)
-    names = [f"{5 * i:05d}" for i in range(n)]  # Ref-YouTube-VOS lists every 5th frame
-    for name in names:
-        cv2.imwrite(str(root / vid / f"{name}.jpg"),
-                    rng.integers(0, 256, size=(H, W, 3), dtype=np.uint8))
-    return names
-
-
-def two_objects(i):
-    lm = np.zeros((H, W), np.uint8)
-    lm[2 + i : 9 + i, 2:10] = 1
-    if i != 1:  # object 2 out of view on frame 1
-        lm[12:20, 14:26] = 2
-    return lm
-
-
-def make_ytvos_layout(root, split, exps, annotate=True, void=False):
-    """Ref-YouTube-VOS / ReferFormer's Ref-DAVIS layout: one video 'v1', 3 frames;
-    ``void``: a 255 band on the right (DAVIS annotations)."""
-    names = _frames(root / split / "JPEGImages", "v1")
-    if annotate:
-        for i, name in enumerate(names):
-            lm = two_objects(i)
-            if void:
-                lm[:, 30:] = 255
-            palette_png(root / split / "Annotations" / "v1" / f"{name}.png", lm)
-    meta = {"videos": {"v1": {"expressions": {str(k): e for k, e in enumerate(exps)},
-                              "frames": names}}}
-    (root / "meta_expressions" / split).mkdir(parents=True)
-    (root / "meta_expressions" / split / "meta_expressions.json").write_text(json.dumps(meta))
-    return names
-
-
 def read_bag(path):
     with bags.BagReader(path) as r:
         return (r.protocol, r.object_labels(), [c.text for c in r.captions()],
@@ -360,7 +314,7 @@ def test_ref_davis_four_annotators(tmp_path):
 def make_mevis(root, split="valid_u"):
     from refseg_ros.eval.importers import rle
 
-    names = _frames(root / split / "JPEGImages", "m1", n=3)
+    names = frames_folder(root / split / "JPEGImages", "m1", n=3)
     masks = {"10": [], "11": []}
     for i in range(3):
         lm = two_objects(i)

@@ -15,12 +15,12 @@ import json
 import numpy as np
 import pytest
 
-from clips import write_fss_folder
 from refseg_ros.eval import builders, cli, outdir, runner
 from refseg_ros.eval.live import LiveEvalError, LiveNodeSource, LiveSettings, check_reproducible
 from refseg_ros.eval.node_outputs import NodeObject, NodeOutput, object_masks
 from refseg_ros.eval.plan import EvalPlan, Episode, TargetPrompt
 from refseg_ros.eval.sources import EngineReplaySource, EngineSettings
+from support.clips import write_fss_folder
 
 SETTINGS = EngineSettings(image_size=128, device="cpu", seed=0)
 FRAMES = 10

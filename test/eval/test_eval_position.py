@@ -9,9 +9,9 @@ import json
 import numpy as np
 import pytest
 
-from test_eval_runner import OracleSource, cfg
 from refseg_ros.eval import bags, builders, depth, runner, synthetic
 from refseg_ros.runtime import geometry
+from support.evaluation import OracleSource, cfg
 
 W, H, N = 96, 72, 8
 

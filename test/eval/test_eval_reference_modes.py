@@ -14,13 +14,13 @@ import json
 
 import torch
 
-from _tiny_models import save_dinov2, save_tiny_pipeline, say_present
-from clips import write_fss_folder
 from refseg_ros.eval import builders, cli, outdir, runner
 from refseg_ros.eval.sources import EngineReplaySource, EngineSettings
 from refseg_ros.runtime.acquisition import AcquisitionSettings
 from refseg_ros.runtime.reference_modes import ReferenceSettings
 from refseg_ros.runtime.transitions import TransitionSettings
+from support.clips import write_fss_folder
+from support.tiny_models import save_dinov2, save_tiny_pipeline, say_present
 
 COMMON = ["--image-size", "256", "--device", "cpu", "--no-progress"]
 

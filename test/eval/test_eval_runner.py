@@ -13,59 +13,13 @@ import numpy as np
 import pytest
 
 from refseg_ros.eval import bags, builders, outdir, plan, runner, scoring, synthetic
-from refseg_ros.eval.sources import FrameResult
-
-
-class OracleSource:
-    """Returns each taught target's ground truth; ``spoil(frame, target)`` may empty it;
-    ``fail_after`` raises after that many results (an interrupted run)."""
-
-    def __init__(self, spoil=None, fail_after=None, offset=0):
-        self.spoil = spoil or (lambda i, t: False)
-        self.fail_after = fail_after
-        self.offset = offset
-        self.calls = []
-
-    def info(self):
-        return {"kind": "oracle", "random_weights": False}
-
-    def timing_label(self):
-        return "oracle time"
-
-    def results(self, plan_, reader, camera_topic, skip):
-        gts = dict(reader.label_maps())
-        index_of = plan_.index_of_stamp()
-        n = 0
-        for ep in plan_.episodes:
-            if ep.index in skip:
-                continue
-            self.calls.append(ep.index)
-            for i in ep.frames:
-                stamp = plan_.frame_stamps[i]
-                lm = gts.get(stamp)
-                masks = {}
-                for p in ep.prompts:
-                    if p.stamp_ns <= stamp:
-                        m = (lm == p.target_id) if lm is not None else np.zeros((1, 1), bool)
-                        if self.spoil(i, p.target_id):
-                            m = np.zeros_like(m)
-                        masks[p.target_id] = np.roll(m, self.offset, axis=1)
-                if self.fail_after is not None and n == self.fail_after:
-                    raise KeyboardInterrupt
-                n += 1
-                assert index_of[stamp] == i
-                yield FrameResult(stamp, ep.index, masks, {k: 1.0 for k in masks},
-                                  {k: "tracked" for k in masks}, 0.001 * (i + 1))
+from support.evaluation import OracleSource, cfg
 
 
 @pytest.fixture(scope="module")
 def video_bag(tmp_path_factory):
     d = tmp_path_factory.mktemp("video")
     return builders.synthetic_to_bag(d / "bag", num_frames=8, height=48, width=64, seed=0)
-
-
-def cfg(bag, out, **kw):
-    return runner.RunConfig(bag=bag, out=out, progress=False, **kw)
 
 
 def test_perfect_results_score_one(tmp_path, video_bag):

@@ -13,7 +13,8 @@ import sys
 
 import pytest
 
-from conftest import REPO_ROOT
+from support import REPO_ROOT
+
 
 
 def table_rows(stdout: str) -> list[dict[str, str]]:

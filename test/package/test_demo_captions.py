@@ -14,9 +14,9 @@ import sys
 
 import pytest
 
-from _hub_server import HubServer, hub_env
-from _tiny_models import save_owlv2
 from refseg_ros import demo
+from support.hub_server import HubServer, hub_env
+from support.tiny_models import save_owlv2
 
 DETECTOR = "IDEA-Research/grounding-dino-tiny"  # the captions mode's detector (refseg_ros.models)
 

@@ -7,7 +7,7 @@ Only Kilted's rclpy installs here, so:
 - the node starts and segments over DDS with Kilted's rclpy laid out as Humble's
   (``rclpy.qos_event``, no ``rclpy.event_handler``, no ``rclpy.experimental``) and as
   Jazzy's (no ``rclpy.experimental``: ``--executor events`` is refused with the reason),
-  test/_distro_layout.py; everything that differs goes through refseg_ros.ros.rclpy_compat.
+  test/support/distro_layout.py; everything that differs goes through refseg_ros.ros.rclpy_compat.
 
 A missing interpreter skips its tests with the reason, except under CI=true, where it
 fails; so does a missing vermin (pinned in requirements/main.txt).
@@ -27,15 +27,15 @@ from typing import Optional
 
 import pytest
 import rclpy
-from _node_harness import Listener, image_msg, scene, start_camera, start_node
 from rclpy.subscription import Subscription
 from std_msgs.msg import String
 
 from refseg_ros.msg import SegmentedObjectArray
 from refseg_ros.srv import AddTarget, ListTargets
+from support import REPO_ROOT
+from support.node_harness import Listener, image_msg, scene, start_camera, start_node
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-LAYOUT = str(Path(__file__).resolve().parent / "_distro_layout.py")
+LAYOUT = str(REPO_ROOT / "test" / "support" / "distro_layout.py")
 TREES = ("refseg_ros", "bench", "scripts", "test")
 PYTHONS = ("3.10", "3.12")  # Humble and JetPack 6 (Ubuntu 22.04); Jazzy (Ubuntu 24.04)
 W, H = 320, 240

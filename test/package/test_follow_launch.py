@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from refseg_ros.ros.follow_params import PARAMETERS
+from support import REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 LAUNCH_FILE = REPO_ROOT / "launch" / "follow.launch.py"
 
 

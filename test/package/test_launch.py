@@ -19,7 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from _node_harness import REPO_ROOT, Listener, Process, get_parameters, image_msg, scene, scene_reference
+from support import REPO_ROOT
+from support.node_harness import Listener, get_parameters, image_msg, scene, scene_reference
+from support.processes import Process
+
 
 pytest.importorskip("launch_ros", reason="launch_ros (ROS 2 launch) is not installed here; "
                     "test_node_config.py checks the launch file without it")

@@ -26,8 +26,10 @@ from typing import Iterator
 
 import pytest
 
+from support import REPO_ROOT
+
 PACKAGE = "refseg_ros"
-ROOT = Path(__file__).resolve().parents[1] / PACKAGE
+ROOT = REPO_ROOT / PACKAGE
 ROS_ONLY = ("rclpy", "sensor_msgs", "std_msgs", "geometry_msgs", "visualization_msgs", "diagnostic_msgs",
             "builtin_interfaces", "rcl_interfaces", "refseg_ros.msg", "refseg_ros.srv")
 UPPER = ("refseg_ros.runtime", "refseg_ros.ros", "refseg_ros.eval", "refseg_ros.demo")

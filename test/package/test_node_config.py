@@ -19,8 +19,8 @@ import pytest
 import yaml
 
 from refseg_ros.ros.params_file import NODE_NAME, file_key, read_parameters
+from support import REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 LAUNCH_FILE = REPO_ROOT / "launch" / "segmenter.launch.py"
 PARAMS_FILE = REPO_ROOT / "config" / "segmenter.yaml"
 PYPROJECT = REPO_ROOT / "pyproject.toml"

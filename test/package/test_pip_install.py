@@ -24,9 +24,9 @@ from pathlib import Path
 from packaging.markers import default_environment
 from packaging.requirements import Requirement
 
-from conftest import pyproject
+from support import REPO_ROOT, pyproject
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+
 
 # Variables that would let the fresh venv see the development environment.
 DEV_ENV_VARS = (

@@ -35,11 +35,10 @@ from typing import Iterable, Optional
 import pytest
 from packaging.requirements import Requirement
 
-from _node_harness import SMALL_MODEL, Listener, _param, list_targets
-from conftest import pyproject
 from refseg_ros.procs import stop_process_group
+from support import REPO_ROOT, pyproject
+from support.node_harness import SMALL_MODEL, Listener, _param, list_targets
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = "refseg_ros"
 WORKSPACE_REQUIREMENTS = REPO_ROOT / "requirements" / "workspace.txt"
 ROS_WHEELS = REPO_ROOT / "requirements" / "ros.txt"

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import yaml
 
-from conftest import REPO_ROOT
+from support import REPO_ROOT
+
 
 RVIZ_FILE = REPO_ROOT / "config" / "refseg.rviz"
 

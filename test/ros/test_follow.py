@@ -22,7 +22,9 @@ from typing import Optional
 
 import pytest
 
-from _node_harness import Listener, Process
+from support.node_harness import Listener, start_follow
+from support.processes import Process
+
 
 HFOV = math.radians(90.0)       # the simulated camera's horizontal field of view
 DEPTH_RANGE = (0.2, 8.0)        # metres within which it measures depth
@@ -34,15 +36,6 @@ LAW = {"stop_distance": 1.0, "linear_gain": 0.8, "angular_gain": 2.0, "max_linea
        "max_angular_speed": 0.8, "occlusion_timeout": 0.6, "stale_timeout": 1.0, "message_timeout": 0.8}
 # DDS delivery and scheduling on a loaded machine, on top of a timeout and one frame period
 SLACK = 1.0
-
-
-def start_follow(log_dir, params: dict) -> Process:
-    """`python -m refseg_ros.ros.follow_node --ros-args -p ...` (the refseg-follow entry point)."""
-    args = ["-m", "refseg_ros.ros.follow_node", "--ros-args"]
-    for key, value in params.items():
-        text = ("true" if value else "false") if isinstance(value, bool) else str(value)
-        args += ["-p", f"{key}:={text}"]
-    return Process(args, log_dir / "follow.log")
 
 
 @dataclass

@@ -8,8 +8,7 @@ from __future__ import annotations
 import math
 import time
 
-from _node_harness import Listener
-from test_follow import start_follow
+from support.node_harness import Listener, start_follow
 
 NODE = "/refseg_follow"
 

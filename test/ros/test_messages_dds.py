@@ -18,9 +18,9 @@ import pytest
 
 from rclpy.serialization import deserialize_message
 
-import _dds_peer as peer
 from refseg_ros.msg import ReferenceTarget, SegmentedObject, SegmentedObjectArray
 from refseg_ros.srv import AddTarget, ListTargets
+from support import dds_peer as peer
 
 PEER = str(Path(peer.__file__).resolve())
 WAIT_S = peer.TIMEOUT_S + 15

@@ -6,7 +6,7 @@
    does publish masks.
 2. A prior the test controls, on a stream the test publishes frame by frame: a DINOv2
    whose features are colour differences and a SAM2 whose masks are the red pixels with
-   its object head always saying "present" (test/_tiny_models.py). A red square is
+   its object head always saying "present" (test/support/tiny_models.py). A red square is
    taught; it is found and tracked; it leaves while a magenta square (which this SAM2
    also segments, and which does not look like the examples) stays in view: the node
    declares the target lost and publishes no mask; the red square comes back elsewhere:
@@ -20,25 +20,14 @@ import re
 import numpy as np
 import pytest
 
-from _node_harness import Listener, image_msg, scene_reference, start_camera, start_node
-from _tiny_models import RED, save_colour_dinov2, save_dinov2, save_red_sam2
 from refseg_ros.msg import ReferenceTarget, SegmentedObject
 from refseg_ros.msg import SegmentedObjectArray
 from refseg_ros.srv import ListTargets
+from support.node_harness import CAM0, CAM0_OBJECTS, Listener, image_msg, scene_reference, start_camera, start_node
+from support.tiny_models import RED, save_colour_dinov2, save_dinov2, save_red_sam2
 from sensor_msgs.msg import Image
 
-CAM0 = "/cam0/image_raw"
-OBJECTS = f"{CAM0}/refseg/objects"
 W, H = 320, 240
-
-
-@pytest.fixture
-def listener():
-    listener = Listener("acquisition_listener")
-    listener.listen_status()
-    listener.listen(OBJECTS, SegmentedObjectArray)
-    yield listener
-    listener.close()
 
 
 def _run(tmp_path, listener, params: dict, name: str) -> tuple[int, str, list]:
@@ -50,11 +39,11 @@ def _run(tmp_path, listener, params: dict, name: str) -> tuple[int, str, list]:
         listener.wait_status("active", timeout=120, node=node)
         ack = listener.teach(scene_reference(W, H, "square"), listener.count("/refseg/status"), node=node)
         tid = int(re.match(r"taught target (\d+) ", ack).group(1))
-        start = listener.count(OBJECTS)
-        listener.wait_for(lambda: listener.count(OBJECTS) >= start + 8, 120, "8 object lists", node)
+        start = listener.count(CAM0_OBJECTS)
+        listener.wait_for(lambda: listener.count(CAM0_OBJECTS) >= start + 8, 120, "8 object lists", node)
         reply = listener.call(ListTargets, "/refseg/list_targets", ListTargets.Request(), timeout=60)
         path = {t.target_id: t.path for t in reply.targets}[tid]
-        arrays = [m for _, m in listener.received(OBJECTS)[start:]]
+        arrays = [m for _, m in listener.received(CAM0_OBJECTS)[start:]]
         return tid, path, arrays
     finally:
         camera.stop()
@@ -109,7 +98,7 @@ class _Stream:
                                          node=self.node)
 
         def result():
-            for _, array in self.listener.received(OBJECTS):
+            for _, array in self.listener.received(CAM0_OBJECTS):
                 if (array.header.stamp.sec, array.header.stamp.nanosec) == (stamp.sec, stamp.nanosec):
                     return array
             return None

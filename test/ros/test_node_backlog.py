@@ -14,10 +14,10 @@ from __future__ import annotations
 import time
 
 import numpy as np
-from _node_harness import Listener, scene_reference, start_camera, start_node
 from diagnostic_msgs.msg import DiagnosticArray
 
 from refseg_ros.msg import SegmentedObjectArray
+from support.node_harness import Listener, scene_reference, start_camera, start_node
 
 W, H = 640, 480
 CAM0 = "/cam0/image_raw"

@@ -12,12 +12,12 @@ import time
 import numpy as np
 import pytest
 
-from _node_harness import Listener, image_msg, scene, scene_reference, start_camera, start_node
 from sensor_msgs.msg import Image
 from std_msgs.msg import String
 
 from refseg_ros.msg import ReferenceTarget, SegmentedObjectArray
 from refseg_ros.srv import AddTarget, ListTargets, RemoveTarget
+from support.node_harness import Listener, image_msg, scene, scene_reference, start_camera, start_node
 
 W, H = 320, 240
 CAM0, PAD, NOPAD = "/cam0/image_raw", "/pad/image_raw", "/nopad/image_raw"

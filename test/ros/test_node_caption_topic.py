@@ -17,11 +17,10 @@ import time
 
 from std_msgs.msg import String
 
-from _node_harness import Listener, list_targets, start_camera, start_node, wait_tracked
 from refseg_ros.srv import AddTarget
-# the caption tests' fixtures: the tiny OWLv2 folder, a listener of status and objects, processes
-from test_node_captions import CAM0, OBJECTS, listener, owl_folder, procs  # noqa: F401
+from support.node_harness import CAM0, CAM0_OBJECTS, Listener, list_targets, start_camera, start_node, wait_tracked
 
+# the fixtures owl_folder, listener and procs: test/ros/conftest.py
 STATUS = "/refseg/status"
 CAPTION = "/refseg/caption"
 ANSWERS = ("taught target", "replaced target", "caption ", "rejected caption")
@@ -102,7 +101,7 @@ def test_replace_mode_keeps_nothing_of_the_earlier_caption(tmp_path, owl_folder,
     listener.wait_status(f"taught target {ball} 'the green ball'", node=node)  # before the topic's answers
 
     cup = target_id(say(listener, node, "the red cup"), r"^taught target (\d+) 'the red cup'")
-    wait_tracked(listener, node, OBJECTS, cup)
+    wait_tracked(listener, node, CAM0_OBJECTS, cup)
     assert say(listener, node, "The red cup") == f"caption 'The red cup' already tracked as target {cup}: " \
                                                  "nothing new stored"
 
@@ -115,11 +114,11 @@ def test_replace_mode_keeps_nothing_of_the_earlier_caption(tmp_path, owl_folder,
     assert not [p.name for p in store.iterdir() if f"{cup:06d}" in p.name or "the red cup" in p.read_text()]
 
     # not tracked any more: once the new target is tracked, no result names the old one
-    listener.clear(OBJECTS)
-    wait_tracked(listener, node, OBJECTS, box)
-    listener.clear(OBJECTS)
-    listener.wait_for(lambda: listener.count(OBJECTS) >= 5, 120, "5 more object arrays", node)
-    assert not [o for _, array in listener.received(OBJECTS) for o in array.objects if o.target_id == cup]
+    listener.clear(CAM0_OBJECTS)
+    wait_tracked(listener, node, CAM0_OBJECTS, box)
+    listener.clear(CAM0_OBJECTS)
+    listener.wait_for(lambda: listener.count(CAM0_OBJECTS) >= 5, 120, "5 more object arrays", node)
+    assert not [o for _, array in listener.received(CAM0_OBJECTS) for o in array.objects if o.target_id == cup]
 
     # a restart restores the service's target and the topic's current one, nothing of the first
     node.stop()

@@ -13,35 +13,11 @@ import pytest
 from rclpy.serialization import serialize_message
 from std_msgs.msg import String
 
-from _node_harness import Listener, list_targets, start_camera, start_node, teach_caption, wait_tracked
-from _tiny_models import save_owlv2
 from refseg_ros.msg import SegmentedObjectArray
 from refseg_ros.srv import AddTarget
+from support.node_harness import CAM0, CAM0_OBJECTS, Listener, list_targets, start_camera, start_node, teach_caption, wait_tracked
+from support.tiny_models import save_owlv2
 
-CAM0 = "/cam0/image_raw"
-OBJECTS = f"{CAM0}/refseg/objects"
-
-
-@pytest.fixture(scope="module")
-def owl_folder(tmp_path_factory):
-    return save_owlv2(tmp_path_factory.mktemp("owl") / "owlv2")
-
-
-@pytest.fixture
-def listener():
-    listener = Listener("captions_listener")
-    listener.listen_status()
-    listener.listen(OBJECTS, SegmentedObjectArray)
-    yield listener
-    listener.close()
-
-
-@pytest.fixture
-def procs():
-    started = []
-    yield started
-    for proc in reversed(started):
-        proc.stop()
 
 
 def test_captions_are_tracked_replaced_and_restored(tmp_path, owl_folder, listener, procs):
@@ -55,7 +31,7 @@ def test_captions_are_tracked_replaced_and_restored(tmp_path, owl_folder, listen
     ack = teach_caption(listener, node, "the red cup")
     assert "tracked through grounding" in ack, ack
     cup = int(re.search(r"taught target (\d+)", ack).group(1))
-    wait_tracked(listener, node, OBJECTS, cup)
+    wait_tracked(listener, node, CAM0_OBJECTS, cup)
     listed = list_targets(listener)[cup]
     assert (listed.kind, listed.caption, listed.path, listed.status) == ("caption", "the red cup", "grounding",
                                                                          "tracked")
@@ -64,7 +40,7 @@ def test_captions_are_tracked_replaced_and_restored(tmp_path, owl_folder, listen
     ack = teach_caption(listener, node, "a blue box")
     box = int(re.search(r"taught target (\d+)", ack).group(1))
     assert box != cup
-    wait_tracked(listener, node, OBJECTS, box)
+    wait_tracked(listener, node, CAM0_OBJECTS, box)
 
     # replaced at run time: same id, new caption, tracked again
     reply = listener.call(AddTarget, "/refseg/add_target",
@@ -72,8 +48,8 @@ def test_captions_are_tracked_replaced_and_restored(tmp_path, owl_folder, listen
     assert reply.success and reply.target_id == cup and reply.message.startswith("replaced"), reply.message
     listed = list_targets(listener)
     assert listed[cup].caption == "the green mug" and listed[box].caption == "a blue box"
-    listener.clear(OBJECTS)
-    wait_tracked(listener, node, OBJECTS, cup)
+    listener.clear(CAM0_OBJECTS)
+    wait_tracked(listener, node, CAM0_OBJECTS, cup)
 
     # bad captions: a reason each, nothing else changes
     for text, reason in (("", "caption is empty"), ("   \t ", "caption is empty"),
@@ -97,8 +73,8 @@ def test_captions_are_tracked_replaced_and_restored(tmp_path, owl_folder, listen
     listed = list_targets(listener)
     assert {t: (v.caption, v.path) for t, v in listed.items()} == {
         cup: ("the green mug", "grounding"), box: ("a blue box", "grounding")}
-    listener.clear(OBJECTS)
-    wait_tracked(listener, node, OBJECTS, cup)
+    listener.clear(CAM0_OBJECTS)
+    wait_tracked(listener, node, CAM0_OBJECTS, cup)
 
 
 def test_a_missing_text_model_keeps_captions_waiting(tmp_path, listener, procs):

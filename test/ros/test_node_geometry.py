@@ -1,4 +1,4 @@
-"""Where the target is, over real DDS: RGB-D cameras (test/_depth_camera.py: the synthetic
+"""Where the target is, over real DDS: RGB-D cameras (test/support/depth_camera.py: the synthetic
 scene with exact depth and intrinsics, its CameraInfo and aligned depth) in their own
 processes, the node in another, a listener here.
 
@@ -18,45 +18,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from _node_harness import Listener, Process, image_msg, start_node
 from geometry_msgs.msg import PointStamped
 from sensor_msgs.msg import CameraInfo, Image
 from visualization_msgs.msg import Marker, MarkerArray
 
 from refseg_ros.eval import synthetic
 from refseg_ros.msg import ReferenceTarget, SegmentedObjectArray
+from support.node_harness import (Listener, depth_topic, image_msg, info_topic, start_node, start_rgbd,
+                                  teach_scene_object)
 
 W, H, FRAMES = 320, 240, 12
 RGBD, LATE, NOINFO, BAD = "/rgbd/image_raw", "/late/image_raw", "/noinfo/image_raw", "/bad/image_raw"
-DEPTH_CAMERA = str(Path(__file__).resolve().parent / "_depth_camera.py")
-
-
-def start_rgbd(log_dir: Path, topic: str, info: str, depth: str, name: str, encoding: str = "32FC1",
-               depth_offset: float = 0.0, gt: Path | None = None) -> Process:
-    args = [DEPTH_CAMERA, "--topic", topic, "--frame-id", f"{name}_optical", "--depth", depth,
-            "--encoding", encoding, "--depth-offset", str(depth_offset), "--rate", "2",
-            "--frames", str(FRAMES), "--width", str(W), "--height", str(H)]
-    if info:
-        args += ["--info", info]
-    if gt is not None:
-        args += ["--gt", str(gt)]
-    return Process(args, log_dir / f"{name}.log")
-
-
-def info_topic(cam: str) -> str:
-    return cam.rsplit("/", 1)[0] + "/camera_info"
-
-
-def depth_topic(cam: str) -> str:
-    return cam.rsplit("/", 1)[0] + "/depth/image_raw"
-
-
-def teach_scene_object(listener: Listener, node: Process) -> str:
-    """Teach the synthetic scene's first object by its reference (image and mask)."""
-    ref = synthetic.render_reference(1, H, W)
-    return listener.teach(ReferenceTarget(label=ref.label, image=image_msg(ref.image, "rgb8"),
-                                          mask=image_msg(ref.mask.astype(np.uint8) * 255, "mono8")),
-                          timeout=60, node=node)
 
 
 @pytest.fixture(scope="module")
@@ -185,7 +157,7 @@ def _send(listener: Listener, node, info: CameraInfo | None, depth: Image | None
 
 
 def _good_info() -> CameraInfo:
-    from _depth_camera import camera_info
+    from support.depth_camera import camera_info
 
     return camera_info(synthetic.intrinsics(H, W), W, H, "bad_optical", None)
 

@@ -8,11 +8,11 @@ from __future__ import annotations
 import signal
 import time
 
-from _node_harness import Listener, image_msg, scene, scene_reference, start_camera, start_node
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from sensor_msgs.msg import Image
 
 from refseg_ros.msg import SegmentedObjectArray
+from support.node_harness import Listener, image_msg, scene, scene_reference, start_camera, start_node
 
 W, H = 320, 240
 

@@ -1,4 +1,4 @@
-"""Label images that name their targets, over real DDS: the camera (test/_camera.py) and
+"""Label images that name their targets, over real DDS: the camera (test/support/camera.py) and
 the node in their own processes, a listener here.
 
 Targets are taught and removed while the camera runs; in every label image a pixel's value
@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 from sensor_msgs.msg import Image
 
-from _node_harness import Listener, image_msg, scene, start_camera, start_node, stamp_key
-from _standins import installed
 from refseg_ros import imaging
 from refseg_ros.msg import ReferenceTarget, SegmentedObjectArray
 from refseg_ros.srv import RemoveTarget
+from support.node_harness import Listener, image_msg, scene, start_camera, start_node, stamp_key
+from support.standins import installed
 
 W, H = 320, 240
 CAM = "/labels/image_raw"

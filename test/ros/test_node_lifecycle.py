@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import time
 
-from _node_harness import Listener, image_msg, scene, start_camera, start_node
 from lifecycle_msgs.msg import State, Transition
 from lifecycle_msgs.srv import ChangeState, GetState
 from sensor_msgs.msg import Image
 
 from refseg_ros.msg import SegmentedObjectArray
 from refseg_ros.srv import AddTarget, ListTargets
+from support.node_harness import Listener, image_msg, scene, start_camera, start_node
 
 W, H = 320, 240
 CAM0 = "/cam0/image_raw"

@@ -19,9 +19,9 @@ from rcl_interfaces.srv import DescribeParameters, SetParameters
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import CameraInfo, Image
 
-from _node_harness import Listener, get_parameters, image_msg, scene, scene_reference, start_node
-from _tiny_models import save_owlv2
 from refseg_ros.msg import SegmentedObjectArray
+from support.node_harness import Listener, get_parameters, image_msg, scene, scene_reference, start_node
+from support.tiny_models import save_owlv2
 
 W, H = 160, 120
 CAM, INFO, NODE = "/lp/image_rect", "/lp/camera_info", "/refseg"

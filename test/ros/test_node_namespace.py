@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import pytest
 
-from _node_harness import (REPO_ROOT, SMALL_MODEL, Listener, get_parameters, image_msg, scene, scene_reference,
-                           start_node)
 from refseg_ros.ros.params_file import read_parameters
+from support import REPO_ROOT
+from support.node_harness import (SMALL_MODEL, Listener, get_parameters, image_msg, scene, scene_reference,
+                                  start_node)
 
 NAMESPACE = "/robot1"
 NODE = f"{NAMESPACE}/refseg"

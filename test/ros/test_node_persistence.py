@@ -7,10 +7,10 @@ import re
 
 import pytest
 
-from _node_harness import Listener, image_msg, scene, scene_reference, start_node
 from std_msgs.msg import String
 
 from refseg_ros.srv import AddTarget, ListTargets
+from support.node_harness import Listener, image_msg, scene, scene_reference, start_node
 
 W, H = 320, 240
 CAM0 = "/cam0/image_raw"

@@ -11,14 +11,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from _node_harness import (Listener, image_msg, read_stamps, scene, scene_reference, stamp_key, start_camera,
-                           start_node)
 from diagnostic_msgs.msg import DiagnosticArray
 from sensor_msgs.msg import Image
 
 from refseg_ros import imaging
 from refseg_ros.msg import SegmentedObject, SegmentedObjectArray
 from refseg_ros.srv import AddTarget, ListTargets
+from support.node_harness import (Listener, image_msg, read_stamps, scene, scene_reference, stamp_key, start_camera,
+                                  start_node)
 
 W, H = 320, 240
 CAM0, CAM1 = "/cam0/image_raw", "/cam1/image_raw"

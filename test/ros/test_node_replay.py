@@ -9,11 +9,11 @@ from __future__ import annotations
 import threading
 import time
 
-from _node_harness import Listener, read_stamps, scene_reference, stamp_key, start_camera, start_node
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray
 
 from refseg_ros.msg import ReferenceTarget, SegmentedObjectArray
+from support.node_harness import Listener, read_stamps, scene_reference, stamp_key, start_camera, start_node
 
 W, H = 320, 240
 

@@ -13,12 +13,10 @@ import re
 import pytest
 import torch
 
-from _node_harness import Listener, list_targets, start_camera, start_node, teach_caption, wait_tracked
-from _tiny_models import samwise_state, save_roberta_tokenizer, tiny_samwise, write_samwise_checkpoint
 from refseg_ros.msg import SegmentedObjectArray
+from support.node_harness import CAM0, CAM0_OBJECTS, Listener, list_targets, start_camera, start_node, teach_caption, wait_tracked
+from support.tiny_models import samwise_state, save_roberta_tokenizer, tiny_samwise, write_samwise_checkpoint
 
-CAM0 = "/cam0/image_raw"
-OBJECTS = f"{CAM0}/refseg/objects"
 MODEL = {"model": "sam2_hiera_t", "image_size": 256}  # the SAM2 the checkpoint's sam.* is for
 # A checkpoint that does not fit: one adapter key left out, one CME key of another shape.
 MISSING_KEY = "cmt_adapters.1.hsa.linear.bias"
@@ -33,23 +31,6 @@ def samwise(tmp_path_factory):
     state = samwise_state(sam, adapter)
     return {"checkpoint": write_samwise_checkpoint(folder / "samwise.pth", sam, adapter, state),
             "tokenizer": save_roberta_tokenizer(folder / "roberta-base"), "state": state}
-
-
-@pytest.fixture
-def listener():
-    listener = Listener("samwise_listener")
-    listener.listen_status()
-    listener.listen(OBJECTS, SegmentedObjectArray)
-    yield listener
-    listener.close()
-
-
-@pytest.fixture
-def procs():
-    started = []
-    yield started
-    for proc in reversed(started):
-        proc.stop()
 
 
 def _start(tmp_path, procs, listener, checkpoint, tokenizer, camera: bool = False, **extra):
@@ -70,7 +51,7 @@ def test_a_caption_is_tracked_through_samwise(tmp_path, samwise, listener, procs
     ack = teach_caption(listener, node, "the red cup")
     assert "tracked through samwise" in ack, ack
     cup = int(re.search(r"taught target (\d+)", ack).group(1))
-    wait_tracked(listener, node, OBJECTS, cup)
+    wait_tracked(listener, node, CAM0_OBJECTS, cup)
     listed = list_targets(listener)
     assert {t: (v.kind, v.caption, v.path, v.status) for t, v in listed.items()} == {
         cup: ("caption", "the red cup", "samwise", "tracked")}
@@ -114,7 +95,7 @@ def test_clip_mode_publishes_each_clip_with_its_frames_headers(tmp_path, samwise
 
     def stamps():
         with_cup, without = [], []
-        for _, array in listener.received(OBJECTS):
+        for _, array in listener.received(CAM0_OBJECTS):
             key = (array.header.stamp.sec, array.header.stamp.nanosec)
             (with_cup if any(o.target_id == cup for o in array.objects) else without).append(key)
         return with_cup, without

@@ -14,7 +14,9 @@ import cv2
 import numpy as np
 import pytest
 
-from _node_harness import REPO_ROOT, Listener, scene, start_node
+from support import REPO_ROOT
+from support.node_harness import Listener, scene, start_node
+
 
 W, H = 320, 240
 

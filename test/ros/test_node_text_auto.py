@@ -10,11 +10,10 @@ import re
 
 import pytest
 
-from _hub_server import HubServer, hub_env, refseg_weights
-from _node_harness import list_targets, start_camera, start_node, teach_caption, wait_tracked
-from _tiny_models import save_owlv2
-from test_node_captions import CAM0, OBJECTS, listener, procs  # noqa: F401 (the same listener and processes)
 from refseg_ros.runtime.captions import TextSettings, open_caption_path, with_cached_models
+from support.hub_server import HubServer, hub_env, refseg_weights
+from support.node_harness import CAM0, CAM0_OBJECTS, list_targets, start_camera, start_node, teach_caption, wait_tracked
+from support.tiny_models import save_owlv2
 
 OWL = "google/owlv2-base-patch16-ensemble"
 
@@ -42,7 +41,7 @@ def test_auto_tracks_a_caption_with_the_cached_detector(tmp_path, owl_cache, lis
     ack = teach_caption(listener, node, "the red cup")
     assert "tracked through grounding" in ack, ack
     cup = int(re.search(r"taught target (\d+)", ack).group(1))
-    wait_tracked(listener, node, OBJECTS, cup)
+    wait_tracked(listener, node, CAM0_OBJECTS, cup)
     listed = list_targets(listener)[cup]
     assert (listed.caption, listed.path, listed.status) == ("the red cup", "grounding", "tracked")
 

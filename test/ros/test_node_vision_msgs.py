@@ -1,9 +1,9 @@
 """vision_msgs detections and target TF frames over real DDS: an RGB-D camera
-(test/_depth_camera.py: the synthetic scene with exact depth and intrinsics) in its own
+(test/support/depth_camera.py: the synthetic scene with exact depth and intrinsics) in its own
 process, the node in another, a listener here.
 
 vision_msgs and tf2_msgs are the real packages where installed; here they are stand-ins
-built from their published field layouts (test/_standins.py, test/standins/), on the
+built from their published field layouts (test/support/standins.py, test/support/standin_msgs/), on the
 node's and this process's paths. Every detection, 3D detection and transform is checked
 against the object array of the same stamp, which test_node_geometry.py checks against the
 scene's ground truth.
@@ -15,11 +15,11 @@ import pytest
 
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
-from _node_harness import Listener, start_node
-from _standins import provide
-from test_node_geometry import RGBD, depth_topic, info_topic, start_rgbd, teach_scene_object
 from refseg_ros.msg import SegmentedObjectArray
+from support.node_harness import Listener, depth_topic, info_topic, start_node, start_rgbd, teach_scene_object
+from support.standins import provide
 
+RGBD = "/rgbd/image_raw"
 PREFIX = "robot1/refseg/"
 TF_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100, reliability=ReliabilityPolicy.RELIABLE,
                     durability=DurabilityPolicy.VOLATILE)

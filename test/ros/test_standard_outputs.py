@@ -1,6 +1,6 @@
 """vision_msgs and TF conversions (refseg_ros/ros/standard_outputs.py) without a node.
 
-vision_msgs 4.x is the real package where installed, else its stand-in (test/_standins.py);
+vision_msgs 4.x is the real package where installed, else its stand-in (test/support/standins.py);
 the 3.x and 2.x layouts, which no supported distribution ships any more, are written here
 as plain classes with those versions' fields around the real geometry_msgs/Pose2D.
 """
@@ -15,10 +15,10 @@ import pytest
 from geometry_msgs.msg import Pose2D, PoseWithCovariance
 from std_msgs.msg import Header
 
-from _standins import provide
 from refseg_ros.engine import TargetResult, TargetState
 from refseg_ros.ros import standard_outputs as so
 from refseg_ros.runtime import geometry
+from support.standins import provide
 
 
 @pytest.fixture(scope="module")

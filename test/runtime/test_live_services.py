@@ -10,7 +10,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from _tiny_models import OWL_SCORE, load_owl, present_sam, save_dinov2, save_owlv2
 from refseg_ros.adapters.reference.prior.acquisition import AcquirerConfig
 from refseg_ros.adapters.reference.prior.acquisition_proposer import AcquisitionService
 from refseg_ros.adapters.reference.prior.candidates import ScoringRules
@@ -18,6 +17,7 @@ from refseg_ros.adapters.reference.prior.dino_encoder import DinoEncoder
 from refseg_ros.engine import EngineConfig, MaskPrompt, SegmentationEngine, TargetState
 from refseg_ros.runtime.acquisition import AcquisitionSettings, update_acquisition
 from refseg_ros.runtime.captions import GroundingPath, TextSettings
+from support.tiny_models import OWL_SCORE, load_owl, present_sam, save_dinov2, save_owlv2
 
 BELOW, ABOVE = OWL_SCORE - 0.1, min(1.0, OWL_SCORE + 0.05)  # grounding thresholds around the detector's score
 

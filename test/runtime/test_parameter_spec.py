@@ -167,7 +167,7 @@ def declared(tmp_path_factory):
     """The unconfigured node's descriptors and values of every parameter of the table."""
     from rcl_interfaces.srv import DescribeParameters
 
-    from _node_harness import SMALL_MODEL, Listener, get_parameters, start_node
+    from support.node_harness import SMALL_MODEL, Listener, get_parameters, start_node
 
     tmp = tmp_path_factory.mktemp("spec")
     node = start_node(tmp, {}, autostart=False)

@@ -23,8 +23,6 @@ import importlib.util
 import pytest
 import torch
 
-from _fixtures import fixtures_dir
-from _tiny_models import noise_reference, save_dinov2, save_tiny_pipeline
 from refseg_ros.engine import EngineConfig, SegmentationEngine
 from refseg_ros.engine.proposer_chain import ProposerChain
 from refseg_ros.eval import cli
@@ -34,6 +32,8 @@ from refseg_ros.ros.params import PARAMETERS, Settings
 from refseg_ros.runtime import recipes
 from refseg_ros.runtime.registry import TargetRegistry
 from refseg_ros.store import TaughtTarget
+from support.shared_fixtures import fixtures_dir
+from support.tiny_models import noise_reference, save_dinov2, save_tiny_pipeline
 
 CAMERA = "/cam/image_raw"
 # What both paths are given besides the mode (the evaluation's 1-of-1 gate for one-frame

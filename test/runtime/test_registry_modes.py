@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 import torch
 
-from _tiny_models import save_dinov2
 from refseg_ros.adapters.reference.dino import build_dinov2
 from refseg_ros.adapters.reference.fssam import FssamOptions
 from refseg_ros.adapters.reference.fssam.tracker import FssamTracker
@@ -25,6 +24,7 @@ from refseg_ros.runtime.reference_modes import FssamMode, ReferenceSettings, ope
 from refseg_ros.runtime.recipes import Recipe, ReferenceServices, ReferenceSetup
 from refseg_ros.runtime.registry import TargetRegistry
 from refseg_ros.store import TaughtTarget
+from support.tiny_models import save_dinov2
 
 CAMERAS = ["/cam0/image_raw", "/cam1/image_raw"]
 
@@ -144,7 +144,7 @@ def test_ttga_mode_tracks_references_through_a_tuned_neck(engine):
 
 
 def test_transitions_give_reference_targets_their_dbst_proposer(engine, tmp_path):
-    from _tiny_models import save_tiny_pipeline
+    from support.tiny_models import save_tiny_pipeline
     from refseg_ros.adapters.reference.prior.acquisition_proposer import ReferenceAcquisition
     from refseg_ros.adapters.reference.cavsam.dbst_proposer import DbstProposer
     from refseg_ros.engine.proposer_chain import ProposerChain

@@ -1,6 +1,6 @@
 """A camera for the node tests, as its own process: publishes the synthetic scene.
 
-    python test/_camera.py --topic /cam0/image_raw --frame-id cam0 --rate 30 [--compressed]
+    python -m support.camera --topic /cam0/image_raw --frame-id cam0 --rate 30 [--compressed]
                            [--count N] [--stamps FILE] [--best-effort]
 
 Stamps are the wall clock at publishing; with --stamps every published stamp is appended
@@ -18,7 +18,7 @@ from rclpy.duration import Duration
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage
 
-from _node_harness import image_msg, scene
+from support.node_harness import image_msg, scene
 
 
 def main() -> None:

@@ -1,9 +1,9 @@
-"""Peer processes for test_messages_dds.py: each role runs as its own python process.
+"""Peer processes for ros/test_messages_dds.py: each role runs as its own python process.
 
-    python test/_dds_peer.py publisher  OUT_DIR SEED
-    python test/_dds_peer.py subscriber OUT_DIR
-    python test/_dds_peer.py server     OUT_DIR
-    python test/_dds_peer.py client     OUT_DIR
+    python test/support/dds_peer.py publisher  OUT_DIR SEED
+    python test/support/dds_peer.py subscriber OUT_DIR
+    python test/support/dds_peer.py server     OUT_DIR
+    python test/support/dds_peer.py client     OUT_DIR
 
 Each writes what it sent or received to OUT_DIR as serialized CDR bytes
 (rclpy.serialization.serialize_message), for the test to compare. Every loop is bounded

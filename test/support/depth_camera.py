@@ -1,7 +1,7 @@
 """An RGB-D camera for the node tests, as its own process: the synthetic scene
 (refseg_ros.eval.synthetic) with its exact depth and intrinsics.
 
-    python test/_depth_camera.py --topic /rgbd/image_raw --frame-id rgbd_optical
+    python -m support.depth_camera --topic /rgbd/image_raw --frame-id rgbd_optical
         [--info /rgbd/camera_info] [--depth /rgbd/depth/image_raw] [--encoding 32FC1|16UC1]
         [--depth-offset 0.5] [--rate 2] [--frames 12] [--gt FILE]
 
@@ -22,8 +22,8 @@ from rclpy.duration import Duration
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image
 
-from _node_harness import image_msg
 from refseg_ros.eval import synthetic
+from support.node_harness import image_msg
 
 
 def camera_info(K: np.ndarray, width: int, height: int, frame_id: str, stamp) -> CameraInfo:

@@ -1,7 +1,7 @@
 """Run Python with this rclpy's modules laid out as an older ROS 2 distribution lays them out.
 
-    python test/_distro_layout.py humble|jazzy -m MODULE [ARGS...]
-    python test/_distro_layout.py humble|jazzy -c CODE
+    python test/support/distro_layout.py humble|jazzy -m MODULE [ARGS...]
+    python test/support/distro_layout.py humble|jazzy -c CODE
 
 Only Kilted's rclpy installs here. Its classes are the ones the older distributions'
 modules hold too, under other module names; what differs is where they live and what is

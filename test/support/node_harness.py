@@ -3,15 +3,11 @@ a listener (an rclpy node in the test process, on its own context) that records 
 node publishes and calls its services.
 
 Every process gets the session's private ROS domain and localhost-only discovery from
-os.environ (see conftest.py).
+os.environ (see conftest.py); the processes are support.processes.Process.
 """
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 from collections import defaultdict
@@ -24,16 +20,19 @@ from rclpy.executors import MultiThreadedExecutor
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
 from refseg_ros import imaging
-from refseg_ros.procs import stop_process_group
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-CAMERA_SCRIPT = str(Path(__file__).resolve().parent / "_camera.py")
+from . import TEST_DIR
+from .processes import Process
+
 RELIABLE = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100, reliability=ReliabilityPolicy.RELIABLE,
                       durability=DurabilityPolicy.VOLATILE)
 LATCHED = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100, reliability=ReliabilityPolicy.RELIABLE,
                      durability=DurabilityPolicy.TRANSIENT_LOCAL)  # for the node's status topic
 # The small random model every node test runs: real SAM2 architecture, CPU.
 SMALL_MODEL = {"model": "sam2.1_hiera_t", "image_size": 256, "device": "cpu"}
+# The first camera of most node tests, and the topic of its object arrays.
+CAM0 = "/cam0/image_raw"
+CAM0_OBJECTS = f"{CAM0}/refseg/objects"
 
 
 # ------------------------------------------------------------------------------ scene
@@ -65,6 +64,18 @@ def image_msg(array: np.ndarray, encoding: str, frame_id: str = "", stamp=None):
     return msg
 
 
+def teach_scene_object(listener: "Listener", node: Process, height: int = 240, width: int = 320) -> str:
+    """Teach the synthetic scene's (refseg_ros.eval.synthetic) first object by its reference
+    (image and mask, height x width); the node's "taught target" status."""
+    from refseg_ros.eval import synthetic
+    from refseg_ros.msg import ReferenceTarget
+
+    ref = synthetic.render_reference(1, height, width)
+    return listener.teach(ReferenceTarget(label=ref.label, image=image_msg(ref.image, "rgb8"),
+                                          mask=image_msg(ref.mask.astype(np.uint8) * 255, "mono8")),
+                          timeout=60, node=node)
+
+
 def scene_reference(width: int, height: int, label: str = "square", camera: str = "", frame_id: str = ""):
     """A ReferenceTarget teaching the scene's square: its first frame and the square's mask."""
     from refseg_ros.msg import ReferenceTarget
@@ -86,57 +97,6 @@ def read_stamps(path: Path) -> set[tuple[int, int]]:
 
 
 # ---------------------------------------------------------------------------- process
-def _die_with_parent() -> None:
-    """In the child: get SIGKILL when the test process dies, so no node outlives a run."""
-    import ctypes
-
-    PR_SET_PDEATHSIG = 1
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-
-
-class Process:
-    """A python subprocess in its own session, output to a log file."""
-
-    def __init__(self, args: list[str], log_path: Path, env: Optional[dict[str, str]] = None):
-        self.args = args
-        self.log_path = log_path
-        full_env = dict(os.environ)
-        full_env["PYTHONUNBUFFERED"] = "1"
-        full_env.update(env or {})
-        self._log = open(log_path, "ab")
-        self.popen = subprocess.Popen([sys.executable, *args], stdin=subprocess.DEVNULL, stdout=self._log,
-                                      stderr=subprocess.STDOUT, env=full_env, cwd=REPO_ROOT,
-                                      start_new_session=True, preexec_fn=_die_with_parent)
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-    def alive(self) -> bool:
-        return self.popen.poll() is None
-
-    def output(self) -> str:
-        self._log.flush()
-        return self.log_path.read_text(errors="replace")
-
-    def rss_bytes(self) -> int:
-        """Resident memory of the process, from /proc."""
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-        raise RuntimeError("no VmRSS")
-
-    def kill9(self) -> None:
-        """Kill without warning (SIGKILL), as a power cut or an OOM kill would."""
-        os.kill(self.pid, signal.SIGKILL)
-        self.popen.wait(timeout=10)
-
-    def stop(self, grace: float = 10.0) -> Optional[int]:
-        stop_process_group(self.popen, grace, (signal.SIGINT, signal.SIGKILL))
-        self._log.close()
-        return self.popen.returncode
-
-
 def _param(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -165,8 +125,8 @@ def start_node(log_dir: Path, params: dict[str, Any], autostart: bool = True, na
 def start_camera(log_dir: Path, topic: str, frame_id: str, rate: float = 10.0, width: int = 320,
                  height: int = 240, compressed: bool = False, count: int = 0, reliable: bool = True,
                  stamps_file: Optional[Path] = None, name: str = "camera") -> Process:
-    """The camera publisher process (test/_camera.py)."""
-    args = [CAMERA_SCRIPT, "--topic", topic, "--frame-id", frame_id, "--rate", str(rate),
+    """The camera publisher process (support/camera.py)."""
+    args = ["-m", "support.camera", "--topic", topic, "--frame-id", frame_id, "--rate", str(rate),
             "--width", str(width), "--height", str(height), "--count", str(count)]
     if compressed:
         args.append("--compressed")
@@ -174,7 +134,43 @@ def start_camera(log_dir: Path, topic: str, frame_id: str, rate: float = 10.0, w
         args.append("--best-effort")
     if stamps_file is not None:
         args += ["--stamps", str(stamps_file)]
-    return Process(args, log_dir / f"{name}.log")
+    return Process(args, log_dir / f"{name}.log", cwd=TEST_DIR)
+
+
+def start_rgbd(log_dir: Path, topic: str, info: str, depth: str, name: str, encoding: str = "32FC1",
+               depth_offset: float = 0.0, gt: Optional[Path] = None, frames: int = 12, width: int = 320,
+               height: int = 240) -> Process:
+    """The RGB-D camera process (support/depth_camera.py): the synthetic scene at 2 Hz on
+    `topic`, its CameraInfo on `info` (none when empty) and its depth on `depth`
+    (`encoding` 32FC1 or 16UC1, stamped `depth_offset` s later), `frames` frames looped,
+    frame id `<name>_optical`; with `gt`, each frame's stamp and index appended there."""
+    args = ["-m", "support.depth_camera", "--topic", topic, "--frame-id", f"{name}_optical", "--depth", depth,
+            "--encoding", encoding, "--depth-offset", str(depth_offset), "--rate", "2",
+            "--frames", str(frames), "--width", str(width), "--height", str(height)]
+    if info:
+        args += ["--info", info]
+    if gt is not None:
+        args += ["--gt", str(gt)]
+    return Process(args, log_dir / f"{name}.log", cwd=TEST_DIR)
+
+
+def info_topic(cam: str) -> str:
+    """The CameraInfo topic beside the image topic `cam`."""
+    return cam.rsplit("/", 1)[0] + "/camera_info"
+
+
+def depth_topic(cam: str) -> str:
+    """The depth image topic beside the image topic `cam`."""
+    return cam.rsplit("/", 1)[0] + "/depth/image_raw"
+
+
+def start_follow(log_dir: Path, params: dict[str, Any]) -> Process:
+    """`python -m refseg_ros.ros.follow_node --ros-args -p ...` (the refseg-follow entry point)."""
+    args = ["-m", "refseg_ros.ros.follow_node", "--ros-args"]
+    for key, value in params.items():
+        text = ("true" if value else "false") if isinstance(value, bool) else str(value)
+        args += ["-p", f"{key}:={text}"]
+    return Process(args, log_dir / "follow.log")
 
 
 # ---------------------------------------------------------------------------- listener

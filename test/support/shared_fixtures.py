@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from . import REPO_ROOT
+
 DEFAULT_FIXTURES = REPO_ROOT.parent / "shared" / "fixtures"
 
 

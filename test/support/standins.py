@@ -2,16 +2,18 @@
 (vision_msgs, tf2_msgs: in every ROS 2 distribution, not on PyPI).
 
 Where the real package imports, it is used as it is. Otherwise its stand-in in
-test/standins/<package> (package.xml, CMakeLists.txt and the .msg files written from the
-real package's published field layout, only the messages the node uses) is built with
+test/support/standin_msgs/<package> (package.xml, CMakeLists.txt and the .msg files
+written from the real package's published field layout, only the messages the node
+uses) is built with
 colcon and rosidl exactly as msg/ is (scripts/setup.sh), once per checkout: into
 build/standins/<hash of the stand-in sources>/install, reused while the sources are
 unchanged (a fresh build takes about 45 s of CPU). The test process loads the built
 libraries itself (its LD_LIBRARY_PATH was read at start), and node processes get the
 install on PYTHONPATH, LD_LIBRARY_PATH and AMENT_PREFIX_PATH.
 
-test/standins/ holds a COLCON_IGNORE, so that a colcon workspace containing this package
-never builds a stand-in in place of the real package; the sources are copied out first.
+test/support/standin_msgs/ holds a COLCON_IGNORE, so that a colcon workspace containing
+this package never builds a stand-in in place of the real package; the sources are
+copied out first.
 """
 
 from __future__ import annotations
@@ -28,8 +30,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-STANDINS = Path(__file__).resolve().parent / "standins"
+REPO_ROOT = Path(__file__).resolve().parents[2]  # no package import: scripts/test.sh runs this file
+STANDINS = Path(__file__).resolve().parent / "standin_msgs"
 # The link scripts/setup.sh makes to numpy's headers, outside any source tree.
 NUMPY_INCLUDE_LINK = Path("/opt/python/cp311-cp311/lib/python3.11/site-packages/numpy/_core/include")
 
@@ -151,12 +153,12 @@ def main() -> int:
     the tests run (scripts/test.sh): the build then counts in no test's time limit."""
     provided = provide(("vision_msgs", "tf2_msgs"))
     if not provided.standins:
-        print("_standins.py: no stand-ins needed (the real packages import)", flush=True)
+        print("standins.py: no stand-ins needed (the real packages import)", flush=True)
     elif provided.build_seconds:
-        print(f"_standins.py: stand-ins {', '.join(provided.standins)} built in {provided.build_seconds:.0f} s",
+        print(f"standins.py: stand-ins {', '.join(provided.standins)} built in {provided.build_seconds:.0f} s",
               flush=True)
     else:
-        print(f"_standins.py: stand-ins {', '.join(provided.standins)} already built", flush=True)
+        print(f"standins.py: stand-ins {', '.join(provided.standins)} already built", flush=True)
     return 0
 
 

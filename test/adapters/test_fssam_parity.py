@@ -10,7 +10,7 @@ must fail the same comparison.
 In the suite: the 1-shot case (every stage), the broken variants, the memory-attention
 seam and the loader's refusals. REFSEG_SLOW_PARITY=1 adds the 2-shot, absent and
 absent-with-negative-object-score cases (a few minutes on two CPU cores):
-    REFSEG_SLOW_PARITY=1 python -m pytest test/test_fssam_parity.py -s
+    REFSEG_SLOW_PARITY=1 python -m pytest test/adapters/test_fssam_parity.py -s
 (-s prints the measured differences).
 """
 

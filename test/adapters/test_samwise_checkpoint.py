@@ -42,7 +42,8 @@ def sam():
 
 
 def _snapshot(model):
-    return {k: v.clone() for k, v in model.state_dict().items() if k in ("no_mem_embed", "image_encoder.neck.convs.0.conv.weight")}
+    keys = ("no_mem_embed", "image_encoder.neck.convs.0.conv.weight")
+    return {k: v.clone() for k, v in model.state_dict().items() if k in keys}
 
 
 def _unchanged(model, snap):
@@ -95,8 +96,11 @@ def test_official_layout_loads_completely(official_state, sam, tmp_path, capsys)
     assert "4,576,064 + text prompt 328,448 = 4,904,512 parameters; CME 331,394" in capsys.readouterr().out
     assert torch.equal(sam.no_mem_embed, official_state["sam.no_mem_embed"])
     emb = adapter.text_encoder.model.embeddings
-    assert torch.equal(emb.word_embeddings.weight, official_state["text_encoder.model.encoder.sentence_encoder.embed_tokens.weight"])
+    assert torch.equal(emb.word_embeddings.weight,
+                       official_state["text_encoder.model.encoder.sentence_encoder.embed_tokens.weight"])
     assert float(emb.token_type_embeddings.weight.abs().max()) == 0.0
-    assert torch.equal(adapter.cme.unused_norm.weight, official_state["conditional_memory_encoder.transformerBlock.norm2.weight"])
+    assert torch.equal(adapter.cme.unused_norm.weight,
+                       official_state["conditional_memory_encoder.transformerBlock.norm2.weight"])
     assert torch.equal(adapter.cmt[2].hsa_window_pos, official_state["cmt_adapters.2.spatial_pos_embed"])
-    assert torch.equal(adapter.text_prompt.layers[1].bias, official_state["sam.sam_prompt_encoder.project_text.layers.1.bias"])
+    assert torch.equal(adapter.text_prompt.layers[1].bias,
+                       official_state["sam.sam_prompt_encoder.project_text.layers.1.bias"])

@@ -91,8 +91,10 @@ def frame_errors(run, z, caption: int) -> dict:
     outs = run["outs"]
     frames = [o.frame_idx for o in outs]
     err = {
-        "object_score": max(abs(float(o.decoded.object_score_logits) - float(z[p + "object_score_logits"][o.frame_idx])) for o in outs),
-        "low_res_logits": max(maxdiff(o.decoded.low_res_masks[0, 0], z[p + "low_res_mask_logits"][o.frame_idx]) for o in outs),
+        "object_score": max(abs(float(o.decoded.object_score_logits) - float(z[p + "object_score_logits"][o.frame_idx]))
+                            for o in outs),
+        "low_res_logits": max(maxdiff(o.decoded.low_res_masks[0, 0], z[p + "low_res_mask_logits"][o.frame_idx])
+                              for o in outs),
         "mask_logits": max(maxdiff(o.mask_logits[0, 0], z[p + "mask_logits"][o.frame_idx]) for o in outs),
         "iou": max(abs(float(o.decoded.iou) - float(z[p + "iou_pred"][o.frame_idx])) for o in outs),
         "obj_ptr": max(maxdiff(o.decoded.obj_ptr[0], z[p + "obj_ptr"][o.frame_idx]) for o in outs),
@@ -195,7 +197,8 @@ def test_adapter_streams_first_clip(first_clip, case_a):
         s = int(case_a[f"c0_adapter{k}_vis_stride"])
         for io in ("in", "out"):
             vis = probe[f"adapter{k}_vis_{io}"][0]
-            errs[f"adapter{k}_txt_{io}"] = stream_error(probe[f"adapter{k}_txt_{io}"], case_a[f"c0_adapter{k}_txt_{io}"])
+            errs[f"adapter{k}_txt_{io}"] = stream_error(probe[f"adapter{k}_txt_{io}"],
+                                                        case_a[f"c0_adapter{k}_txt_{io}"])
             errs[f"adapter{k}_vis_{io}_sub"] = stream_error(vis[:, ::s, ::s], case_a[f"c0_adapter{k}_vis_{io}_sub"])
             errs[f"adapter{k}_vis_{io}_chmean"] = stream_error(vis.mean(0), case_a[f"c0_adapter{k}_vis_{io}_chmean"])
         errs[f"adapter{k}_vis_out_spmean"] = stream_error(probe[f"adapter{k}_vis_out"][0].mean((1, 2)),
@@ -241,7 +244,8 @@ def test_case_a_full_both_captions(loaded, case_a):
     for caption in range(int(case_a["num_captions"])):
         run = run_case(sam, adapter, case_a, caption)
         err = frame_errors(run, case_a, caption)
-        err["clip_state"] = max(maxdiff(s, case_a[f"c{caption}_clip_state"][i]) for i, s in enumerate(run["clip_states"]))
+        err["clip_state"] = max(maxdiff(s, case_a[f"c{caption}_clip_state"][i])
+                                for i, s in enumerate(run["clip_states"]))
         print(f"case a caption {caption} ({run['seconds']:.0f} s):", err)
         assert err["clip_state"] <= RTOL_STREAM * float(np.abs(case_a[f"c{caption}_clip_state"]).max())
         assert_frames_match(err)
@@ -281,7 +285,8 @@ def test_broken_variants_fail(loaded, folder):
             m.t2v_enabled = True
     for name, err in figures.items():
         print(f"broken variant {name}: low-res {err['low_res_logits']:.3e}, object score "
-              f"{err['object_score']:.3e}, text token {err['text_token']:.3e}, mask agreement {err['mask_agreement']:.5f}")
+              f"{err['object_score']:.3e}, text token {err['text_token']:.3e}, "
+              f"mask agreement {err['mask_agreement']:.5f}")
         assert not frames_match(err), name
         # on the outputs themselves, not only on a side array
         assert err["low_res_logits"] > ATOL_LOGIT and err["object_score"] > ATOL_SCORE, name

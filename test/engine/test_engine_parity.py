@@ -2,7 +2,7 @@
 
 The first clip is square at the model's size (no resize on either side); the camera clip
 is 640x480 and shows what each EngineConfig.preprocessing rule gives on camera-sized
-frames (`pytest test/test_engine_parity.py -k camera -s` prints the measured differences).
+frames (`pytest test/engine/test_engine_parity.py -k camera -s` prints the measured differences).
 """
 
 from __future__ import annotations

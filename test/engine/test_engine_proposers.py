@@ -10,9 +10,8 @@ import time
 
 import numpy as np
 import pytest
-import torch
 
-from refseg_ros.adapters.grounding import GroundingWorker, RegroundPolicy
+from refseg_ros.adapters.grounding import GroundingWorker
 from refseg_ros.adapters.grounding.proposer import GroundingProposer
 from refseg_ros.adapters.reference.prior.acquisition import AcquirerConfig
 from refseg_ros.adapters.reference.prior.candidates import ScoringRules

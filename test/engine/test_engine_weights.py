@@ -187,7 +187,8 @@ def test_checkpoint_errors_name_the_file_and_keys(tmp_path, official_format_chec
     broken = tmp_path / "partial.pt"
     torch.save({"model": partial}, broken)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    with pytest.raises(CheckpointError, match=r"partial.pt.*missing keys \[maskmem_tpos_enc\].*unexpected keys \[extra.weight\]"):
+    with pytest.raises(CheckpointError,
+                       match=r"partial.pt.*missing keys \[maskmem_tpos_enc\].*unexpected keys \[extra.weight\]"):
         load_checkpoint(model, broken)
     assert all(torch.equal(model.state_dict()[k], v) for k, v in before.items())  # no partial load
     other_config = tmp_path / "small.pt"

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from refseg_ros.eval import bags, builders, cli, metrics, runner
+from refseg_ros.eval import bags, cli, metrics, runner
 from refseg_ros.eval.importers import davis2017, read_index, run_options, summarize
 from refseg_ros.eval.sources import FrameResult
 from support.evaluation import H, W, frames_folder, make_ytvos_layout, palette_png, two_objects

@@ -28,7 +28,6 @@ COMMON = ["--image-size", "256", "--device", "cpu", "--no-progress"]
 def _present_engine():
     """The evaluation's engine with SAM2's object head saying "present" (random weights
     otherwise call every object absent, and no run would publish a mask)."""
-    import torch
 
     from refseg_ros.engine import EngineConfig, SegmentationEngine
 

@@ -108,7 +108,7 @@ def violations(found: list[tuple[str, str, str]]) -> list[str]:
 
 def test_the_package_keeps_its_layers():
     bad = violations(edges())
-    assert not bad, "imports against the layering (test/test_layers.py docstring):\n" + "\n".join(bad)
+    assert not bad, "imports against the layering (test/package/test_layers.py docstring):\n" + "\n".join(bad)
 
 
 def test_the_scan_sees_imports_of_every_kind():

@@ -18,10 +18,8 @@ from __future__ import annotations
 import re
 
 import numpy as np
-import pytest
 
 from refseg_ros.msg import ReferenceTarget, SegmentedObject
-from refseg_ros.msg import SegmentedObjectArray
 from refseg_ros.srv import ListTargets
 from support.node_harness import CAM0, CAM0_OBJECTS, Listener, image_msg, scene_reference, start_camera, start_node
 from support.tiny_models import RED, save_colour_dinov2, save_dinov2, save_red_sam2
@@ -129,7 +127,8 @@ def _tracked(obj) -> bool:
 
 def test_reference_target_leaves_and_is_reacquired_where_it_comes_back(tmp_path, listener):
     params = {"cameras": [CAM0], "store_dir": "", "checkpoint": str(save_red_sam2(tmp_path / "red_sam2.pt")),
-              "dino_model": str(save_colour_dinov2(tmp_path / "colour_dino")), "acquisition_threshold": 0.8, "object_masks": True}
+              "dino_model": str(save_colour_dinov2(tmp_path / "colour_dino")), "acquisition_threshold": 0.8,
+              "object_masks": True}
     node = start_node(tmp_path, params, name="watched")
     try:
         listener.wait_status("active", timeout=120, node=node)

@@ -84,7 +84,7 @@ def test_row_padding_gives_the_unpadded_mask(tracked):
         send_frame(listener, PAD, padded, node)
         send_frame(listener, NOPAD, plain, node)
         # The mask and the object array travel on separate topics: wait for all four.
-        listener.wait_for(lambda: all(listener.count(topic) > n for topic, n in before.items()),
+        listener.wait_for(lambda before=before: all(listener.count(topic) > n for topic, n in before.items()),
                           60, "masks and object arrays of both cameras", node)
         got_pad = listener.received(f"{PAD}/refseg/mask")[-1][1]
         got_plain = listener.received(f"{NOPAD}/refseg/mask")[-1][1]

@@ -9,14 +9,11 @@ from __future__ import annotations
 
 import re
 
-import pytest
 from rclpy.serialization import serialize_message
 from std_msgs.msg import String
 
-from refseg_ros.msg import SegmentedObjectArray
 from refseg_ros.srv import AddTarget
-from support.node_harness import CAM0, CAM0_OBJECTS, Listener, list_targets, start_camera, start_node, teach_caption, wait_tracked
-from support.tiny_models import save_owlv2
+from support.node_harness import CAM0, CAM0_OBJECTS, list_targets, start_camera, start_node, teach_caption, wait_tracked
 
 
 

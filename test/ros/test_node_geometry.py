@@ -13,7 +13,6 @@ mask is an object's, that is the object's card depth on its centroid ray, the sc
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,7 +22,7 @@ from sensor_msgs.msg import CameraInfo, Image
 from visualization_msgs.msg import Marker, MarkerArray
 
 from refseg_ros.eval import synthetic
-from refseg_ros.msg import ReferenceTarget, SegmentedObjectArray
+from refseg_ros.msg import SegmentedObjectArray
 from support.node_harness import (Listener, depth_topic, image_msg, info_topic, start_node, start_rgbd,
                                   teach_scene_object)
 
@@ -46,7 +45,8 @@ def rgbd(tmp_path_factory):
             "cameras": [RGBD, LATE, NOINFO, BAD],
             "camera_info_topics": [info_topic(RGBD), info_topic(LATE), "", info_topic(BAD)],
             "depth_topics": [depth_topic(c) for c in (RGBD, LATE, NOINFO, BAD)],
-            "depth_stamp_tolerance": 0.05, "object_masks": True, "point_targets": "[1]",  # an integer array on the command line
+            "depth_stamp_tolerance": 0.05, "object_masks": True,
+            "point_targets": "[1]",  # an integer array on the command line
             "store_dir": "", "status_repeat_period": 0.0})
         procs.append(node)
         listener.wait_status("active", timeout=90, node=node)
@@ -115,8 +115,9 @@ def test_positions_equal_the_scenes_ground_truth(rgbd):
             obj = next(o for o in msg.objects if o.target_id == 1)
             assert (point.point.x, point.point.y, point.point.z) == (obj.position.x, obj.position.y, obj.position.z)
             assert point.header.frame_id == "rgbd_optical"
-    markers = listener.wait_for(lambda: [m for _, m in listener.received(f"{RGBD}/refseg/markers") if len(m.markers) > 1],
-                                30, "a marker array with a located target", node)
+    markers = listener.wait_for(
+        lambda: [m for _, m in listener.received(f"{RGBD}/refseg/markers") if len(m.markers) > 1],
+        30, "a marker array with a located target", node)
     kinds = [mk.type for mk in markers[-1].markers]
     assert markers[-1].markers[0].action == Marker.DELETEALL
     assert kinds[1:] == [Marker.SPHERE, Marker.TEXT_VIEW_FACING]
@@ -232,8 +233,8 @@ def test_a_good_frame_after_bad_input_is_located_again(rgbd):
     listener, node, _ = rgbd
     clip = synthetic.generate(FRAMES, H, W)
     for attempt in range(6):
-        msg = _send_processed(listener, node, _good_info, lambda: _depth(clip.depth(attempt), "32FC1"), attempt,
-                              "good input")
+        msg = _send_processed(listener, node, _good_info, lambda attempt=attempt: _depth(clip.depth(attempt), "32FC1"),
+                              attempt, "good input")
         if visible(msg):
             for obj in visible(msg):
                 assert obj.has_bearing and obj.has_position
@@ -250,7 +251,8 @@ def test_depth_of_half_the_size_is_scaled_by_the_camera_info(rgbd):
     K = clip.K
     for attempt in range(6):
         half = clip.depth(attempt)[::2, ::2]
-        msg = _send_processed(listener, node, _good_info, lambda: _depth(half, "32FC1"), attempt, "half-size depth")
+        msg = _send_processed(listener, node, _good_info, lambda half=half: _depth(half, "32FC1"), attempt,
+                              "half-size depth")
         if not visible(msg):
             continue
         seen = np.repeat(np.repeat(half, 2, axis=0), 2, axis=1)

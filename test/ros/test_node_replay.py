@@ -41,7 +41,8 @@ def test_replay_mode_processes_every_frame_in_order_on_sim_time(tmp_path):
 
     threading.Thread(target=tick, daemon=True).start()
     node = start_node(tmp_path, {"cameras": [cam], "mode": "replay", "store_dir": "", "use_sim_time": True,
-                                 "stamp_tolerance": 1000.0, "status_topic": status, "reference_topic": "/replay_node/reference"})
+                                 "stamp_tolerance": 1000.0, "status_topic": status,
+                                 "reference_topic": "/replay_node/reference"})
     camera = None
     try:
         listener.wait_status("active", timeout=90, node=node, topic=status)

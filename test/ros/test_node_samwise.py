@@ -13,8 +13,7 @@ import re
 import pytest
 import torch
 
-from refseg_ros.msg import SegmentedObjectArray
-from support.node_harness import CAM0, CAM0_OBJECTS, Listener, list_targets, start_camera, start_node, teach_caption, wait_tracked
+from support.node_harness import CAM0, CAM0_OBJECTS, list_targets, start_camera, start_node, teach_caption, wait_tracked
 from support.tiny_models import samwise_state, save_roberta_tokenizer, tiny_samwise, write_samwise_checkpoint
 
 MODEL = {"model": "sam2_hiera_t", "image_size": 256}  # the SAM2 the checkpoint's sam.* is for

@@ -276,7 +276,8 @@ def test_locate_all_equals_locate_per_target():
             assert t.bearing is None and t.position is None
         else:
             assert np.allclose(one.bearing, t.bearing, atol=1e-12)
-            assert np.allclose(one.position.point, t.position.point) and one.position.valid_pixels == t.position.valid_pixels
+            assert np.allclose(one.position.point, t.position.point)
+            assert one.position.valid_pixels == t.position.valid_pixels
     assert g.locate_all(masks, boxes, None, depth)[0].bearing is None
 
 

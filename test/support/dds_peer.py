@@ -87,7 +87,8 @@ def segmented_objects(seed: int) -> SegmentedObjectArray:
         obj.label = f"object {i}"
         obj.score = float(np.float32(0.25 * (i + 1)))
         obj.state = state
-        obj.bbox = RegionOfInterest(x_offset=10 * i, y_offset=20 * i, width=30 + i, height=40 + i, do_rectify=bool(i % 2))
+        obj.bbox = RegionOfInterest(x_offset=10 * i, y_offset=20 * i, width=30 + i, height=40 + i,
+                                    do_rectify=bool(i % 2))
         obj.mask_value = i + 1
         if i == 0:
             obj.mask = image(64, 48, "mono8", 1, rng, "camera_optical")

@@ -33,13 +33,7 @@ from refseg_ros.adapters.reference.cavsam.dbst_lora import lora_delta  # noqa: E
 FAST = dict(lora_steps=4, lora_lr=5e-3)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Two OpenMP threads on two busy cores make each tiny UNet pass ~100x slower.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # test/adapters/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -31,13 +31,7 @@ HEIGHT, WIDTH = 96, 128
 N = 3
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Two OpenMP threads on two busy cores make each tiny UNet pass far slower.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # test/adapters/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ bounded while acquisition runs, measured in one run.
      defaults: width 768, 12 layers, 12 heads; image_size 518 as the released
      dinov2-base) at input 518 (a 37 x 37 grid; what the node uses, the model's own
      size) and at input 224 (16 x 16), and with the tests' tiny DINOv2
-     (test/_tiny_models.py `save_dinov2`: width 32, 2 layers, input 112);
+     (test/support/tiny_models.py `save_dinov2`: width 32, 2 layers, input 112);
    - the fast phase, `Acquirer.decide` with k = 1, 3, 5 candidate clicks (ONE batched SAM2
      decode on the frame's existing features, scoring, the gate), on features the engine's
      encoder made of the round's frame (outside the timing) and the ViT-B/14 518
@@ -56,14 +56,12 @@ import time
 from pathlib import Path
 from typing import Callable, Optional
 
-import numpy as np
-
 from text_targets import count_cpu_attention, flops, load_average, timed  # same folder
 
 MEMORY_SAMPLES = (100, 500, 1000, 2000)
 CYCLE, PRESENT = 30, 8  # memory part: frames per cycle, of which the object is present
 TINY_DINO = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, mlp_ratio=2, patch_size=14,
-                 image_size=112)  # as test/_tiny_models.save_dinov2
+                 image_size=112)  # as test/support/tiny_models.save_dinov2
 
 
 def say_present(sam, present: bool) -> None:
@@ -197,7 +195,7 @@ def side_by_side(args) -> dict:
         print(f"  round {r + 1}/{rounds} done (load {load_average()})", file=sys.stderr, flush=True)
     features_of(rounds)
     for item in items:  # one more call each, counted
-        item.gflop = flops(lambda: item.fn(rounds))[0] / 1e9
+        item.gflop = flops(lambda item=item: item.fn(rounds))[0] / 1e9
     states = [t[2].name for t in engine.targets("cam")]
     return {"image_size": args.image_size, "frame": f"{width}x{height}", "warmup": args.warmup,
             "rounds": args.rounds, "items": [i.summary() for i in items], "states": states,

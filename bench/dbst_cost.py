@@ -5,7 +5,7 @@ a reference image and the current frame.
     python bench/dbst_cost.py --pipeline SD21_FOLDER --device cuda --dtype float16
 
 Without --pipeline, a tiny random-weight Stable Diffusion pipeline (the one the tests
-build, test/_tiny_models.py: 32 x 32 pixels, 4 x 16 x 16 latents) is saved to a temporary
+build, test/support/tiny_models.py: 32 x 32 pixels, 4 x 16 x 16 latents) is saved to a temporary
 folder and loaded back; its numbers show the method's overheads, not a real model's cost.
 With --pipeline, a local diffusers folder (e.g. Stable Diffusion 2.1 base) is loaded.
 Images are random noise of the given size: the cost does not depend on what they show.
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         folder = args.pipeline
         if folder is None:
             sys.path.insert(0, str(HERE.parent / "test"))
-            from _tiny_models import save_tiny_pipeline
+            from support.tiny_models import save_tiny_pipeline
 
             folder = save_tiny_pipeline(Path(scratch) / "tiny_sd")
         start = time.perf_counter()
@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     unet_passes = dict(lora_train=2 * config.lora_steps, inversion=2 * config.inversion_steps,
                        sampling=config.frames * config.inversion_steps)
     report = {
-        "pipeline": str(args.pipeline) if args.pipeline else "tiny random (test/test_dbst.py)",
+        "pipeline": str(args.pipeline) if args.pipeline else "tiny random (test/adapters/test_dbst.py)",
         "device": str(device), "dtype": str(pipeline.unet.dtype).replace("torch.", ""),
         "threads": torch.get_num_threads(), "load_average": _load_average(),
         "image_size_hw": [height, width], "pipeline_resolution_hw": list(resolution),

@@ -183,7 +183,8 @@ def main() -> None:
                 setattr(raw, key, value)
             wire = serialize_message(raw)
             jpeg = CompressedImage(format="jpeg",
-                                   data=cv2.imencode(".jpg", frame[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes())
+                                   data=cv2.imencode(".jpg", frame[:, :, ::-1],
+                                                     [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes())
             t0 = time.perf_counter()
             received = deserialize_message(wire, Image)
             t1 = time.perf_counter()

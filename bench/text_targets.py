@@ -9,7 +9,7 @@
    caption alone) and embeddings + all 12 layers, on a 12-token caption (10 words and
    <s>, </s>), against the steps.
 3. A grounding call against a frame step: `GroundingDetector.detect` of the tiny OWLv2
-   the tests build (test/_tiny_models.py) on a 640x480 frame. That detector has one
+   the tests build (test/support/tiny_models.py) on a 640x480 frame. That detector has one
    32-channel layer per tower and a 64x64 input: its cost says nothing about a real
    Grounding DINO or OWLv2. Give --grounding-model FOLDER (what `save_pretrained`
    wrote) to measure a real one in the same rounds.
@@ -21,7 +21,7 @@
 All weights are random (no checkpoint): SAM2's object-score bias is set so that every
 target counts as present (so every frame is written to memory, as a tracked object's
 would be), and the adapter's zero-initialised parameters are drawn away from zero, as in
-test/test_text_streaming.py. Costs do not depend on the weights' values.
+test/adapters/test_text_streaming.py. Costs do not depend on the weights' values.
 
 Parts 1-3 run in rounds: every round steps each stream once and calls each encoder part
 and detector, in an order that rotates from round to round (A B C, B C A, ...), so that
@@ -183,7 +183,7 @@ def side_by_side(args) -> dict:
             return text.run_layers(text.embed(batch), 0, 12)
 
     sys.path.insert(0, str(HERE.parent / "test"))
-    from _tiny_models import load_owl, save_owlv2
+    from support.tiny_models import load_owl, save_owlv2
 
     tmp = tempfile.TemporaryDirectory()
     owl = load_owl(save_owlv2(Path(tmp.name) / "owlv2"))
@@ -217,7 +217,7 @@ def side_by_side(args) -> dict:
             item.run(r, record=r >= args.warmup)
         print(f"  round {r + 1}/{rounds} done", file=sys.stderr, flush=True)
     for item in items:  # steady state: one more call each, counted
-        item.flops, item.attention_flops = flops(lambda: item.fn(rounds))
+        item.flops, item.attention_flops = flops(lambda item=item: item.fn(rounds))
     out = {"image_size": args.image_size, "warmup": args.warmup, "frames": args.frames,
            "items": [i.summary() for i in items]}
     if real is not None:
@@ -245,7 +245,7 @@ def retained_memory(args) -> dict:
     previous = None
     start = time.perf_counter()
     for i in range(1, args.memory_frames + 1):
-        w, _ = timed(lambda: engine.step("cam", frames[i % len(frames)], float(i)))
+        w, _ = timed(lambda i=i: engine.step("cam", frames[i % len(frames)], float(i)))
         seconds.append(w)
         now = engine.retained_bytes()
         if now != previous:
@@ -262,7 +262,7 @@ def retained_memory(args) -> dict:
 def report(plan, load_start, load_end, parts: dict, memory: Optional[dict]) -> None:
     items = {i["name"]: i for i in parts["items"]}
     mask = items["mask prompt"]
-    print(f"# Text targets (CPU, sam2_hiera_t, random weights)\n")
+    print("# Text targets (CPU, sam2_hiera_t, random weights)\n")
     print(f"threads (refseg_ros.runtime.threads, as the node): intra-op {plan.intra_op}, inter-op "
           f"{plan.inter_op} ({plan.reason}); load average at start {load_start}\n")
     print(f"## Per frame step, one target per stream, image size {parts['image_size']}, 640x480 frames, "

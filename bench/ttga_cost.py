@@ -26,9 +26,9 @@ import time
 import torch
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, "test"))  # the synthetic clip of the tests
+sys.path.insert(0, os.path.join(REPO, "test"))  # the synthetic clip of the tests (test/support/clips.py)
 
-from clips import moving_shapes  # noqa: E402
+from support.clips import moving_shapes  # noqa: E402
 from refseg_ros.adapters.reference.cavsam.ttga import TtgaJob, TtgaTracker, TtgaTuner  # noqa: E402
 from refseg_ros.engine import EngineConfig, MaskPrompt, SegmentationEngine  # noqa: E402
 

@@ -246,9 +246,10 @@ def fetch(entry: ModelEntry, directory: Optional[Path] = None, url: Optional[str
           sha256: Optional[str] = None, base_url: Optional[str] = None) -> Path:
     """Fetch one entry into its cache (nothing when it is there); where it now lies.
 
-    directory: the weights cache (default `weights.cache_dir()`); url / sha256: a mirror of a file entry and its expected digest; base_url: a mirror of
-    the SAM2 releases. Raises weights.DownloadError saying why. A cached file whose digest
-    no longer matches the one recorded when it was fetched is reported, not used.
+    directory: the weights cache (default `weights.cache_dir()`); url / sha256: a mirror of
+    a file entry and its expected digest; base_url: a mirror of the SAM2 releases. Raises
+    weights.DownloadError saying why. A cached file whose digest no longer matches the one
+    recorded when it was fetched is reported, not used.
     """
     if entry.kind == "hub":
         return fetch_hub(entry.source)

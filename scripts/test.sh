@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up (scripts/setup.sh), then run the test suite: python -m pytest test/ -q.
-# Arguments replace test/ (e.g. a test file, or -k EXPR: pytest then takes test/ from
-# pyproject's testpaths).
+# Arguments replace test/ (e.g. a folder such as test/ros/, a test file, or -k EXPR: pytest
+# then takes test/ from pyproject's testpaths).
 # Exits with pytest's status; a run that collects no test fails.
 set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -12,8 +12,9 @@ bash scripts/setup.sh
 . scripts/env.sh
 
 # Stand-ins of the message packages the node's standard outputs use, where the real ones
-# are not installed (test/_standins.py): built once per checkout, outside any test's limit.
-python test/_standins.py
+# are not installed (test/support/standins.py): built once per checkout, outside any test's
+# limit.
+python test/support/standins.py
 
 rc=0
 [ $# -gt 0 ] || set -- test/

@@ -10,25 +10,13 @@ from __future__ import annotations
 
 import fcntl
 import os
-import subprocess
-import sys
+import signal
 import tempfile
 from pathlib import Path
 
 import pytest
 
-from refseg_ros.procs import stop_process_group
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
-
-
-def pyproject() -> dict:
-    """pyproject.toml, parsed (tomllib on Python 3.11+; on 3.10 the same parser as pip ships it)."""
-    try:
-        import tomllib  # novermin (Python 3.11)
-    except ModuleNotFoundError:
-        from pip._vendor import tomli as tomllib
-    return tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
+from support.processes import Process
 
 # ROS 2 domain ids used by test sessions: 1..100 (0 is everyone's default).
 _DOMAIN_MIN, _DOMAIN_MAX = 1, 100
@@ -93,63 +81,26 @@ def ros_env(ros_domain_id) -> dict[str, str]:
     return env
 
 
-class PythonProcess:
-    """A python subprocess whose stdout and stderr go to a log file."""
-
-    def __init__(self, args, log_path: Path, env: dict[str, str], cwd):
-        self.args = list(args)
-        self.log_path = log_path
-        self._log = open(log_path, "wb")
-        self.popen = subprocess.Popen(
-            [sys.executable, *self.args],
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            cwd=cwd,
-            start_new_session=True,
-        )
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-    def poll(self):
-        return self.popen.poll()
-
-    def wait(self, timeout: float) -> int:
-        """Wait for the exit status; raises subprocess.TimeoutExpired after ``timeout`` s."""
-        return self.popen.wait(timeout=timeout)
-
-    def output(self) -> str:
-        self._log.flush()
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self, grace: float = 5.0) -> None:
-        """SIGINT, then SIGTERM, then SIGKILL, each after ``grace`` seconds."""
-        stop_process_group(self.popen, grace)
-        self._log.close()
-
-
 @pytest.fixture
 def spawn_python(ros_env, tmp_path):
     """Factory: ``spawn_python(*args, env=None, cwd=None)`` runs ``python *args``.
 
-    The process gets the session's environment (``ros_env``, updated with ``env``), its
-    output goes to a log file under tmp_path (``proc.output()``), and it is stopped when
-    the test ends.
+    The process (support.processes.Process) gets the session's environment (``ros_env``,
+    updated with ``env``), its output goes to a log file under tmp_path (``proc.output()``),
+    it runs in ``cwd`` (default: the repository root), and it is stopped when the test ends
+    (SIGINT, SIGTERM, SIGKILL, 5 s apart).
     """
-    procs: list[PythonProcess] = []
+    procs: list[Process] = []
 
-    def spawn(*args, env: dict[str, str] | None = None, cwd=None) -> PythonProcess:
+    def spawn(*args, env: dict[str, str] | None = None, cwd=None) -> Process:
         full_env = dict(ros_env)
         if env:
             full_env.update(env)
         log = tmp_path / f"proc{len(procs)}.log"
-        proc = PythonProcess(args, log, full_env, cwd or REPO_ROOT)
+        proc = Process(args, log, full_env, cwd)
         procs.append(proc)
         return proc
 
     yield spawn
     for proc in reversed(procs):
-        proc.stop()
+        proc.stop(5.0, (signal.SIGINT, signal.SIGTERM, signal.SIGKILL))

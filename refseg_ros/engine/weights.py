@@ -219,7 +219,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--dir", type=Path, default=None, help="weights cache directory (default $REFSEG_WEIGHTS "
                         "or ~/.cache/refseg_ros/weights); hub models go to the Hugging Face cache ($HF_HUB_CACHE)")
     parser.add_argument("--base-url", default=None,
-                        help=f"where the SAM2 releases live, a mirror (default $REFSEG_WEIGHTS_URL or {OFFICIAL_BASE_URL})")
+                        help="where the SAM2 releases live, a mirror "
+                             f"(default $REFSEG_WEIGHTS_URL or {OFFICIAL_BASE_URL})")
     parser.add_argument("--url", default=None, help="where to fetch a single file model from (a mirror)")
     parser.add_argument("--sha256", default=None, help="expected digest (with a single model)")
     parser.add_argument("--list", action="store_true", help="list known models and what is cached")

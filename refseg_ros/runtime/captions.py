@@ -225,4 +225,5 @@ def open_caption_path(settings: TextSettings, engine: SegmentationEngine, model_
                              settings.grounding_retry, synchronous)
         return path, f"captions found by {detector.family.name} ({settings.grounding_model}) and tracked by SAM2"
     except Exception as exc:  # a missing folder, a corrupt file, a checkpoint for another model
-        return None, f"the {chosen} text path could not be loaded ({type(exc).__name__}: {exc}); captions are kept, not tracked"
+        return None, (f"the {chosen} text path could not be loaded ({type(exc).__name__}: {exc}); "
+                      "captions are kept, not tracked")

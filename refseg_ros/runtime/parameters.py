@@ -17,7 +17,7 @@ service are built from it: change it with cleanup, set, configure). Derived from
 - the parameter table of docs/NODE.md (`markdown_table`; `python -m
   refseg_ros.runtime.parameters` prints it).
 
-`config/segmenter.yaml` holds the table's defaults (test/test_node_config.py checks it).
+`config/segmenter.yaml` holds the table's defaults (test/package/test_node_config.py checks it).
 Adding a row is all a new parameter takes (and, where a settings part uses it, its field).
 This module imports nothing but the standard library, so that the evaluation's command
 line and the docs need neither rclpy nor torch.

@@ -45,7 +45,8 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     except Exception as exc:  # truncated / corrupt files raise several types
         raise CheckpointError(f"SAMWISE checkpoint {path} could not be read: {exc}") from exc
     if not isinstance(payload, dict) or not isinstance(payload.get("model"), dict):
-        raise CheckpointError(f"SAMWISE checkpoint {path} is not in SAMWISE's format (a dict with a 'model' state dict)")
+        raise CheckpointError(f"SAMWISE checkpoint {path} is not in SAMWISE's format "
+                              "(a dict with a 'model' state dict)")
     return payload["model"]
 
 
@@ -89,7 +90,8 @@ def _check(label: str, expected: dict, given: dict, names: dict) -> list[str]:
         problems.append(f"unexpected key {names.get(k, k)}")
     for k in sorted(set(expected) & set(given)):
         if tuple(given[k].shape) != tuple(expected[k]):
-            problems.append(f"key {names.get(k, k)} has shape {tuple(given[k].shape)}, {label} expects {tuple(expected[k])}")
+            problems.append(f"key {names.get(k, k)} has shape {tuple(given[k].shape)}, "
+                            f"{label} expects {tuple(expected[k])}")
     return problems
 
 

@@ -44,7 +44,8 @@ def read_fssam_state(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], 
     state = payload["state_dict"]
     bad = [k for k, v in state.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
     if bad:
-        raise CheckpointError(f"FSSAM checkpoint {path}: entries that are not tensors: {_preview([str(k) for k in bad])}")
+        raise CheckpointError(f"FSSAM checkpoint {path}: entries that are not tensors: "
+                              f"{_preview([str(k) for k in bad])}")
     if all(k.startswith(DDP_PREFIX) for k in state):
         state = {k[len(DDP_PREFIX):]: v for k, v in state.items()}
     info = {k: v for k, v in payload.items() if k not in ("state_dict", "optimizer")}

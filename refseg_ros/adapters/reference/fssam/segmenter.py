@@ -171,7 +171,8 @@ class FssamSegmenter:
                 raise ValueError(f"support {i}: label {tuple(label.shape)} for an image of {tuple(image.shape[:2])}")
             values = set(np.unique(label).tolist()) - {0, 1, IGNORE_LABEL}
             if values:
-                raise ValueError(f"support {i}: label values {sorted(values)[:5]}; expected 0, 1 and {IGNORE_LABEL} (ignore)")
+                raise ValueError(f"support {i}: label values {sorted(values)[:5]}; "
+                                 f"expected 0, 1 and {IGNORE_LABEL} (ignore)")
         query_image = self.image_input(query)
         support_images = torch.cat([self.image_input(s) for s in supports])
         masks = torch.cat([self.mask_input(m) for m in support_labels])
@@ -206,7 +207,6 @@ class FssamSegmenter:
         options = options or self.options
         model = self.sam2
         stages: dict[str, torch.Tensor] = {}
-        shots = encoded.dino_supports.shape[0]
         size = (IMAGE_SIZE, IMAGE_SIZE)
 
         priors = pseudo_prompt_priors(encoded.dino_query, encoded.dino_supports, encoded.support_masks,

@@ -59,8 +59,8 @@ image_size 512; FSSAM's checkpoints hold SAM 2.0 Hiera-S) when the features are 
 DINOv2 is any `Dinov2Model` built by `dino.build_dinov2` (ViT-B/14 for FSSAM's
 checkpoints). Precision: under the engine's bf16 autocast (CUDA, precision auto / bf16)
 the per-frame stages run in autocast like every target's. Parity is pinned in float32:
-the stages against the official code (test/test_fssam_parity.py), this tracker through
-the engine against `FssamSegmenter.segment` (test/test_fssam_tracker.py: bit-identical on
+the stages against the official code (test/adapters/test_fssam_parity.py), this tracker through
+the engine against `FssamSegmenter.segment` (test/adapters/test_fssam_tracker.py: bit-identical on
 512 x 512 frames).
 
 Cost: per frame one DINOv2 pass at 560 x 560, two memory-encoder passes, memory attention

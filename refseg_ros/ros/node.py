@@ -256,10 +256,10 @@ class SegmenterNode(ReleasingNode):
             except Closed:
                 return
             settings = self.settings  # one set of parameters for the whole way
-            frames = self._each(envelopes, lambda e: self.cameras[e.camera].receive(e, settings), settings)
+            frames = self._each(envelopes, CameraChannel.receive, settings)
             frames = self._step(frames, settings)
-            frames = self._each(frames, lambda f: self.cameras[f.camera].locate(f, settings), settings)
-            self._each(frames, lambda f: self.cameras[f.camera].publish(f, settings), settings)
+            frames = self._each(frames, CameraChannel.locate, settings)
+            self._each(frames, CameraChannel.publish, settings)
 
     @staticmethod
     def _take(mailbox: FrameMailbox) -> list[Envelope]:
@@ -314,14 +314,16 @@ class SegmenterNode(ReleasingNode):
             return {}
         return {result.stream_id: result for result in results}
 
-    def _each(self, items: Sequence[Item], stage: Callable[[Item], Optional[CameraFrame]],
+    def _each(self, items: Sequence[Item],
+              stage: Callable[[CameraChannel, Item, params.Settings], Optional[CameraFrame]],
               settings: params.Settings) -> list[CameraFrame]:
-        """`stage` on every item (an envelope or a frame); the frames it gives on, in order.
-        An item whose stage raises is rejected as an internal error."""
+        """A channel's `stage` (a CameraChannel method) on every item (an envelope or a
+        frame), by its camera's channel; the frames it gives on, in order. An item whose
+        stage raises is rejected as an internal error."""
         out = []
         for item in items:
             try:
-                frame = stage(item)
+                frame = stage(self.cameras[item.camera], item, settings)
             except Exception as exc:  # the worker must outlive any one frame
                 self._failed(item.camera, exc, settings)
                 continue

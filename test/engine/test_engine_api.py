@@ -10,26 +10,16 @@ import numpy as np
 import pytest
 import torch
 
-from refseg_ros.engine import (BoxPrompt, DuplicateTargetError, EngineConfig, InvalidFrameError, InvalidPromptError,
+from refseg_ros.engine import (BoxPrompt, DuplicateTargetError, InvalidFrameError, InvalidPromptError,
                                MaskPrompt, PointsPrompt, SegmentationEngine, TargetState,
                                UnknownStreamError, UnknownTargetError)
 from refseg_ros.engine.errors import PromptBelowResolutionError
 from support.clips import moving_shapes
-
-SIZE = 128
-
+from support.engines import SIZE, make_engine
 
 @pytest.fixture(scope="module")
 def clip():
     return moving_shapes(40, SIZE, seed=1)
-
-
-def make_engine(size: int = SIZE, **overrides) -> SegmentationEngine:
-    config = EngineConfig(image_size=size, device="cpu", seed=3, **overrides)
-    engine = SegmentationEngine.from_config(config)
-    with torch.no_grad():  # keep the random objects present (see test_engine_parity)
-        engine.model.sam_mask_decoder.pred_obj_score_head.layers[-1].bias += 2.0
-    return engine
 
 
 @pytest.fixture(scope="module")

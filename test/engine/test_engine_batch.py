@@ -14,11 +14,11 @@ import pytest
 import torch
 
 import refseg_ros.engine.engine as engine_module
-from clips import moving_shapes
+from support.clips import moving_shapes
 from refseg_ros.engine import (BoxPrompt, InvalidFrameError, MaskPrompt, SegmentationEngine, StepsFailed,
                                UnknownStreamError)
 from refseg_ros.engine.features import encode_image, encode_images
-from test_engine_api import SIZE, make_engine  # 128 px, objects kept present
+from support.engines import SIZE, make_engine  # 128 px, objects kept present
 
 FRAMES = 10  # past num_maskmem (7): the memory bank fills and rolls
 TOL = 1e-4  # batched kernels may sum in another order; measured ~1e-6 on the CPU

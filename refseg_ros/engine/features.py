@@ -10,7 +10,7 @@ trunk pass and run only its neck (`neck_features(model, features.trunk, neck)`).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 
@@ -54,16 +54,24 @@ class FrameFeatures:
 
 
 def encode_image(model: torch.nn.Module, image: torch.Tensor) -> FrameFeatures:
-    """Run the image encoder on a (1, 3, S, S) normalised image.
+    """Run the image encoder on a (1, 3, S, S) normalised image: `encode_images`'s one result."""
+    return encode_images(model, image)[0]
+
+
+def encode_images(model: torch.nn.Module, images: torch.Tensor) -> list[FrameFeatures]:
+    """Run the image encoder on a (T, 3, S, S) batch of normalised images (float, the
+    model's device); one FrameFeatures per image, in order.
 
     Trunk, then `neck_features`: the same operations as `model.forward_image`, so the
-    features are bit-identical to it; the trunk's stage maps are kept in `trunk`.
-    `model.forward_image` and `model.image_encoder.forward` are not called: a wrapper
-    around either (torch.compile, a test's guard) must wrap the trunk and the neck.
+    features are bit-identical to it; each image's trunk stage maps (1, C_i, h_i, w_i)
+    are kept in its `trunk`. `model.forward_image` and `model.image_encoder.forward` are
+    not called: a wrapper around either (torch.compile, a test's guard) must wrap the
+    trunk and the neck.
     """
-    trunk = model.image_encoder.trunk(image)
-    features = neck_features(model, trunk)[0]
-    features.trunk = trunk
+    trunk = model.image_encoder.trunk(images)
+    features = neck_features(model, trunk)
+    for i, frame in enumerate(features):
+        frame.trunk = trunk if len(features) == 1 else [t[i:i + 1] for t in trunk]
     return features
 
 
@@ -86,10 +94,20 @@ def neck_features(model: torch.nn.Module, trunk_outputs: list[torch.Tensor],
         maps[0] = model.sam_mask_decoder.conv_s0(maps[0])
         maps[1] = model.sam_mask_decoder.conv_s1(maps[1])
     levels = model.num_feature_levels
-    maps, pos = maps[-levels:], pos[-levels:]
+    return level_features(maps[-levels:], pos[-levels:])
+
+
+def level_features(maps: Sequence[torch.Tensor], pos: Sequence[torch.Tensor]) -> list[FrameFeatures]:
+    """Lay out the levels the mask decoder and memory attention read, one FrameFeatures per image.
+
+    maps: per level, the (T, C_l, h_l, w_l) feature maps of T images (after conv_s0/conv_s1
+    for the finer levels), finest first; pos: per level, its positional encoding, (T or 1,
+    C_pos, h_l, w_l) (a batch of one is shared by every image). Returns T FrameFeatures
+    with (h_l*w_l, 1, C) tokens per level, `trunk` None.
+    """
     sizes = [(p.shape[-2], p.shape[-1]) for p in pos]
     return [FrameFeatures(
         vision_feats=[m[i:i + 1].flatten(2).permute(2, 0, 1) for m in maps],
-        vision_pos=[p[i:i + 1].flatten(2).permute(2, 0, 1) for p in pos],
+        vision_pos=[(p[i:i + 1] if p.shape[0] > 1 else p).flatten(2).permute(2, 0, 1) for p in pos],
         feat_sizes=sizes,
     ) for i in range(maps[0].shape[0])]

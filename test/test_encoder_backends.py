@@ -249,3 +249,17 @@ def test_parameter_choices_are_the_engines():
     assert PARAMETERS["encoder_backend"].default == EngineConfig().encoder_backend
     assert PARAMETERS["encoder_precision"].default == EngineConfig().encoder_precision
     assert PARAMETERS["encoder_backend_fallback"].default == EngineConfig().encoder_backend_fallback
+
+
+def test_refseg_weights_builds_an_entry_ahead(engines, cache, capsys):
+    """`refseg-weights --build-engine` makes (or finds) the entry an engine of the same
+    options uses; a backend that cannot run here exits 1 with the reason."""
+    from refseg_ros.engine.weights import main
+
+    options = ["--image-size", str(SIZE), "--checkpoint", "none", "--seed", "5", "--dir", str(cache)]
+    assert main(["--build-engine", "onnxruntime", *options]) == 0
+    out, err = capsys.readouterr()
+    assert "onnxruntime" in out and "ready" in out
+    assert "building" not in err  # the module's engine built that very entry
+    assert main(["--build-engine", "tensorrt", *options]) == 1
+    assert "TensorrtExecutionProvider" in capsys.readouterr().err

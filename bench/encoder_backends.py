@@ -111,7 +111,7 @@ def table(rows: list[dict], backends: list[str]) -> str:
     for row in rows:
         enc, stp = row["encode"], row["step"]
         for backend in backends:
-            def ratio(values: dict, base: str) -> str:
+            def ratio(values: dict, base: str, backend: str = backend) -> str:
                 return f"{values[backend] / values[base]:.2f}" if base in values else "-"
             lines.append(f"| {row['model']} | {row['size']} | {backend} | {enc[backend]:.3f} | {stp[backend]:.3f} | "
                          f"{ratio(enc, 'eager')} | {ratio(stp, 'eager')} | {ratio(enc, 'compile')} | "

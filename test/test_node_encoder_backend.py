@@ -6,9 +6,9 @@ lifecycle services."""
 
 from __future__ import annotations
 
-from _node_harness import Listener, scene_reference, start_camera, start_node, wait_tracked
+from _node_harness import (Listener, change_lifecycle, lifecycle_state, scene_reference, start_camera, start_node,
+                           wait_tracked)
 from lifecycle_msgs.msg import State, Transition
-from lifecycle_msgs.srv import ChangeState, GetState
 from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
 from rcl_interfaces.srv import SetParameters
 
@@ -16,15 +16,6 @@ from refseg_ros.msg import SegmentedObjectArray
 
 CAM0 = "/cam0/image_raw"
 OBJECTS = f"{CAM0}/refseg/objects"
-
-
-def _state(listener: Listener) -> int:
-    return listener.call(GetState, "/refseg/get_state", GetState.Request(), timeout=60).current_state.id
-
-
-def _transition(listener: Listener, transition_id: int) -> bool:
-    request = ChangeState.Request(transition=Transition(id=transition_id))
-    return listener.call(ChangeState, "/refseg/change_state", request, timeout=120).success
 
 
 def test_unavailable_backend_is_refused_with_its_reason_and_the_fallback_runs_on_torch(tmp_path):
@@ -35,8 +26,8 @@ def test_unavailable_backend_is_refused_with_its_reason_and_the_fallback_runs_on
                       autostart=False, env={"REFSEG_WEIGHTS": str(tmp_path / "weights")})
     camera = None
     try:
-        assert not _transition(listener, Transition.TRANSITION_CONFIGURE)
-        assert _state(listener) == State.PRIMARY_STATE_UNCONFIGURED
+        assert not change_lifecycle(listener, Transition.TRANSITION_CONFIGURE)
+        assert lifecycle_state(listener) == State.PRIMARY_STATE_UNCONFIGURED
         reason = listener.wait_status("configure failed: EncoderBackendUnavailableError", node=node)
         assert "TensorrtExecutionProvider" in reason
 
@@ -45,8 +36,8 @@ def test_unavailable_backend_is_refused_with_its_reason_and_the_fallback_runs_on
             parameters=[Parameter(name="encoder_backend_fallback", value=value)]))
         assert reply.results[0].successful, reply.results[0].reason
         since = listener.count("/refseg/status")
-        assert _transition(listener, Transition.TRANSITION_CONFIGURE)
-        assert _transition(listener, Transition.TRANSITION_ACTIVATE)
+        assert change_lifecycle(listener, Transition.TRANSITION_CONFIGURE)
+        assert change_lifecycle(listener, Transition.TRANSITION_ACTIVATE)
         note = listener.wait_status("encoder_backend tensorrt refused", since=since, node=node)
         assert "runs on torch" in note and "TensorrtExecutionProvider" in note
         assert "encoder_backend tensorrt refused" in node.output()  # and in the log

@@ -95,7 +95,11 @@ def build_encoder(model: torch.nn.Module, model_name: str, backend: str, precisi
     say(f"exported in {time.monotonic() - start:.0f} s; opening and checking parity with torch")
     encoder = runtime.open_encoder(backend, entry.dir, model, device, precision, image_size)
     bound = "tf32" if backend == "tensorrt" and precision == "fp32" else precision
-    parity = check_parity(model, encoder, bound)
+    try:
+        parity = check_parity(model, encoder, bound)
+    except ValueError as exc:  # another number of images, levels or shapes
+        entry.reset()
+        raise EncoderParityError(f"{backend} ({precision}) build refused: {exc}") from exc
     if not parity.ok:
         entry.reset()
         raise EncoderParityError(f"{backend} ({precision}) build refused, its features differ from torch's: "

@@ -32,6 +32,7 @@ import torch
 from refseg_ros.engine import EngineConfig, MaskPrompt, SegmentationEngine
 
 BACKENDS = ("eager", "compile", "onnxruntime", "openvino")
+EXTRA = ("openvino-bf16",)  # opt-in reduced precision: not in the default run
 
 
 def frames_and_mask(size: int, count: int) -> tuple[list[np.ndarray], np.ndarray]:
@@ -52,10 +53,13 @@ def frames_and_mask(size: int, count: int) -> tuple[list[np.ndarray], np.ndarray
 
 
 def build(backend: str, model: str, size: int) -> SegmentationEngine:
-    """An engine whose plain pass runs on `backend` (eager and compile: torch)."""
+    """An engine whose plain pass runs on `backend` (eager and compile: torch;
+    RUNTIME-PRECISION: that runtime at that encoder precision)."""
+    runtime, _, precision = backend.partition("-")
     config = EngineConfig(model=model, image_size=size, device="cpu", seed=0,
                           compile=backend == "compile",
-                          encoder_backend=backend if backend not in ("eager", "compile") else "torch")
+                          encoder_backend=runtime if backend not in ("eager", "compile") else "torch",
+                          encoder_precision=precision or "fp32")
     return SegmentationEngine.from_config(config)
 
 
@@ -123,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["sam2.1_hiera_t", "sam2.1_hiera_b+"])
     parser.add_argument("--sizes", nargs="+", type=int, default=[512, 1024])
-    parser.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=BACKENDS)
+    parser.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=BACKENDS + EXTRA)
     parser.add_argument("--frames", type=int, default=8, help="timed frames per row")
     parser.add_argument("--warmup", type=int, default=2, help="untimed frames first (compilation happens here)")
     parser.add_argument("--threads", type=int, default=2, help="torch (and runtime) intra-op threads")

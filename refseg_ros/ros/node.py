@@ -88,7 +88,9 @@ class SegmenterNode(ReleasingNode):
 
     # ================================================================== lifecycle
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self.destroy_publishers("_status_pub")  # an earlier failed configure's (_say_unconfigured)
+        if self.reports.publisher is not None:  # an earlier failed configure's (_say_unconfigured)
+            self.destroy_publisher(self.reports.publisher)
+            self.reports.publisher = None
         try:
             settings = params.read(self)
             cameras = {}
@@ -430,10 +432,10 @@ class SegmenterNode(ReleasingNode):
         """Log why configure failed and put it on the status topic (latched, so a client
         that joins later reads it; the next configure takes the publisher down)."""
         self.get_logger().error(text)
-        if self._status_pub is None:
-            self._status_pub = self.create_publisher(String, self.get_parameter("status_topic").value,
-                                                     qos.status_qos())
-        self._status_pub.publish(String(data=text))
+        if self.reports.publisher is None:
+            self.reports.publisher = self.create_publisher(String, self.get_parameter("status_topic").value,
+                                                           qos.status_qos())
+        self.reports.publisher.publish(String(data=text))
 
     def _status(self, text: str, error: bool = False) -> None:
         self.reports.say(text, error)

@@ -96,7 +96,8 @@ def providers(backend: str, device: torch.device, precision: str, directory: Pat
 def open_encoder(backend: str, directory: Path, model: torch.nn.Module, device: torch.device,
                  precision: str, image_size: int) -> ExportedEncoder:
     """An ImageEncoder running `directory/encoder.onnx` on the backend's providers, with
-    torch's current intra-op thread count on the CPU (the node's compute_threads).
+    torch's current intra-op thread count on the CPU (the node's compute_threads) and no
+    spinning between runs.
 
     Raises EncoderBackendUnavailableError when the session cannot be made (a provider
     that fails to load its libraries, say).
@@ -106,6 +107,9 @@ def open_encoder(backend: str, directory: Path, model: torch.nn.Module, device: 
     options.intra_op_num_threads = torch.get_num_threads()
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Its pool threads would otherwise spin on after each run, against torch's threads
+    # running the rest of the step (and the node's frame intake) on the same cores.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     chosen = providers(backend, device, precision, directory, image_size)
     try:
         session = ort.InferenceSession(str(directory / ONNX_FILE), options, providers=chosen)

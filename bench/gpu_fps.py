@@ -8,6 +8,12 @@ folder holding those packages on PYTHONPATH. Then:
     python bench/gpu_fps.py                        # hiera t and b+, 1/4 objects, 1/4 cameras,
                                                    # eager and compiled, 1024 px (< 8 min on an H200)
     python bench/gpu_fps.py --models sam2.1_hiera_t --objects 1 --cameras 1 --backends eager
+    python bench/gpu_fps.py --backends eager onnxruntime tensorrt --encoder-precision fp16
+
+Backends: eager and compile run the whole engine on torch; onnxruntime and tensorrt run
+the plain image-encoder pass on ONNX Runtime (CUDA provider; TensorRT provider), the rest
+on torch (docs/ENGINE.md, "Encoder backends"). A backend this machine cannot run (no
+onnxruntime-gpu, no TensorRT) gets one row saying "unavailable: <reason>".
 
 One engine is built per (model, backend) and serves every (objects, cameras) row, so a
 compiled model is compiled once. A row's "tick" is one frame from every camera, each
@@ -36,7 +42,7 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from refseg_ros.engine import EngineConfig, MaskPrompt, SegmentationEngine
+from refseg_ros.engine import EncoderBackendError, EngineConfig, MaskPrompt, SegmentationEngine
 from refseg_ros.engine.weights import cached_checkpoint
 
 # SAM2.1 paper/README: A100, compiled, one object, 1024 px.
@@ -44,7 +50,7 @@ PUBLISHED_A100_FPS = {"sam2.1_hiera_t": 91.2, "sam2.1_hiera_s": 84.8, "sam2.1_hi
 GOAL_FACTOR = 2.5
 # Dense bf16 tensor-core peaks (TFLOP/s), for the compute floor.
 PEAK_BF16_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0}
-BACKENDS = ("eager", "compile")
+BACKENDS = ("eager", "compile", "onnxruntime", "tensorrt")
 
 
 def peak_tflops(device: torch.device) -> float | None:
@@ -79,14 +85,19 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def build_engine(model: str, size: int, backend: str, device: str, checkpoint: str | None) -> SegmentationEngine:
-    """One engine for every row of a (model, backend) pair; `backend` is one of BACKENDS."""
+def build_engine(model: str, size: int, backend: str, device: str, checkpoint: str | None,
+                 encoder_precision: str = "fp32") -> SegmentationEngine:
+    """One engine for every row of a (model, backend) pair; `backend` is one of BACKENDS.
+    Raises EncoderBackendError for a runtime backend this machine cannot run."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; one of {BACKENDS}")
+    runtime = backend in ("onnxruntime", "tensorrt")
     # Every frame is written to memory, as SAM2 does: with random weights the presence head
     # would otherwise decide how many memories a target attends to, and so the FLOPs.
     config = EngineConfig(model=model, image_size=size, device=device, precision="auto",
-                          compile=backend == "compile", checkpoint=checkpoint, keep_memory_when_absent=False)
+                          compile=backend == "compile", checkpoint=checkpoint, keep_memory_when_absent=False,
+                          encoder_backend=backend if runtime else "torch",
+                          encoder_precision=encoder_precision if runtime else "fp32")
     return SegmentationEngine.from_config(config)
 
 
@@ -145,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frames", type=int, default=50, help="timed ticks per row")
     parser.add_argument("--warmup", type=int, default=15, help="untimed ticks per row (compilation happens here)")
     parser.add_argument("--device", default="cuda")
+    parser.add_argument("--encoder-precision", default="fp32", choices=("fp32", "fp16", "bf16"),
+                        help="precision of the onnxruntime / tensorrt encoder (opt-in fp16, bf16: tensorrt)")
     parser.add_argument("--no-compile", action="store_true", help="eager only (same as --backends eager)")
     parser.add_argument("--quick", action="store_true", help="hiera t, one object, one camera, 20 frames")
     parser.add_argument("--json", type=Path, help="also write the rows here (after each row)")
@@ -175,8 +188,19 @@ def main(argv: list[str] | None = None) -> int:
         gflops: dict[int, float] = {}  # counted on the eager engine; compiling does not change the arithmetic
         for backend in args.backends:
             start = time.perf_counter()
-            engine = build_engine(model, args.image_size, backend, args.device, checkpoint)
-            for objects in args.objects:
+            try:
+                engine = build_engine(model, args.image_size, backend, args.device, checkpoint,
+                                      args.encoder_precision)
+            except EncoderBackendError as exc:
+                reason = str(exc).replace("|", "/").replace("\n", " ")
+                print(f"| {model} | {backend} | - | - | unavailable: {reason} |" + " - |" * 8, flush=True)
+                rows.append({"model": model, "backend": backend, "unavailable": str(exc), "device": name})
+                if args.json:
+                    args.json.write_text(json.dumps({"device": name, "image_size": args.image_size,
+                                                     "torch": torch.__version__, "rows": rows}, indent=2))
+                continue
+            # the encoder backends change only the per-frame pass: their rows at the first object count only
+            for objects in args.objects if backend in ("eager", "compile") else args.objects[:1]:
                 one_camera_s = None
                 for cameras, batched in [(c, b) for c in args.cameras
                                          for b in (False, True) if not b or (c > 1 and c in args.batched_cameras)]:

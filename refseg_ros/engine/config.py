@@ -24,6 +24,19 @@ class EngineConfig:
     # are already image_size x image_size.
     preprocessing: str = "device"  # device | official
     compile: bool = False  # torch.compile the heavy modules (pays off on CUDA; slow to build on CPU)
+    # What runs the plain image-encoder pass (engine.encoders): torch (the model's modules),
+    # onnxruntime (CPU, or CUDA with onnxruntime-gpu), openvino (CPU) or tensorrt (ONNX
+    # Runtime's TensorRT provider). A non-torch backend is exported once per weights and
+    # size into the weights cache and used only after its parity check against torch.
+    # Adapted passes (SAMWISE, a TTGA target's neck) always run on torch.
+    encoder_backend: str = "torch"
+    # The exported backends' precision: fp32, or opt-in fp16 / bf16 where the backend
+    # runs them (docs/ENGINE.md gives the measured differences); torch follows `precision`.
+    encoder_precision: str = "fp32"
+    # A backend that cannot run here (not installed, no provider, failed parity): False
+    # refuses it (EncoderBackendError); True runs the pass on torch and says so
+    # (SegmentationEngine.encoder_note).
+    encoder_backend_fallback: bool = False
     seed: int = 0  # seeds the random initialisation when no checkpoint is given
     # Memory policy. SAM2 writes every frame into memory; with keep_memory_when_absent the
     # frames on which a target is judged absent are not written, so an occluder cannot

@@ -20,9 +20,10 @@ import torch.nn.functional as F
 
 from . import heads
 from .config import EngineConfig
-from .errors import (CheckpointError, DuplicateTargetError, InvalidFrameError, InvalidPromptError, StepsFailed,
-                     UnknownStreamError, UnknownTargetError)
-from .features import FrameFeatures, encode_image, encode_images
+from .encoders import ImageEncoder, TorchEncoder, build_encoder
+from .errors import (CheckpointError, DuplicateTargetError, EncoderBackendError, InvalidFrameError, InvalidPromptError,
+                     StepsFailed, UnknownStreamError, UnknownTargetError)
+from .features import FrameFeatures
 from .frames import FramePreprocessor, check_frame
 from .memory import MemoryEntry, MemorySelection, TargetMemory
 from .model import Sam2Checkpoint, WeightsSource, build_model, resolve_device
@@ -174,8 +175,11 @@ class SegmentationEngine:
         self._next_target_id = 1
         self._lock = threading.RLock()
         self._autocast_dtype = _autocast_dtype(config.precision, self.device)
+        # The plain pass's backend; torch until `install_encoder` builds the configured one.
+        self.encoder: ImageEncoder = TorchEncoder(model)
+        self.encoder_note: Optional[str] = None  # why the pass runs on torch after all (fallback)
         if config.compile:
-            _compile_modules(model)
+            _compile_modules(model, encoder=config.encoder_backend == "torch")
 
     @classmethod
     def from_config(cls, config: EngineConfig) -> "SegmentationEngine":
@@ -188,7 +192,30 @@ class SegmentationEngine:
         checkpoint = config_checkpoint(config)
         if checkpoint is not None:
             engine.load_weights(Sam2Checkpoint(checkpoint))
+        else:
+            engine.install_encoder()
         return engine
+
+    def install_encoder(self) -> None:
+        """Build the plain pass's backend (`config.encoder_backend`) for the model's
+        current weights (engine.encoders.build_encoder: from the cache, or exported and
+        checked for parity, with progress on stderr). With `encoder_backend_fallback`, a
+        backend that cannot serve leaves the pass on torch and `encoder_note` says why.
+
+        Raises EncoderBackendError (without the fallback), ValueError (unknown backend
+        or precision).
+        """
+        backend = self.config.encoder_backend
+        with self._lock:
+            try:
+                self.encoder = build_encoder(self.model, self.config.model, backend, self.config.encoder_precision)
+                self.encoder_note = None
+            except EncoderBackendError as exc:
+                if not self.config.encoder_backend_fallback:
+                    raise
+                self.encoder = TorchEncoder(self.model)
+                self.encoder_note = (f"encoder_backend {backend} refused: {exc}; the image encoder runs on torch "
+                                     "(encoder_backend_fallback)")
 
     # ------------------------------------------------------------------------- weights
     @property
@@ -210,9 +237,10 @@ class SegmentationEngine:
         A file that carries SAM2 for an adapter (SAMWISE's, FSSAM's) replaces a plain
         SAM2 checkpoint's weights; weights from one adapter's file are never replaced by
         another file (CheckpointError naming both, nothing loaded); the same source again
-        loads again (a second reference mode opened on the same engine). Raises what
+        loads again (a second reference mode opened on the same engine). The plain pass's
+        backend is built again for the new weights (`install_encoder`). Raises what
         `source.load` raises (CheckpointError naming the mismatching keys), the model
-        untouched.
+        untouched; what `install_encoder` raises, the weights loaded.
         """
         with self._lock:
             current = self._weights
@@ -221,6 +249,7 @@ class SegmentationEngine:
                                       f"the {source.kind} {source.path} would replace them")
             extra = source.load(self.model)
             self._weights, self._random_weights = source, False
+            self.install_encoder()  # an exported pass holds the old weights: rebuild (or find) it
             return extra
 
     # ----------------------------------------------------------------- streams & targets
@@ -362,7 +391,7 @@ class SegmentationEngine:
 
     def _pin_reference(self, target: Target, prompt: Prompt, image: np.ndarray, index: int) -> None:
         with self._compute():
-            features = encode_image(self.model, self.preprocess(image))
+            features = self.encoder.encode(self.preprocess(image))[0]
             self._apply_prompt(target, features, prompt, image.shape[:2], index)
 
     def remove_target(self, stream_id: str, target_id: int) -> None:
@@ -524,16 +553,17 @@ class SegmentationEngine:
         """The plain image-encoder pass of each (stream, frame), shared by the stream's
         plain targets, proposers and trackers without a variant of their own; None for a
         stream none of whose targets needs it. The frames that need it go through one
-        `encode_images` call (one per frame with `config.batch_cameras` off)."""
+        call of the engine's encoder backend (`self.encoder`, engine/encoders; one per
+        frame with `config.batch_cameras` off)."""
         needed = [i for i, (stream, _) in enumerate(frames) if _needs_plain(stream)]
         features: list[Optional[FrameFeatures]] = [None] * len(frames)
         if not needed:
             return features
         images = [self.preprocess(frames[i][1]) for i in needed]
         if self.config.batch_cameras:
-            encoded = encode_images(self.model, torch.cat(images, dim=0))
+            encoded = self.encoder.encode(torch.cat(images, dim=0))
         else:
-            encoded = [encode_images(self.model, image)[0] for image in images]
+            encoded = [self.encoder.encode(image)[0] for image in images]
         for i, f in zip(needed, encoded):
             features[i] = f
         return features
@@ -858,11 +888,13 @@ def _autocast_dtype(precision: str, device: torch.device) -> Optional[torch.dtyp
     raise ValueError(f"precision must be auto, fp32 or bf16; got {precision!r}")
 
 
-def _compile_modules(model: torch.nn.Module) -> None:
-    """Compile the heavy modules; memory attention sees a varying number of memories."""
-    # encode_image runs the trunk and the neck apart (features.py), so those are compiled
-    model.image_encoder.trunk.forward = torch.compile(model.image_encoder.trunk.forward, dynamic=False)
-    model.image_encoder.neck.forward = torch.compile(model.image_encoder.neck.forward, dynamic=False)
+def _compile_modules(model: torch.nn.Module, encoder: bool = True) -> None:
+    """Compile the heavy modules; memory attention sees a varying number of memories.
+    `encoder` False leaves the trunk and neck alone (another backend runs the plain pass
+    and exports them as they are)."""
+    if encoder:  # encode_images runs the trunk and the neck apart (features.py), so those are compiled
+        model.image_encoder.trunk.forward = torch.compile(model.image_encoder.trunk.forward, dynamic=False)
+        model.image_encoder.neck.forward = torch.compile(model.image_encoder.neck.forward, dynamic=False)
     model.memory_encoder.forward = torch.compile(model.memory_encoder.forward, dynamic=False)
     model.memory_attention.forward = torch.compile(model.memory_attention.forward, dynamic=True)
     model.sam_mask_decoder.forward = torch.compile(model.sam_mask_decoder.forward, dynamic=False)

@@ -59,3 +59,20 @@ class StepsFailed(RuntimeError):
         self.failures = failures
         named = "; ".join(f"stream {s!r}: {type(e).__name__}: {e}" for s, e in failures.items())
         super().__init__(f"{len(failures)} of {len(results) + len(failures)} streams failed: {named}")
+
+
+class EncoderBackendError(RuntimeError):
+    """An image-encoder backend (EngineConfig.encoder_backend) that cannot serve the
+    engine; the message says why and what would fix it. The engine keeps no half-built
+    backend."""
+
+
+class EncoderBackendUnavailableError(EncoderBackendError):
+    """The backend's runtime is not installed, offers no provider for the engine's
+    device, or does not run the requested precision on this machine."""
+
+
+class EncoderParityError(EncoderBackendError):
+    """A build of the backend whose features on the fixed parity input differ from the
+    torch encoder's by more than the precision's tolerance (engine.encoders.parity); it
+    was not accepted into the cache."""

@@ -13,7 +13,7 @@ trunk pass and run only its neck (`neck_features(model, features.trunk, neck)`).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 
@@ -105,10 +105,20 @@ def neck_features(model: torch.nn.Module, trunk_outputs: list[torch.Tensor],
         maps[0] = model.sam_mask_decoder.conv_s0(maps[0])
         maps[1] = model.sam_mask_decoder.conv_s1(maps[1])
     levels = model.num_feature_levels
-    maps, pos = maps[-levels:], pos[-levels:]
+    return level_features(maps[-levels:], pos[-levels:])
+
+
+def level_features(maps: Sequence[torch.Tensor], pos: Sequence[torch.Tensor]) -> list[FrameFeatures]:
+    """Lay out the levels the mask decoder and memory attention read, one FrameFeatures per image.
+
+    maps: per level, the (T, C_l, h_l, w_l) feature maps of T images (after conv_s0/conv_s1
+    for the finer levels), finest first; pos: per level, its positional encoding, (T or 1,
+    C_pos, h_l, w_l) (a batch of one is shared by every image). Returns T FrameFeatures
+    with (h_l*w_l, 1, C) tokens per level, `trunk` None.
+    """
     sizes = [(p.shape[-2], p.shape[-1]) for p in pos]
     return [FrameFeatures(
         vision_feats=[m[i:i + 1].flatten(2).permute(2, 0, 1) for m in maps],
-        vision_pos=[p[i:i + 1].flatten(2).permute(2, 0, 1) for p in pos],
+        vision_pos=[(p[i:i + 1] if p.shape[0] > 1 else p).flatten(2).permute(2, 0, 1) for p in pos],
         feat_sizes=sizes,
     ) for i in range(maps[0].shape[0])]

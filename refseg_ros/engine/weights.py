@@ -224,10 +224,25 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--url", default=None, help="where to fetch a single file model from (a mirror)")
     parser.add_argument("--sha256", default=None, help="expected digest (with a single model)")
     parser.add_argument("--list", action="store_true", help="list known models and what is cached")
+    build = parser.add_argument_group(
+        "encoder builds", "--build-engine exports the image encoder of each SAM2 model named (default "
+        "sam2.1_hiera_t) for a backend into the cache's encoders/ folder and checks its parity with torch, as the "
+        "node does at configure (docs/ENGINE.md, \"Encoder backends\"); nothing is downloaded")
+    build.add_argument("--build-engine", metavar="BACKEND", default=None,
+                       help="onnxruntime, openvino or tensorrt (the node's encoder_backend)")
+    build.add_argument("--image-size", type=int, default=1024, help="the node's image_size (default 1024)")
+    build.add_argument("--encoder-precision", default="fp32", help="the node's encoder_precision (default fp32)")
+    build.add_argument("--checkpoint", default="auto",
+                       help="the SAM2 weights: a file, auto (the cache's file for the model, else random weights), "
+                            "or none (random weights of --seed)")
+    build.add_argument("--seed", type=int, default=0, help="seed of random weights (the node's seed)")
+    build.add_argument("--device", default="auto", help="the node's device: auto, cpu, cuda or cuda:N")
     args = parser.parse_args(argv)
     if args.list:
         print("\n".join(models.describe(args.dir)))
         return 0
+    if args.build_engine is not None:
+        return _build_engines(args, list(args.models) or ["sam2.1_hiera_t"])
     names = list(args.models) or ([] if args.modes else ["sam2.1_hiera_t"])
     for mode in args.modes:
         names += models.MODES[mode]
@@ -253,6 +268,33 @@ def main(argv: Optional[list[str]] = None) -> int:
             status = max(status, 1)
             continue
         print(f"\n{name}: {where}")
+    return status
+
+
+def _build_engines(args: argparse.Namespace, names: list[str]) -> int:
+    """`refseg-weights --build-engine BACKEND MODEL...`: build (or find) each model's
+    encoder entry as an engine of those options would; 0 when all are ready, 1 when one
+    was refused (the reason on stderr)."""
+    from .config import EngineConfig
+    from .engine import SegmentationEngine
+    from .errors import CheckpointError, EncoderBackendError
+
+    if args.dir is not None:
+        os.environ["REFSEG_WEIGHTS"] = str(args.dir)  # the engine finds its cache there
+    status = 0
+    for name in names:
+        checkpoint = None if args.checkpoint == "none" else args.checkpoint
+        config = EngineConfig(model=name, checkpoint=checkpoint, image_size=args.image_size, device=args.device,
+                              seed=args.seed, encoder_backend=args.build_engine,
+                              encoder_precision=args.encoder_precision)
+        try:
+            engine = SegmentationEngine.from_config(config)
+        except (EncoderBackendError, CheckpointError, ValueError) as exc:
+            print(f"refseg-weights: {name}: {type(exc).__name__}: {exc}", file=sys.stderr)
+            status = 1
+            continue
+        weights = engine.checkpoint or f"random weights (seed {args.seed})"
+        print(f"{name}: {engine.encoder.description}, image_size {engine.image_size}, {weights}: ready")
     return status
 
 

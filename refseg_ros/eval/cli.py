@@ -47,7 +47,8 @@ if TYPE_CHECKING:
 
 EXIT_BAD_INPUT = 2
 # The node's parameters `run` takes, by group (flags made from the table: add_argument).
-ENGINE_PARAMETERS = ("model", "checkpoint", "image_size", "device", "seed", "compute_threads")
+ENGINE_PARAMETERS = ("model", "checkpoint", "image_size", "device", "seed", "compute_threads", "encoder_backend",
+                     "encoder_precision")
 TEXT_PARAMETERS = ("text_path", "samwise_checkpoint", "samwise_tokenizer", "text_window", "text_mode",
                    "grounding_model", "grounding_threshold")
 REFERENCE_PARAMETERS = ("dbst_pipeline", "dbst_on", "dbst_frames", "dbst_lora_steps", "ttga_steps", "dino_model",
@@ -277,7 +278,8 @@ def engine_settings(args: argparse.Namespace) -> "EngineSettings":
     for part in (text, acquisition, fssam, transitions):
         part.check()
     return EngineSettings(args.model, args.checkpoint or None, args.image_size, args.device,
-                          args.seed, args.compute_threads, text=text, reference_mode=args.reference_mode,
+                          args.seed, args.compute_threads, encoder_backend=args.encoder_backend,
+                          encoder_precision=args.encoder_precision, text=text, reference_mode=args.reference_mode,
                           acquisition=acquisition, fssam=fssam, transitions=transitions)
 
 

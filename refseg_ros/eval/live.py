@@ -196,6 +196,7 @@ class LiveSession:
             "mode": "replay", "cameras": [self.node_topic], "camera_transports": [transport],
             "model": self.engine.model, "checkpoint": self.engine.checkpoint or "",
             "device": self.engine.device, "seed": self.engine.seed,
+            "encoder_backend": self.engine.encoder_backend, "encoder_precision": self.engine.encoder_precision,
             "store_dir": str(self.tmp / "store"), "object_masks": True,
             "diagnostics_period": self.live.diagnostics_period,
         }

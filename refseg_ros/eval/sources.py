@@ -67,6 +67,10 @@ class EngineSettings:
     # offline masks must equal the node's bit for bit. Not part of as_dict: a resumed run
     # may use another count.
     compute_threads: int = parameter("compute_threads")
+    # What runs the plain image-encoder pass, as the node's parameters (refused when it
+    # cannot run here: an evaluation has no fallback).
+    encoder_backend: str = parameter("encoder_backend")
+    encoder_precision: str = parameter("encoder_precision")
     # Caption targets (``--prompt caption``): the text path, as the node's parameters of
     # the same names (refseg_ros.runtime.captions.TextSettings).
     text: Optional[Any] = None
@@ -90,6 +94,8 @@ class EngineSettings:
     def as_dict(self) -> dict[str, Any]:
         out = {"model": self.model, "checkpoint": self.checkpoint,
                "image_size": self.image_size, "device": self.device, "seed": self.seed}
+        if self.encoder_backend != "torch":
+            out["encoder"] = {"backend": self.encoder_backend, "precision": self.encoder_precision}
         if self.text is not None and self.text.chosen() != "none":
             out["text"] = {k: v for k, v in vars(self.text).items()}
         reference = self.reference_parameters()
@@ -171,7 +177,8 @@ class EngineReplaySource:
             apply_threads(plan_threads(self.settings.compute_threads))
             cfg = EngineConfig(model=self.settings.model, checkpoint=self.settings.checkpoint,
                                image_size=self.settings.image_size, device=self.settings.device,
-                               seed=self.settings.seed)
+                               seed=self.settings.seed, encoder_backend=self.settings.encoder_backend,
+                               encoder_precision=self.settings.encoder_precision)
             self._engine = SegmentationEngine.from_config(cfg)
         return self._engine
 

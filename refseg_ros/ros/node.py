@@ -87,6 +87,9 @@ class SegmenterNode(ReleasingNode):
 
     # ================================================================== lifecycle
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        if self.reports.publisher is not None:  # an earlier failed configure's (_say_unconfigured)
+            self.destroy_publisher(self.reports.publisher)
+            self.reports.publisher = None
         try:
             settings = params.read(self)
             cameras = {}
@@ -107,7 +110,9 @@ class SegmenterNode(ReleasingNode):
                 model=settings.model, checkpoint=settings.checkpoint or None,
                 image_size=settings.image_size, device=settings.device,
                 precision=settings.precision, compile=settings.compile, seed=settings.seed,
-                preprocessing=settings.preprocessing, batch_cameras=settings.batch_cameras))
+                preprocessing=settings.preprocessing, batch_cameras=settings.batch_cameras,
+                encoder_backend=settings.encoder_backend, encoder_precision=settings.encoder_precision,
+                encoder_backend_fallback=settings.encoder_backend_fallback))
             captions, captions_note = open_caption_path(settings.text(), engine, settings.model)
             # A text model that was asked for and cannot be loaded is a warning; none asked for is not.
             failed = captions is None and settings.text().chosen() != "none"
@@ -119,16 +124,20 @@ class SegmenterNode(ReleasingNode):
                                       settings.max_label_length, settings.max_targets, captions, captions_note,
                                       reference.setup)
             restored = registry.restore()
-        except Exception as exc:  # a bad parameter, checkpoint or store: say which, stay unconfigured
-            self.get_logger().error(f"configure failed: {type(exc).__name__}: {exc}")
+        except Exception as exc:  # a bad parameter, checkpoint, store or encoder backend: say which, stay unconfigured
+            self._say_unconfigured(f"configure failed: {type(exc).__name__}: {exc}")
             return TransitionCallbackReturn.FAILURE
         if engine.random_weights:
             self.get_logger().warning(RANDOM_WEIGHTS_WARNING)
+        encoder_lines = [f"image encoder: {engine.encoder.description}"]
+        if engine.encoder_note:
+            self.get_logger().warning(engine.encoder_note)
+            encoder_lines.append(engine.encoder_note)
         self.settings, self.engine, self.cameras, self.registry = settings, engine, cameras, registry
         for line in restored:
             self.get_logger().info(line)
         where = f"target store {store.dir}" if store else "no target store (store_dir empty)"
-        self._pending_status = [captions_note, *reference.notes.values()] + restored + [
+        self._pending_status = encoder_lines + [captions_note, *reference.notes.values()] + restored + [
             f"configured: {len(cameras)} camera(s) ({', '.join(cameras)}), {where}, "
             f"{len(registry.ids())} target(s)"]
         self._create_services()
@@ -444,6 +453,15 @@ class SegmenterNode(ReleasingNode):
         self._status(text if ok else f"rejected caption: {text}", error=not ok)
 
     # ==================================================================== output
+    def _say_unconfigured(self, text: str) -> None:
+        """Log why configure failed and put it on the status topic (latched, so a client
+        that joins later reads it; the next configure takes the publisher down)."""
+        self.get_logger().error(text)
+        if self.reports.publisher is None:
+            self.reports.publisher = self.create_publisher(String, self.get_parameter("status_topic").value,
+                                                           qos.status_qos())
+        self.reports.publisher.publish(String(data=text))
+
     def _status(self, text: str, error: bool = False) -> None:
         self.reports.say(text, error)
 

@@ -39,6 +39,10 @@ CAPTION_TOPIC_MODES = ("replace", "add")
 TEXT_PATHS = ("auto", "samwise", "grounding", "none")
 TEXT_MODES = ("causal", "clip")
 REFERENCE_MODES = NAMES  # the mode grammar (runtime.modes)
+# engine.encoders.BACKENDS and PRECISIONS (test_encoder_backends checks they agree; this
+# module imports no engine)
+ENCODER_BACKENDS = ("torch", "onnxruntime", "openvino", "tensorrt")
+ENCODER_PRECISIONS = ("fp32", "fp16", "bf16")
 
 
 class Kind(enum.Enum):
@@ -239,6 +243,19 @@ PARAMETERS: dict[str, Param] = {
                            "batched call (then each camera's tracking as before; the same results); false: one "
                            "encoder call per camera frame"),
     "compile": Param(False, "torch.compile the heavy modules (pays off on CUDA; minutes to build on CPU)"),
+    "encoder_backend": Param("torch", "what runs the plain image-encoder pass: torch, onnxruntime (CPU; CUDA with "
+                             "onnxruntime-gpu), openvino (CPU) or tensorrt (ONNX Runtime's TensorRT provider); "
+                             "exported once per model, size and weights into the weights cache (refseg-weights "
+                             "--build-engine builds it ahead) and used only after a parity check against torch; "
+                             "adapted passes stay on torch (docs/ENGINE.md, \"Encoder backends\")",
+                             choices=ENCODER_BACKENDS),
+    "encoder_precision": Param("fp32", "precision of an exported encoder_backend: fp32, or opt-in fp16 / bf16 "
+                               "where the backend runs it (measured differences: docs/ENGINE.md); torch follows "
+                               "precision", choices=ENCODER_PRECISIONS),
+    "encoder_backend_fallback": Param(False, "an encoder_backend that cannot run here (not installed, no provider "
+                                      "for the device, failed parity): false: configure fails with the reason (on "
+                                      "the status topic); true: the pass runs on torch, and the log and status say "
+                                      "why"),
     "seed": Param(0, "seed of the random initialisation when no checkpoint is given"),
     "store_dir": Param("~/.ros/refseg_ros/targets", "directory of the target store; empty: keep "
                        "taught targets in memory only"),

@@ -99,10 +99,8 @@ def test_one_adapted_pass_per_caption_and_none_for_plain(parts, monkeypatch):
     pass runs only when a target needs it."""
     sam, adapter, frames = parts
     import refseg_ros.adapters.text.streaming as streaming
-    import refseg_ros.engine.engine as engine_module
-
     calls = {"adapted": 0, "plain": 0}
-    adapted, plain = streaming.encode_clip, engine_module.encode_images
+    adapted = streaming.encode_clip
 
     def count(name, fn):
         def wrapped(*a, **k):
@@ -111,8 +109,8 @@ def test_one_adapted_pass_per_caption_and_none_for_plain(parts, monkeypatch):
         return wrapped
 
     monkeypatch.setattr(streaming, "encode_clip", count("adapted", adapted))
-    monkeypatch.setattr(engine_module, "encode_images", count("plain", plain))
     engine = _engine(sam)
+    monkeypatch.setattr(engine.encoder, "encode", count("plain", engine.encoder.encode))
     a1 = engine.add_tracked_target("cam", SamwiseTracker(sam, adapter, CAPTION_A, window=2))
     a2 = engine.add_tracked_target("cam", SamwiseTracker(sam, adapter, CAPTION_A, window=2))
     step = engine.step("cam", frames[0])

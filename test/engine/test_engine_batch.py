@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 import torch
 
-import refseg_ros.engine.engine as engine_module
 from support.clips import moving_shapes
 from refseg_ros.engine import (BoxPrompt, InvalidFrameError, MaskPrompt, SegmentationEngine, StepsFailed,
                                UnknownStreamError)
@@ -72,15 +71,16 @@ def compare(batched, single) -> tuple[float, int]:
     return worst, pixels
 
 
-def count_encoder_calls(monkeypatch) -> list[int]:
-    """The batch size T of every encode_images call the engine makes."""
+def count_encoder_calls(engine, monkeypatch) -> list[int]:
+    """The batch size T of every call the engine makes to its encoder backend."""
     sizes: list[int] = []
+    encode = engine.encoder.encode
 
-    def counted(model, images):
+    def counted(images):
         sizes.append(images.shape[0])
-        return encode_images(model, images)
+        return encode(images)
 
-    monkeypatch.setattr(engine_module, "encode_images", counted)
+    monkeypatch.setattr(engine.encoder, "encode", counted)
     return sizes
 
 
@@ -88,7 +88,7 @@ def test_batched_cameras_equal_cameras_stepped_one_by_one(engine, clips, monkeyp
     add_cameras(engine, clips, "-batched")
     add_cameras(engine, clips, "-single")
     engine.add_stream("idle-batched")  # no target: needs no encoder pass
-    sizes = count_encoder_calls(monkeypatch)
+    sizes = count_encoder_calls(engine, monkeypatch)
     worst, pixels = 0.0, 0
     for index in range(FRAMES):
         tick = [(camera + "-batched", frames[index], float(index)) for camera, (frames, _) in clips.items()]
@@ -118,14 +118,16 @@ def test_swapped_features_are_caught(engine, clips, monkeypatch):
     add_cameras(engine, clips, "-swapped")
     add_cameras(engine, clips, "-reference")
 
-    def swapped(model, images):
-        features = encode_images(model, images)
+    encode = engine.encoder.encode
+
+    def swapped(images):
+        features = encode(images)
         return [features[1], features[0], *features[2:]]
 
     # frame 0 as it should be (a mask prompt's frame outputs the mask itself), then frame 1 swapped
     engine.step_many([(camera + "-swapped", frames[0], 0.0) for camera, (frames, _) in clips.items()])
     single = [engine.step(camera + "-reference", frames[0]) for camera, (frames, _) in clips.items()]
-    monkeypatch.setattr(engine_module, "encode_images", swapped)
+    monkeypatch.setattr(engine.encoder, "encode", swapped)
     broken = engine.step_many([(camera + "-swapped", frames[1], 0.0) for camera, (frames, _) in clips.items()])
     monkeypatch.undo()
     single = [engine.step(camera + "-reference", frames[1]) for camera, (frames, _) in clips.items()]
@@ -138,7 +140,7 @@ def test_batching_off_is_one_call_per_frame_and_bit_identical(engine, clips, mon
     monkeypatch.setattr(engine.config, "batch_cameras", False)
     add_cameras(engine, clips, "-many")
     add_cameras(engine, clips, "-one")
-    sizes = count_encoder_calls(monkeypatch)
+    sizes = count_encoder_calls(engine, monkeypatch)
     for index in range(2):
         many = engine.step_many([(camera + "-many", frames[index], 0.0) for camera, (frames, _) in clips.items()])
         one = [engine.step(camera + "-one", frames[index]) for camera, (frames, _) in clips.items()]

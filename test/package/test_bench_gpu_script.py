@@ -66,3 +66,24 @@ def test_gpu_script_adds_a_batched_row_on_request():
     rows = table_rows(run.stdout)
     assert [r["cameras"] for r in rows] == ["1", "2", "2 batched"]
     assert rows[2]["GFLOP/frame"] == rows[1]["GFLOP/frame"] and float(rows[2]["cost vs 1 camera"]) > 0
+
+
+def test_gpu_script_rows_for_the_encoder_backends(tmp_path):
+    """onnxruntime runs (its CPU provider here) on the first object count only; tensorrt
+    cannot run here and gets one row saying why."""
+    import os
+
+    run = subprocess.run(
+        [sys.executable, "bench/gpu_fps.py", "--device", "cpu", "--models", "sam2.1_hiera_t",
+         "--objects", "1", "2", "--cameras", "1", "--image-size", "128", "--frames", "2", "--warmup", "1",
+         "--backends", "onnxruntime", "tensorrt", "--json", str(tmp_path / "gpu.json")],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "REFSEG_WEIGHTS": str(tmp_path / "weights")})
+    assert run.returncode == 0, run.stderr[-3000:]
+    rows = table_rows(run.stdout)
+    assert [(r["backend"], r["objects"], r["cameras"]) for r in rows] == [
+        ("onnxruntime", "1", "1"), ("tensorrt", "-", "-")]
+    assert float(rows[0]["ms/tick"]) > 0
+    assert rows[1]["ms/tick"].startswith("unavailable: ") and "TensorrtExecutionProvider" in rows[1]["ms/tick"]
+    written = json.loads((tmp_path / "gpu.json").read_text())
+    assert "TensorrtExecutionProvider" in written["rows"][-1]["unavailable"]

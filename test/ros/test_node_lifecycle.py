@@ -6,25 +6,19 @@ from __future__ import annotations
 import time
 
 from lifecycle_msgs.msg import State, Transition
-from lifecycle_msgs.srv import ChangeState, GetState
 from sensor_msgs.msg import Image
 
 from refseg_ros.msg import SegmentedObjectArray
 from refseg_ros.srv import AddTarget, ListTargets
-from support.node_harness import Listener, image_msg, scene, start_camera, start_node
+from support.node_harness import (Listener, change_lifecycle, image_msg, lifecycle_state, scene, start_camera,
+                                  start_node)
 
 W, H = 320, 240
 CAM0 = "/cam0/image_raw"
 OBJECTS, MASK = f"{CAM0}/refseg/objects", f"{CAM0}/refseg/mask"
 
 
-def state(listener: Listener) -> int:
-    return listener.call(GetState, "/refseg/get_state", GetState.Request(), timeout=60).current_state.id
-
-
-def transition(listener: Listener, transition_id: int) -> bool:
-    request = ChangeState.Request(transition=Transition(id=transition_id))
-    return listener.call(ChangeState, "/refseg/change_state", request, timeout=120).success
+state, transition = lifecycle_state, change_lifecycle
 
 
 def test_lifecycle_transitions_and_publishing(tmp_path):

@@ -354,6 +354,22 @@ def wait_tracked(listener: Listener, node: Process, topic: str, tid: int, frames
     listener.wait_for(run, timeout, f"target {tid} tracked on {frames} frames in a row", node)
 
 
+def lifecycle_state(listener: Listener, node: str = "/refseg") -> int:
+    """The node's lifecycle state id (lifecycle_msgs/State), through its get_state service."""
+    from lifecycle_msgs.srv import GetState
+
+    return listener.call(GetState, f"{node}/get_state", GetState.Request(), timeout=60).current_state.id
+
+
+def change_lifecycle(listener: Listener, transition_id: int, node: str = "/refseg") -> bool:
+    """Ask the node for a lifecycle transition (lifecycle_msgs/Transition id); whether it succeeded."""
+    from lifecycle_msgs.msg import Transition
+    from lifecycle_msgs.srv import ChangeState
+
+    request = ChangeState.Request(transition=Transition(id=transition_id))
+    return listener.call(ChangeState, f"{node}/change_state", request, timeout=120).success
+
+
 def get_parameters(listener: Listener, node: str, names: list[str], timeout: float = 60.0) -> dict[str, Any]:
     """The values of parameters `names` of the node `node` (fully qualified), through its
     own get_parameters service."""

@@ -1,0 +1,134 @@
+"""The on-disk cache of exported encoders, beside the weights cache.
+
+One entry (a folder under `<weights cache>/encoders/`) per (model, image size,
+precision, backend, device kind, weights digest, library versions); its name is readable
+and ends in a digest of that key, so another key never finds it. An entry is accepted
+only once its build passed the parity check: `manifest.json`, written last and
+atomically (`refseg_ros.atomicfile`), records the key, the sha256 of every file of the
+build and the parity figures. An entry whose manifest is missing, unreadable or names
+another key, or whose files are missing or have other digests, is stale or corrupt: it is
+emptied and built again, never used.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+from ...atomicfile import atomic_write
+from ..weights import cache_dir, sha256_of
+
+FORMAT = 1  # what an entry holds and how it is exported; a change makes every older entry stale
+MANIFEST = "manifest.json"
+
+
+def encoder_cache_dir(directory: Optional[Path] = None) -> Path:
+    """`<directory or the weights cache ($REFSEG_WEIGHTS)>/encoders`."""
+    return (directory or cache_dir()) / "encoders"
+
+
+def weights_digest(model: torch.nn.Module) -> str:
+    """sha256 of the weights the plain pass uses (the image encoder's, conv_s0's and
+    conv_s1's parameters and buffers, by name, with dtype and shape): a checkpoint's,
+    an adapter file's or a seed's random weights alike. About 0.1 s per 100 MB on a CPU."""
+    digest = hashlib.sha256()
+    parts = {"image_encoder": model.image_encoder}
+    if model.use_high_res_features_in_sam:
+        parts.update(conv_s0=model.sam_mask_decoder.conv_s0, conv_s1=model.sam_mask_decoder.conv_s1)
+    for prefix, module in parts.items():
+        for name, tensor in sorted(module.state_dict().items()):
+            data = tensor.detach().to("cpu").contiguous()
+            digest.update(f"{prefix}.{name}:{data.dtype}:{tuple(data.shape)};".encode())
+            digest.update(data.view(torch.uint8).numpy().tobytes() if data.numel() else b"")
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class EntryKey:
+    """Everything an export depends on. versions: (library, version) pairs of the
+    libraries that export and run it; device: "cpu" or "cuda" (providers differ)."""
+
+    model: str
+    image_size: int
+    precision: str
+    backend: str
+    device: str
+    weights: str
+    versions: tuple[tuple[str, str], ...]
+    format: int = FORMAT
+
+    def as_dict(self) -> dict[str, Any]:
+        """The key as JSON values (what the manifest records)."""
+        out = dataclasses.asdict(self)
+        out["versions"] = dict(self.versions)
+        return out
+
+    def dirname(self) -> str:
+        """`<model>-<size>-<precision>-<backend>-<device>-<12 hex of the key's digest>`."""
+        text = json.dumps(self.as_dict(), sort_keys=True)
+        tag = hashlib.sha256(text.encode()).hexdigest()[:12]
+        model = re.sub(r"[^A-Za-z0-9._+-]", "_", self.model)  # a config path's slashes
+        return f"{model}-{self.image_size}-{self.precision}-{self.backend}-{self.device}-{tag}"
+
+
+class CacheEntry:
+    """One entry's folder: its files, its manifest, and whether it may be used."""
+
+    def __init__(self, root: Path, key: EntryKey):
+        self.key = key
+        self.dir = Path(root) / key.dirname()
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.dir / MANIFEST
+
+    def problem(self) -> Optional[str]:
+        """None when the entry is accepted and intact; else why it cannot be used
+        ("not built", "manifest unreadable: ...", "built for another key: ...",
+        "file X changed or missing")."""
+        path = self.manifest_path
+        if not path.exists():
+            return "not built yet"
+        try:
+            manifest = json.loads(path.read_text())
+            files, key = manifest["files"], manifest["key"]
+            accepted = manifest["parity"]["accepted"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            return f"manifest unreadable ({type(exc).__name__}: {exc})"
+        if key != self.key.as_dict():
+            changed = sorted(k for k in set(key) | set(self.key.as_dict()) if key.get(k) != self.key.as_dict().get(k))
+            return f"stale: built for another {', '.join(changed)}"
+        if accepted is not True:
+            return "its build was not accepted"
+        for name, digest in files.items():
+            file = self.dir / name
+            if not file.is_file() or sha256_of(file) != digest:
+                return f"corrupt: {name} missing or changed since it was built"
+        return None
+
+    def manifest(self) -> dict[str, Any]:
+        """The accepted entry's manifest (call after `problem()` returned None)."""
+        return json.loads(self.manifest_path.read_text())
+
+    def reset(self) -> None:
+        """Empty the folder for a new build: the manifest goes first, so that a build
+        interrupted from here on leaves an entry that is never used."""
+        self.manifest_path.unlink(missing_ok=True)
+        if self.dir.exists():
+            shutil.rmtree(self.dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+
+    def accept(self, files: list[str], parity: dict[str, Any], extra: Optional[dict[str, Any]] = None) -> None:
+        """Record the build as accepted: the key, each of `files`' sha256 (names relative
+        to the folder) and the parity figures, in a manifest written atomically."""
+        manifest = {"key": self.key.as_dict(), "files": {name: sha256_of(self.dir / name) for name in files},
+                    "parity": {**parity, "accepted": True}, **(extra or {})}
+        atomic_write(self.manifest_path, (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode())

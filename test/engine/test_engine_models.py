@@ -8,6 +8,7 @@ import torch
 
 from refseg_ros.engine import EngineConfig, MaskPrompt, SegmentationEngine
 from refseg_ros.engine.model import MODEL_CONFIGS, build_model, config_path
+from support.slow import slow_parity
 
 # Parameter counts of the published checkpoints (millions).
 PARAMS_M = {"t": 38.9, "s": 46.0, "b+": 80.8, "l": 224.4}
@@ -45,6 +46,7 @@ def test_bf16_autocast_runs_through_the_same_api():
     assert all(e.maskmem_features.dtype == torch.bfloat16 for e in memory.recent)
 
 
+@slow_parity
 @pytest.mark.timeout(900)
 def test_compiled_engine_matches_eager():
     """config.compile goes through torch.compile (inductor, CPU here) and changes no result."""

@@ -19,6 +19,7 @@ from refseg_ros.engine.official import OfficialPrompt, jpeg_clip, official_predi
 from refseg_ros.engine import BoxPrompt, EngineConfig, MaskPrompt, PointsPrompt, SegmentationEngine
 from refseg_ros.engine import memory as memory_module
 from support.clips import moving_shapes
+from support.slow import slow_parity
 
 SIZE = 256
 FRAMES = 24  # past num_maskmem (7) and past max_obj_ptrs (16)
@@ -154,6 +155,7 @@ def _mutant_select(kind: str):
     return select
 
 
+@slow_parity
 @pytest.mark.parametrize("kind", ["wrong_temporal_slots", "too_few_frames", "no_object_pointers",
                                   "misdated_pointers"])
 def test_parity_check_detects_a_broken_memory_selection(kind, engine, clip, official, monkeypatch):
@@ -226,6 +228,7 @@ def test_unknown_preprocessing_rule_is_refused():
         FramePreprocessor(SIZE, torch.device("cpu"), "pil")
 
 
+@slow_parity
 def test_camera_sized_frames_match_official_with_official_preprocessing(engine, camera_clip, camera_official):
     _, masks = camera_clip
     logits, decoded = camera_official
@@ -235,6 +238,7 @@ def test_camera_sized_frames_match_official_with_official_preprocessing(engine, 
     assert mismatched == []
 
 
+@slow_parity
 def test_default_preprocessing_fails_the_parity_bound_on_camera_sized_frames(engine, camera_clip, camera_official):
     """The comparison above can fail: the default rule's different resize shows in the logits."""
     _, masks = camera_clip

@@ -17,7 +17,6 @@ absent-with-negative-object-score cases (a few minutes on two CPU cores):
 from __future__ import annotations
 
 import importlib.util
-import os
 import time
 
 import numpy as np
@@ -29,8 +28,9 @@ from refseg_ros.adapters.reference.fssam import (FssamOptions, FssamSegmenter, S
 from refseg_ros.engine import heads
 from refseg_ros.engine.errors import CheckpointError
 from support.shared_fixtures import fixtures_dir
+from support.slow import SLOW_PARITY
 
-SLOW = os.environ.get("REFSEG_SLOW_PARITY") == "1"
+SLOW = SLOW_PARITY
 slow = pytest.mark.skipif(not SLOW, reason="slow FSSAM parity case: set REFSEG_SLOW_PARITY=1")
 
 # README "Suggested tolerances": (max abs, mean abs or None) per stage.

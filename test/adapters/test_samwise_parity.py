@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import os
 import time
 
 import numpy as np
@@ -30,8 +29,9 @@ from refseg_ros.adapters.text.checkpoint import load_samwise
 from refseg_ros.adapters.text.clip_runner import ClipRunner
 from refseg_ros.adapters.text.preprocess import preprocess_frame
 from support.shared_fixtures import fixtures_dir
+from support.slow import SLOW_PARITY
 
-SLOW = os.environ.get("REFSEG_SLOW_PARITY") == "1"
+SLOW = SLOW_PARITY
 slow = pytest.mark.skipif(not SLOW, reason="set REFSEG_SLOW_PARITY=1 for the full SAMWISE parity (~25 min)")
 
 # Tolerances (README "Tolerances"): object scores, text token, pointers 1e-4; logits 1e-3.

@@ -9,10 +9,13 @@ after each load (their mean), so that other work on the machine moves both sides
 the node received comes from the cameras' counts and the node's frames_received.
 
     python bench/ros_load.py [--quick] [--compute-threads N] [--executor multi|single|events]
-                             [--compare] [--json FILE]
+                             [--compare] [--encoder-backends B [B ...]] [--json FILE]
 
 --compare also runs the node with the model on every core (compute_threads = cores) and
-with each executor at 30 Hz, the measurements behind the node's defaults. A section
+with each executor at 30 Hz, the measurements behind the node's defaults. --encoder-backends runs
+the 30 Hz load once more per image-encoder backend (the node's encoder_backend: torch,
+onnxruntime, openvino), each against the no-load step on the same backend, and prints each
+backend's node step as a ratio to torch's. A section
 before the loads measures what taking one camera message costs a subscriber process,
 serialized (the node's way) against typed.
 
@@ -85,13 +88,15 @@ def camera_main(topic: str, rate: float, width: int, height: int, seconds: float
     rclpy.try_shutdown()
 
 
-def engine_alone_main(threads: int, steps: int) -> None:
-    """Child: the no-load step, the engine with the node's thread settings and no ROS."""
+def engine_alone_main(threads: int, steps: int, backend: str = "torch") -> None:
+    """Child: the no-load step, the engine with the node's thread settings and encoder
+    backend, and no ROS."""
     from refseg_ros.engine import EngineConfig, MaskPrompt, SegmentationEngine
     from refseg_ros.runtime.threads import apply_threads, plan_threads
 
     plan = apply_threads(plan_threads(threads))
-    engine = SegmentationEngine.from_config(EngineConfig(image_size=IMAGE_SIZE, device="cpu"))
+    engine = SegmentationEngine.from_config(EngineConfig(image_size=IMAGE_SIZE, device="cpu",
+                                                         encoder_backend=backend))
     engine.add_stream("cam")
     frame0, masks = scene(640, 480, 0)
     engine.add_target("cam", MaskPrompt(masks[0]), label="object", image=frame0)
@@ -223,13 +228,15 @@ class Observer:
         self.node.destroy_node()
 
 
-def start_node(out: Path, compute_threads: int, executor: str, env: dict | None = None) -> subprocess.Popen:
+def start_node(out: Path, compute_threads: int, executor: str, env: dict | None = None,
+               backend: str = "torch") -> subprocess.Popen:
     from refseg_ros.ros.params_file import NODE_NAME, write_parameters
 
     params = write_parameters(out / "ros_load_params.yaml", {
         "cameras": list(CAMERAS), "image_size": IMAGE_SIZE, "device": "cpu", "checkpoint": "",
-        "store_dir": "", "compute_threads": compute_threads, "diagnostics_period": 0.5})
-    log = open(out / f"ros_load_node_{executor}_{compute_threads}.log", "w")
+        "store_dir": "", "compute_threads": compute_threads, "diagnostics_period": 0.5,
+        "encoder_backend": backend})
+    log = open(out / f"ros_load_node_{executor}_{compute_threads}_{backend}.log", "w")
     return subprocess.Popen([sys.executable, "-m", "refseg_ros.ros.main", "--executor", executor,
                              "--ros-args", "-r", f"__node:={NODE_NAME}", "--params-file", str(params)],
                             stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
@@ -256,13 +263,13 @@ def measure_load(obs: Observer, cams: list[tuple[str, float, int, int]], seconds
             "sent": sent, "seconds": end - start}
 
 
-def engine_alone(threads: int, steps: int) -> float:
+def engine_alone(threads: int, steps: int, backend: str = "torch") -> float:
     """The no-load step (seconds): the engine alone in a fresh process, `steps` steps."""
-    return child_json(child("--engine-alone", str(threads), str(steps)))["step_s"]
+    return child_json(child("--engine-alone", str(threads), str(steps), backend))["step_s"]
 
 
 def run_node_loads(out: Path, threads: int, executor: str, loads: list, seconds: float, warmup: float,
-                   obs: Observer, alone_steps: int, env: dict | None = None) -> list[dict]:
+                   obs: Observer, alone_steps: int, env: dict | None = None, backend: str = "torch") -> list[dict]:
     """Each load against the node, each beside the no-load step measured right before and
     right after it (the node idle meanwhile), so that load from other work on the machine
     moves both sides of a ratio alike."""
@@ -270,23 +277,23 @@ def run_node_loads(out: Path, threads: int, executor: str, loads: list, seconds:
 
     intra = plan_threads(threads).intra_op
     rows = []
-    node = start_node(out, threads, executor, env)
+    node = start_node(out, threads, executor, env, backend)
     try:
         obs.status.clear()
-        obs.wait_status("active", 180)
+        obs.wait_status("active", 600)  # a first encoder build takes a minute or more
         obs.teach()
-        before = engine_alone(intra, alone_steps)
+        before = engine_alone(intra, alone_steps, backend)
         for name, cams in loads:
             if node.poll() is not None:
                 raise RuntimeError(f"the node exited ({node.returncode}); see {out}")
             r = measure_load(obs, cams, seconds, warmup)
-            after = engine_alone(intra, alone_steps)
-            r.update(load=name, executor=executor, compute_threads=threads, model_threads=intra,
+            after = engine_alone(intra, alone_steps, backend)
+            r.update(load=name, executor=executor, compute_threads=threads, model_threads=intra, backend=backend,
                      env=" ".join(f"{k}={v}" for k, v in (env or {}).items()),
                      no_load_step_s=(before + after) / 2)
             r["ratio"] = r["step_s"] / r["no_load_step_s"]
             rows.append(r)
-            print(f"  {executor:6s} threads {intra} {r['env']}: {name:34s} step {r['step_s'] * 1e3:7.0f} ms  "
+            print(f"  {executor:6s} {backend} threads {intra} {r['env']}: {name:34s} step {r['step_s'] * 1e3:7.0f} ms  "
                   f"no load {before * 1e3:5.0f}/{after * 1e3:5.0f} ms  ratio {r['ratio']:.2f}  "
                   f"received {r['received'] * 100:5.1f} %", flush=True)
             before = after
@@ -299,6 +306,23 @@ def run_node_loads(out: Path, threads: int, executor: str, loads: list, seconds:
     return rows
 
 
+def backend_table(rows: list[dict], args: argparse.Namespace) -> list[str]:
+    """The 30 Hz rows of the node's own settings, one per encoder backend, with the node
+    step and the no-load step as ratios to torch's (markdown lines; none without a torch row)."""
+    rows = [r for r in rows if r["load"] == "1 camera 30 Hz 640x480 raw" and r["executor"] == args.executor
+            and r["compute_threads"] == args.compute_threads and not r["env"]]
+    torch_row = next((r for r in rows if r["backend"] == "torch"), None)
+    if torch_row is None or len(rows) < 2:
+        return []
+    lines = ["| encoder backend, 30 Hz 640x480 | node step ms | node step / torch's | no-load step / torch's | "
+             "node / no-load | received |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['backend']} | {r['step_s'] * 1e3:.0f} | {r['step_s'] / torch_row['step_s']:.2f} | "
+                     f"{r['no_load_step_s'] / torch_row['no_load_step_s']:.2f} | {r['ratio']:.2f} | "
+                     f"{r['received'] * 100:.1f} % |")
+    return lines
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer loads, shorter windows")
@@ -306,20 +330,23 @@ def main() -> int:
     parser.add_argument("--executor", default="multi", choices=("multi", "single", "events"))
     parser.add_argument("--compare", action="store_true",
                         help="also all cores for the model, and every executor, at 30 Hz")
+    parser.add_argument("--encoder-backends", nargs="+", default=[], metavar="BACKEND",
+                        help="also the 30 Hz load on each of these encoder backends (torch, onnxruntime, openvino)")
     parser.add_argument("--seconds", type=float, default=0.0, help="measured seconds per load")
     parser.add_argument("--only", default="", help="run only the loads whose name contains this")
     parser.add_argument("--no-intake", action="store_true", help="skip the intake cost section")
     parser.add_argument("--out", type=Path, default=Path("out/bench"))
     parser.add_argument("--json", default=None)
     parser.add_argument("--camera", nargs=5, help=argparse.SUPPRESS)
-    parser.add_argument("--engine-alone", nargs=2, type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--engine-alone", nargs=3, help=argparse.SUPPRESS)
     parser.add_argument("--intake", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.camera:
         topic, rate, w, h, secs = args.camera
         return camera_main(topic, float(rate), int(w), int(h), float(secs), topic.endswith("/compressed")) or 0
     if args.engine_alone:
-        return engine_alone_main(*args.engine_alone) or 0
+        threads, steps, backend = args.engine_alone
+        return engine_alone_main(int(threads), int(steps), backend) or 0
     if args.intake:
         return intake_main(args.intake[0], args.intake[1] == "raw", float(args.intake[2])) or 0
 
@@ -379,18 +406,33 @@ def main() -> int:
                 except RuntimeError as exc:  # a variant that cannot run is a result too
                     print(f"  {executor} threads {threads}: FAILED: {exc}", flush=True)
                     failures.append(f"{executor}, model threads {threads}: {exc}")
+        at30 = [("1 camera 30 Hz 640x480 raw", [(cam0, 30, 640, 480)])]
+        for backend in args.encoder_backends:
+            if backend == "torch" and any(r["load"] == at30[0][0] for r in rows):
+                continue  # the main run's row
+            try:
+                rows += run_node_loads(args.out, args.compute_threads, args.executor, at30, seconds, warmup, obs,
+                                       alone_steps, backend=backend)
+            except RuntimeError as exc:
+                print(f"  encoder backend {backend}: FAILED: {exc}", flush=True)
+                failures.append(f"encoder backend {backend}: {exc}")
     finally:
         obs.close()
 
     print()
-    print("| load | executor | model threads | step ms | no-load step ms | ratio | received |")
-    print("|---|---|---|---|---|---|---|")
+    print("| load | encoder backend | executor | model threads | step ms | no-load step ms | ratio | received |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['load']} | {r['executor']} | {r['model_threads']}{' ' + r['env'] if r['env'] else ''} | "
+        print(f"| {r['load']} | {r['backend']} | {r['executor']} | "
+              f"{r['model_threads']}{' ' + r['env'] if r['env'] else ''} | "
               f"{r['step_s'] * 1e3:.0f} | {r['no_load_step_s'] * 1e3:.0f} | {r['ratio']:.2f} | "
               f"{r['received'] * 100:.1f} % |")
     for failure in failures:
-        print(f"| {failure} | | | | | | |")
+        print(f"| {failure} | | | | | | | |")
+    backend_rows = backend_table(rows, args)
+    if backend_rows:
+        print()
+        print("\n".join(backend_rows))
     print()
     print("| intake, 30 Hz | CPU ms per message, typed | serialized | ratio |")
     print("|---|---|---|---|")
@@ -399,7 +441,7 @@ def main() -> int:
         raw = next(r for r in intake if r["size"] == size and r["mode"] == "raw")["cpu_per_msg_ms"]
         print(f"| {size} | {typed:.3f} | {raw:.3f} | {raw / typed:.2f} |")
     main_rows = [r for r in rows if r["executor"] == args.executor and r["compute_threads"] == args.compute_threads
-                 and not r["env"]]
+                 and not r["env"] and r["backend"] == "torch"]
     at30 = [r for r in main_rows if "30 Hz" in r["load"]]
     worst = max((r["ratio"] for r in at30), default=float("nan"))
     least = min((r["received"] for r in main_rows), default=float("nan"))

@@ -237,10 +237,16 @@ def main(argv: Optional[list[str]] = None) -> int:
                             "or none (random weights of --seed)")
     build.add_argument("--seed", type=int, default=0, help="seed of random weights (the node's seed)")
     build.add_argument("--device", default="auto", help="the node's device: auto, cpu, cuda or cuda:N")
+    build.add_argument("--prune-engines", action="store_true",
+                       help="remove the encoder builds this install cannot use (other library versions, an older "
+                            "export format, unaccepted or cut-short builds); with --dry-run only list them")
+    build.add_argument("--dry-run", action="store_true", help="with --prune-engines: list, remove nothing")
     args = parser.parse_args(argv)
     if args.list:
         print("\n".join(models.describe(args.dir)))
         return 0
+    if args.prune_engines:
+        return _prune_engines(args.dir, args.dry_run)
     if args.build_engine is not None:
         return _build_engines(args, list(args.models) or ["sam2.1_hiera_t"])
     names = list(args.models) or ([] if args.modes else ["sam2.1_hiera_t"])
@@ -296,6 +302,19 @@ def _build_engines(args: argparse.Namespace, names: list[str]) -> int:
         weights = engine.checkpoint or f"random weights (seed {args.seed})"
         print(f"{name}: {engine.encoder.description}, image_size {engine.image_size}, {weights}: ready")
     return status
+
+
+def _prune_engines(directory: Optional[Path], dry_run: bool) -> int:
+    """`refseg-weights --prune-engines [--dry-run]`: one line per stale encoder build and
+    the space freed; always 0."""
+    from .encoders import encoder_cache_dir, prune_encoder_cache
+
+    stale, freed = prune_encoder_cache(directory, dry_run=dry_run)
+    for folder, why in stale:
+        print(f"{'would remove' if dry_run else 'removed'} {folder.name}: {why}")
+    print(f"{encoder_cache_dir(directory)}: {len(stale)} stale build(s), {freed / 1e6:.0f} MB "
+          f"{'to free' if dry_run else 'freed'}")
+    return 0
 
 
 def _print_progress(name: str) -> Callable[[int, Optional[int]], None]:

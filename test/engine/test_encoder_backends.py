@@ -1,6 +1,6 @@
 """The plain image-encoder pass on ONNX Runtime and OpenVINO (CPU) against torch: features,
 tracked masks over a clip, the build cache (reuse; stale, corrupt and interrupted entries
-rebuilt), the parity gate (a wrong build is refused), and the refusal of a backend that
+rebuilt; superseded and unusable entries pruned), the parity gate (a wrong build is refused), and the refusal of a backend that
 cannot run here (with and without the fallback).
 
 Tolerances (stated once, here and in docs/ENGINE.md): every feature tensor within 1e-4
@@ -14,7 +14,11 @@ backend once into its own cache.
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -264,3 +268,63 @@ def test_refseg_weights_builds_an_entry_ahead(engines, cache, capsys):
     assert "building" not in err  # the module's engine built that very entry
     assert main(["--build-engine", "tensorrt", *options]) == 1
     assert "TensorrtExecutionProvider" in capsys.readouterr().err
+
+
+def _fake_entry(cache, like: Path, name: str, **key_changes) -> Path:
+    """A copy of entry `like`'s manifest in a new folder, its key changed (no files: the
+    pruning reads manifests only)."""
+    manifest = json.loads((like / "manifest.json").read_text())
+    manifest["key"].update(key_changes)
+    folder = cache / "encoders" / name
+    folder.mkdir()
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    return folder
+
+
+def test_stale_builds_are_pruned_and_what_can_be_used_is_kept(engines, cache, capsys):
+    """A build removes the entry it supersedes (same model, size, weights; other versions)
+    and nothing else; `refseg-weights --prune-engines` removes every entry this install
+    cannot use: other versions, an older format, an unaccepted build, a build cut short an
+    hour ago; it keeps other weights' entries and a build that may be under way."""
+    from refseg_ros.engine.weights import main
+
+    model = engines["torch"].model
+    ours = next(p for p in (cache / "encoders").iterdir() if "-onnxruntime-" in p.name
+                and json.loads((p / "manifest.json").read_text())["key"]["weights"] == encoders.weights_digest(model))
+    prefix = ours.name.rpartition("-")[0]
+    old_version = _fake_entry(cache, ours, f"{prefix}-0000000000a1", versions={"onnxruntime": "0.0.1", "torch": "0"})
+    other_weights = _fake_entry(cache, ours, f"{prefix}-0000000000a2", weights="0" * 64)
+    other_weights_old = _fake_entry(cache, ours, f"{prefix}-0000000000a3", weights="0" * 64,
+                                    versions={"onnxruntime": "0.0.1", "torch": "0"})
+
+    (ours / "manifest.json").write_text("{}")  # unreadable as an entry: rebuilt
+    _, lines = _build(model)
+    assert "accepted" in lines[-2] and "removed 1 entry" in lines[-1] and old_version.name in lines[-1]
+    assert not old_version.exists()
+    assert other_weights.exists() and other_weights_old.exists() and (ours / "manifest.json").exists()
+
+    older_format = _fake_entry(cache, ours, f"{prefix}-0000000000a4", format=0)
+    unaccepted = _fake_entry(cache, ours, f"{prefix}-0000000000a5")
+    manifest = json.loads((unaccepted / "manifest.json").read_text())
+    manifest["parity"]["accepted"] = False
+    (unaccepted / "manifest.json").write_text(json.dumps(manifest))
+    cut_short, under_way = cache / "encoders" / f"{prefix}-0000000000a6", cache / "encoders" / f"{prefix}-0000000000a7"
+    for folder in (cut_short, under_way):
+        folder.mkdir()
+        (folder / "encoder.onnx").write_bytes(b"\0" * 1000)
+    hour_ago = time.time() - 3700
+    os.utime(cut_short, (hour_ago, hour_ago))
+    stale = {other_weights_old, older_format, unaccepted, cut_short}
+
+    assert main(["--prune-engines", "--dry-run", "--dir", str(cache)]) == 0
+    out = capsys.readouterr().out
+    assert {line.split()[2].rstrip(":") for line in out.splitlines() if line.startswith("would remove")} \
+        == {p.name for p in stale}
+    assert all(p.exists() for p in stale)
+    assert main(["--prune-engines", "--dir", str(cache)]) == 0
+    assert "4 stale build(s)" in capsys.readouterr().out
+    assert not any(p.exists() for p in stale)
+    assert other_weights.exists() and under_way.exists() and (ours / "manifest.json").exists()
+    assert _build(model)[1] == []  # our entry is still used as it is
+    for folder in (other_weights, under_way):
+        shutil.rmtree(folder)

@@ -15,7 +15,7 @@ from ..errors import EncoderBackendUnavailableError, EncoderParityError
 from ..features import encode_images
 from . import openvino_backend, ort_backend
 from .base import BACKENDS, PRECISIONS, ImageEncoder, TorchEncoder
-from .cache import CacheEntry, EntryKey, encoder_cache_dir, weights_digest
+from .cache import CacheEntry, EntryKey, encoder_cache_dir, folder_bytes, remove_entries, stale_entries, weights_digest
 from .onnx_export import export_onnx
 from .parity import compare, parity_input
 
@@ -106,7 +106,33 @@ def build_encoder(model: torch.nn.Module, model_name: str, backend: str, precisi
                                  f"{parity.summary()}")
     entry.accept(files, parity.as_dict(), {"description": encoder.description})
     say(f"accepted after {time.monotonic() - start:.0f} s ({parity.summary()}): {entry.dir}")
+    superseded = stale_entries(entry.dir.parent, installed_versions, like=key)
+    if superseded:
+        freed = remove_entries(superseded)
+        say(f"removed {len(superseded)} entry(ies) this build supersedes ({freed / 1e6:.0f} MB): "
+            + "; ".join(f"{folder.name}: {why}" for folder, why in superseded))
     return encoder
+
+
+def installed_versions(backend: str) -> Optional[dict[str, str]]:
+    """The library versions a `backend` entry built now would be keyed by; None for torch
+    and for a runtime that is not installed."""
+    if backend not in _RUNTIMES:
+        return None
+    try:
+        return _RUNTIMES[backend][0].versions(backend)
+    except EncoderBackendUnavailableError:
+        return None
+
+
+def prune_encoder_cache(directory: Optional[Path] = None, dry_run: bool = False) -> tuple[list[tuple[Path, str]], int]:
+    """Remove (or with `dry_run` only list) every entry under `encoder_cache_dir(directory)`
+    that this install cannot use (`cache.stale_entries`). Returns the (folder, why) pairs
+    and the bytes freed (or that would be)."""
+    stale = stale_entries(encoder_cache_dir(directory), installed_versions)
+    if dry_run:
+        return stale, sum(folder_bytes(folder) for folder, _ in stale)
+    return stale, remove_entries(stale)
 
 
 def check_parity(model: torch.nn.Module, encoder: ImageEncoder, precision: str):

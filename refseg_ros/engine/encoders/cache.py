@@ -8,6 +8,11 @@ atomically (`refseg_ros.atomicfile`), records the key, the sha256 of every file 
 build and the parity figures. An entry whose manifest is missing, unreadable or names
 another key, or whose files are missing or have other digests, is stale or corrupt: it is
 emptied and built again, never used.
+
+Entries that no build can use any more are pruned (`stale_entries`, `remove_entries`):
+a build removes the entry it supersedes (the same model, size, precision, backend,
+device and weights, built by other library versions or an older export format), and
+`refseg-weights --prune-engines` removes every entry this install cannot use.
 """
 
 from __future__ import annotations
@@ -17,9 +22,10 @@ import hashlib
 import json
 import re
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import torch
 
@@ -28,6 +34,9 @@ from ..weights import cache_dir, sha256_of
 
 FORMAT = 1  # what an entry holds and how it is exported; a change makes every older entry stale
 MANIFEST = "manifest.json"
+UNFINISHED_AFTER_S = 3600.0  # a folder without a manifest this long after its last change is a build cut short
+# the key fields that name what an entry is a build of; the others (versions, format) say how it was built
+IDENTITY = ("model", "image_size", "precision", "backend", "device", "weights")
 
 
 def encoder_cache_dir(directory: Optional[Path] = None) -> Path:
@@ -132,3 +141,74 @@ class CacheEntry:
         manifest = {"key": self.key.as_dict(), "files": {name: sha256_of(self.dir / name) for name in files},
                     "parity": {**parity, "accepted": True}, **(extra or {})}
         atomic_write(self.manifest_path, (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode())
+
+
+def _entries(root: Path) -> Iterator[tuple[Path, Optional[dict[str, Any]]]]:
+    """Each entry folder under `root` with its manifest (None when missing or unreadable)."""
+    if not root.is_dir():
+        return
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        try:
+            manifest = json.loads((folder / MANIFEST).read_text())
+            yield folder, manifest if isinstance(manifest, dict) else None
+        except (OSError, ValueError):
+            yield folder, None
+
+
+def stale_entries(root: Path, installed: Callable[[str], Optional[dict[str, str]]],
+                  like: Optional[EntryKey] = None, now: Optional[float] = None) -> list[tuple[Path, str]]:
+    """The entry folders under `root` that no build of this install can use, each with why.
+
+    installed(backend): the library versions an entry of `backend` would be keyed by now
+    (`EntryKey.versions` as a dict), None when that runtime is not installed: its entries
+    are kept, since the same versions may be installed again. An entry is stale when its
+    manifest is unreadable or not accepted, when it was made by an older export format or
+    other library versions, or when it has no manifest UNFINISHED_AFTER_S seconds after
+    its folder last changed (a build cut short; a younger one may be a build under way).
+    `like`: only entries of that key's identity (IDENTITY: the same model, size, precision,
+    backend, device and weights) other than its own folder, i.e. what a new build supersedes.
+    Integrity (file digests) is not checked here: `CacheEntry.problem` does on use.
+    """
+    now = time.time() if now is None else now
+    stale = []
+    for folder, manifest in _entries(root):
+        if like is not None and (folder.name == like.dirname() or (
+                manifest is None and folder.name.rpartition("-")[0] != like.dirname().rpartition("-")[0])):
+            continue
+        if manifest is None:
+            if not (folder / MANIFEST).exists():
+                if now - folder.stat().st_mtime >= UNFINISHED_AFTER_S:
+                    stale.append((folder, "a build cut short (no manifest)"))
+            else:
+                stale.append((folder, "manifest unreadable"))
+            continue
+        key = manifest.get("key") if isinstance(manifest.get("key"), dict) else {}
+        if like is not None and any(key.get(field) != getattr(like, field) for field in IDENTITY):
+            continue
+        if manifest.get("parity", {}).get("accepted") is not True:
+            stale.append((folder, "its build was not accepted"))
+        elif key.get("format") != FORMAT:
+            stale.append((folder, f"export format {key.get('format')} (now {FORMAT})"))
+        else:
+            current = installed(str(key.get("backend")))
+            if current is not None and key.get("versions") != current:
+                built = ", ".join(f"{k} {v}" for k, v in sorted((key.get("versions") or {}).items()))
+                now_have = ", ".join(f"{k} {v}" for k, v in sorted(current.items()))
+                stale.append((folder, f"built with {built}; installed: {now_have}"))
+    return stale
+
+
+def folder_bytes(folder: Path) -> int:
+    """Bytes of the files under `folder`."""
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+
+
+def remove_entries(stale: list[tuple[Path, str]]) -> int:
+    """Delete the folders of `stale` (as `stale_entries` gives them), manifest first (a
+    removal cut short leaves an entry that is never used). Returns the bytes freed."""
+    freed = 0
+    for folder, _ in stale:
+        freed += folder_bytes(folder)
+        (folder / MANIFEST).unlink(missing_ok=True)
+        shutil.rmtree(folder, ignore_errors=True)
+    return freed

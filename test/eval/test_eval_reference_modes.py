@@ -38,7 +38,7 @@ def _present_engine():
 
 def test_modes_side_by_side(tmp_path, capsys):
     write_fss_folder(tmp_path / "fss", pairs=2, seed=0, step=5)
-    bag = builders.fss_to_bag(tmp_path / "fss", tmp_path / "bag", episodes_per_class=2)
+    bag = builders.fss_to_bag(tmp_path / "fss", tmp_path / "bag", episodes_per_class=1)
     dino = save_dinov2(tmp_path / "dino")
     engine = _present_engine()
     modes = {"baseline": EngineSettings(image_size=256, device="cpu"),

@@ -5,7 +5,7 @@ target gets its prior on every camera and the listing says `acquisition`; with D
 both in one proposer chain (`acquisition+dbst`); with TTGA, DBST through the target's
 own neck (`ttga+dbst`); with a reference mode and acquisition, the prior gates the
 mode's tracker (`fssam+acquisition`). Small random models: sam2_hiera_t at
-512, DINOv2 of width 32, a tiny Stable Diffusion pipeline.
+256 (512 for FSSAM), DINOv2 of width 32, a tiny Stable Diffusion pipeline.
 """
 
 from __future__ import annotations
@@ -29,12 +29,22 @@ from support.tiny_models import save_dinov2
 CAMERAS = ["/cam0/image_raw", "/cam1/image_raw"]
 
 
+def _engine(image_size: int) -> SegmentationEngine:
+    torch.manual_seed(0)
+    sam = build_model("sam2_hiera_t", image_size=image_size).eval()
+    return SegmentationEngine(sam, EngineConfig(model="sam2_hiera_t", image_size=image_size, device="cpu"),
+                              random_weights=True)
+
+
 @pytest.fixture(scope="module")
 def engine():
-    torch.manual_seed(0)
-    sam = build_model("sam2_hiera_t", image_size=512).eval()
-    return SegmentationEngine(sam, EngineConfig(model="sam2_hiera_t", image_size=512, device="cpu"),
-                              random_weights=True)
+    return _engine(256)
+
+
+@pytest.fixture(scope="module")
+def fssam_engine():
+    """FSSAM runs SAM2 at 512 only."""
+    return _engine(512)
 
 
 def _example(seed: int):
@@ -55,41 +65,42 @@ def _trackers(engine, tid):
     return [engine._stream(c).targets[tid].tracker for c in CAMERAS]
 
 
-def test_fssam_mode_tracks_references_with_fssam(engine):
+def test_fssam_mode_tracks_references_with_fssam(fssam_engine):
     dino = build_dinov2(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, mlp_ratio=2)
-    registry = TargetRegistry(engine, None, CAMERAS, reference=_setup(FssamMode(engine.model, dino, FssamOptions())))
+    mode = FssamMode(fssam_engine.model, dino, FssamOptions())
+    registry = TargetRegistry(fssam_engine, None, CAMERAS, reference=_setup(mode))
     image, mask = _example(1)
     text = registry.teach(TaughtTarget(0, "mug", "reference", image=image, mask=mask))
     tid = int(text.split()[2])
-    trackers = _trackers(engine, tid)
+    trackers = _trackers(fssam_engine, tid)
     assert all(isinstance(t, FssamTracker) for t in trackers) and trackers[0] is trackers[1]
     assert trackers[0].shots == 1
     assert [(s.target.target_id, s.path) for s in registry.statuses()] == [(tid, "fssam")]
     registry.add_view(tid, *_example(2))
-    assert all(t.shots == 2 for t in _trackers(engine, tid))  # rebuilt with both examples
-    step = engine.step(CAMERAS[0], _example(3)[0])
+    assert all(t.shots == 2 for t in _trackers(fssam_engine, tid))  # rebuilt with both examples
+    step = fssam_engine.step(CAMERAS[0], _example(3)[0])
     assert [r.target_id for r in step.targets] == [tid]
     registry.remove(tid)
-    assert engine.targets(CAMERAS[0]) == []
+    assert fssam_engine.targets(CAMERAS[0]) == []
 
 
-def test_fssam_targets_get_the_prior_as_their_absence_gate(engine):
+def test_fssam_targets_get_the_prior_as_their_absence_gate(fssam_engine):
     from refseg_ros.adapters.reference.prior.acquisition_proposer import ReferenceAcquisition
     from refseg_ros.engine import TargetState
 
     dino = build_dinov2(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, mlp_ratio=2)
     # no dino_model: FSSAM's own DINOv2 serves the prior (as the node does in fssam mode)
-    service, note = open_acquisition(AcquisitionSettings(acquisition_threshold=2.0), engine.device, dino=dino)
+    service, note = open_acquisition(AcquisitionSettings(acquisition_threshold=2.0), fssam_engine.device, dino=dino)
     assert service is not None and "FSSAM's own" in note, note
     assert service.encoder.model is dino
     try:
-        registry = TargetRegistry(engine, None, CAMERAS,
-                                  reference=_setup(FssamMode(engine.model, dino, FssamOptions()), service))
+        registry = TargetRegistry(fssam_engine, None, CAMERAS,
+                                  reference=_setup(FssamMode(fssam_engine.model, dino, FssamOptions()), service))
         image, mask = _example(1)
         tid = int(registry.teach(TaughtTarget(0, "mug", "reference", image=image, mask=mask)).split()[2])
         assert [s.path for s in registry.statuses()] == ["fssam+acquisition"]
-        assert all(isinstance(engine._stream(c).targets[tid].proposer, ReferenceAcquisition) for c in CAMERAS)
-        result = engine.step(CAMERAS[0], _example(3)[0]).targets[0]
+        assert all(isinstance(fssam_engine._stream(c).targets[tid].proposer, ReferenceAcquisition) for c in CAMERAS)
+        result = fssam_engine.step(CAMERAS[0], _example(3)[0]).targets[0]
         # a raw score of 2 is out of reach: FSSAM is not run and nothing is published
         assert result.state == TargetState.ACQUIRING and not result.mask.any() and result.score == 0.0
         registry.remove(tid)

@@ -12,11 +12,12 @@ the node received comes from the cameras' counts and the node's frames_received.
                              [--compare] [--encoder-backends B [B ...]] [--json FILE]
 
 --compare also runs the node with the model on every core (compute_threads = cores) and
-with each executor at 30 Hz, the measurements behind the node's defaults. --encoder-backends runs
-the 30 Hz load once more per image-encoder backend (the node's encoder_backend: torch,
-onnxruntime, openvino), each against the no-load step on the same backend, and prints each
-backend's node step as a ratio to torch's. A section
-before the loads measures what taking one camera message costs a subscriber process,
+with each executor at 30 Hz, the measurements behind the node's defaults.
+--encoder-backends runs the 30 Hz load once more per image-encoder backend (the node's
+encoder_backend: torch, onnxruntime, openvino; BACKEND-PRECISION sets encoder_precision
+too, e.g. openvino-bf16), each against the no-load step on the same backend, and prints
+each backend's node step as a ratio to torch's. A section before the loads measures what
+taking one camera message costs a subscriber process,
 serialized (the node's way) against typed.
 
 Goal: ratio <= 1.15 with a 30 Hz camera, received >= 95 %.
@@ -95,8 +96,10 @@ def engine_alone_main(threads: int, steps: int, backend: str = "torch") -> None:
     from refseg_ros.runtime.threads import apply_threads, plan_threads
 
     plan = apply_threads(plan_threads(threads))
+    encoder_backend, _, precision = backend.partition("-")
     engine = SegmentationEngine.from_config(EngineConfig(image_size=IMAGE_SIZE, device="cpu",
-                                                         encoder_backend=backend))
+                                                         encoder_backend=encoder_backend,
+                                                         encoder_precision=precision or "fp32"))
     engine.add_stream("cam")
     frame0, masks = scene(640, 480, 0)
     engine.add_target("cam", MaskPrompt(masks[0]), label="object", image=frame0)
@@ -172,14 +175,23 @@ class Observer:
         self.reference_pub = self.node.create_publisher(ReferenceTarget, "/refseg/reference", 10)
         self.executor = SingleThreadedExecutor()
         self.executor.add_node(self.node)
-        self._thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self._thread = threading.Thread(target=self._spin, daemon=True)
         self._thread.start()
+
+    def _spin(self) -> None:
+        from rclpy.executors import ExternalShutdownException
+
+        try:
+            self.executor.spin()
+        except ExternalShutdownException:  # close() shut rclpy down
+            pass
 
     def _on_diag(self, msg) -> None:
         cams = {s.hardware_id: {kv.key: kv.value for kv in s.values} for s in msg.status}
         self.reports.append((time.monotonic(), cams))
 
     def wait_status(self, text: str, timeout: float) -> None:
+        """Raises RuntimeError when no status containing `text` came within `timeout` s."""
         deadline = time.monotonic() + timeout
         while not any(text in s for s in self.status):
             if time.monotonic() > deadline:
@@ -198,11 +210,18 @@ class Observer:
             return msg
 
         frame, masks = scene(640, 480, 0)
-        while self.reference_pub.get_subscription_count() == 0:
-            time.sleep(0.05)
-        self.reference_pub.publish(ReferenceTarget(label="object", image=image(frame, "rgb8"),
-                                                   mask=image(masks[0].astype(np.uint8) * 255, "mono8")))
-        self.wait_status("taught target", 120)
+        reference = ReferenceTarget(label="object", image=image(frame, "rgb8"),
+                                    mask=image(masks[0].astype(np.uint8) * 255, "mono8"))
+        for attempt in range(8):
+            while self.reference_pub.get_subscription_count() == 0:
+                time.sleep(0.05)
+            time.sleep(1.0)  # a node started after an earlier one: its side of discovery too
+            self.reference_pub.publish(reference)
+            try:
+                return self.wait_status("taught target", 15)
+            except RuntimeError:  # sent to the earlier node's stale match: send again
+                print(f"  reference not acknowledged within 15 s (try {attempt + 1}); sending again", flush=True)
+        self.wait_status("taught target", 1)
 
     def received_after(self, cameras: list[str], since: float, timeout: float = 60.0) -> dict[str, int]:
         """Each camera's frames_received from the first report made after `since` (monotonic)."""
@@ -232,10 +251,11 @@ def start_node(out: Path, compute_threads: int, executor: str, env: dict | None 
                backend: str = "torch") -> subprocess.Popen:
     from refseg_ros.ros.params_file import NODE_NAME, write_parameters
 
+    encoder_backend, _, precision = backend.partition("-")
     params = write_parameters(out / "ros_load_params.yaml", {
         "cameras": list(CAMERAS), "image_size": IMAGE_SIZE, "device": "cpu", "checkpoint": "",
         "store_dir": "", "compute_threads": compute_threads, "diagnostics_period": 0.5,
-        "encoder_backend": backend})
+        "encoder_backend": encoder_backend, "encoder_precision": precision or "fp32"})
     log = open(out / f"ros_load_node_{executor}_{compute_threads}_{backend}.log", "w")
     return subprocess.Popen([sys.executable, "-m", "refseg_ros.ros.main", "--executor", executor,
                              "--ros-args", "-r", f"__node:={NODE_NAME}", "--params-file", str(params)],
@@ -331,7 +351,8 @@ def main() -> int:
     parser.add_argument("--compare", action="store_true",
                         help="also all cores for the model, and every executor, at 30 Hz")
     parser.add_argument("--encoder-backends", nargs="+", default=[], metavar="BACKEND",
-                        help="also the 30 Hz load on each of these encoder backends (torch, onnxruntime, openvino)")
+                        help="also the 30 Hz load on each of these encoder backends (torch, onnxruntime, openvino; "
+                             "BACKEND-PRECISION for an opt-in precision, e.g. openvino-bf16)")
     parser.add_argument("--seconds", type=float, default=0.0, help="measured seconds per load")
     parser.add_argument("--only", default="", help="run only the loads whose name contains this")
     parser.add_argument("--no-intake", action="store_true", help="skip the intake cost section")

@@ -1,7 +1,7 @@
 """The plain image-encoder pass on ONNX Runtime and OpenVINO (CPU) against torch: features,
 tracked masks over a clip, the build cache (reuse; stale, corrupt and interrupted entries
-rebuilt; superseded and unusable entries pruned), the parity gate (a wrong build is refused), and the refusal of a backend that
-cannot run here (with and without the fallback).
+rebuilt; superseded and unusable entries pruned), the parity gate (a wrong build is
+refused), and the refusal of a backend that cannot run here (with and without the fallback).
 
 Tolerances (stated once, here and in docs/ENGINE.md): every feature tensor within 1e-4
 of the largest |value| of torch's (the build gate's fp32 bound; measured about 1e-6), and

@@ -98,10 +98,14 @@ def test_cpu_backends_publish_the_masks_torch_publishes(tmp_path):
         for backend, node in nodes.items():
             listener.wait_status("taught target", timeout=60, node=node, topic=f"/parity/{backend}/status")
         camera = start_camera(tmp_path, cam, "parity_optical", rate=5, count=FRAMES,
-                              stamps_file=tmp_path / "parity.stamps")
+                              stamps_file=tmp_path / "parity.stamps", subscribers=len(nodes))
         for backend, node in nodes.items():
-            listener.wait_for(lambda b=backend: listener.count(f"{cam}/{b}/mask") >= FRAMES, 180,
-                              f"{FRAMES} label images from {backend}", node)
+            try:
+                listener.wait_for(lambda b=backend: listener.count(f"{cam}/{b}/mask") >= FRAMES, 180,
+                                  f"{FRAMES} label images from {backend}", node)
+            except AssertionError as exc:
+                counts = {b: listener.count(f"{cam}/{b}/mask") for b in nodes}
+                raise AssertionError(f"label images received: {counts}\n{exc}") from None
         sent = sorted(read_stamps(tmp_path / "parity.stamps"))
         labels = {}
         for backend in CPU_BACKENDS:

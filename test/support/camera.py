@@ -32,6 +32,7 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=0, help="frames to publish (0: forever)")
     parser.add_argument("--stamps")
     parser.add_argument("--best-effort", action="store_true")
+    parser.add_argument("--subscribers", type=int, default=1, help="wait for this many subscribers first")
     args = parser.parse_args()
 
     rclpy.init()
@@ -49,10 +50,12 @@ def main() -> None:
         from sensor_msgs.msg import Image
         pub = node.create_publisher(Image, args.topic, qos)
     stamps = open(args.stamps, "a") if args.stamps else None
-    # Wait for a subscriber, so that a counted run is not spent talking to nobody.
+    # Wait for the subscribers, so that a counted run is not spent talking to nobody.
     deadline = time.monotonic() + 60
-    while pub.get_subscription_count() == 0 and time.monotonic() < deadline:
+    while pub.get_subscription_count() < args.subscribers and time.monotonic() < deadline:
         time.sleep(0.05)
+    if args.subscribers > 1:
+        time.sleep(1.0)  # the subscribers' side of discovery too
     period = 1.0 / args.rate
     next_time = time.monotonic()
     sent = 0

@@ -124,10 +124,12 @@ def start_node(log_dir: Path, params: dict[str, Any], autostart: bool = True, na
 
 def start_camera(log_dir: Path, topic: str, frame_id: str, rate: float = 10.0, width: int = 320,
                  height: int = 240, compressed: bool = False, count: int = 0, reliable: bool = True,
-                 stamps_file: Optional[Path] = None, name: str = "camera") -> Process:
-    """The camera publisher process (support/camera.py)."""
+                 stamps_file: Optional[Path] = None, name: str = "camera", subscribers: int = 1) -> Process:
+    """The camera publisher process (support/camera.py); it starts once `subscribers`
+    subscribers are matched."""
     args = ["-m", "support.camera", "--topic", topic, "--frame-id", frame_id, "--rate", str(rate),
-            "--width", str(width), "--height", str(height), "--count", str(count)]
+            "--width", str(width), "--height", str(height), "--count", str(count),
+            "--subscribers", str(subscribers)]
     if compressed:
         args.append("--compressed")
     if not reliable:

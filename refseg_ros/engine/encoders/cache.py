@@ -167,6 +167,7 @@ def stale_entries(root: Path, installed: Callable[[str], Optional[dict[str, str]
     its folder last changed (a build cut short; a younger one may be a build under way).
     `like`: only entries of that key's identity (IDENTITY: the same model, size, precision,
     backend, device and weights) other than its own folder, i.e. what a new build supersedes.
+    `now`: the time (seconds since the epoch) folder ages are measured at; default now.
     Integrity (file digests) is not checked here: `CacheEntry.problem` does on use.
     """
     now = time.time() if now is None else now
@@ -185,7 +186,8 @@ def stale_entries(root: Path, installed: Callable[[str], Optional[dict[str, str]
         key = manifest.get("key") if isinstance(manifest.get("key"), dict) else {}
         if like is not None and any(key.get(field) != getattr(like, field) for field in IDENTITY):
             continue
-        if manifest.get("parity", {}).get("accepted") is not True:
+        parity = manifest.get("parity")
+        if not isinstance(parity, dict) or parity.get("accepted") is not True:
             stale.append((folder, "its build was not accepted"))
         elif key.get("format") != FORMAT:
             stale.append((folder, f"export format {key.get('format')} (now {FORMAT})"))

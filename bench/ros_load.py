@@ -44,6 +44,7 @@ from ros_overhead import scene  # noqa: E402  (the same synthetic frames)
 
 IMAGE_SIZE = 512
 CAMERAS = ["/bench/cam0/image_raw", "/bench/cam1/image_raw", "/bench/cam2/image/compressed"]
+AT_30HZ = "1 camera 30 Hz 640x480 raw"  # the load the variants (--compare, --encoder-backends) run
 DIAG_WINDOW_S = 5.0  # the node's diagnostics average over the last 5 s
 
 
@@ -89,6 +90,13 @@ def camera_main(topic: str, rate: float, width: int, height: int, seconds: float
     rclpy.try_shutdown()
 
 
+def encoder_settings(backend: str) -> dict[str, str]:
+    """`encoder_backend` and `encoder_precision` (the node's parameters, EngineConfig's
+    fields) of a --encoder-backends name: BACKEND, or BACKEND-PRECISION (openvino-bf16)."""
+    encoder_backend, _, precision = backend.partition("-")
+    return {"encoder_backend": encoder_backend, "encoder_precision": precision or "fp32"}
+
+
 def engine_alone_main(threads: int, steps: int, backend: str = "torch") -> None:
     """Child: the no-load step, the engine with the node's thread settings and encoder
     backend, and no ROS."""
@@ -96,10 +104,8 @@ def engine_alone_main(threads: int, steps: int, backend: str = "torch") -> None:
     from refseg_ros.runtime.threads import apply_threads, plan_threads
 
     plan = apply_threads(plan_threads(threads))
-    encoder_backend, _, precision = backend.partition("-")
     engine = SegmentationEngine.from_config(EngineConfig(image_size=IMAGE_SIZE, device="cpu",
-                                                         encoder_backend=encoder_backend,
-                                                         encoder_precision=precision or "fp32"))
+                                                         **encoder_settings(backend)))
     engine.add_stream("cam")
     frame0, masks = scene(640, 480, 0)
     engine.add_target("cam", MaskPrompt(masks[0]), label="object", image=frame0)
@@ -251,11 +257,10 @@ def start_node(out: Path, compute_threads: int, executor: str, env: dict | None 
                backend: str = "torch") -> subprocess.Popen:
     from refseg_ros.ros.params_file import NODE_NAME, write_parameters
 
-    encoder_backend, _, precision = backend.partition("-")
     params = write_parameters(out / "ros_load_params.yaml", {
         "cameras": list(CAMERAS), "image_size": IMAGE_SIZE, "device": "cpu", "checkpoint": "",
         "store_dir": "", "compute_threads": compute_threads, "diagnostics_period": 0.5,
-        "encoder_backend": encoder_backend, "encoder_precision": precision or "fp32"})
+        **encoder_settings(backend)})
     log = open(out / f"ros_load_node_{executor}_{compute_threads}_{backend}.log", "w")
     return subprocess.Popen([sys.executable, "-m", "refseg_ros.ros.main", "--executor", executor,
                              "--ros-args", "-r", f"__node:={NODE_NAME}", "--params-file", str(params)],
@@ -329,7 +334,7 @@ def run_node_loads(out: Path, threads: int, executor: str, loads: list, seconds:
 def backend_table(rows: list[dict], args: argparse.Namespace) -> list[str]:
     """The 30 Hz rows of the node's own settings, one per encoder backend, with the node
     step and the no-load step as ratios to torch's (markdown lines; none without a torch row)."""
-    rows = [r for r in rows if r["load"] == "1 camera 30 Hz 640x480 raw" and r["executor"] == args.executor
+    rows = [r for r in rows if r["load"] == AT_30HZ and r["executor"] == args.executor
             and r["compute_threads"] == args.compute_threads and not r["env"]]
     torch_row = next((r for r in rows if r["backend"] == "torch"), None)
     if torch_row is None or len(rows) < 2:
@@ -415,7 +420,7 @@ def main() -> int:
         rows += run_node_loads(args.out, args.compute_threads, args.executor, loads, seconds, warmup, obs,
                                alone_steps)
         if args.compare:
-            at30 = [l for l in loads if l[0] == "1 camera 30 Hz 640x480 raw"]
+            at30 = [l for l in loads if l[0] == AT_30HZ]
             variants = [(cores, args.executor, None),
                         # OpenMP threads that sleep at once instead of spinning at a barrier
                         (cores, args.executor, {"OMP_WAIT_POLICY": "PASSIVE"})]
@@ -427,9 +432,9 @@ def main() -> int:
                 except RuntimeError as exc:  # a variant that cannot run is a result too
                     print(f"  {executor} threads {threads}: FAILED: {exc}", flush=True)
                     failures.append(f"{executor}, model threads {threads}: {exc}")
-        at30 = [("1 camera 30 Hz 640x480 raw", [(cam0, 30, 640, 480)])]
+        at30 = [(AT_30HZ, [(cam0, 30, 640, 480)])]
         for backend in args.encoder_backends:
-            if backend == "torch" and any(r["load"] == at30[0][0] for r in rows):
+            if backend == "torch" and any(r["load"] == AT_30HZ for r in rows):
                 continue  # the main run's row
             try:
                 rows += run_node_loads(args.out, args.compute_threads, args.executor, at30, seconds, warmup, obs,

@@ -22,8 +22,8 @@ from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
 from rcl_interfaces.srv import SetParameters
 from sensor_msgs.msg import Image
 
-from refseg_ros import imaging
 from refseg_ros.msg import ReferenceTarget, SegmentedObjectArray
+from refseg_ros.ros.conversions import image_array
 
 CAM0 = "/cam0/image_raw"
 OBJECTS = f"{CAM0}/refseg/objects"
@@ -69,10 +69,6 @@ FRAMES = 6
 MASK_PIXELS = 20  # of 6 frames x 320 x 240 = 460800 label pixels
 
 
-def _labels(msg: Image) -> np.ndarray:
-    return imaging.image_to_array(msg.encoding, msg.height, msg.width, msg.step, msg.is_bigendian, msg.data)
-
-
 def test_cpu_backends_publish_the_masks_torch_publishes(tmp_path):
     cam = "/parity/image_raw"
     listener = Listener("encoder_parity_listener")
@@ -109,7 +105,8 @@ def test_cpu_backends_publish_the_masks_torch_publishes(tmp_path):
         sent = sorted(read_stamps(tmp_path / "parity.stamps"))
         labels = {}
         for backend in CPU_BACKENDS:
-            by_stamp = {stamp_key(m.header.stamp): _labels(m) for _, m in listener.received(f"{cam}/{backend}/mask")}
+            masks = listener.received(f"{cam}/{backend}/mask")
+            by_stamp = {stamp_key(m.header.stamp): image_array(m) for _, m in masks}
             assert sorted(by_stamp) == sent, f"{backend} did not segment every frame"
             labels[backend] = np.stack([by_stamp[s] for s in sent])
         assert int((labels["torch"] > 0).sum()) > 0, "torch tracked nothing: the comparison would be empty"
